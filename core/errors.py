@@ -1,0 +1,35 @@
+"""Errors a user can cause. Each says what was wrong and what to do, in the user's words."""
+
+from __future__ import annotations
+
+
+class GenforgeError(Exception):
+    """Base class: the CLI prints these as one line, without a traceback."""
+
+
+class UnknownNameError(GenforgeError, KeyError):
+    """A generator, evaluator or data source that no installed plugin registers."""
+
+    def __init__(self, what: str, name: str, installed: list[str]):
+        self.what, self.name, self.installed = what, name, installed
+        listing = ", ".join(installed) if installed else "none (is a plugin disabled by GENFORGE_DISABLE_PLUGINS?)"
+        super().__init__(f"unknown {what} {name!r}; installed: {listing}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class ConfigError(GenforgeError, ValueError):
+    """A run spec or a --set override that does not fit the generator's config."""
+
+
+class DataError(GenforgeError):
+    """Input data that cannot be used at all (as opposed to single bad rows, which are skipped)."""
+
+
+class TrainingDiverged(GenforgeError):
+    """The loss or the gradients became NaN or infinite; the last good checkpoint is kept."""
+
+
+class RunNotFound(GenforgeError):
+    """No run folder by that id."""

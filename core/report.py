@@ -1,0 +1,77 @@
+"""The human-readable report of a run (report.md in the run folder)."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+from .contracts import Report
+from .store import Run, atomic_write_text
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def metrics_table(report: Report) -> list[dict]:
+    """One row per metric: evaluator, plugin, name, value, reference value, direction."""
+    rows = []
+    for ev in report.evaluations:
+        for m in ev.metrics:
+            rows.append(
+                {
+                    "evaluator": ev.evaluator,
+                    "plugin": ev.plugin,
+                    "metric": m.name,
+                    "value": m.value,
+                    "reference": m.floor,
+                    "better": {True: "higher", False: "lower", None: ""}[m.higher_is_better],
+                }
+            )
+    return rows
+
+
+def render_markdown(run: Run, report: Report, inline_images: bool = False) -> str:
+    """Markdown for a person. ``inline_images`` embeds PNGs as data URLs (for the Prefect UI)."""
+    spec = run.spec
+    data = run.read_json("data.json", {})
+    model = run.read_json("model.json", {})
+    samples = run.read_json("samples.json", {})
+    lines = [f"# genforge run `{run.id}`", "", f"Generator **{spec['generator']}**; run folder `{run.path}`.", ""]
+    if model:
+        lines.append(
+            f"Trained {model.get('step')} steps in {model.get('train_seconds')} s "
+            f"({model.get('parameters', 0):,} parameters, stopped by {model.get('stopped_by')}"
+            + (f", resumed from step {model['resumed_from']}" if model.get("resumed_from") else "")
+            + ")."
+        )
+    if samples:
+        lines.append(f"Drew {samples.get('count')} samples ({samples.get('molecules_per_s', samples.get('per_s', ''))} per second).")
+    train = data.get("train", {})
+    if train:
+        rejected = train.get("rejected", {})
+        lines += ["", f"Data: {train.get('read')} rows read from `{data.get('source')}`, {train.get('kept')} kept, {sum(rejected.values())} rejected."]
+        for reason, n in rejected.items():
+            lines.append(f"- {n} rejected: {reason}")
+    lines += ["", "| evaluator | metric | value | reference | better |", "|---|---|---|---|---|"]
+    for row in metrics_table(report):
+        ref = "" if row["reference"] is None else _fmt(row["reference"])
+        lines.append(f"| {row['evaluator']} | {row['metric']} | {_fmt(row['value'])} | {ref} | {row['better']} |")
+    for note in report.notes:
+        lines += ["", f"> {note}"]
+    for name, path in report.figures().items():
+        path = Path(path)
+        if inline_images:
+            src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+        else:
+            src = str(path.relative_to(run.path)) if path.is_relative_to(run.path) else str(path)
+        lines += ["", f"### {name}", "", f"![{name}]({src})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run: Run, report: Report) -> Path:
+    path = run.path / "report.md"
+    atomic_write_text(path, render_markdown(run, report))
+    return path

@@ -1,0 +1,164 @@
+"""The pipeline's steps, without Prefect: prepare -> train -> sample -> evaluate.
+
+Each step takes a run folder and reads what it needs from the run store, so a step can
+run in another process or on another machine. ``genforge.flows`` wraps each step in a
+Prefect task; ``run_all`` calls them directly (a bare GPU box, a test, a benchmark).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from .config import GeneratorConfig, load_spec
+from .contracts import Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
+from .plugins import evaluators, get_generator, get_plugin_manager, versions
+from .store import Run, RunStore
+from .training import Trainer
+
+
+def create_run(
+    generator: str,
+    config_path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    root: str | Path | None = None,
+    spec: dict[str, Any] | None = None,
+    pm: pluggy.PluginManager | None = None,
+) -> Run:
+    """Validate the spec against the generator's config, then create the run folder."""
+    gen_cls = get_generator(generator, pm)
+    config = load_spec(gen_cls.Config, config_path, overrides, base=spec)
+    run = RunStore(root).create(generator)
+    run.write_spec(generator, config.model_dump(mode="json"))
+    run.write_json("versions.json", versions(pm))
+    return run
+
+
+class Steps:
+    """The steps of one run, bound to its folder and the plugin manager."""
+
+    def __init__(self, run: Run | str | Path, pm: pluggy.PluginManager | None = None):
+        self.run = run if isinstance(run, Run) else Run(Path(run))
+        self.pm = pm or get_plugin_manager()
+        spec = self.run.spec
+        self.generator_cls: type[Generator] = get_generator(spec["generator"], self.pm)
+        self.generator = self.generator_cls()
+        self.config: GeneratorConfig = self.generator_cls.Config.model_validate({k: v for k, v in spec.items() if k != "generator"})
+        self.info = RunInfo(self.run.id, spec["generator"], self.run.path)
+
+    @property
+    def hook(self):
+        return self.pm.hook
+
+    def started(self) -> None:
+        self.run.set_status("running")
+        self.hook.genforge_run_started(run=self.info, spec=self.run.spec)
+
+    def prepare(self) -> PreparedData:
+        data = self.generator.prepare(self.config, self.run)
+        self.run.write_json("data.json", {"fingerprint": data.fingerprint, "path": str(data.path), **data.stats})
+        self.hook.genforge_data_prepared(run=self.info, stats=data.stats)
+        return data
+
+    def prepared(self) -> PreparedData:
+        """The prepared data recorded by an earlier prepare step of this run."""
+        d = self.run.read_json("data.json")
+        if d is None or not Path(d["path"]).exists():
+            return self.prepare()
+        return PreparedData(Path(d["path"]), d["fingerprint"], {k: v for k, v in d.items() if k not in ("path", "fingerprint")})
+
+    def train(self, data: PreparedData | None = None) -> Checkpoint:
+        data = data or self.prepared()
+        trainer = Trainer(
+            self.config.train,
+            self.run.path,
+            on_progress=lambda step, total, m: self._progress(step, total, m),
+            on_checkpoint=lambda step, path: self.hook.genforge_checkpoint_saved(run=self.info, step=step, path=str(path)),
+        )
+        checkpoint = self.generator.fit(data, self.config, trainer)
+        self.run.write_json("checkpoint.json", {"path": str(checkpoint.path), "step": checkpoint.step})
+        return checkpoint
+
+    def _progress(self, step: int, total: int | None, metrics: dict[str, float]) -> None:
+        self.run.set_status("running", step=step)
+        self.hook.genforge_train_progress(run=self.info, step=step, total=total, metrics=metrics)
+
+    def checkpoint(self) -> Checkpoint:
+        d = self.run.read_json("checkpoint.json")
+        if d is None:
+            raise FileNotFoundError(f"run {self.run.id} has no trained model yet")
+        return Checkpoint(Path(d["path"]), d["step"])
+
+    def sample(self, checkpoint: Checkpoint | None = None) -> Samples:
+        samples = self.generator.sample(checkpoint or self.checkpoint(), self.config, self.run)
+        self.run.write_json("samples.json", {"kind": samples.kind, "path": str(samples.path), "count": samples.count, **samples.meta})
+        self.hook.genforge_samples_ready(run=self.info, samples=samples)
+        return samples
+
+    def samples(self) -> Samples:
+        d = self.run.read_json("samples.json")
+        return Samples(d["kind"], Path(d["path"]), d["count"], {k: v for k, v in d.items() if k not in ("kind", "path", "count")})
+
+    def evaluate(self, samples: Samples | None = None, data: PreparedData | None = None) -> Report:
+        """Every evaluator that accepts the samples' kind adds its metrics, tagged with its plugin."""
+        samples = samples or self.samples()
+        data = data or self.prepared()
+        reference = self.generator.reference(data, self.config)
+        report = Report(self.run.id)
+        timings = {}
+        for plugin, ev in evaluators(self.pm):
+            if samples.kind not in ev.kinds:
+                continue
+            t0 = time.perf_counter()
+            result: Evaluation = ev.evaluate(samples, reference, self.run.figures, self.config.evaluate)
+            result.plugin = result.plugin or plugin
+            timings[ev.name] = round(time.perf_counter() - t0, 2)
+            report.evaluations.append(result)
+        rejected = data.stats.get("train", {}).get("rejected", {})
+        if rejected:
+            n = sum(rejected.values())
+            report.notes.append(f"{n} training rows rejected: " + ", ".join(f"{c} {r}" for r, c in rejected.items()))
+        self.run.write_json(
+            "metrics.json",
+            {
+                "metrics": report.metrics(),
+                "evaluations": [
+                    {"evaluator": e.evaluator, "plugin": e.plugin, "metrics": [m.to_dict() for m in e.metrics], "figures": {k: str(p) for k, p in e.figures.items()}}
+                    for e in report.evaluations
+                ],
+                "notes": report.notes,
+                "seconds": timings,
+            },
+        )
+        from .report import write_report
+
+        write_report(self.run, report)
+        self.run.set_status("finished")
+        self.hook.genforge_run_finished(run=self.info, report=report)
+        return report
+
+    def failed(self, error: BaseException) -> None:
+        self.run.set_status("failed", error=f"{type(error).__name__}: {error}")
+        self.hook.genforge_run_failed(run=self.info, error=error)
+
+
+def run_all(run: Run | str | Path, pm: pluggy.PluginManager | None = None) -> Report:
+    """All steps in this process, no Prefect. Resumes training if the run has checkpoints."""
+    steps = Steps(run, pm)
+    steps.started()
+    try:
+        data = steps.prepare()
+        checkpoint = steps.train(data)
+        samples = steps.sample(checkpoint)
+        return steps.evaluate(samples, data)
+    except BaseException as exc:
+        steps.failed(exc)
+        raise
+
+
+def load_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())

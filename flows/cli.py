@@ -1,0 +1,257 @@
+"""The ``genforge`` command line (typer + rich)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import genforge.flows  # noqa: F401  (Prefect defaults, before Prefect is imported)
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from genforge.core import GenforgeError, Report, RunInfo, RunStore, Samples, hookimpl
+from genforge.core.plugins import get_plugin_manager, plugin_infos
+from genforge.core.runner import create_run, run_all
+
+app = typer.Typer(
+    help="genforge: generative models in Prefect pipelines. Runs live under $GENFORGE_HOME/runs (default ~/.genforge).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+DEMO_GENERATOR = "molecule-diffusion"
+
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="run store root (default: $GENFORGE_HOME or ~/.genforge)")]
+SetOpt = Annotated[list[str], typer.Option("--set", "-s", help="override a spec field: --set train.max_steps=200 (repeatable)")]
+PrefectOpt = Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow (default) or directly in this process")]
+
+
+class CliProgress:
+    """A lifecycle listener that draws a rich progress bar while training."""
+
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task = None
+
+    @hookimpl
+    def genforge_data_prepared(self, run: RunInfo, stats: dict[str, Any]) -> None:
+        train = stats.get("train", {})
+        rejected = train.get("rejected", {})
+        console.print(
+            f"[bold]data[/]: {train.get('read')} rows read, {train.get('kept')} kept, {sum(rejected.values())} rejected"
+            + (f" ({', '.join(f'{n} {r}' for r, n in rejected.items())})" if rejected else "")
+            + f"; cache {stats.get('cache')}"
+        )
+
+    @hookimpl
+    def genforge_train_progress(self, run: RunInfo, step: int, total: int | None, metrics: dict[str, float]) -> None:
+        if self.progress is None:
+            self.progress = Progress(
+                TextColumn("[bold]training"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
+                TextColumn("step {task.fields[step]}  loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=100, step=step, loss=metrics.get("loss", 0.0))
+        self.progress.update(self.task, completed=100 * metrics.get("progress", 0.0), step=step, loss=metrics.get("loss", 0.0))
+        if metrics.get("progress", 0.0) >= 1.0:
+            self.stop()
+
+    @hookimpl
+    def genforge_samples_ready(self, run: RunInfo, samples: Samples) -> None:
+        self.stop()
+        console.print(f"[bold]samples[/]: {samples.count} {samples.kind} -> {samples.path}")
+
+    @hookimpl
+    def genforge_run_finished(self, run: RunInfo, report: Report) -> None:
+        self.stop()
+
+    @hookimpl
+    def genforge_run_failed(self, run: RunInfo, error: BaseException) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def print_summary(run_dir: Path) -> None:
+    store_run = RunStore().get(str(run_dir))
+    metrics = store_run.read_json("metrics.json", {})
+    model = store_run.read_json("model.json", {})
+    table = Table(title=f"{store_run.generator} — {store_run.id}")
+    table.add_column("metric")
+    table.add_column("samples", justify="right")
+    table.add_column("reference", justify="right")
+    for ev in metrics.get("evaluations", []):
+        for m in ev["metrics"]:
+            if m["name"].startswith("reference_"):
+                continue
+            table.add_row(m["name"], _fmt(m["value"]), _fmt(m["floor"]))
+    console.print(table)
+    if model:
+        console.print(f"trained {model.get('step')} steps in {model.get('train_seconds')} s, {model.get('parameters', 0):,} parameters")
+        init = model.get("init_from")
+        if init:
+            prov = init.get("provenance", {})
+            console.print(
+                f"[yellow]started from the checkpoint '{init['name']}' ({init.get('step')} steps"
+                + (f"; {prov.get('hardware')}; {prov.get('budget')}" if prov else "")
+                + f"), not from scratch; {init['path']}[/]"
+            )
+    for note in metrics.get("notes", []):
+        console.print(f"[yellow]{note}[/]")
+    console.print(f"run folder: [bold]{store_run.path}[/]")
+
+
+def _execute(run, use_prefect: bool) -> None:
+    pm = get_plugin_manager()
+    listener = CliProgress()
+    pm.register(listener, name="cli-progress")
+    try:
+        if use_prefect:
+            from .pipeline import run_pipeline
+
+            run_pipeline(run)
+        else:
+            run_all(run, pm)
+    finally:
+        listener.stop()
+        pm.unregister(listener)
+    print_summary(run.path)
+
+
+@app.command()
+def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
+    """List installed plugins: version, hooks implemented, and what each registers."""
+    infos = plugin_infos()
+    if as_json:
+        print(json.dumps([i.to_dict() for i in infos], indent=2))
+        return
+    table = Table(title="genforge plugins")
+    for col in ("plugin", "version", "hooks", "generators", "evaluators", "data sources"):
+        table.add_column(col)
+    for i in infos:
+        table.add_row(i.name, i.version, "\n".join(i.hooks), "\n".join(i.generators), "\n".join(i.evaluators), "\n".join(i.datasets))
+    console.print(table)
+
+
+@app.command()
+def run(
+    generator: Annotated[str, typer.Argument(help="a registered generator, e.g. molecule-diffusion")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML spec with sections data/model/train/sample/evaluate")] = None,
+    set_: SetOpt = [],
+    prefect: PrefectOpt = True,
+    store: StoreOpt = None,
+) -> None:
+    """Prepare data, train, sample and evaluate a generator; prints a summary and the run folder."""
+    if store:
+        os.environ["GENFORGE_HOME"] = str(store)
+    the_run = create_run(generator, config, set_)
+    console.print(f"run [bold]{the_run.id}[/] in {the_run.path}")
+    _execute(the_run, prefect)
+
+
+@app.command()
+def demo(
+    generator: Annotated[str, typer.Argument(help="the generator whose demo to run")] = DEMO_GENERATOR,
+    set_: SetOpt = [],
+    prefect: PrefectOpt = True,
+    store: StoreOpt = None,
+) -> None:
+    """The README's main job: a generator's demo spec (molecules by default) on Prefect's embedded server."""
+    if store:
+        os.environ["GENFORGE_HOME"] = str(store)
+    from genforge.core.plugins import get_generator
+
+    gen_cls = get_generator(generator)
+    the_run = create_run(generator, None, set_, spec=gen_cls.demo_spec)
+    console.print(f"run [bold]{the_run.id}[/] in {the_run.path}")
+    if gen_cls.demo_spec:
+        console.print(f"demo spec: {gen_cls.demo_spec}")
+    _execute(the_run, prefect)
+
+
+@app.command()
+def resume(
+    run_id: Annotated[str, typer.Argument(help="run id, unique prefix, folder, or 'latest'")],
+    prefect: PrefectOpt = True,
+    store: StoreOpt = None,
+) -> None:
+    """Continue an interrupted run from its newest checkpoint, then sample and evaluate."""
+    the_run = RunStore(store).get(run_id)
+    from genforge.core.training import list_checkpoints
+
+    ckpts = list_checkpoints(the_run.checkpoints)
+    console.print(f"resuming [bold]{the_run.id}[/] from " + (f"step {ckpts[-1][0]}" if ckpts else "the start (no checkpoint yet)"))
+    _execute(the_run, prefect)
+
+
+@app.command()
+def show(
+    run_id: Annotated[str, typer.Argument(help="run id, unique prefix, folder, or 'latest'")] = "latest",
+    as_json: Annotated[bool, typer.Option("--json", help="the resolved spec and every metric as JSON")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Show a run: its spec, status and metrics."""
+    the_run = RunStore(store).get(run_id)
+    if as_json:
+        out = {
+            "run_id": the_run.id,
+            "path": str(the_run.path),
+            "status": the_run.status,
+            "spec": the_run.spec,
+            "metrics": the_run.metrics().get("metrics", {}),
+            "data": the_run.read_json("data.json", {}),
+            "model": {k: v for k, v in the_run.read_json("model.json", {}).items() if k not in ("tokenizer", "length_histogram")},
+            "samples": the_run.read_json("samples.json", {}),
+            "versions": the_run.read_json("versions.json", {}),
+        }
+        print(json.dumps(out, indent=2, default=str))
+        return
+    console.print(f"[bold]{the_run.id}[/]: {the_run.status.get('state')}")
+    if the_run.metrics():
+        print_summary(the_run.path)
+    else:
+        console.print(f"no metrics yet; run folder: {the_run.path}")
+
+
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 4200,
+) -> None:
+    """Start the Prefect server and UI on the database the pipeline runs wrote to."""
+    env = dict(os.environ, PREFECT_API_URL=f"http://{host}:{port}/api")
+    console.print(f"Prefect UI at http://{host}:{port} (Ctrl-C to stop)")
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)], env=env))
+
+
+def main() -> None:
+    try:
+        app()
+    except GenforgeError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except FileNotFoundError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Built-in genforge plugins, one package per industry (`genforge.plugins.<industry>`)."""

@@ -1,0 +1,186 @@
+"""The RDKit evaluator: validity, uniqueness, novelty, diversity and property distributions.
+
+Definitions follow MOSES (Polykovskiy et al. 2020, moses/metrics):
+validity = samples that RDKit parses and sanitizes / all samples drawn (raw, before any filtering);
+uniqueness = distinct canonical SMILES / valid; novelty = distinct valid not in the training set / distinct valid;
+IntDiv = 1 - mean pairwise Tanimoto similarity of Morgan fingerprints (radius 2, 1024 bits).
+Property distributions (QED, SA, logP, molecular weight, heavy atoms, rings) are compared
+with the reference set by their means and the Wasserstein-1 distance.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from genforge.core import Evaluation, Evaluator, Metric, Reference, Samples
+
+PROPERTIES = {
+    "qed": "drug-likeness (QED)",
+    "sa": "synthetic accessibility (1 easy - 10 hard)",
+    "logp": "Crippen logP",
+    "mw": "molecular weight",
+    "heavy_atoms": "heavy atoms per molecule",
+    "aromatic_rings": "aromatic rings per molecule",
+    "rings": "rings per molecule",
+}
+
+
+def _rdkit():
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    return Chem
+
+
+def parse(smiles: str):
+    """A sanitized RDKit molecule, or None (empty strings and zero-atom molecules are invalid)."""
+    if not smiles:
+        return None
+    mol = _rdkit().MolFromSmiles(smiles)
+    return mol if mol is not None and mol.GetNumAtoms() > 0 else None
+
+
+def properties(mols: list) -> dict[str, np.ndarray]:
+    from rdkit.Chem import QED, Crippen, Descriptors, rdMolDescriptors
+    from rdkit.Contrib.SA_Score import sascorer
+
+    out: dict[str, list[float]] = {k: [] for k in PROPERTIES}
+    for m in mols:
+        out["qed"].append(QED.qed(m))
+        out["sa"].append(sascorer.calculateScore(m))
+        out["logp"].append(Crippen.MolLogP(m))
+        out["mw"].append(Descriptors.MolWt(m))
+        out["heavy_atoms"].append(m.GetNumHeavyAtoms())
+        out["aromatic_rings"].append(rdMolDescriptors.CalcNumAromaticRings(m))
+        out["rings"].append(rdMolDescriptors.CalcNumRings(m))
+    return {k: np.asarray(v, dtype=float) for k, v in out.items()}
+
+
+def internal_diversity(mols: list, p: int = 1, max_n: int = 5000, seed: int = 0) -> float:
+    """IntDiv_p = 1 - (mean over all pairs of T^p)^(1/p), as in MOSES (pairs include i == j)."""
+    from rdkit import DataStructs
+    from rdkit.Chem import rdFingerprintGenerator
+
+    if len(mols) > max_n:
+        idx = np.random.default_rng(seed).choice(len(mols), max_n, replace=False)
+        mols = [mols[i] for i in idx]
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=1024)
+    fps = [gen.GetFingerprint(m) for m in mols]
+    if not fps:
+        return float("nan")
+    total = 0.0
+    for fp in fps:
+        sims = np.asarray(DataStructs.BulkTanimotoSimilarity(fp, fps))
+        total += float((sims**p).sum())
+    return 1 - (total / len(fps) ** 2) ** (1 / p)
+
+
+def wasserstein1(a: np.ndarray, b: np.ndarray) -> float:
+    from scipy.stats import wasserstein_distance
+
+    return float(wasserstein_distance(a, b)) if len(a) and len(b) else float("nan")
+
+
+def reference_properties(path: Path, max_n: int) -> dict[str, np.ndarray]:
+    """Properties of the reference set, cached next to it (reference files are immutable)."""
+    cache = path.with_name(f"{path.stem}.properties-{max_n}.json")
+    if cache.exists():
+        return {k: np.asarray(v) for k, v in json.loads(cache.read_text()).items()}
+    smiles = [s for s in path.read_text().split("\n") if s]
+    if len(smiles) > max_n:  # a seeded random subset: files may be ordered (MOSES's are)
+        smiles = [smiles[i] for i in sorted(np.random.default_rng(0).choice(len(smiles), max_n, replace=False))]
+    props = properties([m for m in map(parse, smiles) if m is not None])
+    try:
+        cache.write_text(json.dumps({k: v.tolist() for k, v in props.items()}))
+    except OSError:
+        pass
+    return props
+
+
+def draw_grid(mols: list, path: Path, per_row: int = 6) -> Path | None:
+    """A PNG grid of molecules, or None where RDKit's drawing libraries cannot load (a bare GPU box)."""
+    try:
+        from rdkit.Chem import Draw
+    except ImportError:  # rdMolDraw2D needs libXrender/cairo, which headless images may lack
+        return None
+
+    img = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(220, 180))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(str(path))
+    return path
+
+
+def draw_distributions(sample_props: dict, ref_props: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = ["heavy_atoms", "qed", "sa", "logp", "mw", "aromatic_rings"]
+    fig, axes = plt.subplots(2, 3, figsize=(11, 6))
+    for ax, k in zip(axes.flat, keys):
+        lo = min(sample_props[k].min(initial=np.inf), ref_props[k].min(initial=np.inf))
+        hi = max(sample_props[k].max(initial=-np.inf), ref_props[k].max(initial=-np.inf))
+        bins = np.arange(lo - 0.5, hi + 1.5) if k in ("heavy_atoms", "aromatic_rings") else np.linspace(lo, hi, 40)
+        ax.hist(ref_props[k], bins=bins, density=True, alpha=0.5, label="reference")
+        ax.hist(sample_props[k], bins=bins, density=True, alpha=0.5, label="samples")
+        ax.set_title(PROPERTIES[k])
+    axes.flat[0].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path
+
+
+class MoleculeEvaluator(Evaluator):
+    name: ClassVar[str] = "rdkit"
+    kinds: ClassVar[tuple[str, ...]] = ("molecules",)
+
+    def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: Any) -> Evaluation:
+        Chem = _rdkit()
+        grid_n = getattr(config, "grid", 24)
+        max_ref = getattr(config, "max_reference", 2000)
+        raw = [line.rstrip("\n") for line in open(samples.path)]
+        mols = [parse(s) for s in raw]
+        valid = [m for m in mols if m is not None]
+        canon = [Chem.MolToSmiles(m) for m in valid]
+        unique: dict[str, Any] = {}
+        for s, m in zip(canon, valid):
+            unique.setdefault(s, m)
+        train = set(reference.train.read_text().split("\n")) if reference.train and reference.train.exists() else None
+        n = max(len(raw), 1)
+        metrics = [
+            Metric("n_samples", len(raw), None, description="samples drawn"),
+            Metric("validity", len(valid) / n, True, 1.0, "valid / all samples drawn (RDKit sanitization)"),
+            Metric("uniqueness", len(unique) / max(len(valid), 1), True, 1.0, "distinct canonical SMILES / valid"),
+        ]
+        if train is not None:
+            novel = sum(1 for s in unique if s not in train)
+            metrics.append(Metric("novelty", novel / max(len(unique), 1), True, None, "distinct valid not in the training set / distinct valid"))
+        uniq_mols = list(unique.values())
+        metrics.append(Metric("int_div", internal_diversity(uniq_mols) if uniq_mols else float("nan"), True, None, "IntDiv1, Morgan r2 1024 bits"))
+
+        ref_props = reference_properties(reference.test, max_ref)
+        sample_props = properties(valid) if valid else {k: np.zeros(0) for k in PROPERTIES}
+        for key, label in PROPERTIES.items():
+            s_mean = float(sample_props[key].mean()) if len(sample_props[key]) else float("nan")
+            r_mean = float(ref_props[key].mean())
+            metrics.append(Metric(f"{key}_mean", s_mean, None, r_mean, f"mean {label} of valid samples"))
+            metrics.append(Metric(f"reference_{key}_mean", r_mean, None, None, f"mean {label} of the reference set"))
+            metrics.append(Metric(f"{key}_w1", wasserstein1(sample_props[key], ref_props[key]), False, None, f"Wasserstein-1 of {label}, samples vs reference"))
+        ha = sample_props["heavy_atoms"].mean() if valid else float("nan")
+        metrics.append(Metric("heavy_atoms_rel_diff", float(ha / ref_props["heavy_atoms"].mean() - 1), None, 0.0, "mean heavy atoms, samples / reference - 1"))
+
+        figures = {}
+        if uniq_mols and grid_n:
+            grid = draw_grid(uniq_mols[:grid_n], out_dir / "molecules.png")
+            if grid is not None:
+                figures["samples"] = grid
+        if valid:
+            figures["properties"] = draw_distributions(sample_props, ref_props, out_dir / "properties.png")
+        return Evaluation(self.name, metrics, figures)

@@ -1,0 +1,345 @@
+"""The ``molecule-diffusion`` generator: masked discrete diffusion over SELFIES (or SMILES) tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from safetensors.torch import load_file, save_file
+
+from genforge.core import (
+    Checkpoint,
+    DataError,
+    Generator,
+    GeneratorConfig,
+    PreparedData,
+    Reference,
+    Run,
+    SampleConfig,
+    Samples,
+    Section,
+    TrainConfig,
+    Trainer,
+    store,
+)
+from genforge.core.plugins import get_dataset
+
+from .data import fetch, read_smiles, validate_all
+from .diffusion import masked_diffusion_loss, sample_tokens
+from .model import Denoiser, DenoiserConfig
+from .tokens import PAD_ID, Tokenizer
+
+PREPARE_VERSION = "molecules-prepare-1"  # bump when prepare's output changes for the same inputs
+PRETRAINED = Path(__file__).parent / "pretrained"
+PRETRAINED_NAMES = {"moses-pretrained": PRETRAINED / "moses-selfies.safetensors"}
+
+
+def resolve_init(init_from: str) -> Path:
+    """``moses-pretrained`` (shipped), a ``model.safetensors`` file, or a run folder -> weights file."""
+    if init_from in PRETRAINED_NAMES:
+        path = PRETRAINED_NAMES[init_from]
+    else:
+        path = Path(init_from).expanduser()
+        if path.is_dir():
+            path = path / "model.safetensors"
+    meta = path.with_suffix(".json") if path.name != "model.safetensors" else path.parent / "model.json"
+    if not path.exists() or not meta.exists():
+        raise DataError(
+            f"model.init_from={init_from!r}: no weights at {path} (with {meta.name} beside them); "
+            f"use {', '.join(PRETRAINED_NAMES)}, a run folder, or a model.safetensors file"
+        )
+    return path
+
+
+def init_meta(weights: Path) -> dict:
+    meta = weights.with_suffix(".json") if weights.name != "model.safetensors" else weights.parent / "model.json"
+    return json.loads(meta.read_text())
+
+
+class MoleculeDataConfig(Section):
+    source: str = Field("moses", description="a registered data source (`genforge plugins` lists them)")
+    path: str | None = Field(None, description="a .smi/.csv file or URL of SMILES to train on instead of `source`")
+    smiles_column: str | None = Field(None, description="CSV column holding SMILES (default: the one named 'smiles')")
+    test_path: str | None = Field(None, description="reference SMILES for evaluation (default: the source's test split, or a held-out part of `path`)")
+    test_fraction: float = Field(0.05, gt=0, lt=1, description="held out as reference when there is no test file")
+    max_molecules: int | None = Field(None, ge=1, description="train on a random subset of this many molecules")
+    max_reference: int = Field(10_000, ge=1, description="cap on reference (test) molecules")
+    representation: Literal["selfies", "smiles"] = "selfies"
+    group_indices: bool = Field(True, description="SELFIES: a branch/ring symbol and its index symbols form one token")
+    max_length: int = Field(72, ge=4, description="molecules with more tokens are skipped (counted)")
+    workers: int | None = Field(None, ge=1, description="processes for RDKit validation (default: all cores)")
+    seed: int = 0
+
+
+class MoleculeModelConfig(DenoiserConfig):
+    init_from: str | None = Field(
+        None,
+        description="start from trained weights: 'moses-pretrained' (shipped), a run folder or a model.safetensors; "
+        "the architecture and vocabulary then come from those weights",
+    )
+
+
+class MoleculeTrainConfig(TrainConfig):
+    max_steps: int | None = Field(4000, ge=1)
+    max_minutes: float | None = Field(3.0, gt=0)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(2e-3, gt=0)
+
+
+class MoleculeSampleConfig(SampleConfig):
+    # Defaults chosen by benchmarks/molecule_sampler.py on the shipped checkpoint (see docs/molecules.md).
+    steps: int = Field(32, ge=1, description="denoising rounds")
+    temperature: float = Field(0.9, gt=0, description="softmax temperature of the denoiser's predictions")
+    strategy: Literal["confidence", "ancestral"] = Field("confidence", description="which masked tokens to reveal each round")
+
+
+class MoleculeEvaluateConfig(Section):
+    grid: int = Field(24, ge=0, description="sample molecules drawn in the report's picture")
+    max_reference: int = Field(2000, ge=10, description="reference molecules used for property distributions")
+
+
+class MoleculeDiffusionConfig(GeneratorConfig):
+    data: MoleculeDataConfig = Field(default_factory=MoleculeDataConfig)
+    model: MoleculeModelConfig = Field(default_factory=MoleculeModelConfig)
+    train: MoleculeTrainConfig = Field(default_factory=MoleculeTrainConfig)
+    sample: MoleculeSampleConfig = Field(default_factory=MoleculeSampleConfig)
+    evaluate: MoleculeEvaluateConfig = Field(default_factory=MoleculeEvaluateConfig)
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_smi(path: Path, smiles: list[str]) -> None:
+    store.atomic_write_text(path, "".join(s + "\n" for s in smiles))
+
+
+def read_smi(path: Path) -> list[str]:
+    return [line.rstrip("\n") for line in open(path)]
+
+
+class MoleculeDiffusion(Generator):
+    name: ClassVar[str] = "molecule-diffusion"
+    kind: ClassVar[str] = "molecules"
+    Config: ClassVar[type[MoleculeDiffusionConfig]] = MoleculeDiffusionConfig
+    description: ClassVar[str] = "masked discrete diffusion over SELFIES/SMILES tokens with a transformer denoiser"
+    # `genforge demo`: continue training the shipped MOSES checkpoint for a few CPU minutes.
+    demo_spec: ClassVar[dict] = {
+        "model": {"init_from": "moses-pretrained"},
+        "train": {"max_minutes": 1.5, "lr": 3e-4, "warmup_steps": 10},
+    }
+
+    # -- prepare --------------------------------------------------------------------
+    def _source_files(self, cfg: MoleculeDataConfig, cache_root: Path) -> tuple[Path, Path | None, str]:
+        if cfg.path:
+            train = fetch(cfg.path, cache_root / "downloads")
+            if not train.exists():
+                raise DataError(f"data.path {cfg.path!r} does not exist")
+            test = fetch(cfg.test_path, cache_root / "downloads") if cfg.test_path else None
+            return train, test, str(cfg.path)
+        files = get_dataset(cfg.source).files()
+        test = fetch(cfg.test_path, cache_root / "downloads") if cfg.test_path else files.get("test")
+        return files["train"], test, cfg.source
+
+    def prepare(self, config: MoleculeDiffusionConfig, run: Run) -> PreparedData:
+        cfg = config.data
+        train_file, test_file, source = self._source_files(cfg, run.cache_root)
+        fixed: Tokenizer | None = None
+        max_length = cfg.max_length
+        if config.model.init_from:  # the pretrained model's vocabulary and length limit
+            meta = init_meta(resolve_init(config.model.init_from))
+            fixed = Tokenizer.from_dict(meta["tokenizer"])
+            max_length = min(max_length, meta["max_len"])
+            if fixed.representation != cfg.representation or fixed.group_indices != cfg.group_indices:
+                raise DataError(
+                    f"model.init_from uses {fixed.representation} tokens (group_indices={fixed.group_indices}); "
+                    f"set data.representation and data.group_indices to match"
+                )
+        key = {
+            "vocabulary": hashlib.sha256(json.dumps(fixed.tokens).encode()).hexdigest() if fixed else None,
+            "version": PREPARE_VERSION,
+            "train": _file_digest(train_file),
+            "test": _file_digest(test_file) if test_file else None,
+            "config": cfg.model_dump(exclude={"workers", "source", "path", "test_path"}),
+        }
+        fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        out = run.cache_root / f"molecules-{fingerprint}"
+        if (out / "stats.json").exists():
+            stats = json.loads((out / "stats.json").read_text())
+            return PreparedData(out, fingerprint, {**stats, "cache": "hit"})
+
+        t0 = time.perf_counter()
+        raw_train = list(read_smiles(train_file, cfg.smiles_column))
+        rng = np.random.default_rng(cfg.seed)
+        if cfg.max_molecules and len(raw_train) > cfg.max_molecules:
+            # Validate a random subset of the rows rather than the whole file.
+            want = int(cfg.max_molecules / (1 - cfg.test_fraction if test_file is None else 1)) + 1
+            raw_train = [raw_train[i] for i in sorted(rng.choice(len(raw_train), min(len(raw_train), int(want * 1.05) + 50), replace=False))]
+        kept, pieces, rejected = validate_all(raw_train, cfg.representation, cfg.group_indices, cfg.workers)
+        too_long = [i for i, p in enumerate(pieces) if len(p) > max_length]
+        if too_long:
+            rejected[f"longer than {max_length} tokens"] += len(too_long)
+        unknown = [i for i, p in enumerate(pieces) if fixed and any(t not in fixed.index for t in p)]
+        if unknown:
+            rejected["token not in the pretrained model's vocabulary"] += len(unknown)
+        if too_long or unknown:
+            drop = set(too_long) | set(unknown)
+            kept = [s for i, s in enumerate(kept) if i not in drop]
+            pieces = [p for i, p in enumerate(pieces) if i not in drop]
+        # Duplicates would weigh some molecules twice and inflate novelty's denominator.
+        seen: set[str] = set()
+        order = []
+        for i, s in enumerate(kept):
+            if s in seen:
+                rejected["duplicate"] += 1
+            else:
+                seen.add(s)
+                order.append(i)
+        kept, pieces = [kept[i] for i in order], [pieces[i] for i in order]
+        if test_file is None:  # hold out a reference set from the user's file
+            perm = rng.permutation(len(kept))
+            n_test = max(1, int(len(kept) * cfg.test_fraction))
+            test_idx, train_idx = sorted(perm[:n_test]), sorted(perm[n_test:])
+            test_smiles = [kept[i] for i in test_idx]
+            kept, pieces = [kept[i] for i in train_idx], [pieces[i] for i in train_idx]
+            test_stats = {"read": n_test, "kept": n_test, "rejected": {}, "held_out_from": "train"}
+        else:
+            raw_test = list(read_smiles(test_file, cfg.smiles_column))
+            if len(raw_test) > cfg.max_reference:  # a seeded random subset, not the file's head
+                raw_test = [raw_test[i] for i in sorted(rng.choice(len(raw_test), cfg.max_reference, replace=False))]
+            test_smiles, _, test_rejected = validate_all(raw_test, cfg.representation, cfg.group_indices, cfg.workers)
+            test_stats = {"read": len(raw_test), "kept": len(test_smiles), "rejected": dict(test_rejected)}
+        if cfg.max_molecules and len(kept) > cfg.max_molecules:
+            pick = sorted(rng.choice(len(kept), cfg.max_molecules, replace=False))
+            kept, pieces = [kept[i] for i in pick], [pieces[i] for i in pick]
+        if len(kept) < 2:
+            reasons = ", ".join(f"{n} {r}" for r, n in rejected.most_common()) or "the file is empty"
+            raise DataError(f"no usable molecules in {source}: {len(raw_train)} rows read; rejected: {reasons}")
+
+        tokenizer = fixed or Tokenizer.fit(pieces, cfg.representation, cfg.group_indices)
+        lengths = np.array([len(p) for p in pieces], dtype=np.int64)
+        tokens = np.full((len(pieces), int(lengths.max())), PAD_ID, dtype=np.int16)
+        for i, p in enumerate(pieces):
+            tokens[i, : len(p)] = [tokenizer.index[t] for t in p]
+
+        tmp = out.with_name(out.name + f".tmp-{time.time_ns()}")
+        tmp.mkdir(parents=True)
+        np.savez(tmp / "train.npz", tokens=tokens, lengths=lengths)
+        _write_smi(tmp / "train.smi", kept)
+        _write_smi(tmp / "test.smi", test_smiles)
+        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_dict()))
+        stats = {
+            "source": source,
+            "representation": cfg.representation,
+            "train": {"read": len(raw_train), "kept": len(kept), "rejected": dict(rejected.most_common())},
+            "test": test_stats,
+            "vocab_size": tokenizer.vocab_size,
+            "max_length": int(lengths.max()),
+            "mean_length": float(lengths.mean()),
+            "prepare_seconds": round(time.perf_counter() - t0, 2),
+        }
+        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+        try:
+            tmp.rename(out)
+        except OSError:  # another process prepared the same data first
+            shutil.rmtree(tmp, ignore_errors=True)
+        return PreparedData(out, fingerprint, {**stats, "cache": "miss"})
+
+    # -- fit ------------------------------------------------------------------------
+    def fit(self, data: PreparedData, config: MoleculeDiffusionConfig, trainer: Trainer) -> Checkpoint:
+        arrays = np.load(data.path / "train.npz")
+        tokens = torch.from_numpy(arrays["tokens"].astype(np.int64))
+        lengths_np = arrays["lengths"]
+        tokenizer = Tokenizer.from_dict(json.loads((data.path / "tokenizer.json").read_text()))
+        arch = DenoiserConfig(**config.model.model_dump(exclude={"init_from"}))
+        max_len, init = tokens.shape[1], None
+        if config.model.init_from:
+            weights = resolve_init(config.model.init_from)
+            init = init_meta(weights)
+            if init["tokenizer"]["tokens"] != tokenizer.tokens:
+                raise DataError("model.init_from's vocabulary differs from the prepared data's; prepare again with the same init_from")
+            arch, max_len = DenoiserConfig(**init["model"]), init["max_len"]
+        model = Denoiser(arch, tokenizer.vocab_size, max_len)
+        if init is not None:
+            model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+        device = trainer.device
+        bs, seed = config.train.batch_size, config.train.seed
+
+        if device.type == "cuda":  # keep the whole token table on the GPU; batches are gathered there
+            tokens = tokens.to(device)
+
+        def loss_fn(model: Denoiser, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            # The batch depends on (seed, step) alone, so a resumed run sees the same batches.
+            idx = np.random.default_rng([seed, step]).integers(0, len(lengths_np), bs)
+            n = int(lengths_np[idx].max())  # trim the batch to its longest molecule
+            x = tokens[torch.from_numpy(idx).to(device), :n]
+            pad_mask = x != PAD_ID
+            loss, metrics = masked_diffusion_loss(model, x, pad_mask)
+            return loss, {**metrics, "tokens": pad_mask.sum()}
+
+        result = trainer.fit(model, loss_fn)
+        weights = trainer.run_dir / "model.safetensors"
+        save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
+        hist = np.bincount(arrays["lengths"]).tolist()
+        meta = {
+            "model": arch.model_dump(),
+            "tokenizer": tokenizer.to_dict(),
+            "max_len": int(max_len),
+            "init_from": None if init is None else {"name": config.model.init_from, "path": str(weights), "provenance": init.get("provenance", {}), "step": init.get("step")},
+            "length_histogram": hist,
+            "step": result.step,
+            "parameters": model.num_parameters(),
+            "train_seconds": round(result.elapsed, 1),
+            "stopped_by": result.stopped_by,
+            "resumed_from": result.resumed_from,
+            "last_metrics": result.last_metrics,
+        }
+        store.atomic_write_text(trainer.run_dir / "model.json", json.dumps(meta, indent=2))
+        return Checkpoint(weights, result.step)
+
+    # -- sample ---------------------------------------------------------------------
+    @staticmethod
+    def load_model(weights: Path, device: torch.device | str = "cpu") -> tuple[Denoiser, Tokenizer, dict]:
+        meta = json.loads((Path(weights).parent / "model.json").read_text())
+        tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+        model = Denoiser(DenoiserConfig(**meta["model"]), tokenizer.vocab_size, meta["max_len"])
+        model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+        return model.to(device).eval(), tokenizer, meta
+
+    def sample(self, checkpoint: Checkpoint, config: MoleculeDiffusionConfig, run: Run) -> Samples:
+        from genforge.core.training import choose_device
+
+        cfg = config.sample
+        device = choose_device(config.train.device)
+        model, tokenizer, meta = self.load_model(checkpoint.path, device)
+        hist = torch.tensor(meta["length_histogram"], dtype=torch.float)
+        gen = torch.Generator(device=device).manual_seed(cfg.seed)
+        cpu_gen = torch.Generator().manual_seed(cfg.seed)
+        out: list[str] = []
+        t0 = time.perf_counter()
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+        with autocast:
+            while len(out) < cfg.n:
+                b = min(cfg.batch_size, cfg.n - len(out))
+                lengths = torch.multinomial(hist, b, replacement=True, generator=cpu_gen).to(device)
+                x = sample_tokens(model, lengths, cfg.steps, cfg.temperature, cfg.strategy, generator=gen)
+                out.extend(tokenizer.decode(row[row != PAD_ID].tolist()) for row in x.cpu())
+        seconds = time.perf_counter() - t0
+        path = run.samples_dir / "samples.smi"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_smi(path, out)
+        return Samples("molecules", path, len(out), {"seconds": round(seconds, 2), "molecules_per_s": round(len(out) / seconds, 1)})
+
+    def reference(self, data: PreparedData, config: MoleculeDiffusionConfig) -> Reference:
+        return Reference("molecules", test=data.path / "test.smi", train=data.path / "train.smi", name=data.stats.get("source", ""))

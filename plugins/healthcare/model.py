@@ -1,0 +1,84 @@
+"""The denoiser: a bidirectional transformer over molecule tokens.
+
+It sees a partly masked sequence and predicts, at every position, a distribution over
+the vocabulary. It knows nothing of the noise schedule (see ``diffusion.py``): masked
+diffusion with an absorbing state needs no time input, since the number of masks in
+the input already tells the network how noisy it is (Sahoo et al. 2024, MDLM).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+
+class DenoiserConfig(BaseModel):
+    """Shape of the denoiser. The defaults train in minutes on a laptop CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    d_model: int = Field(192, ge=16, description="width of the residual stream")
+    n_layers: int = Field(4, ge=1, description="transformer blocks")
+    n_heads: int = Field(6, ge=1, description="attention heads; must divide d_model")
+    mlp_ratio: int = Field(4, ge=1, description="hidden width of the MLP, as a multiple of d_model")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class Block(nn.Module):
+    def __init__(self, d: int, heads: int, mlp_ratio: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.ln1 = nn.LayerNorm(d)
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(), nn.Linear(mlp_ratio * d, d))
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        b, n, d = x.shape  # (batch, length, d_model)
+        q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        # q, k, v: (batch, heads, length, head_dim); attn_mask: (batch, 1, 1, length), True = attend
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, n, d))
+        return x + self.mlp(self.ln2(x))
+
+
+class Denoiser(nn.Module):
+    def __init__(self, config: DenoiserConfig, vocab_size: int, max_len: int):
+        super().__init__()
+        if config.d_model % config.n_heads:
+            raise ValueError(f"model.d_model ({config.d_model}) must be a multiple of model.n_heads ({config.n_heads})")
+        self.config, self.vocab_size, self.max_len = config, vocab_size, max_len
+        d = config.d_model
+        self.tok = nn.Embedding(vocab_size, d)
+        self.pos = nn.Parameter(torch.zeros(max_len, d))
+        self.blocks = nn.ModuleList(Block(d, config.n_heads, config.mlp_ratio, config.dropout) for _ in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = nn.Linear(d, vocab_size)
+        self.apply(self._init)
+        nn.init.normal_(self.pos, std=0.02)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    def forward(self, tokens: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """tokens: (batch, length) ids; pad_mask: (batch, length), True on real tokens.
+
+        Returns logits (batch, length, vocab) in float32.
+        """
+        n = tokens.shape[1]
+        x = self.tok(tokens) + self.pos[:n]
+        attn_mask = pad_mask[:, None, None, :]
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        return self.head(self.ln_f(x)).float()
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
