@@ -143,12 +143,13 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON"
     if as_json:
         print(json.dumps([i.to_dict() for i in infos], indent=2))
         return
-    table = Table(title="genforge plugins")
-    for col in ("plugin", "version", "hooks", "generators", "evaluators", "data sources"):
-        table.add_column(col)
+    if not infos:
+        console.print("no plugins loaded (GENFORGE_DISABLE_PLUGINS or GENFORGE_DISABLE_PLUGIN_AUTOLOAD may be set)")
     for i in infos:
-        table.add_row(i.name, i.version, "\n".join(i.hooks), "\n".join(i.generators), "\n".join(i.evaluators), "\n".join(i.datasets))
-    console.print(table)
+        console.print(f"[bold]{i.name}[/] {i.version}", highlight=False)
+        for label, items in (("hooks", i.hooks), ("generators", i.generators), ("evaluators", i.evaluators), ("data sources", i.datasets)):
+            if items:
+                console.print(f"  {label}: {', '.join(items)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

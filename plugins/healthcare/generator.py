@@ -265,14 +265,14 @@ class MoleculeDiffusion(Generator):
         arch = DenoiserConfig(**config.model.model_dump(exclude={"init_from"}))
         max_len, init = tokens.shape[1], None
         if config.model.init_from:
-            weights = resolve_init(config.model.init_from)
-            init = init_meta(weights)
+            init_path = resolve_init(config.model.init_from)
+            init = init_meta(init_path)
             if init["tokenizer"]["tokens"] != tokenizer.tokens:
                 raise DataError("model.init_from's vocabulary differs from the prepared data's; prepare again with the same init_from")
             arch, max_len = DenoiserConfig(**init["model"]), init["max_len"]
         model = Denoiser(arch, tokenizer.vocab_size, max_len)
         if init is not None:
-            model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+            model.load_state_dict({k: v.float() for k, v in load_file(str(init_path)).items()})
         device = trainer.device
         bs, seed = config.train.batch_size, config.train.seed
 
@@ -296,7 +296,7 @@ class MoleculeDiffusion(Generator):
             "model": arch.model_dump(),
             "tokenizer": tokenizer.to_dict(),
             "max_len": int(max_len),
-            "init_from": None if init is None else {"name": config.model.init_from, "path": str(weights), "provenance": init.get("provenance", {}), "step": init.get("step")},
+            "init_from": None if init is None else {"name": config.model.init_from, "path": str(init_path), "provenance": init.get("provenance", {}), "step": init.get("step")},
             "length_histogram": hist,
             "step": result.step,
             "parameters": model.num_parameters(),

@@ -1,0 +1,90 @@
+"""The genforge command line, run as a user runs it (subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+GENFORGE = [sys.executable, "-m", "genforge.flows.cli"]
+
+
+def cli(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*GENFORGE, *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def sets(items: list[str]) -> list[str]:
+    return [a for item in items for a in ("--set", item)]
+
+
+def test_unknown_generator_is_one_line_without_traceback(store):
+    r = cli("run", "molecule-difusion")
+    assert r.returncode != 0
+    assert r.stderr.strip() == "error: unknown generator 'molecule-difusion'; installed: molecule-diffusion"
+    assert "Traceback" not in r.stdout + r.stderr
+
+
+def test_malformed_set_names_the_field_and_allowed_values(store):
+    r = cli("run", "molecule-diffusion", "--set", "train.optimizer=adamx")
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "train.optimizer" in r.stderr and "'adamw'" in r.stderr
+    r = cli("run", "molecule-diffusion", "--set", "model.layers=3")
+    assert "unknown field 'model.layers'" in r.stderr and "n_layers" in r.stderr
+
+
+def test_plugins_lists_the_healthcare_plugin_and_its_hooks():
+    r = cli("plugins", "--json")
+    assert r.returncode == 0, r.stderr
+    info = {p["name"]: p for p in json.loads(r.stdout)}["healthcare"]
+    assert info["generators"] == ["molecule-diffusion"]
+    assert "genforge_generators" in info["hooks"]
+    table = cli("plugins").stdout
+    assert "healthcare" in table and "genforge_evaluators" in table
+
+
+def test_run_without_prefect_then_show_json(store, tiny):
+    r = cli("run", "molecule-diffusion", "--no-prefect", *sets(tiny))
+    assert r.returncode == 0, r.stderr
+    assert "validity" in r.stdout and "run folder:" in r.stdout
+    shown = json.loads(cli("show", "latest", "--json").stdout)
+    assert shown["spec"]["generator"] == "molecule-diffusion"
+    assert shown["spec"]["train"]["max_steps"] == 12
+    m = shown["metrics"]
+    for key in ("validity", "uniqueness", "novelty", "heavy_atoms_mean", "reference_heavy_atoms_mean"):
+        assert isinstance(m[key], float), key
+    assert shown["status"]["state"] == "finished"
+
+
+def test_sigkill_mid_training_then_resume(store, tiny):
+    """Kill -9 during training; `genforge resume` continues from the newest checkpoint."""
+    args = [*GENFORGE, "run", "molecule-diffusion", "--no-prefect", *sets(tiny),
+            *sets(["train.max_steps=400", "train.checkpoint_every=20", "model.d_model=64", "model.n_layers=2"])]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=os.environ.copy())
+    runs = Path(os.environ["GENFORGE_HOME"]) / "runs"
+    deadline = time.time() + 240
+    ckpts: list[Path] = []
+    while time.time() < deadline and len(ckpts) < 2:
+        ckpts = sorted(runs.glob("*/checkpoints/step-*.pt")) if runs.exists() else []
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert len(ckpts) >= 2, "training wrote no checkpoints before the deadline"
+    run_dir = ckpts[0].parents[1]
+    left = sorted(run_dir.glob("checkpoints/step-*.pt"))
+    last_step = int(left[-1].stem.split("-")[1])
+    assert 0 < last_step < 400
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "running"
+
+    r = cli("resume", run_dir.name, "--no-prefect")
+    assert r.returncode == 0, r.stderr
+    assert f"from step {last_step}" in r.stdout
+    model = json.loads((run_dir / "model.json").read_text())
+    assert model["resumed_from"] == last_step and model["step"] == 400
+    assert not list(run_dir.glob("checkpoints/*.tmp")) and not list(run_dir.glob("checkpoints/.*"))
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"

@@ -1,0 +1,143 @@
+"""The healthcare plugin: tokenizers, RDKit validation, prepare, a real learning check, the evaluator."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+from pathlib import Path
+
+import pytest
+from rdkit import Chem
+
+from genforge.core import DataError
+from genforge.core.runner import Steps, create_run, run_all
+from genforge.plugins.healthcare.data import read_smiles, validate_all
+from genforge.plugins.healthcare.evaluator import internal_diversity, parse
+from genforge.plugins.healthcare.tokens import Tokenizer, split_selfies
+
+DATA = Path(__file__).resolve().parents[1] / "plugins" / "healthcare" / "data"
+
+
+def moses(n: int, split: str = "train") -> list[str]:
+    with gzip.open(DATA / f"moses_{split}.smi.gz", "rt") as fh:
+        return [next(fh).strip() for _ in range(n)]
+
+
+@pytest.mark.parametrize("representation,group", [("selfies", True), ("selfies", False), ("smiles", True)])
+def test_tokenizer_round_trip(representation, group):
+    smiles = [Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in moses(300)]
+    base = Tokenizer(representation, ["<pad>", "<mask>"], group)
+    tok = Tokenizer.fit([base.split(s) for s in smiles], representation, group)
+    for s in smiles:
+        back = tok.decode(tok.encode(s))
+        assert Chem.MolToSmiles(Chem.MolFromSmiles(back)) == s
+    again = Tokenizer.from_dict(json.loads(json.dumps(tok.to_dict())))
+    assert again.tokens == tok.tokens and again.encode(smiles[0]) == tok.encode(smiles[0])
+
+
+def test_grouped_selfies_keeps_index_symbols_with_their_structure_symbol():
+    import selfies as sf
+
+    encoded = sf.encoder("c1ccccc1C(=O)O")
+    grouped = split_selfies(encoded, True)
+    assert "".join(grouped) == encoded
+    assert any(t.startswith("[Ring1]") and t.count("[") == 2 for t in grouped)
+    assert len(grouped) < len(split_selfies(encoded, False))
+
+
+def test_validation_skips_and_counts_bad_rows():
+    rows = ["CCO", "", "C1CC", "c1cccc1", "not a molecule", "CC(=O)O", "[Na+].[Cl-]"]
+    kept, pieces, rejected = validate_all(rows, "selfies", True, workers=1)
+    assert kept == ["CCO", "CC(=O)O", "[Cl-].[Na+]"]
+    assert rejected["empty or unreadable row"] == 1
+    assert rejected["unparseable SMILES"] == 2  # unclosed ring, garbage
+    assert sum(v for k, v in rejected.items() if k.startswith("sanitization failed")) == 1  # 5-ring "aromatic" carbon
+    assert len(pieces) == 3
+
+
+def test_csv_reader_finds_the_smiles_column(tmp_path):
+    f = tmp_path / "lib.csv"
+    f.write_text("id,SMILES,score\n1,CCO,0.5\n2,c1ccccc1,0.1\n3\n")
+    assert list(read_smiles(f)) == ["CCO", "c1ccccc1", ""]
+    with pytest.raises(DataError, match="no column 'smiles_x'"):
+        list(read_smiles(f, "smiles_x"))
+
+
+def _garbage_file(path: Path, n: int = 400, seed: int = 0) -> int:
+    """n MOSES molecules with 5 % of lines replaced by garbage; returns the number of garbage lines."""
+    rng = random.Random(seed)
+    lines = moses(n)
+    bad = rng.sample(range(n), n // 20)
+    junk = ["C1CC(", "xyz", "c1cccc1", "C(C)(C)(C)(C)C", "%%%%", "C=1CC"]
+    for i in bad:
+        lines[i] = rng.choice(junk)
+    path.write_text("smiles\n" + "\n".join(lines) + "\n")
+    return len(bad)
+
+
+def test_garbage_rows_are_counted_and_the_run_completes(tmp_path, store, tiny):
+    f = tmp_path / "mixed.smi"
+    n_bad = _garbage_file(f)
+    run = create_run("molecule-diffusion", overrides=tiny + [f"data.path={f}", "data.max_molecules=null"])
+    report = run_all(run)
+    data = json.loads((run.path / "data.json").read_text())
+    rejected = data["train"]["rejected"]
+    assert data["train"]["read"] == 400
+    assert sum(rejected.values()) == n_bad
+    assert any(k.startswith("sanitization failed") for k in rejected) and "unparseable SMILES" in rejected
+    text = (run.path / "report.md").read_text()
+    assert f"{n_bad} rejected" in text and "unparseable SMILES" in text
+    assert report.notes and f"{n_bad} training rows rejected" in report.notes[0]
+    assert run.status["state"] == "finished"
+
+
+def test_prepared_data_is_reused_by_fingerprint(store, tiny):
+    first = Steps(create_run("molecule-diffusion", overrides=tiny)).prepare()
+    second = Steps(create_run("molecule-diffusion", overrides=tiny)).prepare()
+    assert first.path == second.path and second.stats["cache"] == "hit"
+    third = Steps(create_run("molecule-diffusion", overrides=tiny + ["data.representation=smiles"])).prepare()
+    assert third.fingerprint != first.fingerprint
+
+
+def test_empty_file_is_a_clear_error(tmp_path, store, tiny):
+    f = tmp_path / "junk.smi"
+    f.write_text("xyz\nqqq\n")
+    run = create_run("molecule-diffusion", overrides=tiny + [f"data.path={f}"])
+    with pytest.raises(DataError, match=r"no usable molecules .* 2 rows read; rejected: 2 unparseable SMILES"):
+        Steps(run).prepare()
+
+
+def test_a_tiny_model_learns_its_training_molecules(tmp_path, store):
+    """A real learning check: trained briefly on 24 molecules, the model reproduces them.
+
+    SMILES tokens, not SELFIES: SMILES validity must be learned (SELFIES would give it for free).
+    """
+    f = tmp_path / "few.smi"
+    train = [Chem.MolToSmiles(Chem.MolFromSmiles(s)) for s in moses(24)]
+    f.write_text("\n".join(train) + "\n")
+    run = create_run(
+        "molecule-diffusion",
+        overrides=[
+            f"data.path={f}", f"data.test_path={f}", "data.representation=smiles", "data.workers=1",
+            "model.d_model=96", "model.n_heads=4", "model.n_layers=2",
+            "train.max_steps=2000", "train.max_minutes=null", "train.batch_size=32", "train.lr=2e-3",
+            "train.warmup_steps=20", "train.ema=null", "train.checkpoint_every=2000", "train.log_every=100",
+            "sample.n=100", "sample.steps=32", "sample.temperature=0.5", "evaluate.grid=0",
+        ],
+    )
+    metrics = run_all(run).metrics()
+    samples = [s for s in (run.path / "samples" / "samples.smi").read_text().split("\n")]
+    canon = [Chem.MolToSmiles(m) for m in map(parse, samples) if m is not None]
+    reproduced = sum(1 for s in canon if s in set(train)) / len(samples)
+    # Measured on this machine with these seeds: validity 0.89, 0.85 of samples are training molecules.
+    # An untrained model of this size gives validity below 0.1 and reproduces none.
+    assert metrics["validity"] >= 0.7, metrics
+    assert reproduced >= 0.6, reproduced
+    assert abs(metrics["heavy_atoms_rel_diff"]) < 0.15, metrics
+
+
+def test_internal_diversity_matches_the_definition():
+    mols = [Chem.MolFromSmiles(s) for s in ("CCO", "CCO", "c1ccccc1")]
+    # identical pair -> T=1; pairs with benzene -> T=0: mean over 9 ordered pairs incl. i==j = (3 + 2) / 9
+    assert internal_diversity(mols) == pytest.approx(1 - 5 / 9)

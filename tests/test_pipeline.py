@@ -1,0 +1,87 @@
+"""The whole pipeline as a Prefect flow, on Prefect's test harness, with tiny settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.prefect
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+class FailOnce:
+    """Raises once after the first checkpoint: the train task's retry must resume from it."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    from genforge.core import hookimpl
+
+    @hookimpl
+    def genforge_checkpoint_saved(self, run, step, path):
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError(f"simulated worker crash after the checkpoint at step {step}")
+
+
+def _spec(tiny: list[str]) -> dict:
+    from genforge.core.config import apply_override, parse_override
+
+    tree: dict = {}
+    for item in tiny:
+        keys, value = parse_override(item)
+        apply_override(tree, keys, value)
+    return tree
+
+
+def test_pipeline_flow_leaves_run_and_artifacts(harness, store, tiny):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from genforge.core.plugins import get_plugin_manager
+    from genforge.flows.pipeline import pipeline
+
+    crash = FailOnce()
+    pm = get_plugin_manager()
+    pm.register(crash, name="fail-once")
+    try:
+        state = pipeline(generator="molecule-diffusion", spec=_spec(tiny), return_state=True)
+    finally:
+        pm.unregister(crash)
+    assert state.is_completed(), state
+    run_dir = Path(state.result())
+    assert crash.failed
+    model = json.loads((run_dir / "model.json").read_text())
+    assert model["resumed_from"] == 5 and model["step"] == 12  # the retry resumed from the checkpoint
+    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert 0 <= metrics["validity"] <= 1
+
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        kinds = {a.type for a in arts}
+        assert {"progress", "table", "markdown"} <= kinds, kinds
+        report = next(a for a in arts if a.type == "markdown")
+        assert "data:image/png;base64," in report.data and str(run_dir) in report.data
+        progress = next(a for a in arts if a.type == "progress")
+        assert float(progress.data) == 100.0
+        runs = client.read_task_runs()
+        names = {r.name.rsplit("-", 1)[0] for r in runs if r.flow_run_id == flow_run_id}
+        assert {"prepare-data", "train", "sample", "evaluate"} <= names
+
+
+def test_bad_spec_fails_before_anything_runs(harness, store):
+    from genforge.core import ConfigError
+    from genforge.flows.pipeline import pipeline
+
+    with pytest.raises(ConfigError, match="train.max_step"):
+        pipeline(generator="molecule-diffusion", spec={"train": {"max_step": 3}})
