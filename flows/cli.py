@@ -152,6 +152,16 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON"
                 console.print(f"  {label}: {', '.join(items)}", highlight=False, soft_wrap=True)
 
 
+def _start(generator: str, config: Path | None, overrides: list[str], use_prefect: bool, store: Path | None, base: dict | None = None) -> None:
+    if store:  # the flow and every step find the store through GENFORGE_HOME
+        os.environ["GENFORGE_HOME"] = str(store)
+    the_run = create_run(generator, config, overrides, spec=base)
+    console.print(f"run [bold]{the_run.id}[/] in {the_run.path}")
+    if base:
+        console.print(f"demo spec: {base}")
+    _execute(the_run, use_prefect)
+
+
 @app.command()
 def run(
     generator: Annotated[str, typer.Argument(help="a registered generator, e.g. molecule-diffusion")],
@@ -161,11 +171,7 @@ def run(
     store: StoreOpt = None,
 ) -> None:
     """Prepare data, train, sample and evaluate a generator; prints a summary and the run folder."""
-    if store:
-        os.environ["GENFORGE_HOME"] = str(store)
-    the_run = create_run(generator, config, set_)
-    console.print(f"run [bold]{the_run.id}[/] in {the_run.path}")
-    _execute(the_run, prefect)
+    _start(generator, config, set_, prefect, store)
 
 
 @app.command()
@@ -176,16 +182,9 @@ def demo(
     store: StoreOpt = None,
 ) -> None:
     """The README's main job: a generator's demo spec (molecules by default) on Prefect's embedded server."""
-    if store:
-        os.environ["GENFORGE_HOME"] = str(store)
     from genforge.core.plugins import get_generator
 
-    gen_cls = get_generator(generator)
-    the_run = create_run(generator, None, set_, spec=gen_cls.demo_spec)
-    console.print(f"run [bold]{the_run.id}[/] in {the_run.path}")
-    if gen_cls.demo_spec:
-        console.print(f"demo spec: {gen_cls.demo_spec}")
-    _execute(the_run, prefect)
+    _start(generator, None, set_, prefect, store, base=get_generator(generator).demo_spec)
 
 
 @app.command()
@@ -230,6 +229,24 @@ def show(
         print_summary(the_run.path)
     else:
         console.print(f"no metrics yet; run folder: {the_run.path}")
+
+
+@app.command()
+def runs(store: StoreOpt = None) -> None:
+    """List the runs in the store, oldest first: id, state, step, and headline metrics."""
+    all_runs = RunStore(store).all()
+    if not all_runs:
+        console.print(f"no runs under {RunStore(store).runs}")
+        return
+    table = Table()
+    for col in ("run", "state", "step", "metrics"):
+        table.add_column(col)
+    for r in all_runs:
+        status = r.status
+        metrics = r.metrics().get("metrics", {})
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in list((k, v) for k, v in metrics.items() if not k.startswith("reference_"))[:4])
+        table.add_row(r.id, status.get("state", ""), str(status.get("step", "")), shown)
+    console.print(table)
 
 
 @app.command()

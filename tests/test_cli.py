@@ -59,6 +59,8 @@ def test_run_without_prefect_then_show_json(store, tiny):
     for key in ("validity", "uniqueness", "novelty", "heavy_atoms_mean", "reference_heavy_atoms_mean"):
         assert isinstance(m[key], float), key
     assert shown["status"]["state"] == "finished"
+    listing = cli("runs").stdout
+    assert shown["run_id"][:15] in listing and "finished" in listing
 
 
 def test_sigkill_mid_training_then_resume(store, tiny):
