@@ -52,7 +52,8 @@ def render_markdown(run: Run, report: Report, inline_images: bool = False) -> st
     train = data.get("train", {})
     if train:
         rejected = train.get("rejected", {})
-        lines += ["", f"Data: {train.get('read')} rows read from `{data.get('source')}`, {train.get('kept')} kept, {sum(rejected.values())} rejected."]
+        held = f", {train['held_out']} held out as reference" if train.get("held_out") else ""
+        lines += ["", f"Data: {train.get('read')} rows read from `{data.get('source')}`, {train.get('kept')} kept for training{held}, {sum(rejected.values())} rejected."]
         for reason, n in rejected.items():
             lines.append(f"- {n} rejected: {reason}")
     lines += ["", "| evaluator | metric | value | reference | better |", "|---|---|---|---|---|"]

@@ -47,7 +47,9 @@ class CliProgress:
         train = stats.get("train", {})
         rejected = train.get("rejected", {})
         console.print(
-            f"[bold]data[/]: {train.get('read')} rows read, {train.get('kept')} kept, {sum(rejected.values())} rejected"
+            f"[bold]data[/]: {train.get('read')} rows read, {train.get('kept')} kept"
+            + (f", {train['held_out']} held out as reference" if train.get("held_out") else "")
+            + f", {sum(rejected.values())} rejected"
             + (f" ({', '.join(f'{n} {r}' for r, n in rejected.items())})" if rejected else "")
             + f"; cache {stats.get('cache')}"
         )

@@ -113,7 +113,7 @@ def read_smiles(path: str | Path, column: str | None = None) -> Iterator[str]:
 
     CSV: the column named ``column``, else the first column whose header is "smiles"
     (any case). SMI: the first whitespace-separated field; a header line "smiles" is skipped.
-    Unreadable rows yield "" so that the caller counts them.
+    Blank and unreadable rows yield "" so that the caller counts them.
     """
     path = Path(path)
     if not path.exists():
@@ -140,10 +140,7 @@ def read_smiles(path: str | Path, column: str | None = None) -> Iterator[str]:
                 field = line.split()[0] if line.split() else ""
                 if i == 0 and field.lower() == "smiles":
                     continue
-                if field:
-                    yield field
-                elif line.strip("\r\n"):
-                    yield ""
+                yield field  # a blank line yields "" and is counted as an empty row
 
 
 def fetch(path_or_url: str, cache: Path) -> Path:

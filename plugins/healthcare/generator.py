@@ -36,7 +36,7 @@ from .diffusion import masked_diffusion_loss, sample_tokens
 from .model import Denoiser, DenoiserConfig
 from .tokens import PAD_ID, Tokenizer
 
-PREPARE_VERSION = "molecules-prepare-1"  # bump when prepare's output changes for the same inputs
+PREPARE_VERSION = "molecules-prepare-2"  # bump when prepare's output changes for the same inputs
 PRETRAINED = Path(__file__).parent / "pretrained"
 PRETRAINED_NAMES = {"moses-pretrained": PRETRAINED / "moses-selfies.safetensors"}
 
@@ -207,6 +207,7 @@ class MoleculeDiffusion(Generator):
                 seen.add(s)
                 order.append(i)
         kept, pieces = [kept[i] for i in order], [pieces[i] for i in order]
+        held_out = 0
         if test_file is None:  # hold out a reference set from the user's file
             perm = rng.permutation(len(kept))
             n_test = max(1, int(len(kept) * cfg.test_fraction))
@@ -214,6 +215,7 @@ class MoleculeDiffusion(Generator):
             test_smiles = [kept[i] for i in test_idx]
             kept, pieces = [kept[i] for i in train_idx], [pieces[i] for i in train_idx]
             test_stats = {"read": n_test, "kept": n_test, "rejected": {}, "held_out_from": "train"}
+            held_out = n_test
         else:
             raw_test = list(read_smiles(test_file, cfg.smiles_column))
             if len(raw_test) > cfg.max_reference:  # a seeded random subset, not the file's head
@@ -242,7 +244,7 @@ class MoleculeDiffusion(Generator):
         stats = {
             "source": source,
             "representation": cfg.representation,
-            "train": {"read": len(raw_train), "kept": len(kept), "rejected": dict(rejected.most_common())},
+            "train": {"read": len(raw_train), "kept": len(kept), "held_out": held_out, "rejected": dict(rejected.most_common())},
             "test": test_stats,
             "vocab_size": tokenizer.vocab_size,
             "max_length": int(lengths.max()),
