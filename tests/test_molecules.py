@@ -16,7 +16,7 @@ from genforge.plugins.healthcare.data import read_smiles, validate_all
 from genforge.plugins.healthcare.evaluator import internal_diversity, parse
 from genforge.plugins.healthcare.tokens import Tokenizer, split_selfies
 
-DATA = Path(__file__).resolve().parents[1] / "plugins" / "healthcare" / "data"
+DATA = Path(__file__).resolve().parents[1] / "plugins" / "healthcare" / "moses"
 
 
 def moses(n: int, split: str = "train") -> list[str]:

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 from genforge.core import DataError, DataSource, store
 
-PACKAGE_DATA = Path(__file__).parent / "data"
+PACKAGE_DATA = Path(__file__).parent / "moses"  # the shipped MOSES subset
 MOSES_URL = "https://media.githubusercontent.com/media/molecularsets/moses/master/data/{split}.csv"
 MOSES_WHEEL_MEMBERS = {"train": "moses/dataset/data/train.csv.gz", "test": "moses/dataset/data/test.csv.gz"}
 
