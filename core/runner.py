@@ -7,7 +7,6 @@ Prefect task; ``run_all`` calls them directly (a bare GPU box, a test, a benchma
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -158,7 +157,3 @@ def run_all(run: Run | str | Path, pm: pluggy.PluginManager | None = None) -> Re
     except BaseException as exc:
         steps.failed(exc)
         raise
-
-
-def load_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 GENFORGE = [sys.executable, "-m", "genforge.flows.cli"]
 

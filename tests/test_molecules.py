@@ -141,3 +141,16 @@ def test_internal_diversity_matches_the_definition():
     mols = [Chem.MolFromSmiles(s) for s in ("CCO", "CCO", "c1ccccc1")]
     # identical pair -> T=1; pairs with benzene -> T=0: mean over 9 ordered pairs incl. i==j = (3 + 2) / 9
     assert internal_diversity(mols) == pytest.approx(1 - 5 / 9)
+
+
+def test_drop_unusable_counts_each_reason():
+    from collections import Counter
+
+    from genforge.plugins.healthcare.data import drop_unusable
+
+    rejected = Counter()
+    kept, pieces = drop_unusable(
+        ["CC", "CCCC", "CC", "CN"], [["C", "C"], ["C"] * 4, ["C", "C"], ["C", "N"]], rejected, max_length=3, vocabulary={"C": 2}
+    )
+    assert kept == ["CC"] and pieces == [["C", "C"]]
+    assert rejected == Counter({"longer than 3 tokens": 1, "duplicate": 1, "token not in the pretrained model's vocabulary": 1})

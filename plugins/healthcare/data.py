@@ -205,3 +205,25 @@ def validate_all(
             kept.append(canonical)
             pieces.append(toks)
     return kept, pieces, rejected
+
+
+def drop_unusable(
+    kept: list[str], pieces: list[list[str]], rejected: Counter, max_length: int, vocabulary: dict | None = None
+) -> tuple[list[str], list[list[str]]]:
+    """Drop molecules that are too long, hold tokens outside ``vocabulary``, or repeat; count each in ``rejected``.
+
+    Duplicates would weigh some molecules twice and inflate novelty's denominator.
+    """
+    out_smiles, out_pieces, seen = [], [], set()
+    for smiles, toks in zip(kept, pieces):
+        if len(toks) > max_length:
+            rejected[f"longer than {max_length} tokens"] += 1
+        elif vocabulary is not None and any(t not in vocabulary for t in toks):
+            rejected["token not in the pretrained model's vocabulary"] += 1
+        elif smiles in seen:
+            rejected["duplicate"] += 1
+        else:
+            seen.add(smiles)
+            out_smiles.append(smiles)
+            out_pieces.append(toks)
+    return out_smiles, out_pieces

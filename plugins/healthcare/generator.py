@@ -31,7 +31,7 @@ from genforge.core import (
 )
 from genforge.core.plugins import get_dataset
 
-from .data import fetch, read_smiles, validate_all
+from .data import drop_unusable, fetch, read_smiles, validate_all
 from .diffusion import masked_diffusion_loss, sample_tokens
 from .model import Denoiser, DenoiserConfig
 from .tokens import PAD_ID, Tokenizer
@@ -187,26 +187,7 @@ class MoleculeDiffusion(Generator):
             want = int(cfg.max_molecules / (1 - cfg.test_fraction if test_file is None else 1)) + 1
             raw_train = [raw_train[i] for i in sorted(rng.choice(len(raw_train), min(len(raw_train), int(want * 1.05) + 50), replace=False))]
         kept, pieces, rejected = validate_all(raw_train, cfg.representation, cfg.group_indices, cfg.workers)
-        too_long = [i for i, p in enumerate(pieces) if len(p) > max_length]
-        if too_long:
-            rejected[f"longer than {max_length} tokens"] += len(too_long)
-        unknown = [i for i, p in enumerate(pieces) if fixed and any(t not in fixed.index for t in p)]
-        if unknown:
-            rejected["token not in the pretrained model's vocabulary"] += len(unknown)
-        if too_long or unknown:
-            drop = set(too_long) | set(unknown)
-            kept = [s for i, s in enumerate(kept) if i not in drop]
-            pieces = [p for i, p in enumerate(pieces) if i not in drop]
-        # Duplicates would weigh some molecules twice and inflate novelty's denominator.
-        seen: set[str] = set()
-        order = []
-        for i, s in enumerate(kept):
-            if s in seen:
-                rejected["duplicate"] += 1
-            else:
-                seen.add(s)
-                order.append(i)
-        kept, pieces = [kept[i] for i in order], [pieces[i] for i in order]
+        kept, pieces = drop_unusable(kept, pieces, rejected, max_length, fixed.index if fixed else None)
         held_out = 0
         if test_file is None:  # hold out a reference set from the user's file
             perm = rng.permutation(len(kept))
