@@ -97,14 +97,18 @@ def print_summary(run_dir: Path) -> None:
     metrics = store_run.read_json("metrics.json", {})
     model = store_run.read_json("model.json", {})
     table = Table(title=f"{store_run.generator} — {store_run.id}")
+    table.add_column("evaluator")
     table.add_column("metric")
     table.add_column("samples", justify="right")
     table.add_column("reference", justify="right")
     for ev in metrics.get("evaluations", []):
+        first = True
         for m in ev["metrics"]:
             if m["name"].startswith("reference_"):
                 continue
-            table.add_row(m["name"], _fmt(m["value"]), _fmt(m["floor"]))
+            table.add_row(ev["evaluator"] if first else "", m["name"], _fmt(m["value"]), _fmt(m["floor"]), end_section=False)
+            first = False
+        table.add_section()
     console.print(table)
     if model:
         console.print(f"trained {model.get('step')} steps in {model.get('train_seconds')} s, {model.get('parameters', 0):,} parameters")
@@ -231,6 +235,63 @@ def show(
         print_summary(the_run.path)
     else:
         console.print(f"no metrics yet; run folder: {the_run.path}")
+
+
+@app.command()
+def evaluate(
+    kind: Annotated[str, typer.Argument(help="sample kind of the file, e.g. molecules")],
+    file: Annotated[Path, typer.Argument(help="samples in any format the kind's evaluators read (molecules: .smi, .txt, .csv)")],
+    reference: Annotated[str, typer.Option(help="reference data as SOURCE-SPLIT, e.g. moses-test")] = "moses-test",
+    train: Annotated[Optional[str], typer.Option(help="training data for novelty, as SOURCE-SPLIT or a file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print every metric as JSON, keyed by name")] = False,
+    out: Annotated[Optional[Path], typer.Option(help="folder for figures and metrics.json (default: a new folder under $GENFORGE_HOME/evaluations)")] = None,
+) -> None:
+    """Score any file of samples with every evaluator registered for its kind."""
+    import datetime as dt
+
+    from genforge.core import Reference
+    from genforge.core.plugins import datasets, evaluators
+    from genforge.core.store import home
+
+    if not file.exists():
+        raise FileNotFoundError(f"{file} does not exist")
+
+    def resolve(spec: str) -> Path:
+        if Path(spec).exists():
+            return Path(spec)
+        found = datasets()
+        for name, source in sorted(found.items(), key=lambda kv: -len(kv[0])):
+            if spec.startswith(name + "-") and source.kind == kind:
+                split = spec[len(name) + 1 :]
+                files = source.files()
+                if split in files:
+                    return files[split]
+        listing = ", ".join(f"{n}-{s}" for n, src in found.items() if src.kind == kind for s in src.splits)
+        raise GenforgeError(f"unknown reference {spec!r} for {kind}; use a file or one of: {listing}")
+
+    ref = Reference(kind, test=resolve(reference), train=resolve(train) if train else None, name=reference)
+    chosen = [(plugin, ev) for plugin, ev in evaluators() if kind in ev.kinds]
+    if not chosen:
+        raise GenforgeError(f"no evaluator accepts {kind!r}")
+    n = sum(1 for _ in open(file))
+    out = out or home() / "evaluations" / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{file.stem}"
+    out.mkdir(parents=True, exist_ok=True)
+    samples = Samples(kind, file, n)
+    results: dict[str, Any] = {}
+    table = Table(title=f"{file} ({kind}) vs {reference}")
+    for col in ("evaluator", "metric", "value"):
+        table.add_column(col)
+    for plugin, ev in chosen:
+        result = ev.evaluate(samples, ref, out, None)  # None: each evaluator's defaults
+        for m in result.metrics:
+            results.setdefault(m.name, m.value)
+            table.add_row(f"{ev.name} ({plugin})", m.name, _fmt(m.value))
+    (out / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
+    if as_json:
+        print(json.dumps(results, indent=2, default=str))
+    else:
+        console.print(table)
+        console.print(f"figures and metrics.json: {out}")
 
 
 @app.command()

@@ -89,3 +89,22 @@ def test_sigkill_mid_training_then_resume(store, tiny):
     assert model["resumed_from"] == last_step and model["step"] == 400
     assert not list(run_dir.glob("checkpoints/*.tmp")) and not list(run_dir.glob("checkpoints/.*"))
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
+def test_evaluate_any_file_of_smiles(store, tmp_path):
+    import gzip
+
+    data = Path(__file__).resolve().parents[1] / "plugins" / "healthcare" / "moses" / "moses_test.smi.gz"
+    lib = tmp_path / "vendor.csv"
+    rows = gzip.open(data, "rt").read().split()[:150]
+    lib.write_text("id,smiles\n" + "".join(f"v{i},{s}\n" for i, s in enumerate(rows)) + "bad,C1CC(\n")
+    r = cli("evaluate", "molecules", str(lib), "--reference", "moses-test", "--json")
+    assert r.returncode == 0, r.stderr
+    m = json.loads(r.stdout)
+    for key in ("validity", "unique@1k", "unique@10k", "FCD/Test", "FCD/TestSF", "SNN/Test", "Frag/Test",
+                "Scaf/Test", "IntDiv", "IntDiv2", "Filters", "KL", "heavy_atoms_mean"):
+        assert isinstance(m[key], float), key
+    assert m["validity"] == 150 / 151
+    assert m["SNN/Test"] > 0.99  # each molecule is itself in the MOSES test set
+    bad = cli("evaluate", "molecules", str(lib), "--reference", "mosses-test")
+    assert bad.returncode != 0 and "unknown reference 'mosses-test'" in bad.stderr and "moses-test" in bad.stderr

@@ -2,13 +2,13 @@
 
 Registered through the ``genforge`` entry-point group like any outside plugin:
 a data source (the shipped MOSES subset, the full MOSES sets), the ``molecule-diffusion``
-generator, and the RDKit evaluator for the ``molecules`` sample kind.
+generator, and two evaluators for the ``molecules`` sample kind: RDKit properties and the MOSES suite.
 """
 
 from genforge.core import hookimpl
 
 from .data import MosesFull, MosesSubset
-from .evaluator import MoleculeEvaluator
+from .evaluator import MoleculeEvaluator, MosesEvaluator
 from .generator import MoleculeDiffusion
 
 
@@ -19,7 +19,7 @@ def genforge_generators():
 
 @hookimpl
 def genforge_evaluators():
-    return [MoleculeEvaluator()]
+    return [MoleculeEvaluator(), MosesEvaluator()]
 
 
 @hookimpl

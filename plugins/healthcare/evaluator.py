@@ -10,6 +10,7 @@ with the reference set by their means and the Wasserstein-1 distance.
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 from typing import Any, ClassVar
@@ -90,7 +91,7 @@ def reference_properties(path: Path, max_n: int) -> dict[str, np.ndarray]:
     cache = path.with_name(f"{path.stem}.properties-{max_n}.json")
     if cache.exists():
         return {k: np.asarray(v) for k, v in json.loads(cache.read_text()).items()}
-    smiles = [s for s in path.read_text().split("\n") if s]
+    smiles = [s for s in read_samples(path) if s]
     if len(smiles) > max_n:  # a seeded random subset: files may be ordered (MOSES's are)
         smiles = [smiles[i] for i in sorted(np.random.default_rng(0).choice(len(smiles), max_n, replace=False))]
     props = properties([m for m in map(parse, smiles) if m is not None])
@@ -137,6 +138,35 @@ def draw_distributions(sample_props: dict, ref_props: dict, path: Path) -> Path:
     return path
 
 
+def read_samples(path: Path) -> list[str]:
+    """SMILES, one per row, keeping empty rows (they count as invalid samples).
+
+    ``samples.smi`` (genforge's format) and any ``.smi``/``.txt`` file, gzipped or not: the
+    first field of each line, so "SMILES name" libraries work; ``.csv[.gz]``: the column named "smiles".
+    """
+    from .data import read_smiles
+
+    path = Path(path)
+    if path.name.endswith((".csv", ".csv.gz")):
+        return list(read_smiles(path))
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt") as fh:
+        return [line.split()[0] if line.split() else "" for line in fh]
+
+
+def training_set(reference: Reference) -> set[str] | None:
+    """Canonical SMILES of the reference's training data, for novelty (None when there is none)."""
+    if reference.train is None or not Path(reference.train).exists():
+        return None
+    smiles = read_samples(reference.train)
+    if Path(reference.train).name == "train.smi":  # written canonical by the prepare step
+        return set(smiles)
+    from .moses_metrics import _canonical, _pmap
+    import os
+
+    return {c for c in _pmap(_canonical, smiles, os.cpu_count() or 1, chunksize=5000) if c}
+
+
 class MoleculeEvaluator(Evaluator):
     name: ClassVar[str] = "rdkit"
     kinds: ClassVar[tuple[str, ...]] = ("molecules",)
@@ -145,14 +175,14 @@ class MoleculeEvaluator(Evaluator):
         Chem = _rdkit()
         grid_n = getattr(config, "grid", 24)
         max_ref = getattr(config, "max_reference", 2000)
-        raw = [line.rstrip("\n") for line in open(samples.path)]
+        raw = read_samples(samples.path)
         mols = [parse(s) for s in raw]
         valid = [m for m in mols if m is not None]
         canon = [Chem.MolToSmiles(m) for m in valid]
         unique: dict[str, Any] = {}
         for s, m in zip(canon, valid):
             unique.setdefault(s, m)
-        train = set(reference.train.read_text().split("\n")) if reference.train and reference.train.exists() else None
+        train = training_set(reference)
         n = max(len(raw), 1)
         metrics = [
             Metric("n_samples", len(raw), None, description="samples drawn"),
@@ -184,3 +214,36 @@ class MoleculeEvaluator(Evaluator):
         if valid:
             figures["properties"] = draw_distributions(sample_props, ref_props, out_dir / "properties.png")
         return Evaluation(self.name, metrics, figures)
+
+
+class MosesEvaluator(Evaluator):
+    """The MOSES benchmark suite (and GuacaMol's KL score) against MOSES's own test sets.
+
+    Metric names are MOSES's (``FCD/Test``, ``SNN/TestSF``, ``IntDiv2``, ...), so any model's
+    numbers can be put in the MOSES table. Novelty is against the run's training data.
+    """
+
+    name: ClassVar[str] = "moses"
+    kinds: ClassVar[tuple[str, ...]] = ("molecules",)
+
+    def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: Any) -> Evaluation:
+        from .moses_metrics import DATA, guacamol_kl_score, moses_metrics
+
+        if not getattr(config, "moses", True):
+            return Evaluation(self.name, [])
+        raw = read_samples(samples.path)
+        train = training_set(reference)
+        timings: dict[str, float] = {}
+        values = moses_metrics(raw, train, n_jobs=getattr(config, "workers", None), timings=timings)
+        higher = {"validity": True, "novelty": True, "IntDiv": True, "IntDiv2": True, "Filters": True}
+        metrics = []
+        for key, v in values.items():
+            better = higher.get(key, key.startswith(("unique@", "SNN/", "Frag/", "Scaf/")) or None)
+            if key.startswith("FCD/") or key in ("logP", "SA", "QED", "weight"):
+                better = False
+            metrics.append(Metric(key, v, better, None, "MOSES"))
+        if getattr(config, "kl_score", True):
+            test = gzip.open(DATA / "moses_test.smi.gz", "rt").read().split()
+            score, _ = guacamol_kl_score(raw, test[: getattr(config, "max_reference", 2000)], getattr(config, "workers", None))
+            metrics.append(Metric("KL", score, True, None, "GuacaMol KL-divergence score vs MOSES test"))
+        return Evaluation(self.name, metrics)

@@ -102,7 +102,10 @@ class MoleculeSampleConfig(SampleConfig):
 
 class MoleculeEvaluateConfig(Section):
     grid: int = Field(24, ge=0, description="sample molecules drawn in the report's picture")
-    max_reference: int = Field(2000, ge=10, description="reference molecules used for property distributions")
+    max_reference: int = Field(2000, ge=10, description="reference molecules used for property distributions and the KL score")
+    moses: bool = Field(True, description="run the MOSES suite (FCD, SNN, Frag, Scaf, IntDiv, Filters) against MOSES's test sets")
+    kl_score: bool = Field(True, description="GuacaMol's KL-divergence score against MOSES test molecules")
+    workers: int | None = Field(None, ge=1, description="processes for the MOSES suite (default: all cores)")
 
 
 class MoleculeDiffusionConfig(GeneratorConfig):

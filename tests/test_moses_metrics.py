@@ -1,0 +1,80 @@
+"""The MOSES suite: each metric against its definition, on small data."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from rdkit import Chem, DataStructs
+from rdkit.Chem import rdFingerprintGenerator
+
+from genforge.plugins.healthcare.moses_metrics import (
+    DATA,
+    agg_tanimoto,
+    cos_similarity,
+    frechet_distance,
+    guacamol_kl_score,
+    morgan_fingerprints,
+    moses_metrics,
+    passes_filters,
+    scaffold,
+)
+
+
+def test_bulk_tanimoto_matches_rdkit():
+    smiles = gzip.open(DATA / "moses_test.smi.gz", "rt").read().split()[:60]
+    fps = morgan_fingerprints(smiles)
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=1024)
+    rd = [gen.GetFingerprint(Chem.MolFromSmiles(s)) for s in smiles]
+    sims = np.array([DataStructs.BulkTanimotoSimilarity(f, rd) for f in rd])
+    np.testing.assert_allclose(agg_tanimoto(fps[:30], fps[30:], "max"), sims[30:, :30].max(1), rtol=1e-6)
+    p1, p2 = agg_tanimoto(fps, fps, "mean", (1, 2))
+    np.testing.assert_allclose(p1, sims.mean(1), rtol=1e-6)
+    np.testing.assert_allclose(p2, np.sqrt((sims**2).mean(1)), rtol=1e-6)
+
+
+def test_cosine_and_frechet():
+    assert cos_similarity({"a": 1, "b": 1}, {"a": 2, "b": 2}) == pytest.approx(1.0)
+    assert cos_similarity({"a": 1}, {"b": 1}) == 0.0
+    assert np.isnan(cos_similarity({}, {"a": 1}))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 4))
+    mu, sigma = x.mean(0), np.cov(x.T)
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-6)
+    assert frechet_distance(mu, sigma, mu + 1, sigma) == pytest.approx(4.0, abs=1e-6)
+
+
+def test_filters_and_scaffolds():
+    ok = Chem.MolFromSmiles("CC(=O)Nc1ccc(O)cc1")
+    assert passes_filters(ok)
+    assert not passes_filters(Chem.MolFromSmiles("CC[N+](C)(C)C"))  # charged
+    assert not passes_filters(Chem.MolFromSmiles("CCI"))  # iodine is not allowed
+    assert not passes_filters(Chem.MolFromSmiles("C1CCCCCCC1"))  # 8-membered ring
+    assert scaffold(Chem.MolFromSmiles("c1ccccc1CCc1ccncc1")) == "c1ccc(CCc2ccncc2)cc1"
+    assert scaffold(Chem.MolFromSmiles("Cc1ccccc1")) is None  # fewer than 2 rings
+
+
+def test_suite_on_molecules_from_the_test_set():
+    test = gzip.open(DATA / "moses_test.smi.gz", "rt").read().split()
+    samples = test[:400] + ["", "C1CC(", "CCO"]
+    m = moses_metrics(samples, train={"CCO"}, n_jobs=1)
+    assert m["validity"] == pytest.approx(401 / 403)
+    assert m["unique@1k"] == 1.0 and m["novelty"] == pytest.approx(400 / 401)
+    # Every sample but CCO is itself in the MOSES test set, so its nearest neighbour is itself.
+    assert m["SNN/Test"] > 0.99
+    assert m["Frag/Test"] > 0.95 and m["Scaf/Test"] > 0.5
+    assert 0.8 < m["IntDiv"] < 0.9 and m["IntDiv2"] < m["IntDiv"]
+    assert 0 < m["FCD/Test"] < 10 and m["FCD/TestSF"] > m["FCD/Test"]
+    assert m["Filters"] > 0.9
+    for k in ("logP", "SA", "QED", "weight"):
+        assert m[k] >= 0
+
+
+def test_kl_score_is_one_for_identical_sets_and_lower_for_a_shifted_one():
+    test = gzip.open(DATA / "moses_test.smi.gz", "rt").read().split()
+    same, _ = guacamol_kl_score(test[:300], test[:300], n_jobs=1)
+    assert same == pytest.approx(1.0, abs=1e-6)
+    small = [s for s in test[:2000] if Chem.MolFromSmiles(s).GetNumHeavyAtoms() < 18][:150]
+    shifted, kls = guacamol_kl_score(small, test[:300], n_jobs=1)
+    assert shifted < 0.8 and kls["MolWt"] > 0.3
