@@ -78,3 +78,15 @@ def test_kl_score_is_one_for_identical_sets_and_lower_for_a_shifted_one():
     small = [s for s in test[:2000] if Chem.MolFromSmiles(s).GetNumHeavyAtoms() < 18][:150]
     shifted, kls = guacamol_kl_score(small, test[:300], n_jobs=1)
     assert shifted < 0.8 and kls["MolWt"] > 0.3
+
+
+def test_nearest_neighbour_similarity_excludes_the_molecule_itself():
+    from genforge.plugins.healthcare.moses_metrics import _nn_similarity_ecfp4
+
+    smiles = gzip.open(DATA / "moses_test.smi.gz", "rt").read().split()[:50] + ["CCO", "CCO"]
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=4096)
+    fps = [gen.GetFingerprint(Chem.MolFromSmiles(s)) for s in smiles]
+    sims = np.array([DataStructs.BulkTanimotoSimilarity(f, fps) for f in fps])
+    np.fill_diagonal(sims, 0)  # as GuacaMol's calculate_internal_pairwise_similarities
+    np.testing.assert_allclose(_nn_similarity_ecfp4(smiles), sims.max(1), rtol=1e-6)
+    assert _nn_similarity_ecfp4(smiles)[-1] == 1.0  # the duplicate CCO

@@ -67,13 +67,13 @@ def get_mol(smiles: str):
     return mol
 
 
-def morgan_fingerprints(items: list) -> np.ndarray:
-    """Morgan radius-2, 1024-bit fingerprints as packed bits: (n, 128) uint8."""
+def morgan_fingerprints(items: list, bits: int = FP_BITS) -> np.ndarray:
+    """Morgan radius-2 fingerprints (1024 bits: MOSES; 4096: GuacaMol's ECFP4) as packed bits: (n, bits / 8) uint8."""
     from rdkit import Chem
     from rdkit.Chem import rdFingerprintGenerator
 
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=FP_BITS)
-    out = np.zeros((len(items), FP_BITS // 8), dtype=np.uint8)
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=bits)
+    out = np.zeros((len(items), bits // 8), dtype=np.uint8)
     for i, item in enumerate(items):
         mol = Chem.MolFromSmiles(item) if isinstance(item, str) else item
         if mol is not None:
@@ -172,13 +172,14 @@ def _unpack(fps: np.ndarray, dtype):
 
 
 def agg_tanimoto(
-    ref: np.ndarray, gen: np.ndarray, agg: str = "max", powers: tuple[int, ...] = (1,), block: int = 4096
+    ref: np.ndarray, gen: np.ndarray, agg: str = "max", powers: tuple[int, ...] = (1,), block: int = 4096,
+    exclude_self: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """For each ``gen`` fingerprint, the max (or the power means) of its Tanimoto similarities to ``ref``.
 
     ref, gen: packed fingerprints (n, 128) uint8. Bulk matrix products, as MOSES does; 0/0
     (two empty fingerprints) counts as 1. With ``agg="mean"`` it returns one array per power p:
-    (mean_j T_ij^p)^(1/p).
+    (mean_j T_ij^p)^(1/p). ``exclude_self`` (``ref`` is ``gen``): a molecule is not its own neighbour.
     """
     import torch
 
@@ -195,6 +196,8 @@ def agg_tanimoto(
         for i in range(0, len(gen), block):
             tp = (g_all[i : i + block] @ r.T).float()  # (gen block, ref block) shared bits
             jac = torch.nan_to_num(tp / (g_cnt[i : i + block, None] + r_cnt[None, :] - tp), nan=1.0)
+            if exclude_self and i == j:
+                jac.fill_diagonal_(0.0)
             if agg == "max":
                 best[i : i + block] = np.maximum(best[i : i + block], jac.max(1).values.numpy())
             else:
@@ -361,18 +364,9 @@ def _descriptors(smiles: str) -> list[float]:
 
 
 def _nn_similarity_ecfp4(smiles: list[str]) -> np.ndarray:
-    """Each molecule's highest ECFP4 (4096-bit) Tanimoto similarity to another in the same set."""
-    from rdkit import DataStructs
-    from rdkit.Chem import rdFingerprintGenerator
-
-    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=4096)
-    fps = [gen.GetFingerprint(get_mol(s)) for s in smiles]
-    best = np.zeros(len(fps))
-    for i in range(1, len(fps)):
-        sims = np.asarray(DataStructs.BulkTanimotoSimilarity(fps[i], fps[:i]))
-        best[i] = max(best[i], sims.max())
-        best[:i] = np.maximum(best[:i], sims)
-    return best
+    """Each molecule's highest ECFP4 (4096-bit) Tanimoto similarity to another molecule of the same set."""
+    fps = morgan_fingerprints(smiles, bits=4096)
+    return agg_tanimoto(fps, fps, "max", exclude_self=True)
 
 
 def guacamol_kl_score(samples: list[str], reference: list[str], n_jobs: int | None = None) -> tuple[float, dict[str, float]]:
