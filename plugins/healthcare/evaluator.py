@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -161,10 +162,9 @@ def training_set(reference: Reference) -> set[str] | None:
     smiles = read_samples(reference.train)
     if Path(reference.train).name == "train.smi":  # written canonical by the prepare step
         return set(smiles)
-    from .moses_metrics import _canonical, _pmap
-    import os
+    from .moses_metrics import canonical_smiles, pmap
 
-    return {c for c in _pmap(_canonical, smiles, os.cpu_count() or 1, chunksize=5000) if c}
+    return {c for c in pmap(canonical_smiles, smiles, os.cpu_count() or 1, chunksize=5000) if c}
 
 
 class MoleculeEvaluator(Evaluator):

@@ -148,14 +148,14 @@ def _per_molecule(smiles: str) -> dict[str, Any]:
     }
 
 
-def _canonical(smiles: str) -> str | None:
+def canonical_smiles(smiles: str) -> str | None:
     from rdkit import Chem
 
     mol = get_mol(smiles)
     return Chem.MolToSmiles(mol) if mol is not None else None
 
 
-def _pmap(fn, items: list, n_jobs: int, chunksize: int = 500) -> list:
+def pmap(fn, items: list, n_jobs: int, chunksize: int = 500) -> list:
     if n_jobs > 1 and len(items) >= 2000:
         with ProcessPoolExecutor(n_jobs) as pool:
             return list(pool.map(fn, items, chunksize=chunksize))
@@ -308,7 +308,7 @@ def moses_metrics(
         timings[name] = round(timings.get(name, 0.0) + now - t, 3)
         t = now
 
-    canon = _pmap(_canonical, samples, n_jobs)
+    canon = pmap(canonical_smiles, samples, n_jobs)
     gen = [s for s in canon if s is not None]
     m: dict[str, float] = {"validity": len(gen) / max(len(samples), 1)}
     for k in (1000, 10000):
@@ -319,9 +319,9 @@ def moses_metrics(
     lap("validity/unique/novelty")
     if len(gen) < 2:
         return m
-    per = _pmap(_per_molecule, gen, n_jobs)
+    per = pmap(_per_molecule, gen, n_jobs)
     lap("per-molecule (fragments, scaffolds, filters, properties)")
-    fps = np.concatenate(_pmap(morgan_fingerprints, [gen[i : i + 2000] for i in range(0, len(gen), 2000)], n_jobs, chunksize=1))
+    fps = np.concatenate(pmap(morgan_fingerprints, [gen[i : i + 2000] for i in range(0, len(gen), 2000)], n_jobs, chunksize=1))
     lap("fingerprints")
     act = chemnet_activations(gen, device)
     mu, sigma = act.mean(0), np.cov(act.T)
@@ -374,10 +374,10 @@ def guacamol_kl_score(samples: list[str], reference: list[str], n_jobs: int | No
     from scipy.stats import entropy, gaussian_kde
 
     n_jobs = n_jobs or os.cpu_count() or 1
-    uniq = sorted({c for c in _pmap(_canonical, samples, n_jobs) if c is not None})
-    ref = sorted({c for c in _pmap(_canonical, reference, n_jobs) if c is not None})
-    d_s = np.array(_pmap(_descriptors, uniq, n_jobs))
-    d_r = np.array(_pmap(_descriptors, ref, n_jobs))
+    uniq = sorted({c for c in pmap(canonical_smiles, samples, n_jobs) if c is not None})
+    ref = sorted({c for c in pmap(canonical_smiles, reference, n_jobs) if c is not None})
+    d_s = np.array(pmap(_descriptors, uniq, n_jobs))
+    d_r = np.array(pmap(_descriptors, ref, n_jobs))
 
     def continuous(p_vals: np.ndarray, q_vals: np.ndarray) -> float:
         x = np.linspace(min(p_vals.min(), q_vals.min()), max(p_vals.max(), q_vals.max()), 1000)
