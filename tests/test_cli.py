@@ -33,6 +33,7 @@ def test_malformed_set_names_the_field_and_allowed_values(store):
     r = cli("run", "molecule-diffusion", "--set", "train.optimizer=adamx")
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert "train.optimizer" in r.stderr and "'adamw'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = cli("run", "molecule-diffusion", "--set", "model.layers=3")
     assert "unknown field 'model.layers'" in r.stderr and "n_layers" in r.stderr
 
