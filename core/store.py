@@ -161,6 +161,3 @@ class RunStore:
         if matches:
             raise RunNotFound(f"run id {run_id!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
         raise RunNotFound(f"no run {run_id!r} under {self.runs} (try `genforge show latest`)")
-
-    def cache_dir(self, fingerprint: str) -> Path:
-        return self.cache / fingerprint

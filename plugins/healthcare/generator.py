@@ -128,10 +128,6 @@ def _write_smi(path: Path, smiles: list[str]) -> None:
     store.atomic_write_text(path, "".join(s + "\n" for s in smiles))
 
 
-def read_smi(path: Path) -> list[str]:
-    return [line.rstrip("\n") for line in open(path)]
-
-
 class MoleculeDiffusion(Generator):
     name: ClassVar[str] = "molecule-diffusion"
     kind: ClassVar[str] = "molecules"
