@@ -21,7 +21,7 @@ from .contracts import (
     RunInfo,
     Samples,
 )
-from .errors import ConfigError, DataError, GenforgeError, RunNotFound, TrainingDiverged, UnknownNameError
+from .errors import ConfigError, DataError, GenforgeError, RunNotFound, TrainingDiverged, TrainingFailed, UnknownNameError
 from .hookspecs import hookimpl, hookspec
 from .store import Run, RunStore
 from .training import Trainer, TrainResult
@@ -35,5 +35,5 @@ __all__ = [
     "SAMPLE_KINDS", "Checkpoint", "ConfigError", "DataError", "DataSource", "Evaluation", "Evaluator",
     "Generator", "GeneratorConfig", "GenforgeError", "Metric", "PreparedData", "Reference", "Report", "Run",
     "RunInfo", "RunNotFound", "RunStore", "SampleConfig", "Samples", "Section", "TrainConfig", "TrainResult",
-    "Trainer", "TrainingDiverged", "UnknownNameError", "hookimpl", "hookspec", "load_spec", "store",
+    "Trainer", "TrainingDiverged", "TrainingFailed", "UnknownNameError", "hookimpl", "hookspec", "load_spec", "store",
 ]

@@ -44,6 +44,7 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1, description="steps between progress events")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    devices: int = Field(1, ge=1, description="processes (GPUs) for data-parallel training; >1 launches torchrun (DDP), batch_size is the global batch")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
 

@@ -33,3 +33,7 @@ class TrainingDiverged(GenforgeError):
 
 class RunNotFound(GenforgeError):
     """No run folder by that id."""
+
+
+class TrainingFailed(GenforgeError):
+    """A training process (e.g. one of several launched by torchrun) exited with an error."""

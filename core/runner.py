@@ -13,8 +13,10 @@ from typing import Any
 
 import pluggy
 
+from . import distributed
 from .config import GeneratorConfig, load_spec
 from .contracts import Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
+from .errors import TrainingFailed
 from .plugins import evaluators, get_generator, get_plugin_manager, versions
 from .store import Run, RunStore
 from .training import Trainer
@@ -27,11 +29,12 @@ def create_run(
     root: str | Path | None = None,
     spec: dict[str, Any] | None = None,
     pm: pluggy.PluginManager | None = None,
+    run_id: str | None = None,
 ) -> Run:
     """Validate the spec against the generator's config, then create the run folder."""
     gen_cls = get_generator(generator, pm)
     config = load_spec(gen_cls.Config, config_path, overrides, base=spec)
-    run = RunStore(root).create(generator)
+    run = RunStore(root).create(generator, run_id)
     run.write_spec(generator, config.model_dump(mode="json"))
     run.write_json("versions.json", versions(pm))
     return run
@@ -48,6 +51,14 @@ class Steps:
         self.generator = self.generator_cls()
         self.config: GeneratorConfig = self.generator_cls.Config.model_validate({k: v for k, v in spec.items() if k != "generator"})
         self.info = RunInfo(self.run.id, spec["generator"], self.run.path)
+
+    def _relative(self, path: Path) -> str:
+        """Paths inside the run folder are recorded relative to it, so a copy elsewhere still works."""
+        path = Path(path).resolve()
+        try:
+            return path.relative_to(self.run.path.resolve()).as_posix()
+        except ValueError:
+            return str(path)
 
     @property
     def hook(self):
@@ -71,36 +82,64 @@ class Steps:
         return PreparedData(Path(d["path"]), d["fingerprint"], {k: v for k, v in d.items() if k not in ("path", "fingerprint")})
 
     def train(self, data: PreparedData | None = None) -> Checkpoint:
+        if self.config.train.devices > 1 and not distributed.in_process_group():
+            return self._train_distributed()
         data = data or self.prepared()
         trainer = Trainer(
             self.config.train,
             self.run.path,
             on_progress=lambda step, total, m: self._progress(step, total, m),
-            on_checkpoint=lambda step, path: self.hook.genforge_checkpoint_saved(run=self.info, step=step, path=str(path)),
+            on_checkpoint=self._checkpoint_saved,
         )
         checkpoint = self.generator.fit(data, self.config, trainer)
-        self.run.write_json("checkpoint.json", {"path": str(checkpoint.path), "step": checkpoint.step})
+        if trainer.is_main:
+            self.run.write_json("checkpoint.json", {"path": self._relative(checkpoint.path), "step": checkpoint.step})
+            self.run.push()
         return checkpoint
 
+    def _train_distributed(self) -> Checkpoint:
+        """Launch ``train.devices`` processes with torchrun and relay rank 0's progress while they run."""
+        n = self.config.train.devices
+        log = self.run.path / "logs" / "train-distributed.log"
+        log.parent.mkdir(exist_ok=True)
+        seen = None
+        with open(log, "ab") as out:
+            proc = distributed.launch(self.run.path, n, out)
+            while proc.poll() is None:
+                time.sleep(1.0)
+                status = self.run.status
+                if status.get("step") != seen and "train_metrics" in status:
+                    seen = status["step"]
+                    self.hook.genforge_train_progress(run=self.info, step=seen, total=status.get("train_total"), metrics=status["train_metrics"])
+        if proc.returncode:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise TrainingFailed(f"torchrun with {n} processes exited with code {proc.returncode}; log {log}:\n{tail}")
+        return self.checkpoint()
+
+    def _checkpoint_saved(self, step: int, path: Path) -> None:
+        self.run.push()  # a shared store gets each checkpoint as soon as it is on disk
+        self.hook.genforge_checkpoint_saved(run=self.info, step=step, path=str(path))
+
     def _progress(self, step: int, total: int | None, metrics: dict[str, float]) -> None:
-        self.run.set_status("running", step=step)
+        self.run.set_status("running", step=step, train_total=total, train_metrics=metrics)
         self.hook.genforge_train_progress(run=self.info, step=step, total=total, metrics=metrics)
 
     def checkpoint(self) -> Checkpoint:
         d = self.run.read_json("checkpoint.json")
         if d is None:
             raise FileNotFoundError(f"run {self.run.id} has no trained model yet")
-        return Checkpoint(Path(d["path"]), d["step"])
+        return Checkpoint(self.run.path / d["path"], d["step"])
 
     def sample(self, checkpoint: Checkpoint | None = None) -> Samples:
         samples = self.generator.sample(checkpoint or self.checkpoint(), self.config, self.run)
-        self.run.write_json("samples.json", {"kind": samples.kind, "path": str(samples.path), "count": samples.count, **samples.meta})
+        self.run.write_json("samples.json", {"kind": samples.kind, "path": self._relative(samples.path), "count": samples.count, **samples.meta})
+        self.run.push()
         self.hook.genforge_samples_ready(run=self.info, samples=samples)
         return samples
 
     def samples(self) -> Samples:
         d = self.run.read_json("samples.json")
-        return Samples(d["kind"], Path(d["path"]), d["count"], {k: v for k, v in d.items() if k not in ("kind", "path", "count")})
+        return Samples(d["kind"], self.run.path / d["path"], d["count"], {k: v for k, v in d.items() if k not in ("kind", "path", "count")})
 
     def evaluate(self, samples: Samples | None = None, data: PreparedData | None = None) -> Report:
         """Every evaluator that accepts the samples' kind adds its metrics, tagged with its plugin."""
@@ -136,6 +175,7 @@ class Steps:
         from .report import write_report
 
         write_report(self.run, report)
+        self.run.push()
         self.run.set_status("finished")
         self.hook.genforge_run_finished(run=self.info, report=report)
         return report

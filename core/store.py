@@ -14,11 +14,22 @@
 
 The root is ``$GENFORGE_HOME`` (default ``~/.genforge``); prepared data is cached under
 ``<root>/cache/<fingerprint>`` so runs on the same data share it.
+
+Shared storage: when the root is a URL (``s3://bucket/genforge``, ``gs://...``, any fsspec
+protocol, ``file://`` too), each machine works in a local mirror of the run folder
+(``$GENFORGE_MIRROR``, default ``~/.cache/genforge/mirror/<hash of the URL>``) and every
+file a step writes is pushed to the URL as soon as it is complete: each checkpoint when it
+is saved, the samples, metrics and report at the end of their step. A run started on one
+worker can therefore be resumed on another: ``RunStore(url).get(run_id)`` pulls it first.
+Prepared data stays in the local cache (it is rebuilt from its source where missing).
+Credentials come from the environment (e.g. ``AWS_ACCESS_KEY_ID`` for s3fs) or from
+``set_storage_options`` (the Prefect flows fill it from a Secret block); never from a spec.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -31,8 +42,43 @@ import yaml
 from .errors import RunNotFound
 
 
+_REMOTE_MARKER = ".remote"  # in a mirrored run folder: the run's URL
+_SMALL = 1 << 20  # files under 1 MiB are always pushed (they change in place: status, metrics)
+_storage_options: dict[str, Any] = {}
+
+
+def is_url(root: str | Path) -> bool:
+    return "://" in str(root)
+
+
+def store_root() -> str:
+    """The configured root as given: a local path or a URL."""
+    return os.environ.get("GENFORGE_HOME") or str(Path.home() / ".genforge")
+
+
+def mirror_dir(url: str) -> Path:
+    """The local working copy of a remote store."""
+    base = Path(os.environ.get("GENFORGE_MIRROR") or Path.home() / ".cache" / "genforge" / "mirror").expanduser()
+    return base / hashlib.sha1(url.encode()).hexdigest()[:16]
+
+
 def home() -> Path:
-    return Path(os.environ.get("GENFORGE_HOME", Path.home() / ".genforge")).expanduser()
+    """The local root: ``$GENFORGE_HOME``, or its mirror when that is a URL."""
+    root = store_root()
+    return mirror_dir(root.rstrip("/")) if is_url(root) else Path(root).expanduser()
+
+
+def set_storage_options(options: dict[str, Any]) -> None:
+    """Options (credentials, endpoint) for the remote store's fsspec filesystem."""
+    _storage_options.clear()
+    _storage_options.update(options)
+
+
+def filesystem(url: str):
+    import fsspec
+
+    fs, _ = fsspec.core.url_to_fs(url, **_storage_options)
+    return fs
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -56,11 +102,65 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 class Run:
-    """One run's folder."""
+    """One run's folder (a local mirror when the store is a URL: see ``push``/``pull``)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, remote: str | None = None):
         self.path = Path(path)
         self.id = self.path.name
+        marker = self.path / _REMOTE_MARKER
+        if remote is None and marker.exists():
+            remote = marker.read_text().strip()
+        self.remote = remote
+
+    # -- shared storage -------------------------------------------------------------
+    def push(self, *names: str) -> None:
+        """Upload the named files (default: every file) to the run's URL; a no-op for local runs.
+
+        A file is sent when the URL lacks it, its size differs, or it is small (small files such
+        as status.json change in place). Checkpoints pruned locally are deleted remotely.
+        """
+        if not self.remote:
+            return
+        fs = filesystem(self.remote)
+        base = _strip(fs, self.remote)
+        remote = {_rel(p, base): info.get("size") for p, info in _find(fs, base).items()}
+        local = [self.path / n for n in names] if names else [p for p in self.path.rglob("*") if p.is_file()]
+        for p in local:
+            if not p.exists() or p.name.startswith("."):  # temp files and the marker stay local
+                continue
+            rel = p.relative_to(self.path).as_posix()
+            size = p.stat().st_size
+            if remote.get(rel) != size or size < _SMALL:
+                fs.makedirs(f"{base}/{Path(rel).parent.as_posix()}".rstrip("/."), exist_ok=True)
+                fs.put_file(str(p), f"{base}/{rel}")
+        if not names:
+            for rel in remote:
+                if rel.startswith("checkpoints/") and not (self.path / rel).exists():
+                    fs.rm_file(f"{base}/{rel}")
+
+    def pull(self, *names: str) -> None:
+        """Download the run's files (default: all) from its URL into the local folder."""
+        if not self.remote:
+            return
+        fs = filesystem(self.remote)
+        base = _strip(fs, self.remote)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / _REMOTE_MARKER).write_text(self.remote)
+        for p, info in _find(fs, base).items():
+            rel = _rel(p, base)
+            if names and rel not in names:
+                continue
+            dest = self.path / rel
+            if dest.exists() and dest.stat().st_size == info.get("size") and info.get("size", 0) >= _SMALL:
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+            os.close(fd)
+            try:
+                fs.get_file(p, tmp)
+                os.replace(tmp, dest)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
 
     # -- locations ----------------------------------------------------------------
     @property
@@ -88,6 +188,7 @@ class Run:
     def write_json(self, name: str, obj: Any) -> Path:
         p = self.path / name
         atomic_write_text(p, json.dumps(obj, indent=2, default=str) + "\n")
+        self.push(name)
         return p
 
     @property
@@ -96,6 +197,7 @@ class Run:
 
     def write_spec(self, generator: str, config: dict[str, Any]) -> None:
         atomic_write_text(self.path / "spec.yaml", yaml.safe_dump({"generator": generator, **config}, sort_keys=False))
+        self.push("spec.yaml")
 
     @property
     def generator(self) -> str:
@@ -107,10 +209,16 @@ class Run:
 
     def set_status(self, state: str, **extra: Any) -> None:
         status = self.status
+        changed = status.get("state") != state
         status.update(state=state, updated=dt.datetime.now(dt.timezone.utc).isoformat(), **extra)
         if state != "failed":
             status.pop("error", None)
-        self.write_json("status.json", status)
+        atomic_write_text(self.path / "status.json", json.dumps(status, indent=2, default=str) + "\n")
+        # Progress updates reach a remote store at most every 10 s; state changes at once.
+        now = dt.datetime.now().timestamp()
+        if changed or now - getattr(self, "_status_pushed", 0.0) > 10:
+            self.push("status.json")
+            self._status_pushed = now
 
     def metrics(self) -> dict[str, Any]:
         return self.read_json("metrics.json", {})
@@ -123,23 +231,46 @@ class RunStore:
     """The folder of all runs (and the prepared-data cache) under a root."""
 
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root).expanduser() if root else home()
+        root = str(root) if root else store_root()
+        self.url = root.rstrip("/") if is_url(root) else None
+        self.root = mirror_dir(self.url) if self.url else Path(root).expanduser()
         self.runs = self.root / "runs"
         self.cache = self.root / "cache"
 
-    def create(self, generator: str) -> Run:
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_id = f"{stamp}-{generator}-{secrets.token_hex(3)}"
-        path = self.runs / run_id
-        path.mkdir(parents=True)
-        run = Run(path)
+    def __str__(self) -> str:
+        return self.url or str(self.root)
+
+    def _run(self, run_id: str) -> Run:
+        return Run(self.runs / run_id, f"{self.url}/runs/{run_id}" if self.url else None)
+
+    def create(self, generator: str, run_id: str | None = None) -> Run:
+        """A new run folder; ``run_id`` (e.g. derived from an orchestrator's run) must be new."""
+        if run_id is None:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_id = f"{stamp}-{generator}-{secrets.token_hex(3)}"
+        run = self._run(run_id)
+        run.path.mkdir(parents=True)
+        if run.remote:
+            (run.path / _REMOTE_MARKER).write_text(run.remote)
         run.set_status("created", created=dt.datetime.now(dt.timezone.utc).isoformat())
         return run
 
+    def exists(self, run_id: str) -> bool:
+        if self.url:
+            fs = filesystem(self.url)
+            return fs.exists(f"{_strip(fs, self.url)}/runs/{run_id}/spec.yaml")
+        return (self.runs / run_id / "spec.yaml").exists()
+
     def all(self) -> list[Run]:
+        if self.url:  # fetch what a listing needs: each run's spec and status
+            fs = filesystem(self.url)
+            base = f"{_strip(fs, self.url)}/runs"
+            ids = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)] if fs.exists(base) else []
+            for run_id in ids:
+                self._run(run_id).pull("spec.yaml", "status.json")
         if not self.runs.exists():
             return []
-        runs = [Run(p) for p in self.runs.iterdir() if (p / "spec.yaml").exists()]
+        runs = [self._run(p.name) for p in self.runs.iterdir() if (p / "spec.yaml").exists()]
         return sorted(runs, key=lambda r: (r.status.get("created", ""), r.id))
 
     def get(self, run_id: str) -> Run:
@@ -151,13 +282,29 @@ class RunStore:
             return runs[-1]
         as_path = Path(run_id).expanduser()
         if (as_path / "spec.yaml").exists():
-            return Run(as_path.resolve())
-        direct = self.runs / run_id
-        if (direct / "spec.yaml").exists():
-            return Run(direct)
+            run = Run(as_path.resolve())
+            run.pull()
+            return run
+        if self.exists(run_id):
+            run = self._run(run_id)
+            run.pull()
+            return run
         matches = [r for r in self.all() if r.id.startswith(run_id)]
         if len(matches) == 1:
+            matches[0].pull()
             return matches[0]
         if matches:
             raise RunNotFound(f"run id {run_id!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
         raise RunNotFound(f"no run {run_id!r} under {self.runs} (try `genforge show latest`)")
+
+
+def _strip(fs, url: str) -> str:
+    return fs._strip_protocol(url).rstrip("/")
+
+
+def _rel(path: str, base: str) -> str:
+    return path[len(base):].lstrip("/")
+
+
+def _find(fs, base: str) -> dict[str, dict]:
+    return fs.find(base, detail=True) if fs.exists(base) else {}

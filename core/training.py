@@ -7,6 +7,13 @@ checkpoints and resume, the NaN guard, seeding and progress events.
 Reproducibility: before each step the engine seeds torch from (seed, step), and
 ``loss_fn`` must choose its batch from ``step`` alone. A run stopped at any checkpoint
 and resumed therefore takes exactly the same steps as an uninterrupted one.
+
+Several devices (``train.devices > 1``): the run's train step is launched under
+``torchrun`` (see ``genforge.core.distributed``); each process builds the same model, the
+engine wraps it in DistributedDataParallel, and ``loss_fn`` takes its shard of the global
+batch with ``trainer.shard(batch)``. Gradients are averaged over the processes, so k
+steps on N processes equal k steps of one process on the same global batch. Only rank 0
+writes checkpoints and sends progress events.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -22,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from .config import TrainConfig
@@ -34,12 +43,12 @@ CheckpointFn = Callable[[int, Path], None]
 _CKPT = re.compile(r"^step-(\d+)\.pt$")
 
 
-def choose_device(requested: str = "auto") -> torch.device:
+def choose_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise TrainingDiverged("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
     if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device("cuda", local_rank) if requested == "cuda" else torch.device(requested)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -101,11 +110,29 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)  # where the generator writes what it exports
         self.checkpoint_dir = self.run_dir / "checkpoints"
-        self.device = choose_device(config.device)
+        distributed = dist.is_available() and dist.is_initialized()
+        self.rank = dist.get_rank() if distributed else 0
+        self.world_size = dist.get_world_size() if distributed else 1
+        self.device = choose_device(config.device, int(os.environ.get("LOCAL_RANK", 0)))
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
         self.on_progress = on_progress or (lambda *a: None)
         self.on_checkpoint = on_checkpoint or (lambda *a: None)
         if config.threads and self.device.type == "cpu":
             torch.set_num_threads(config.threads)
+
+    @property
+    def is_main(self) -> bool:
+        """True in the process that writes files (rank 0; the only process without DDP)."""
+        return self.rank == 0
+
+    def shard(self, batch):
+        """This process's part of a global batch (rows ``rank::world_size``); the batch itself on one process."""
+        if self.world_size == 1:
+            return batch
+        if len(batch) % self.world_size:
+            raise TrainingDiverged(f"train.batch_size={len(batch)} must be a multiple of train.devices={self.world_size}")
+        return batch[self.rank :: self.world_size]
 
     @property
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -118,7 +145,9 @@ class Trainer:
         found = list_checkpoints(self.checkpoint_dir)
         return found[-1] if found else None
 
-    def _save(self, step: int, elapsed: float, model: nn.Module, opt: torch.optim.Optimizer, ema: dict | None) -> Path:
+    def _save(self, step: int, elapsed: float, model: nn.Module, opt: torch.optim.Optimizer, ema: dict | None) -> Path | None:
+        if not self.is_main:
+            return None
         state = {
             "step": step,
             "elapsed": elapsed,
@@ -171,6 +200,11 @@ class Trainer:
             return TrainResult(step, elapsed, "already_done", self._newest_path(), resumed_from=resumed_from)
 
         model.train()
+        net: nn.Module = model  # what loss_fn calls: the model, or its DDP wrapper
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         # On a GPU, reading the loss every step would stall the launch queue: metrics stay on the
         # device and are read (and checked for NaN) at log steps and before every checkpoint.
         check_every = 1 if self.device.type == "cpu" else cfg.log_every
@@ -187,9 +221,10 @@ class Trainer:
             lr = learning_rate(cfg, step, progress)
             for group in opt.param_groups:
                 group["lr"] = lr
-            torch.manual_seed(cfg.seed * 1_000_003 + step)
+            # Each process draws its own noise; one process alone keeps the (seed, step) stream.
+            torch.manual_seed((cfg.seed * 1_000_003 + step) * (1009 if self.world_size > 1 else 1) + self.rank)
             with self.autocast:
-                loss, metrics = loss_fn(model, step)
+                loss, metrics = loss_fn(net, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             bad = bad | ~torch.isfinite(loss.detach())
@@ -210,6 +245,10 @@ class Trainer:
                 sums[k] = sums[k] + v if k in sums else (v if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
             n_window += 1
             elapsed = time.perf_counter() - started
+            if self.world_size > 1 and max_seconds is not None:  # every process must stop at the same step
+                t = torch.tensor([elapsed], device=self.device)
+                dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                elapsed = float(t)
             stopped = budget_left()
             log_now = step % cfg.log_every == 0 or bool(stopped)
             save_now = step % cfg.checkpoint_every == 0 or bool(stopped)
@@ -224,10 +263,13 @@ class Trainer:
                 report.update(lr=lr, steps_per_s=n_window / max(now - t_window, 1e-9), elapsed_s=elapsed, progress=min(1.0, done))
                 if "tokens" in report:
                     report["tokens_per_s"] = report.pop("tokens") * report["steps_per_s"]
-                self.on_progress(step, cfg.max_steps if not max_seconds else None, report)
+                if self.is_main:
+                    self.on_progress(step, cfg.max_steps if not max_seconds else None, report)
                 last_metrics, sums, n_window, t_window = report, {}, 0, now
             if save_now:
                 self._save(step, elapsed, model, opt, ema)
+                if self.world_size > 1:
+                    dist.barrier()  # no process runs ahead of a checkpoint it could need on resume
             if stopped:
                 break
         self._load_ema(model, ema)

@@ -264,6 +264,7 @@ class MoleculeDiffusion(Generator):
         def loss_fn(model: Denoiser, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             # The batch depends on (seed, step) alone, so a resumed run sees the same batches.
             idx = np.random.default_rng([seed, step]).integers(0, len(lengths_np), bs)
+            idx = trainer.shard(idx)  # this process's rows of the global batch (all of it on one device)
             n = int(lengths_np[idx].max())  # trim the batch to its longest molecule
             x = tokens[torch.from_numpy(idx).to(device), :n]
             pad_mask = x != PAD_ID
@@ -272,6 +273,8 @@ class MoleculeDiffusion(Generator):
 
         result = trainer.fit(model, loss_fn)
         weights = trainer.run_dir / "model.safetensors"
+        if not trainer.is_main:  # data-parallel: rank 0 writes the model
+            return Checkpoint(weights, result.step)
         save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
         hist = np.bincount(arrays["lengths"]).tolist()
         meta = {

@@ -1,0 +1,54 @@
+"""The run store on shared storage: a URL root (fsspec), mirrored locally, resumable elsewhere."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from genforge.core import RunStore, hookimpl
+from genforge.core.plugins import get_plugin_manager
+from genforge.core.runner import create_run, run_all
+
+
+class CrashAfterFirstCheckpoint:
+    @hookimpl
+    def genforge_checkpoint_saved(self, run, step, path):
+        raise RuntimeError(f"worker lost after the checkpoint at step {step}")
+
+
+def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, monkeypatch, tiny):
+    shared = tmp_path / "bucket"
+    url = f"file://{shared}/genforge"
+    monkeypatch.setenv("GENFORGE_HOME", url)
+    monkeypatch.setenv("GENFORGE_MIRROR", str(tmp_path / "machine-a"))
+    pm = get_plugin_manager()
+    run = create_run("molecule-diffusion", overrides=tiny, pm=pm)
+    assert run.remote == f"{url}/runs/{run.id}" and str(tmp_path / "machine-a") in str(run.path)
+    crash = CrashAfterFirstCheckpoint()
+    pm.register(crash, name="crash")
+    try:
+        with pytest.raises(RuntimeError, match="worker lost"):
+            run_all(run, pm)
+    finally:
+        pm.unregister(crash)
+    remote_run = shared / "genforge" / "runs" / run.id
+    assert (remote_run / "checkpoints" / "step-00000005.pt").exists()
+    assert json.loads((remote_run / "status.json").read_text())["state"] == "failed"
+
+    # Machine B has never seen the run: it pulls it from the URL and resumes from step 5.
+    monkeypatch.setenv("GENFORGE_MIRROR", str(tmp_path / "machine-b"))
+    store = RunStore()
+    assert [r.id for r in store.all()] == [run.id]
+    again = store.get(run.id[:12])
+    assert str(tmp_path / "machine-b") in str(again.path)
+    assert (again.path / "checkpoints" / "step-00000005.pt").exists()
+    run_all(again, pm)
+    model = json.loads((remote_run / "model.json").read_text())
+    assert model["resumed_from"] == 5 and model["step"] == 12
+    for name in ("model.safetensors", "metrics.json", "report.md", "samples.json"):
+        assert (remote_run / name).exists(), name
+    assert sorted(p.name for p in (remote_run / "checkpoints").iterdir()) == ["step-00000010.pt", "step-00000012.pt"]
+    samples = json.loads((remote_run / "samples.json").read_text())
+    assert (remote_run / samples["path"]).exists()  # recorded relative to the run folder
+    assert not list(remote_run.rglob(".*"))  # no temp files or local markers on the shared store
