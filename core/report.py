@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
-from .contracts import Report
+from .contracts import Evaluation, Metric, Report
 from .store import Run, atomic_write_text
 
 
@@ -70,6 +71,38 @@ def render_markdown(run: Run, report: Report, inline_images: bool = False) -> st
             src = str(path.relative_to(run.path)) if path.is_relative_to(run.path) else str(path)
         lines += ["", f"### {name}", "", f"![{name}]({src})"]
     return "\n".join(lines) + "\n"
+
+
+def training_curve(run: Run) -> Evaluation | None:
+    """The loss curve from the run's training log (``logs/train.jsonl``), as a figure and two metrics."""
+    log = run.path / "logs" / "train.jsonl"
+    if not log.exists():
+        return None
+    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.plot(steps, [r["loss"] for r in rows], lw=1.5, label="training loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"training loss, {run.id}", fontsize=9)
+    fig.tight_layout()
+    path = run.figures / "training_loss.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    metrics = [Metric("train_loss", float(rows[-1]["loss"]), higher_is_better=False, description="mean loss over the last logging window")]
+    if "tokens_per_s" in rows[-1]:
+        metrics.append(Metric("train_tokens_per_s", float(rows[-1]["tokens_per_s"]), higher_is_better=True))
+    return Evaluation("training", metrics, {"loss": path}, plugin="genforge")
 
 
 def write_report(run: Run, report: Report) -> Path:

@@ -7,6 +7,7 @@ Prefect task; ``run_all`` calls them directly (a bare GPU box, a test, a benchma
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -122,6 +123,10 @@ class Steps:
 
     def _progress(self, step: int, total: int | None, metrics: dict[str, float]) -> None:
         self.run.set_status("running", step=step, train_total=total, train_metrics=metrics)
+        log = self.run.path / "logs" / "train.jsonl"
+        log.parent.mkdir(exist_ok=True)
+        with open(log, "a") as fh:  # appended: a resumed run continues the same curve
+            fh.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
         self.hook.genforge_train_progress(run=self.info, step=step, total=total, metrics=metrics)
 
     def checkpoint(self) -> Checkpoint:
@@ -147,6 +152,11 @@ class Steps:
         data = data or self.prepared()
         reference = self.generator.reference(data, self.config)
         report = Report(self.run.id)
+        from .report import training_curve, write_report
+
+        curve = training_curve(self.run)
+        if curve is not None:
+            report.evaluations.append(curve)
         timings = {}
         for plugin, ev in evaluators(self.pm):
             if samples.kind not in ev.kinds:
@@ -172,8 +182,6 @@ class Steps:
                 "seconds": timings,
             },
         )
-        from .report import write_report
-
         write_report(self.run, report)
         self.run.push()
         self.run.set_status("finished")

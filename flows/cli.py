@@ -30,7 +30,7 @@ err = Console(stderr=True)
 
 DEMO_GENERATOR = "molecule-diffusion"
 
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="run store root (default: $GENFORGE_HOME or ~/.genforge)")]
+StoreOpt = Annotated[Optional[str], typer.Option("--store", help="run store root, a folder or a URL such as s3://bucket/genforge (default: $GENFORGE_HOME or ~/.genforge)")]
 SetOpt = Annotated[list[str], typer.Option("--set", "-s", help="override a spec field: --set train.max_steps=200 (repeatable)")]
 PrefectOpt = Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow (default) or directly in this process")]
 
@@ -321,6 +321,57 @@ def ui(
     env = dict(os.environ, PREFECT_API_URL=f"http://{host}:{port}/api")
     console.print(f"Prefect UI at http://{host}:{port} (Ctrl-C to stop)")
     raise typer.Exit(subprocess.call([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", str(port)], env=env))
+
+
+@app.command()
+def deploy(
+    pool: Annotated[list[str], typer.Option("--pool", help="work pools to create if missing: cpu, gpu, docker-gpu, kubernetes-gpu (repeatable)")] = ["cpu", "gpu"],
+    gpu_slots: Annotated[Optional[int], typer.Option(help="slots of the GPU concurrency limit when it is created (default: CUDA devices here, at least 1)")] = None,
+    gpu_limit: Annotated[str, typer.Option(help="name of the GPU concurrency limit training takes a slot from")] = "gpu",
+    prefect_file: Annotated[Optional[Path], typer.Option(help="deployments file (default: genforge's deploy/prefect.yaml)")] = None,
+    name: Annotated[list[str], typer.Option("--name", help="apply only these deployments, e.g. genforge-pipeline/molecule-diffusion (repeatable)")] = [],
+    apply: Annotated[bool, typer.Option("--apply/--no-apply", help="run `prefect deploy` after creating the pools")] = True,
+    automations: Annotated[bool, typer.Option("--automations/--no-automations", help="create the crash-detection and restart automations")] = True,
+) -> None:
+    """Create the work pools, the GPU concurrency limit and the crash automations (if missing), then apply deploy/prefect.yaml."""
+    from .deploy import deploy as do_deploy
+
+    if gpu_slots is None:
+        import torch
+
+        gpu_slots = max(1, torch.cuda.device_count())
+    done = do_deploy(list(pool), gpu_slots, gpu_limit, prefect_file, apply, list(name) or None, automations)
+    console.print(f"pools created: {', '.join(done['pools']) or 'none (all existed)'}")
+    lim = done["gpu_limit"]
+    console.print(f"concurrency limit {lim['name']!r}: " + (f"created with {lim['slots']} slot(s)" if lim["created"] else "exists (unchanged)"))
+    console.print(f"automations created: {', '.join(done['automations']) or 'none'}")
+    console.print(f"deployments: {done['deployments']}")
+
+
+@app.command()
+def worker(
+    pool: Annotated[str, typer.Option("--pool", help="the work pool to poll")] = "genforge-gpu",
+    gpu: Annotated[Optional[int], typer.Option("--gpu", help="serve only this GPU: its own 1-slot limit gpu-HOST-N and CUDA_VISIBLE_DEVICES=N")] = None,
+    limit: Annotated[Optional[str], typer.Option("--limit", help="the concurrency limit this worker's trainings take a slot from (default: gpu, or per GPU with --gpu)")] = None,
+) -> None:
+    """Start a Prefect process worker for genforge runs (one per machine, or one per GPU with --gpu N)."""
+    import socket
+
+    env = dict(os.environ)
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", "30")
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        limit = limit or f"gpu-{socket.gethostname()}-{gpu}"
+        from prefect.client.orchestration import get_client
+
+        from .deploy import ensure_gpu_limit
+
+        with get_client(sync_client=True) as client:
+            ensure_gpu_limit(client, limit, 1)
+    if limit:
+        env["GENFORGE_GPU_LIMIT"] = limit
+    console.print(f"worker on pool {pool}" + (f", GPU {gpu}" if gpu is not None else "") + (f", limit {limit!r}" if limit else ""))
+    raise typer.Exit(subprocess.call([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"], env=env))
 
 
 def main() -> None:

@@ -2,20 +2,76 @@
 
 Tasks are small and pass run-folder paths, not tensors: every step reads and writes the
 run store. Training is retried on failure and resumes from its newest checkpoint.
+
+Deployed runs: the genforge run id is derived from the Prefect flow run, so when a crashed
+flow run is rescheduled (by the automation ``genforge deploy`` creates) and a worker picks
+it up again, the flow finds its run folder and resumes training from the last checkpoint.
+Training holds a slot of a Prefect global concurrency limit (``$GENFORGE_GPU_LIMIT``;
+``gpu`` on a machine with CUDA) for as long as it runs, so two trainings never share a GPU.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Any
 
 import genforge.flows  # noqa: F401  (Prefect defaults for a laptop)
 from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run as current_flow_run
 
-from genforge.core import Run, RunStore
+from genforge.core import GenforgeError, Run, RunStore, store
 from genforge.core.plugins import get_plugin_manager
 from genforge.core.runner import Steps, create_run
 
 from .bridge import PrefectBridge
+
+MAX_RESTARTS = int(os.environ.get("GENFORGE_MAX_RESTARTS", "3"))
+
+
+def gpu_limit_name() -> str | None:
+    """The concurrency limit training takes a slot from: ``$GENFORGE_GPU_LIMIT``, else ``gpu`` where CUDA is visible."""
+    name = os.environ.get("GENFORGE_GPU_LIMIT")
+    if name is not None:
+        return name or None  # set but empty: no limit
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else None
+
+
+def gpu_slot(slots: int) -> contextlib.AbstractContextManager:
+    """Hold ``slots`` slots of the GPU limit while training (leased: a crashed holder frees them within a minute)."""
+    name = gpu_limit_name()
+    if not name:
+        return contextlib.nullcontext()
+    from prefect.concurrency.sync import concurrency
+
+    get_run_logger().info("waiting for %d slot(s) of concurrency limit %r", slots, name)
+    return concurrency(name, occupy=slots, lease_duration=60, strict=False)
+
+
+def load_storage_credentials() -> None:
+    """Storage options for a URL run store from the Prefect Secret block ``$GENFORGE_STORAGE_SECRET`` (a JSON object)."""
+    name = os.environ.get("GENFORGE_STORAGE_SECRET")
+    if not name:
+        return
+    from prefect.blocks.system import Secret
+
+    options = Secret.load(name).get()
+    if not isinstance(options, dict):
+        raise GenforgeError(f"Secret block {name!r} must hold a JSON object of storage options (e.g. key, secret, endpoint_url)")
+    store.set_storage_options(options)
+
+
+def run_id_for_flow_run(generator: str) -> str | None:
+    """A run id fixed by the current flow run (None outside a flow run): the same on every restart."""
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return None
+    fr = ctx.flow_run
+    return f"{fr.created:%Y%m%d-%H%M%S}-{generator}-{fr.id.hex[:8]}"
 
 
 @task(name="prepare-data", retries=1, retry_delay_seconds=2)
@@ -58,16 +114,29 @@ def pipeline(
     """
     logger = get_run_logger()
     pm = get_plugin_manager()
-    the_run = RunStore(store).get(run) if run else create_run(generator, spec=spec or {}, root=store, pm=pm)
+    load_storage_credentials()
+    runs = RunStore(store)
+    attempt = current_flow_run.run_count or 1
+    if attempt > MAX_RESTARTS + 1:
+        raise GenforgeError(f"flow run restarted {attempt - 1} times (GENFORGE_MAX_RESTARTS={MAX_RESTARTS}); not restarting again")
+    run_id = None if run else run_id_for_flow_run(generator)
+    if run:
+        the_run = runs.get(run)
+    elif run_id and runs.exists(run_id):  # this flow run crashed before and was rescheduled
+        the_run = runs.get(run_id)
+        logger.warning("attempt %d of this flow run: resuming run %s", attempt, run_id)
+    else:
+        the_run = create_run(generator, spec=spec or {}, root=store, pm=pm, run_id=run_id)
     run_dir = str(the_run.path)
-    logger.info("run folder: %s", run_dir)
+    logger.info("run folder: %s%s", run_dir, f" (shared store {the_run.remote})" if the_run.remote else "")
     bridge = PrefectBridge()
     pm.register(bridge, name="prefect-bridge")
     steps = Steps(run_dir, pm)
     try:
         steps.started()
         prepare_data(run_dir)
-        train(run_dir)
+        with gpu_slot(steps.config.train.devices):
+            train(run_dir)
         sample(run_dir)
         evaluate(run_dir)
     except BaseException as exc:

@@ -1,0 +1,117 @@
+"""The sweep flow: fan a grid of specs out as separate deployment runs, then one comparison table.
+
+Each grid point becomes a run of a pipeline deployment (``run_deployment``), so the runs are
+queued on that deployment's work pool and as many workers as are polling it train in
+parallel (each training still takes its GPU slot). The sweep waits for them and reads each
+child's metrics from its ``*-metrics`` table artifact through the Prefect API, so it needs
+no shared file system.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import time
+from typing import Any
+from uuid import UUID
+
+import genforge.flows  # noqa: F401
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+from prefect.deployments import run_deployment
+
+from genforge.core import ConfigError
+from genforge.core.config import apply_override
+
+from .bridge import artifact_key
+
+
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """{"train.seed": [0, 1], "train.lr": [1e-3]} -> [{"train.seed": 0, "train.lr": 1e-3}, {"train.seed": 1, ...}]."""
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"grid[{key!r}] must be a non-empty list of values, got {values!r}")
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"grid key {key!r} must be a dotted spec field such as train.seed")
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def spec_for(base: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
+    spec = copy.deepcopy(base)
+    for key, value in point.items():
+        apply_override(spec, key.split("."), value)
+    return spec
+
+
+def _metrics_of(client, flow_run_id: UUID) -> dict[str, Any]:
+    arts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), type=ArtifactFilterType(any_=["table"]))
+    )
+    for art in arts:
+        if art.key and art.key.endswith("-metrics"):
+            rows = art.data if isinstance(art.data, list) else json.loads(art.data)
+            return {row["metric"]: row["value"] for row in rows}
+    return {}
+
+
+@flow(name="genforge-sweep", flow_run_name="sweep-{deployment}")
+def sweep(
+    deployment: str = "genforge-pipeline/molecule-diffusion",
+    grid: dict[str, list[Any]] | None = None,
+    spec: dict[str, Any] | None = None,
+    metrics: list[str] | None = None,
+    poll_seconds: float = 5.0,
+    timeout_minutes: float = 24 * 60,
+) -> list[dict[str, Any]]:
+    """Run ``deployment`` once per grid point and collect the metrics into one table artifact.
+
+    deployment: "<flow name>/<deployment name>" of a genforge pipeline deployment.
+    grid: dotted spec fields -> values to try; the runs are every combination.
+    spec: the base spec (default: the deployment's own ``spec`` parameter); grid values override it.
+    metrics: the columns of the table (default: every metric the runs report).
+    """
+    logger = get_run_logger()
+    points = grid_points(grid or {"train.seed": [0, 1]})
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(deployment)
+        base = spec if spec is not None else dep.parameters.get("spec") or {}
+        generator = dep.parameters.get("generator", "molecule-diffusion")
+    children = []
+    for point in points:
+        fr = run_deployment(
+            name=deployment, parameters={"generator": generator, "spec": spec_for(base, point)}, timeout=0, as_subflow=True,
+            flow_run_name=f"{generator}-" + "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in point.items()),
+        )
+        logger.info("submitted %s: %s", fr.name, point)
+        children.append((point, fr.id))
+
+    deadline = time.monotonic() + timeout_minutes * 60
+    rows: list[dict[str, Any]] = []
+    with get_client(sync_client=True) as client:
+        waiting = {fr_id for _, fr_id in children}
+        while waiting and time.monotonic() < deadline:
+            for fr_id in list(waiting):
+                state = client.read_flow_run(fr_id).state
+                if state is not None and state.is_final():
+                    waiting.discard(fr_id)
+            if waiting:
+                time.sleep(poll_seconds)
+        for point, fr_id in children:
+            fr = client.read_flow_run(fr_id)
+            row = {**point, "flow_run": fr.name, "state": fr.state.name if fr.state else "unknown"}
+            found = _metrics_of(client, fr_id)
+            for name, value in found.items():
+                if metrics is None or name in metrics:
+                    row[name] = value
+            rows.append(row)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    table = [{c: row.get(c, "") for c in columns} for row in rows]
+    create_table_artifact(table, key=artifact_key(deployment.rsplit("/", 1)[-1], "sweep"), description=f"sweep over {', '.join(grid or {})}")
+    failed = [r["flow_run"] for r in rows if r["state"] != "Completed"]
+    if failed:
+        logger.warning("%d of %d runs did not complete: %s", len(failed), len(rows), ", ".join(failed))
+    return table
