@@ -57,12 +57,7 @@ def render_markdown(run: Run, report: Report, inline_images: bool = False) -> st
         lines += ["", f"Data: {train.get('read')} rows read from `{data.get('source')}`, {train.get('kept')} kept for training{held}, {sum(rejected.values())} rejected."]
         for reason, n in rejected.items():
             lines.append(f"- {n} rejected: {reason}")
-    lines += ["", "| evaluator | metric | value | reference | better |", "|---|---|---|---|---|"]
-    for row in metrics_table(report):
-        ref = "" if row["reference"] is None else _fmt(row["reference"])
-        lines.append(f"| {row['evaluator']} | {row['metric']} | {_fmt(row['value'])} | {ref} | {row['better']} |")
-    for note in report.notes:
-        lines += ["", f"> {note}"]
+    # Pictures first (sample gallery, loss curve): in the Prefect UI they show without scrolling.
     for name, path in report.figures().items():
         path = Path(path)
         if inline_images:
@@ -70,6 +65,12 @@ def render_markdown(run: Run, report: Report, inline_images: bool = False) -> st
         else:
             src = str(path.relative_to(run.path)) if path.is_relative_to(run.path) else str(path)
         lines += ["", f"### {name}", "", f"![{name}]({src})"]
+    lines += ["", "### metrics", "", "| evaluator | metric | value | reference | better |", "|---|---|---|---|---|"]
+    for row in metrics_table(report):
+        ref = "" if row["reference"] is None else _fmt(row["reference"])
+        lines.append(f"| {row['evaluator']} | {row['metric']} | {_fmt(row['value'])} | {ref} | {row['better']} |")
+    for note in report.notes:
+        lines += ["", f"> {note}"]
     return "\n".join(lines) + "\n"
 
 
