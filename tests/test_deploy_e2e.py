@@ -245,12 +245,20 @@ def test_worker_killed_mid_training_is_restarted_and_resumes(team):
 
 
 def test_sweep_fans_out_and_collects_one_table(team):
-    from genforge.flows.sweep import sweep
+    from prefect.deployments import run_deployment
 
-    state = sweep(deployment=CPU_DEPLOYMENT, grid={"train.seed": [0, 1]}, spec=tiny_spec(), poll_seconds=2, return_state=True)
-    assert state.is_completed(), state
-    table = state.result()
-    assert [row["train.seed"] for row in table] == [0, 1]
-    assert all(row["state"] == "Completed" and 0 <= row["validity"] <= 1 for row in table)
-    arts = [a for a in artifacts_of(state.state_details.flow_run_id) if a.type == "table"]
-    assert arts and arts[0].key == "molecule-diffusion-cpu-sweep"
+    fr = run_deployment(
+        "genforge-sweep/molecule-diffusion-sweep",
+        parameters={"deployment": CPU_DEPLOYMENT, "grid": {"train.seed": [0, 1]}, "spec": tiny_spec(), "poll_seconds": 2},
+        timeout=0,
+    )
+    done = wait_final(fr.id, 420)
+    assert done.state.is_completed(), done.state
+    with client() as c:
+        children = [r for r in c.read_flow_runs() if r.parent_task_run_id and r.id != fr.id and r.created > fr.created]
+    assert len(children) >= 2
+    table = next(a for a in artifacts_of(fr.id) if a.type == "table")
+    assert table.key == "molecule-diffusion-cpu-sweep"
+    rows = table.data if isinstance(table.data, list) else json.loads(table.data)
+    assert [row["train.seed"] for row in rows] == [0, 1]
+    assert all(row["state"] == "Completed" and 0 <= row["validity"] <= 1 for row in rows)
