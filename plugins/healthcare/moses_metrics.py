@@ -83,17 +83,28 @@ def morgan_fingerprints(items: list, bits: int = FP_BITS) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _filters():
+    """MOSES's MCF and PAINS SMARTS, each with its RDKit pattern fingerprint (a substructure screen)."""
     import csv
 
     from rdkit import Chem
 
     smarts = [row["smarts"] for row in csv.DictReader(open(DATA / "mcf.csv"))]
     smarts += [row[0] for row in csv.reader(open(DATA / "wehi_pains.csv"))]
-    return [Chem.MolFromSmarts(s.strip()) for s in smarts]
+    patterns = [Chem.MolFromSmarts(s.strip()) for s in smarts]
+    return [(p, Chem.PatternFingerprint(p, fpSize=FILTER_FP_BITS)) for p in patterns]
 
 
-def passes_filters(mol) -> bool:
-    from rdkit import Chem
+FILTER_FP_BITS = 2048
+
+
+def passes_filters(mol, screen: bool = True) -> bool:
+    """MOSES's ``mol_passes_filters``: ring size < 8, no charges, allowed atoms only, no MCF/PAINS match.
+
+    ``screen``: test a pattern only when its pattern-fingerprint bits are all set in the
+    molecule's (RDKit's substructure screen: a match implies the bits, so the answer is the
+    same; 3-4x faster). ``screen=False`` runs every SMARTS, exactly as MOSES does.
+    """
+    from rdkit import Chem, DataStructs
 
     allowed = {"C", "N", "S", "O", "F", "Cl", "Br", "H"}
     ring_info = mol.GetRingInfo()
@@ -104,8 +115,12 @@ def passes_filters(mol) -> bool:
     if any(a.GetSymbol() not in allowed for a in mol.GetAtoms()):
         return False
     h_mol = Chem.AddHs(mol)
-    if any(h_mol.HasSubstructMatch(p) for p in _filters()):
-        return False
+    fp = Chem.PatternFingerprint(h_mol, fpSize=FILTER_FP_BITS) if screen else None
+    for pattern, pattern_fp in _filters():
+        if screen and not DataStructs.AllProbeBitsMatch(pattern_fp, fp):
+            continue
+        if h_mol.HasSubstructMatch(pattern):
+            return False
     smiles = Chem.MolToSmiles(mol, isomericSmiles=False)
     return bool(smiles) and Chem.MolFromSmiles(smiles) is not None
 
@@ -171,38 +186,70 @@ def _unpack(fps: np.ndarray, dtype):
     return torch.from_numpy(np.unpackbits(fps, axis=1)).to(dtype)
 
 
+def _shared_bits(g, r_t):
+    """(m, bits) @ (bits, n) -> (m, n) float32 counts of shared bits.
+
+    int8 inputs use the integer matrix product (VNNI on x86: ~1.5x bf16), bf16 the float one;
+    both are exact for 0/1 fingerprints.
+    """
+    import torch
+
+    if g.dtype == torch.int8:
+        if g.shape[0] > 16:
+            return torch._int_mm(g, r_t).float()
+        return (g.float() @ r_t.float())
+    return (g @ r_t).float()
+
+
+def _matmul_dtype():
+    """int8 where torch's integer matrix product runs on this CPU, else bf16."""
+    import torch
+
+    try:
+        a = torch.ones((32, 64), dtype=torch.int8)
+        torch._int_mm(a, a.T.contiguous())
+        return torch.int8
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return torch.bfloat16
+
+
 def agg_tanimoto(
     ref: np.ndarray, gen: np.ndarray, agg: str = "max", powers: tuple[int, ...] = (1,), block: int = 4096,
     exclude_self: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """For each ``gen`` fingerprint, the max (or the power means) of its Tanimoto similarities to ``ref``.
 
-    ref, gen: packed fingerprints (n, 128) uint8. Bulk matrix products, as MOSES does; 0/0
-    (two empty fingerprints) counts as 1. With ``agg="mean"`` it returns one array per power p:
-    (mean_j T_ij^p)^(1/p). ``exclude_self`` (``ref`` is ``gen``): a molecule is not its own neighbour.
+    ref, gen: packed fingerprints (n, bits / 8) uint8. Bulk matrix products, as MOSES does;
+    0/0 (two empty fingerprints) counts as 1. With ``agg="mean"`` it returns one array per
+    power p: (mean_j T_ij^p)^(1/p). ``exclude_self`` (``ref`` is ``gen``): a molecule is not
+    its own neighbour.
     """
     import torch
 
-    # bf16 holds 0/1 inputs exactly and integer counts up to 256 exactly, at twice the fp32 speed.
-    most_bits = max(int(np.unpackbits(ref, axis=1).sum(1).max(initial=0)), int(np.unpackbits(gen, axis=1).sum(1).max(initial=0)))
-    dtype = torch.bfloat16 if most_bits <= 256 else torch.float32
+    dtype = _matmul_dtype()
+    if dtype == torch.bfloat16:  # bf16 counts are exact up to 256 shared bits
+        most = max(int(np.unpackbits(ref, axis=1).sum(1).max(initial=0)), int(np.unpackbits(gen, axis=1).sum(1).max(initial=0)))
+        dtype = torch.bfloat16 if most <= 256 else torch.float32
     g_all = _unpack(gen, dtype)
     g_cnt = g_all.float().sum(1)
     best = np.zeros(len(gen))
     sums = [np.zeros(len(gen)) for _ in powers]
     for j in range(0, len(ref), block):
         r = _unpack(ref[j : j + block], dtype)
+        r_t = r.T.contiguous()
         r_cnt = r.float().sum(1)
         for i in range(0, len(gen), block):
-            tp = (g_all[i : i + block] @ r.T).float()  # (gen block, ref block) shared bits
-            jac = torch.nan_to_num(tp / (g_cnt[i : i + block, None] + r_cnt[None, :] - tp), nan=1.0)
+            tp = _shared_bits(g_all[i : i + block], r_t)  # (gen block, ref block) shared bits
+            denom = g_cnt[i : i + block, None] + r_cnt[None, :]
+            denom.sub_(tp)
+            jac = tp.div_(denom).nan_to_num_(nan=1.0)  # in place: these blocks are the suite's hot loop
             if exclude_self and i == j:
                 jac.fill_diagonal_(0.0)
             if agg == "max":
-                best[i : i + block] = np.maximum(best[i : i + block], jac.max(1).values.numpy())
+                best[i : i + block] = np.maximum(best[i : i + block], jac.amax(1).numpy())
             else:
                 for k, p in enumerate(powers):
-                    sums[k][i : i + block] += (jac**p).sum(1).numpy()
+                    sums[k][i : i + block] += (jac if p == 1 else jac.pow(p)).sum(1).numpy()
     if agg == "max":
         return best
     return [(acc / len(ref)) ** (1 / p) for acc, p in zip(sums, powers)]
@@ -369,11 +416,20 @@ def _nn_similarity_ecfp4(smiles: list[str]) -> np.ndarray:
     return agg_tanimoto(fps, fps, "max", exclude_self=True)
 
 
-def guacamol_kl_score(samples: list[str], reference: list[str], n_jobs: int | None = None) -> tuple[float, dict[str, float]]:
-    """GuacaMol's KL-divergence score of distinct valid samples against reference SMILES; and each KL."""
+KL_SAMPLES = 10_000  # GuacaMol's KLDivBenchmark scores this many generated molecules
+
+
+def guacamol_kl_score(
+    samples: list[str], reference: list[str], n_jobs: int | None = None, n_samples: int | None = KL_SAMPLES
+) -> tuple[float, dict[str, float]]:
+    """GuacaMol's KL-divergence score of distinct valid samples against reference SMILES; and each KL.
+
+    As GuacaMol's benchmark, it scores the first ``n_samples`` (10,000) samples; None: all.
+    """
     from scipy.stats import entropy, gaussian_kde
 
     n_jobs = n_jobs or os.cpu_count() or 1
+    samples = samples[:n_samples] if n_samples else samples
     uniq = sorted({c for c in pmap(canonical_smiles, samples, n_jobs) if c is not None})
     ref = sorted({c for c in pmap(canonical_smiles, reference, n_jobs) if c is not None})
     d_s = np.array(pmap(_descriptors, uniq, n_jobs))
