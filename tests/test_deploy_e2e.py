@@ -232,8 +232,11 @@ def test_worker_killed_mid_training_is_restarted_and_resumes(team):
     assert done.state.is_completed(), done.state
     assert done.run_count == 2
     with client() as c:
-        names = [s.name for s in c.read_flow_run_states(fr.id)]
+        states = c.read_flow_run_states(fr.id)
+    names = [s.name for s in states]
     assert "Crashed" in names and "AwaitingRetry" in names, names
+    crashed = next(s for s in states if s.name == "Crashed")
+    assert "no heartbeat" in (crashed.message or ""), crashed.message  # detected by the heartbeat automation
     run_dir = team.run_dir(fr.id)
     model = json.loads((run_dir / "model.json").read_text())
     assert model["resumed_from"] is not None and model["resumed_from"] >= int(checkpoint.name[5:13]) and model["resumed_from"] <= killed_at_step
