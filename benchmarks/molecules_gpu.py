@@ -1,7 +1,7 @@
 """Molecule diffusion at benchmark scale: train within a wall-clock budget, sample, score with MOSES.
 
     GENFORGE_MOSES=/path/to/molsets-0.3.1-py3-none-any.whl \\
-      python benchmarks/molecules_gpu.py [--minutes 5] [--samples 30000] [--set key=value ...]
+      python benchmarks/molecules_gpu.py [--minutes 5] [--samples 30000] [--compile] [--set key=value ...]
 
 Runs the generator's own steps (no Prefect) on the full MOSES training set
 (``data.source=moses-full``): prepare (cached by fingerprint), fit for ``--minutes`` of
@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--samples", type=int, default=30000)
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser for training (train.compile=true)")
     args = ap.parse_args()
     overrides = [
         "data.source=moses-full", "data.max_reference=10000",
@@ -40,7 +41,7 @@ def main() -> None:
         f"train.max_minutes={args.minutes}", "train.max_steps=null", "train.batch_size=512", "train.lr=1.5e-3",
         "train.warmup_steps=300", "train.checkpoint_every=5000", "train.log_every=200",
         f"sample.n={args.samples}", "sample.batch_size=2000",
-    ] + args.overrides
+    ] + (["train.compile=true"] if args.compile else []) + args.overrides
     run = create_run("molecule-diffusion", overrides=overrides)
     steps = Steps(run)
     t0 = time.perf_counter()

@@ -47,6 +47,7 @@ class TrainConfig(Section):
     devices: int = Field(1, ge=1, description="processes (GPUs) for data-parallel training; >1 launches torchrun (DDP), batch_size is the global batch")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
+    compile: bool = Field(False, description="torch.compile the model (dynamic shapes): pays on a GPU over minutes of training, costs a compile first")
 
 
 class SampleConfig(Section):

@@ -205,6 +205,8 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:  # batches vary in length: compile once for dynamic shapes, not per length
+            net = torch.compile(net, dynamic=True)
         # On a GPU, reading the loss every step would stall the launch queue: metrics stay on the
         # device and are read (and checked for NaN) at log steps and before every checkpoint.
         check_every = 1 if self.device.type == "cpu" else cfg.log_every

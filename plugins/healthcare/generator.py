@@ -252,6 +252,7 @@ class MoleculeDiffusion(Generator):
             if init["tokenizer"]["tokens"] != tokenizer.tokens:
                 raise DataError("model.init_from's vocabulary differs from the prepared data's; prepare again with the same init_from")
             arch, max_len = DenoiserConfig(**init["model"]), init["max_len"]
+        torch.manual_seed(config.train.seed)  # the initial weights depend on the seed alone
         model = Denoiser(arch, tokenizer.vocab_size, max_len)
         if init is not None:
             model.load_state_dict({k: v.float() for k, v in load_file(str(init_path)).items()})
