@@ -11,9 +11,8 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from uuid import UUID
 
@@ -227,6 +226,7 @@ def test_worker_killed_mid_training_is_restarted_and_resumes(team):
         services.stop(w)
     team.workers.clear()
     killed_at_step = int(json.loads((team.run_dir(fr.id) / "status.json").read_text())["step"])
+    killed_at = datetime.now(timezone.utc).isoformat()
     team.worker()  # a new worker; the automation marks the silent run Crashed and reschedules it
     done = wait_final(fr.id, 420)
     assert done.state.is_completed(), done.state
@@ -237,6 +237,9 @@ def test_worker_killed_mid_training_is_restarted_and_resumes(team):
     assert "Crashed" in names and "AwaitingRetry" in names, names
     crashed = next(s for s in states if s.name == "Crashed")
     assert "no heartbeat" in (crashed.message or ""), crashed.message  # detected by the heartbeat automation
+    OUTPUT.mkdir(parents=True, exist_ok=True)
+    timeline = [{"state": s.name, "at": s.timestamp.isoformat(), "message": s.message} for s in states]
+    (OUTPUT / "killed-worker-timeline.json").write_text(json.dumps({"killed_at": killed_at, "checkpoint": checkpoint.name, "states": timeline}, indent=1))
     run_dir = team.run_dir(fr.id)
     model = json.loads((run_dir / "model.json").read_text())
     assert model["resumed_from"] is not None and model["resumed_from"] >= int(checkpoint.name[5:13]) and model["resumed_from"] <= killed_at_step
