@@ -329,7 +329,7 @@ def deploy(
     gpu_slots: Annotated[Optional[int], typer.Option(help="slots of the GPU concurrency limit when it is created (default: CUDA devices here, at least 1)")] = None,
     gpu_limit: Annotated[str, typer.Option(help="name of the GPU concurrency limit training takes a slot from")] = "gpu",
     prefect_file: Annotated[Optional[Path], typer.Option(help="deployments file (default: genforge's deploy/prefect.yaml)")] = None,
-    name: Annotated[list[str], typer.Option("--name", help="apply only these deployments, e.g. genforge-pipeline/molecule-diffusion (repeatable)")] = [],
+    name: Annotated[list[str], typer.Option("--name", help="apply only these deployments of the file, by their name there, e.g. molecule-diffusion-cpu (repeatable)")] = [],
     apply: Annotated[bool, typer.Option("--apply/--no-apply", help="run `prefect deploy` after creating the pools")] = True,
     automations: Annotated[bool, typer.Option("--automations/--no-automations", help="create the crash-detection and restart automations")] = True,
 ) -> None:
