@@ -278,7 +278,8 @@ class RunStore:
         if run_id == "latest":
             runs = self.all()
             if not runs:
-                raise RunNotFound(f"no runs under {self.runs}")
+                raise RunNotFound(f"no runs under {self}")
+            runs[-1].pull()
             return runs[-1]
         as_path = Path(run_id).expanduser()
         if (as_path / "spec.yaml").exists():

@@ -40,6 +40,7 @@ def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, mo
     monkeypatch.setenv("GENFORGE_MIRROR", str(tmp_path / "machine-b"))
     store = RunStore()
     assert [r.id for r in store.all()] == [run.id]
+    assert (store.get("latest").path / "checkpoints" / "step-00000005.pt").exists()  # `show latest` sees everything
     again = store.get(run.id[:12])
     assert str(tmp_path / "machine-b") in str(again.path)
     assert (again.path / "checkpoints" / "step-00000005.pt").exists()
