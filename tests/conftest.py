@@ -40,6 +40,17 @@ TINY = [
 ]
 
 
+def tiny_spec(*extra: str) -> dict:
+    """TINY (plus ``extra`` overrides) as a spec tree, the shape a flow's ``spec`` parameter takes."""
+    from genforge.core.config import apply_override, parse_override
+
+    tree: dict = {}
+    for item in [*TINY, *extra]:
+        keys, value = parse_override(item)
+        apply_override(tree, keys, value)
+    return tree
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> Path:
     """A fresh run store for one test."""

@@ -19,6 +19,7 @@ from uuid import UUID
 import pytest
 import torch
 
+from conftest import tiny_spec
 from helpers import services
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
@@ -26,18 +27,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = Path(os.environ.get("GENFORGE_TEST_OUTPUT", ROOT / "test-output"))
 CPU_DEPLOYMENT = "genforge-pipeline/molecule-diffusion-cpu"
-
-
-def tiny_spec(*extra: str) -> dict:
-    from conftest import TINY
-
-    from genforge.core.config import apply_override, parse_override
-
-    spec: dict = {}
-    for item in [*TINY, *extra]:
-        keys, value = parse_override(item)
-        apply_override(spec, keys, value)
-    return spec
 
 
 class Team:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import tiny_spec
 
 pytestmark = pytest.mark.prefect
 
@@ -33,17 +34,7 @@ class FailOnce:
             raise RuntimeError(f"simulated worker crash after the checkpoint at step {step}")
 
 
-def _spec(tiny: list[str]) -> dict:
-    from genforge.core.config import apply_override, parse_override
-
-    tree: dict = {}
-    for item in tiny:
-        keys, value = parse_override(item)
-        apply_override(tree, keys, value)
-    return tree
-
-
-def test_pipeline_flow_leaves_run_and_artifacts(harness, store, tiny):
+def test_pipeline_flow_leaves_run_and_artifacts(harness, store):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -54,7 +45,7 @@ def test_pipeline_flow_leaves_run_and_artifacts(harness, store, tiny):
     pm = get_plugin_manager()
     pm.register(crash, name="fail-once")
     try:
-        state = pipeline(generator="molecule-diffusion", spec=_spec(tiny), return_state=True)
+        state = pipeline(generator="molecule-diffusion", spec=tiny_spec(), return_state=True)
     finally:
         pm.unregister(crash)
     assert state.is_completed(), state

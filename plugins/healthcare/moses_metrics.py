@@ -201,6 +201,7 @@ def _shared_bits(g, r_t):
     return (g @ r_t).float()
 
 
+@lru_cache(maxsize=1)
 def _matmul_dtype():
     """int8 where torch's integer matrix product runs on this CPU, else bf16."""
     import torch
