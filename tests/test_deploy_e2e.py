@@ -209,11 +209,15 @@ def test_worker_killed_mid_training_is_restarted_and_resumes(team):
             break
         time.sleep(1)
     assert checkpoint is not None, "training never wrote two checkpoints"
-    # The machine is lost: worker and flow-run process die without a word.
-    services.kill_pids(services.flow_run_processes(str(fr.id)))
+    # The machine is lost: worker and flow-run process die without a word. The worker goes
+    # first: killed after its flow-run process, it may see the child die and report Crashed
+    # itself, which is not the case under test (a lost machine reports nothing).
+    flow_run_pids = services.flow_run_processes(str(fr.id))
+    assert flow_run_pids, "no flow-run process found for the run"
     for w in team.workers:
         services.stop(w)
     team.workers.clear()
+    services.kill_pids(flow_run_pids)
     killed_at_step = int(json.loads((team.run_dir(fr.id) / "status.json").read_text())["step"])
     killed_at = datetime.now(timezone.utc).isoformat()
     team.worker()  # a new worker; the automation marks the silent run Crashed and reschedules it
