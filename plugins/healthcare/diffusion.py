@@ -7,9 +7,12 @@ token at masked positions; the MDLM bound weights the cross-entropy at time t by
 Samplers start from a sequence of masks whose length is drawn from the training
 lengths and reveal tokens over ``steps`` rounds:
 
+* ``margin`` (default): each round reveals the masked positions where the denoiser is
+  surest, measured by the gap between its two most probable tokens (the top-probability
+  margin of Kim et al. 2025, "Train for the worst, plan for the best");
 * ``confidence``: each round reveals the masked positions whose sampled token is most
-  probable (MaskGIT-style), with Gumbel noise on the confidence so that samples stay
-  diverse;
+  probable (MaskGIT-style), with Gumbel noise (scaled by the temperature) on the
+  confidence so that samples stay diverse;
 * ``ancestral``: the exact reverse process of MDLM; each masked position is revealed
   with probability (t - s) / t.
 """
@@ -24,7 +27,8 @@ import torch.nn.functional as F
 
 from .tokens import MASK_ID, PAD_ID
 
-Strategy = Literal["confidence", "ancestral"]
+Strategy = Literal["margin", "confidence", "ancestral"]
+STRATEGIES: tuple[str, ...] = ("margin", "confidence", "ancestral")
 
 
 def masked_diffusion_loss(
@@ -51,6 +55,11 @@ def masked_diffusion_loss(
     return loss, {"masked_ce": masked_ce}
 
 
+def gumbel_noise(u: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel draws from uniforms in [0, 1): -log(-log u), finite at both ends."""
+    return -torch.log((-torch.log(u.clamp(1e-20, 1.0))).clamp(min=1e-20))
+
+
 def _forbid_specials(logits: torch.Tensor) -> torch.Tensor:
     logits[..., PAD_ID] = -math.inf
     logits[..., MASK_ID] = -math.inf
@@ -63,7 +72,7 @@ def sample_tokens(
     lengths: torch.Tensor,
     steps: int = 32,
     temperature: float = 1.0,
-    strategy: Strategy = "confidence",
+    strategy: Strategy = "margin",
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Draw token sequences of the given lengths. Returns (batch, max(lengths)) ids, PAD past each end."""
@@ -87,16 +96,22 @@ def sample_tokens(
         if strategy == "ancestral":
             t, s = 1 - k / steps, 1 - (k + 1) / steps
             reveal = still & (rand(b, n) < (t - s) / t)
-        else:
+        elif strategy in ("margin", "confidence"):
             # Reveal so that the fraction still masked follows cos(pi/2 * progress) (MaskGIT).
             left = torch.floor(lengths * math.cos(math.pi / 2 * (k + 1) / steps)).long()  # masks to keep
             n_reveal = (still.sum(1) - left).clamp(min=0)  # (batch,)
-            conf = probs.gather(-1, drawn[..., None]).squeeze(-1).log()
-            gumbel = -torch.log(-torch.log(rand(b, n).clamp(1e-20, 1.0)).clamp(min=1e-20))
-            score = torch.where(still, conf + temperature * gumbel, torch.full_like(conf, -math.inf))
+            if strategy == "margin":
+                top2 = probs.topk(2, dim=-1).values
+                score = top2[..., 0] - top2[..., 1]
+            else:
+                conf = probs.gather(-1, drawn[..., None]).squeeze(-1).clamp(min=1e-30).log()
+                score = conf + temperature * gumbel_noise(rand(b, n))
+            score = torch.where(still, score, torch.full_like(score, -math.inf))
             order = score.argsort(dim=1, descending=True)
             rank = torch.empty_like(order)
             rank.scatter_(1, order, torch.arange(n, device=device).expand(b, n))
             reveal = still & (rank < n_reveal[:, None])
+        else:
+            raise ValueError(f"unknown sampling strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
         x = torch.where(reveal, drawn, x)
     return x

@@ -41,6 +41,12 @@ PRETRAINED = Path(__file__).parent / "pretrained"
 PRETRAINED_NAMES = {"moses-pretrained": PRETRAINED / "moses-selfies.safetensors"}
 
 
+def _meta_path(weights: Path) -> Path:
+    """A run's ``model.safetensors`` has ``model.json`` beside it; shipped ``NAME.safetensors`` has ``NAME.json``."""
+    weights = Path(weights)
+    return weights.parent / "model.json" if weights.name == "model.safetensors" else weights.with_suffix(".json")
+
+
 def resolve_init(init_from: str) -> Path:
     """``moses-pretrained`` (shipped), a ``model.safetensors`` file, or a run folder -> weights file."""
     if init_from in PRETRAINED_NAMES:
@@ -49,7 +55,7 @@ def resolve_init(init_from: str) -> Path:
         path = Path(init_from).expanduser()
         if path.is_dir():
             path = path / "model.safetensors"
-    meta = path.with_suffix(".json") if path.name != "model.safetensors" else path.parent / "model.json"
+    meta = _meta_path(path)
     if not path.exists() or not meta.exists():
         raise DataError(
             f"model.init_from={init_from!r}: no weights at {path} (with {meta.name} beside them); "
@@ -59,8 +65,7 @@ def resolve_init(init_from: str) -> Path:
 
 
 def init_meta(weights: Path) -> dict:
-    meta = weights.with_suffix(".json") if weights.name != "model.safetensors" else weights.parent / "model.json"
-    return json.loads(meta.read_text())
+    return json.loads(_meta_path(weights).read_text())
 
 
 class MoleculeDataConfig(Section):
@@ -97,7 +102,9 @@ class MoleculeSampleConfig(SampleConfig):
     # Defaults chosen by benchmarks/molecule_sampler.py on the shipped checkpoint (see docs/molecules.md).
     steps: int = Field(32, ge=1, description="denoising rounds")
     temperature: float = Field(0.9, gt=0, description="softmax temperature of the denoiser's predictions")
-    strategy: Literal["confidence", "ancestral"] = Field("confidence", description="which masked tokens to reveal each round")
+    strategy: Literal["margin", "confidence", "ancestral"] = Field(
+        "margin", description="which masked tokens to reveal each round: surest by top-2 margin, by sampled-token probability, or MDLM's random reverse process"
+    )
 
 
 class MoleculeEvaluateConfig(Section):
@@ -297,7 +304,7 @@ class MoleculeDiffusion(Generator):
     # -- sample ---------------------------------------------------------------------
     @staticmethod
     def load_model(weights: Path, device: torch.device | str = "cpu") -> tuple[Denoiser, Tokenizer, dict]:
-        meta = json.loads((Path(weights).parent / "model.json").read_text())
+        meta = init_meta(weights)
         tokenizer = Tokenizer.from_dict(meta["tokenizer"])
         model = Denoiser(DenoiserConfig(**meta["model"]), tokenizer.vocab_size, meta["max_len"])
         model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
