@@ -8,6 +8,7 @@ import math
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from rdkit import Chem
@@ -17,6 +18,7 @@ from genforge.core.runner import Steps, create_run, run_all
 from genforge.plugins.healthcare.data import read_smiles, validate_all
 from genforge.plugins.healthcare.diffusion import gumbel_noise, sample_tokens
 from genforge.plugins.healthcare.evaluator import internal_diversity, parse
+from genforge.plugins.healthcare.generator import export_prepared
 from genforge.plugins.healthcare.tokens import MASK_ID, Tokenizer, split_selfies
 
 DATA = Path(__file__).resolve().parents[1] / "plugins" / "healthcare" / "moses"
@@ -101,6 +103,29 @@ def test_prepared_data_is_reused_by_fingerprint(store, tiny):
     assert first.path == second.path and second.stats["cache"] == "hit"
     third = Steps(create_run("molecule-diffusion", overrides=tiny + ["data.representation=smiles"])).prepare()
     assert third.fingerprint != first.fingerprint
+
+
+def test_an_exported_prepared_folder_trains_elsewhere(tmp_path, store, tiny):
+    """Prepare on one machine, export compactly, train and sample from the folder on another (no RDKit there)."""
+    prepared = Steps(create_run("molecule-diffusion", overrides=tiny)).prepare()
+    packed = export_prepared(prepared.path, tmp_path / "packed")
+    assert sorted(p.name for p in packed.iterdir()) == ["stats.json", "test.smi", "tokenizer.json", "train.npz"]
+    original, copy = np.load(prepared.path / "train.npz"), np.load(packed / "train.npz")
+    assert copy["tokens"].dtype == np.uint8 and (copy["tokens"] == original["tokens"]).all()
+    assert (copy["lengths"] == original["lengths"]).all()
+
+    run = create_run("molecule-diffusion", overrides=tiny + [f"data.path={packed}"])
+    data = Steps(run).prepare()
+    assert data.path == packed and data.stats["cache"] == "prepared folder" and data.stats["train"]["kept"] == prepared.stats["train"]["kept"]
+    run_all(run)
+    assert json.loads((run.path / "samples.json").read_text())["count"] == 40
+    assert "novelty" not in run.metrics()  # the export left train.smi behind: no novelty, no failure
+
+    with pytest.raises(DataError, match="holds selfies tokens .* set data.representation"):
+        Steps(create_run("molecule-diffusion", overrides=tiny + [f"data.path={packed}", "data.representation=smiles"])).prepare()
+    (packed / "tokenizer.json").unlink()
+    with pytest.raises(DataError, match="not one genforge prepared \\(no tokenizer.json\\)"):
+        Steps(create_run("molecule-diffusion", overrides=tiny + [f"data.path={packed}"])).prepare()
 
 
 def test_empty_file_is_a_clear_error(tmp_path, store, tiny):

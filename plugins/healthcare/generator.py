@@ -68,9 +68,51 @@ def init_meta(weights: Path) -> dict:
     return json.loads(_meta_path(weights).read_text())
 
 
+PREPARED_FILES = ("stats.json", "tokenizer.json", "train.npz")
+
+
+def prepared_folder(folder: Path, cfg: MoleculeDataConfig) -> PreparedData:
+    """A folder the prepare step wrote (or ``export_prepared`` copied), used as it is: no RDKit needed."""
+    missing = [name for name in PREPARED_FILES if not (folder / name).exists()]
+    if missing:
+        raise DataError(
+            f"data.path {str(folder)!r} is a folder but not one genforge prepared (no {', '.join(missing)}); "
+            "give a .smi/.csv file to prepare, or a prepared folder"
+        )
+    stats = json.loads((folder / "stats.json").read_text())
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    if stats.get("representation") != cfg.representation or tokenizer.get("group_indices") != cfg.group_indices:
+        raise DataError(
+            f"data.path {str(folder)!r} holds {stats.get('representation')} tokens (group_indices={tokenizer.get('group_indices')}); "
+            f"set data.representation and data.group_indices to match"
+        )
+    digest = hashlib.sha256((folder / "stats.json").read_bytes() + (folder / "tokenizer.json").read_bytes())
+    return PreparedData(folder, digest.hexdigest()[:16], {**stats, "cache": "prepared folder"})
+
+
+def export_prepared(src: Path, dest: Path, train_smiles: bool = False) -> Path:
+    """Copy prepared data compactly (compressed tokens, 8-bit where the vocabulary fits) to train elsewhere.
+
+    The copy holds what fit and sample need plus the reference set; ``train.smi`` (for novelty)
+    only when asked, since it is most of the size. Full MOSES as SELFIES: 14 MB instead of 192 MB.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    arrays = np.load(src / "train.npz")
+    tokens = arrays["tokens"]
+    if int(tokens.max()) < 256:
+        tokens = tokens.astype(np.uint8)
+    np.savez_compressed(dest / "train.npz", tokens=tokens, lengths=arrays["lengths"])
+    names = ["stats.json", "tokenizer.json", "test.smi"] + (["train.smi"] if train_smiles else [])
+    for name in names:
+        shutil.copyfile(src / name, dest / name)
+    return dest
+
+
 class MoleculeDataConfig(Section):
     source: str = Field("moses", description="a registered data source (`genforge plugins` lists them)")
-    path: str | None = Field(None, description="a .smi/.csv file or URL of SMILES to train on instead of `source`")
+    path: str | None = Field(
+        None, description="a .smi/.csv file or URL of SMILES to train on instead of `source`, or a folder genforge prepared (see export_prepared)"
+    )
     smiles_column: str | None = Field(None, description="CSV column holding SMILES (default: the one named 'smiles')")
     test_path: str | None = Field(None, description="reference SMILES for evaluation (default: the source's test split, or a held-out part of `path`)")
     test_fraction: float = Field(0.05, gt=0, lt=1, description="held out as reference when there is no test file")
@@ -160,6 +202,8 @@ class MoleculeDiffusion(Generator):
 
     def prepare(self, config: MoleculeDiffusionConfig, run: Run) -> PreparedData:
         cfg = config.data
+        if cfg.path and Path(cfg.path).expanduser().is_dir():
+            return prepared_folder(Path(cfg.path).expanduser(), cfg)
         train_file, test_file, source = self._source_files(cfg, run.cache_root)
         fixed: Tokenizer | None = None
         max_length = cfg.max_length
