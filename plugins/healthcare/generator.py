@@ -143,7 +143,7 @@ class MoleculeTrainConfig(TrainConfig):
 class MoleculeSampleConfig(SampleConfig):
     # Defaults chosen by benchmarks/molecule_sampler.py on the shipped checkpoint (see docs/molecules.md).
     steps: int = Field(32, ge=1, description="denoising rounds")
-    temperature: float = Field(0.9, gt=0, description="softmax temperature of the denoiser's predictions")
+    temperature: float = Field(0.8, gt=0, description="softmax temperature of the denoiser's predictions")
     strategy: Literal["margin", "confidence", "ancestral"] = Field(
         "margin", description="which masked tokens to reveal each round: surest by top-2 margin, by sampled-token probability, or MDLM's random reverse process"
     )
