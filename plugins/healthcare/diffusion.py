@@ -20,7 +20,7 @@ lengths and reveal tokens over ``steps`` rounds:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from .tokens import MASK_ID, PAD_ID
 
 Strategy = Literal["margin", "confidence", "ancestral"]
-STRATEGIES: tuple[str, ...] = ("margin", "confidence", "ancestral")
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 
 
 def masked_diffusion_loss(

@@ -32,7 +32,7 @@ from genforge.core import (
 from genforge.core.plugins import get_dataset
 
 from .data import drop_unusable, fetch, read_smiles, validate_all
-from .diffusion import masked_diffusion_loss, sample_tokens
+from .diffusion import Strategy, masked_diffusion_loss, sample_tokens
 from .model import Denoiser, DenoiserConfig
 from .tokens import PAD_ID, Tokenizer
 
@@ -144,7 +144,7 @@ class MoleculeSampleConfig(SampleConfig):
     # Defaults chosen by benchmarks/molecule_sampler.py on the shipped checkpoint (see docs/molecules.md).
     steps: int = Field(32, ge=1, description="denoising rounds")
     temperature: float = Field(0.8, gt=0, description="softmax temperature of the denoiser's predictions")
-    strategy: Literal["margin", "confidence", "ancestral"] = Field(
+    strategy: Strategy = Field(
         "margin", description="which masked tokens to reveal each round: surest by top-2 margin, by sampled-token probability, or MDLM's random reverse process"
     )
 
