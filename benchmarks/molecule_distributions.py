@@ -15,10 +15,9 @@ import argparse
 import gzip
 
 import numpy as np
-from rdkit.Chem import rdMolDescriptors
 
 from genforge.core import RunStore
-from genforge.plugins.healthcare.evaluator import parse, read_samples
+from genforge.plugins.healthcare.evaluator import parse, read_samples, size_stats
 from genforge.plugins.healthcare.moses_metrics import DATA
 
 
@@ -26,8 +25,8 @@ def describe(label: str, smiles: list[str]) -> str:
     mols = [m for m in map(parse, smiles) if m is not None]
     if not mols:
         return f"| {label} | 0 / {len(smiles)} | | | | | | | |"
-    heavy = np.array([m.GetNumHeavyAtoms() for m in mols])
-    arom = np.array([rdMolDescriptors.CalcNumAromaticRings(m) for m in mols])
+    sizes = size_stats(mols)
+    heavy, arom = sizes["heavy_atoms"], sizes["aromatic_rings"]
     p10, p50, p90 = np.percentile(heavy, [10, 50, 90])
     shares = [np.mean(arom == k) for k in (0, 1, 2)] + [np.mean(arom >= 3)]
     return (f"| {label} | {len(mols)} / {len(smiles)} | {heavy.mean():.2f} | {p10:.0f} / {p50:.0f} / {p90:.0f} | "

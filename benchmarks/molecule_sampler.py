@@ -16,25 +16,14 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from genforge.core.training import choose_device
 from genforge.plugins.healthcare.diffusion import STRATEGIES, sample_tokens
-from genforge.plugins.healthcare.evaluator import parse
+from genforge.plugins.healthcare.evaluator import parse, size_stats
 from genforge.plugins.healthcare.generator import MoleculeDiffusion, resolve_init
 from genforge.plugins.healthcare.moses_metrics import moses_metrics
 from genforge.plugins.healthcare.tokens import PAD_ID
-
-
-def size_stats(mols: list) -> dict[str, np.ndarray]:
-    """Heavy atoms and aromatic rings: cheap, and where SELFIES models go wrong first."""
-    from rdkit.Chem import rdMolDescriptors
-
-    return {
-        "heavy_atoms": np.array([m.GetNumHeavyAtoms() for m in mols], dtype=float),
-        "aromatic_rings": np.array([rdMolDescriptors.CalcNumAromaticRings(m) for m in mols], dtype=float),
-    }
 
 
 def main() -> None:

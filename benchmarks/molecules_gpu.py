@@ -26,9 +26,9 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 
 from genforge.core.runner import Steps, create_run
+from genforge.plugins.healthcare.evaluator import read_samples
 
 ROW = ["validity", "unique@1k", "unique@10k", "FCD/Test", "FCD/TestSF", "SNN/Test", "SNN/TestSF", "Frag/Test",
        "Scaf/Test", "Scaf/TestSF", "IntDiv", "IntDiv2", "Filters", "novelty"]
@@ -73,9 +73,7 @@ def train_and_sample(args: argparse.Namespace) -> tuple[Path, Path, dict]:
 
 
 def score(raw: list[str], train_file: Path, test_file: Path, summary: dict) -> None:
-    from rdkit.Chem import rdMolDescriptors
-
-    from genforge.plugins.healthcare.evaluator import parse
+    from genforge.plugins.healthcare.evaluator import parse, size_stats
     from genforge.plugins.healthcare.moses_metrics import moses_metrics
 
     train = set(train_file.read_text().split("\n")) if train_file.exists() else None
@@ -87,7 +85,8 @@ def score(raw: list[str], train_file: Path, test_file: Path, summary: dict) -> N
     test = [mol for mol in map(parse, test_file.read_text().split("\n")[:5000]) if mol is not None]
 
     def means(mols: list) -> tuple[float, float]:
-        return (float(np.mean([x.GetNumHeavyAtoms() for x in mols])), float(np.mean([rdMolDescriptors.CalcNumAromaticRings(x) for x in mols])))
+        sizes = size_stats(mols)
+        return float(sizes["heavy_atoms"].mean()), float(sizes["aromatic_rings"].mean())
 
     (ha, ar), (ha_ref, ar_ref) = means(valid), means(test)
     d, mo, sa = summary["data"], summary["model"], summary["sampling"]
@@ -130,7 +129,7 @@ def main() -> None:
             print(f"prepared {data.path} ({data.stats['train']['kept']} molecules) -> {dest}: {size / 1e6:.1f} MB")
             return
         summary = json.loads((args.score / "summary.json").read_text())
-        raw = (args.score / "samples.smi").read_text().splitlines()
+        raw = read_samples(args.score / "samples.smi")
         score(raw, data.path / "train.smi", data.path / "test.smi", summary)
         return
 
@@ -141,7 +140,7 @@ def main() -> None:
         (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
         print(json.dumps({k: v for k, v in summary.items() if k != "spec"}, indent=1))
     if not args.no_suite:
-        score(samples.read_text().splitlines(), data_path / "train.smi", data_path / "test.smi", summary)
+        score(read_samples(samples), data_path / "train.smi", data_path / "test.smi", summary)
 
 
 if __name__ == "__main__":
