@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from genforge.core.training import choose_device
-from genforge.plugins.healthcare.diffusion import STRATEGIES, sample_tokens
+from genforge.core.blocks import STRATEGIES
 from genforge.plugins.healthcare.evaluator import parse, size_stats
-from genforge.plugins.healthcare.generator import MoleculeDiffusion, resolve_init
+from genforge.plugins.healthcare.generator import DIFFUSION, MoleculeDiffusion, resolve_init
 from genforge.plugins.healthcare.moses_metrics import moses_metrics
 from genforge.plugins.healthcare.tokens import PAD_ID
 
@@ -66,7 +66,7 @@ def main() -> None:
                     while len(out) < args.n:
                         b = min(args.batch_size, args.n - len(out))
                         lengths = torch.multinomial(hist, b, replacement=True, generator=cpu_gen).to(device)
-                        x = sample_tokens(model, lengths, steps, temp, strategy, generator=gen)
+                        x = DIFFUSION.sample(model, lengths, steps, temp, strategy, generator=gen)
                         out.extend(tokenizer.decode(r[r != PAD_ID].tolist()) for r in x.cpu())
                 rate = len(out) / (time.perf_counter() - t0)
                 mols = [parse(s) for s in out]

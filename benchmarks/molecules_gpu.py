@@ -56,17 +56,18 @@ def train_and_sample(args: argparse.Namespace) -> tuple[Path, Path, dict]:
     data = steps.prepare()
     t_prepare = time.perf_counter() - t0
     checkpoint = steps.train(data)
-    model = run.read_json("model.json")
+    training = run.read_json("training.json")
     samples = steps.sample(checkpoint)
+    sampled = run.read_json("samples.json")
     summary = {
         "run": str(run.path),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
         "data": {"molecules": data.stats["train"]["kept"], "cache": data.stats.get("cache"), "prepare_s": round(t_prepare, 1),
                  "representation": data.stats["representation"], "vocab_size": data.stats["vocab_size"]},
-        "model": {"parameters": model["parameters"], "steps": model["step"], "train_s": model["train_seconds"],
-                  "tokens_per_s": model["last_metrics"].get("tokens_per_s"), "compile": args.compile},
-        "sampling": {"molecules": samples.count, **samples.meta},
+        "model": {"parameters": training["parameters"], "steps": training["step"], "train_s": training["train_seconds"],
+                  "tokens_per_s": (training.get("throughput") or {}).get("value"), "compile": args.compile},
+        "sampling": {"molecules": samples.count, "seconds": sampled["seconds"], "molecules_per_s": sampled["per_s"], **samples.meta},
         "spec": (run.path / "spec.yaml").read_text(),
     }
     return samples.path, data.path, summary

@@ -33,7 +33,7 @@ def main() -> None:
         "data.max_molecules=5000", "model.d_model=64", "model.n_heads=4", "model.n_layers=2",
         f"train.max_steps={args.steps}", "train.max_minutes=null", "train.batch_size=64",
         f"train.checkpoint_every={max(args.steps // 4, 1)}", f"sample.n={args.samples}", "sample.steps=16",
-        "evaluate.max_reference=500",
+        "evaluate.rdkit.max_reference=500",
     ]
     # A warm-up run fills the prepared-data and reference-property caches, so both timed runs find them.
     run_all(create_run("molecule-diffusion", overrides=overrides))

@@ -1,18 +1,22 @@
 """genforge.core: the host. What a plugin author imports lives here.
 
-    from genforge.core import hookimpl, Generator, Evaluator, GeneratorConfig, Metric
+    from genforge.core import hookimpl, Generator, Evaluator, EvaluatorConfig, GeneratorConfig, Metric
+
+Shared modelling blocks (a transformer denoiser, masked discrete diffusion) are in
+``genforge.core.blocks``; the pytest plugin with fixtures and conformance checks is
+``genforge.testing``.
 """
 
 from importlib import metadata as _metadata
 
 from . import store
-from .config import GeneratorConfig, SampleConfig, Section, TrainConfig, load_spec
+from .config import GeneratorConfig, OptimizerConfig, PhaseConfig, SampleConfig, Section, TrainConfig, load_spec
 from .contracts import (
-    SAMPLE_KINDS,
     Checkpoint,
     DataSource,
     Evaluation,
     Evaluator,
+    EvaluatorConfig,
     Generator,
     Metric,
     PreparedData,
@@ -23,6 +27,7 @@ from .contracts import (
 )
 from .errors import ConfigError, DataError, GenforgeError, RunNotFound, TrainingDiverged, TrainingFailed, UnknownNameError
 from .hookspecs import hookimpl, hookspec
+from .kinds import SampleKind
 from .store import Run, RunStore
 from .training import Trainer, TrainResult
 
@@ -32,8 +37,9 @@ except _metadata.PackageNotFoundError:  # running from a source tree without an 
     __version__ = "0+unknown"
 
 __all__ = [
-    "SAMPLE_KINDS", "Checkpoint", "ConfigError", "DataError", "DataSource", "Evaluation", "Evaluator",
-    "Generator", "GeneratorConfig", "GenforgeError", "Metric", "PreparedData", "Reference", "Report", "Run",
-    "RunInfo", "RunNotFound", "RunStore", "SampleConfig", "Samples", "Section", "TrainConfig", "TrainResult",
-    "Trainer", "TrainingDiverged", "TrainingFailed", "UnknownNameError", "hookimpl", "hookspec", "load_spec", "store",
+    "Checkpoint", "ConfigError", "DataError", "DataSource", "Evaluation", "Evaluator", "EvaluatorConfig",
+    "Generator", "GeneratorConfig", "GenforgeError", "Metric", "OptimizerConfig", "PhaseConfig", "PreparedData",
+    "Reference", "Report", "Run", "RunInfo", "RunNotFound", "RunStore", "SampleConfig", "SampleKind", "Samples",
+    "Section", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "TrainingFailed", "UnknownNameError",
+    "hookimpl", "hookspec", "load_spec", "store",
 ]

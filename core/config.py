@@ -24,21 +24,62 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class TrainConfig(Section):
-    """The core training engine's settings (see ``genforge.core.training``)."""
+Optimizer = Literal["sgd", "adam", "adamw"]
+Schedule = Literal["constant", "cosine"]
 
-    max_steps: int | None = Field(2000, ge=1, description="stop after this many optimizer steps (None: no step limit)")
+
+class OptimizerConfig(Section):
+    """One named optimizer of ``train.optimizers``: the networks it updates and its own settings.
+
+    A setting left unset takes the ``train`` section's value, so a GAN writes only what differs:
+    ``critic: {networks: [critic], lr: 1e-4}``.
+    """
+
+    networks: list[str] = Field(default_factory=list, description="names of the networks it updates (empty: every network)")
+    optimizer: Optimizer | None = Field(None, description="sgd, adam or adamw (unset: train.optimizer)")
+    lr: float | None = Field(None, gt=0, description="peak learning rate (unset: train.lr)")
+    betas: tuple[float, float] | None = Field(None, description="Adam betas, or (momentum, _) for SGD (unset: train.betas)")
+    weight_decay: float | None = Field(None, ge=0, description="unset: train.weight_decay")
+    warmup_steps: int | None = Field(None, ge=0, description="unset: train.warmup_steps")
+    schedule: Schedule | None = Field(None, description="unset: train.schedule")
+    min_lr_ratio: float | None = Field(None, ge=0, le=1, description="unset: train.min_lr_ratio")
+    grad_clip: float | None = Field(None, gt=0, description="clip the norm of this optimizer's gradients (unset: train.grad_clip)")
+
+
+class PhaseConfig(Section):
+    """One training phase of ``train.phases``: which optimizer it steps and how many times per step."""
+
+    optimizer: str | None = Field(None, description="the optimizer it steps (unset: the one named like the phase, else the only one)")
+    repeat: int = Field(1, ge=1, description="optimizer steps of this phase per training step (a WGAN critic: 5)")
+
+
+class TrainConfig(Section):
+    """The core training engine's settings (see ``genforge.core.training``).
+
+    One network: the top-level optimizer fields are all there is. Several networks: name
+    the optimizers (``optimizers``) and the phases of one training step (``phases``, in
+    order, each with a repeat count); unset optimizer fields fall back to the top-level ones.
+    """
+
+    max_steps: int | None = Field(2000, ge=1, description="stop after this many training steps (each runs every phase once; None: no step limit)")
     max_minutes: float | None = Field(None, gt=0, description="stop after this much training wall-clock time, summed over resumes")
     batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adam", "adamw"] = "adamw"
+    optimizer: Optimizer = "adamw"
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.98)
     warmup_steps: int = Field(50, ge=0)
-    schedule: Literal["constant", "cosine"] = "cosine"
+    schedule: Schedule = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the cosine schedule ends at lr * min_lr_ratio")
     grad_clip: float | None = Field(1.0, gt=0, description="clip the global gradient norm (None: no clipping)")
     ema: float | None = Field(0.999, gt=0, lt=1, description="EMA decay of the weights used for sampling (None: no EMA)")
+    ema_networks: list[str] | None = Field(None, description="networks that keep an EMA of their weights (None: every trained network)")
+    optimizers: dict[str, OptimizerConfig] = Field(
+        default_factory=dict, description="named optimizers for several networks (empty: one optimizer over every network)"
+    )
+    phases: dict[str, PhaseConfig] = Field(
+        default_factory=dict, description="the phases of one training step, in order (empty: the generator's phases, once each)"
+    )
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept on disk")
     log_every: int = Field(10, ge=1, description="steps between progress events")
@@ -47,7 +88,7 @@ class TrainConfig(Section):
     devices: int = Field(1, ge=1, description="processes (GPUs) for data-parallel training; >1 launches torchrun (DDP), batch_size is the global batch")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
-    compile: bool = Field(False, description="torch.compile the model (dynamic shapes): pays on a GPU over minutes of training, costs a compile first")
+    compile: bool = Field(False, description="torch.compile the networks (dynamic shapes): pays on a GPU over minutes of training, costs a compile first")
 
 
 class SampleConfig(Section):
@@ -57,13 +98,36 @@ class SampleConfig(Section):
 
 
 class GeneratorConfig(Section):
-    """A generator's whole spec. Subclasses narrow the section types."""
+    """A generator's whole spec. Subclasses narrow the ``data``, ``model``, ``train`` and ``sample`` types.
+
+    ``evaluate`` is not the generator's: it holds one section per evaluator that accepts
+    the generator's kind (``evaluate.rdkit.grid``), each validated by that evaluator's
+    ``Config``. ``spec_model`` builds it for the evaluators installed.
+    """
 
     data: Section = Field(default_factory=Section)
     model: Section = Field(default_factory=Section)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     evaluate: Section = Field(default_factory=Section)
+
+
+def spec_model(config_cls: type[GeneratorConfig], evaluators: list[Any], strict: bool = True) -> type[GeneratorConfig]:
+    """The generator's config with an ``evaluate`` section of one field per evaluator (its ``Config``).
+
+    ``strict=False`` ignores sections of evaluators that are no longer installed (resuming
+    an older run) instead of rejecting them.
+    """
+    from pydantic import create_model
+
+    fields = {ev.name: (ev.Config, Field(default_factory=ev.Config, description=ev.description or f"settings of evaluator {ev.name}")) for ev in evaluators}
+    base = Section if strict else _LenientSection
+    evaluate = create_model(f"{config_cls.__name__}Evaluate", __base__=base, **fields)
+    return create_model(config_cls.__name__, __base__=config_cls, evaluate=(evaluate, Field(default_factory=evaluate)))
+
+
+class _LenientSection(Section):
+    model_config = ConfigDict(extra="ignore", validate_assignment=True)
 
 
 # -- reading specs ---------------------------------------------------------------------
@@ -99,16 +163,30 @@ def _section_type(annotation: Any) -> type[BaseModel] | None:
 
 
 def _check_path(config_cls: type[BaseModel], path: list[str]) -> None:
-    """Raise a ConfigError naming the allowed fields when ``path`` is not a field."""
+    """Raise a ConfigError naming the allowed fields when ``path`` is not a field.
+
+    A field that maps names to sections (``train.optimizers``) takes any name as the next
+    part, then the section's fields: ``train.optimizers.critic.lr``.
+    """
     model: type[BaseModel] | None = config_cls
-    for depth, part in enumerate(path):
+    depth = 0
+    while depth < len(path):
+        part = path[depth]
         if model is None:
             raise ConfigError(f"unknown field {'.'.join(path)!r}: {'.'.join(path[:depth])} takes a value, not fields")
         fields = _model_fields(model)
         if part not in fields:
             where = ".".join(path[:depth]) or "the spec"
             raise ConfigError(f"unknown field {'.'.join(path)!r}; {where} has: {', '.join(fields)}")
-        model = _section_type(fields[part].annotation)
+        annotation = fields[part].annotation
+        if typing.get_origin(annotation) is dict:
+            model = _section_type(typing.get_args(annotation)[1])
+            if model is None:
+                return  # a free-form mapping: any key, any value
+            depth += 2  # skip the key: any name
+            continue
+        model = _section_type(annotation)
+        depth += 1
 
 
 def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:

@@ -11,27 +11,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import Field
+
+from .config import Section
+
 if TYPE_CHECKING:
     from .config import GeneratorConfig
     from .store import Run
     from .training import Trainer
 
-# Sample kinds: each has one on-disk format.
-#   molecules  -> samples.smi   (one SMILES per line; an empty line for a sample that did not decode)
-#   images     -> samples.npz   (uint8 arrays) + PNG previews
-#   music      -> *.mid
-#   scenarios  -> samples.parquet
-SAMPLE_KINDS: dict[str, str] = {
-    "molecules": "samples.smi",
-    "images": "samples.npz",
-    "music": "samples",
-    "scenarios": "samples.parquet",
-}
-
-
 @dataclass
 class Samples:
-    """Samples on disk: ``path`` in the kind's format, ``count`` samples drawn."""
+    """Samples on disk: ``path`` in the kind's format, ``count`` samples drawn.
+
+    ``meta`` is the generator's own free-form detail (sampler settings, ...): the host
+    records it under ``details`` in ``samples.json`` and prints it as it is. The host
+    itself times the sample step (``seconds``, ``per_s``).
+    """
 
     kind: str
     path: Path
@@ -45,7 +41,11 @@ class PreparedData:
 
     ``fingerprint`` identifies the content (source bytes + preparation settings), so the
     same data is prepared once and reused by every run that asks for it.
-    ``stats`` holds the counts a person should see: rows read, kept, rejected by reason.
+    ``stats`` holds what a person should see. The host reads these keys (``DATA_KEYS``):
+    ``source`` (where the data came from), ``cache`` ("hit", "miss", ...), and ``train`` /
+    ``test``, each ``{"read": n, "kept": n, "held_out": n, "rejected": {reason: n}}``.
+    Any other key is the generator's own detail, recorded under ``details`` in
+    ``data.json`` and printed as it is.
     """
 
     path: Path
@@ -53,12 +53,23 @@ class PreparedData:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+DATA_KEYS = ("source", "cache", "train", "test")
+
+
 @dataclass
 class Checkpoint:
-    """The trained weights a sampler needs, and the step they were taken at."""
+    """The trained weights a sampler needs, and the step they were taken at.
+
+    The host records the training itself (steps, parameters, seconds, how it stopped,
+    resumed from, throughput) from the engine in ``training.json``; ``details`` is the
+    generator's own free-form addition there, and ``notes`` are sentences every summary
+    and report shows (e.g. "started from the shipped checkpoint, not from scratch").
+    """
 
     path: Path
     step: int
+    details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -84,12 +95,17 @@ class Metric:
 
 @dataclass
 class Evaluation:
-    """What one evaluator says of one set of samples: metrics and figures (PNG files)."""
+    """What one evaluator says of one set of samples: metrics and figures (PNG files).
+
+    ``error`` is set by the host when the evaluator raised: its metrics are then empty,
+    and every other evaluator's results are kept.
+    """
 
     evaluator: str
     metrics: list[Metric] = field(default_factory=list)
     figures: dict[str, Path] = field(default_factory=dict)
     plugin: str = ""
+    error: str | None = None
 
 
 @dataclass
@@ -101,15 +117,28 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
     def metrics(self) -> dict[str, float]:
-        """Plain metric names -> values (the first evaluator to name a metric wins)."""
-        out: dict[str, float] = {}
+        """Metric names -> values. No evaluator overwrites another's.
+
+        Every metric is there as ``evaluator.metric``; its plain name is there too when it
+        is unambiguous: one evaluator gives it, or all that give it agree on the value.
+        """
+        qualified: dict[str, float] = {}
+        by_name: dict[str, list[float]] = {}
         for ev in self.evaluations:
             for m in ev.metrics:
-                out.setdefault(m.name, m.value)
-        return out
+                qualified[f"{ev.evaluator}.{m.name}"] = m.value
+                by_name.setdefault(m.name, []).append(m.value)
+        plain = {name: values[0] for name, values in by_name.items() if all(_same(v, values[0]) for v in values)}
+        return {**plain, **qualified}
 
     def figures(self) -> dict[str, Path]:
         return {f"{ev.evaluator}/{k}": p for ev in self.evaluations for k, p in ev.figures.items()}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
 
 
 @dataclass(frozen=True)
@@ -132,6 +161,9 @@ class DataSource:
     kind: ClassVar[str]
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     description: ClassVar[str] = ""
+    # The split `genforge evaluate KIND FILE` compares with when no --reference is given
+    # (None: this source is no kind's default reference).
+    reference_split: ClassVar[str | None] = None
 
     def files(self) -> dict[str, Path]:
         """Split name -> local file. Sources that must fetch data do it here."""
@@ -145,8 +177,12 @@ class Generator:
     kind: ClassVar[str]
     Config: ClassVar[type["GeneratorConfig"]]
     description: ClassVar[str] = ""
-    # The spec `genforge demo` runs: overrides of the config's defaults (empty: the defaults).
+    # The spec `genforge demo NAME` runs: overrides of the config's defaults (empty: the defaults).
     demo_spec: ClassVar[dict[str, Any]] = {}
+    # `genforge demo` without a name runs the one generator that sets this.
+    default_demo: ClassVar[bool] = False
+    # Libraries whose versions decide this generator's results (recorded in versions.json).
+    libraries: ClassVar[tuple[str, ...]] = ()
 
     def prepare(self, config: "GeneratorConfig", run: "Run") -> PreparedData:
         """Read, validate and encode the training data; reuse a cached copy when the inputs match."""
@@ -175,11 +211,25 @@ class Reference:
     name: str = ""
 
 
+class EvaluatorConfig(Section):
+    """An evaluator's settings, under ``evaluate.<evaluator name>`` in a run spec. Subclass it to add fields."""
+
+    enabled: bool = Field(True, description="run this evaluator")
+
+
 class Evaluator:
-    """Scores samples of the kinds it accepts against reference data."""
+    """Scores samples of the kinds it accepts against reference data.
+
+    ``Config`` holds its settings (``evaluate.<name>.<field>`` in a run spec, validated,
+    with defaults). ``evaluate`` gets an instance of it and its own folder for figures;
+    a metric's name needs to be unique only within the evaluator.
+    """
 
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]]
+    Config: ClassVar[type[EvaluatorConfig]] = EvaluatorConfig
+    description: ClassVar[str] = ""
 
-    def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: Any) -> Evaluation:
+    def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: EvaluatorConfig) -> Evaluation:
+        """Score ``samples`` against ``reference``; write figures (PNG) under ``out_dir`` only."""
         raise NotImplementedError

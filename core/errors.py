@@ -10,10 +10,11 @@ class GenforgeError(Exception):
 class UnknownNameError(GenforgeError, KeyError):
     """A generator, evaluator or data source that no installed plugin registers."""
 
-    def __init__(self, what: str, name: str, installed: list[str]):
+    def __init__(self, what: str, name: str, installed: list[str], hint: str = ""):
         self.what, self.name, self.installed = what, name, installed
-        listing = ", ".join(installed) if installed else "none (is a plugin disabled by GENFORGE_DISABLE_PLUGINS?)"
-        super().__init__(f"unknown {what} {name!r}; installed: {listing}")
+        listing = ", ".join(installed) if installed else "none (is a plugin disabled by GENFORGE_DISABLE_PLUGINS or left out of GENFORGE_PLUGINS?)"
+        known = "known" if what == "sample kind" else "installed"
+        super().__init__(f"unknown {what} {name!r}; {known}: {listing}{hint}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]

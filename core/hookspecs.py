@@ -15,6 +15,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .contracts import DataSource, Evaluator, Generator, Report, RunInfo, Samples
+    from .kinds import SampleKind
 
 PROJECT = "genforge"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -37,6 +38,16 @@ def genforge_evaluators() -> list["Evaluator"]:
 @hookspec
 def genforge_datasets() -> list["DataSource"]:
     """Return the named data sources this plugin brings ("moses", "sp500", ...)."""
+
+
+@hookspec
+def genforge_sample_kinds() -> list["SampleKind"]:
+    """Return sample kinds this plugin adds to the built-in ones (molecules, images, music, scenarios)."""
+
+
+@hookspec
+def genforge_commands(app: Any) -> None:
+    """Add commands to the ``genforge`` command line: ``app`` is its typer.Typer; decorate functions with ``app.command()``."""
 
 
 # -- lifecycle (listeners) ----------------------------------------------------------

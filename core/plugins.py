@@ -1,14 +1,26 @@
-"""The plugin manager: loads plugins from the ``genforge`` entry-point group.
+"""The plugin manager: loads plugins from the ``genforge`` entry-point group, and keeps a broken one from harming the rest.
 
 Built-in plugins register through the same group as outside ones, so anything a
-built-in plugin does, an outside plugin can do too. ``GENFORGE_DISABLE_PLUGINS``
-(comma-separated plugin names) switches plugins off; ``GENFORGE_DISABLE_PLUGIN_AUTOLOAD=1``
-loads none from entry points (tests then register their own).
+built-in plugin does, an outside plugin can do too.
+
+Switches (environment variables, comma-separated entry-point names):
+
+* ``GENFORGE_DISABLE_PLUGINS=acme,healthcare``: load every plugin but these;
+* ``GENFORGE_PLUGINS=healthcare``: load only these (an allow list);
+* ``GENFORGE_DISABLE_PLUGIN_AUTOLOAD=1``: load none from entry points (tests register their own);
+* ``GENFORGE_TRACE_HOOKS=1``: log every hook call, its arguments and results to stderr (pluggy's tracing).
+
+A name in either list that matches no installed plugin is reported. A plugin whose module
+fails to import, whose registration hook raises, or which registers something malformed
+(a generator of an unknown sample kind, ...) is skipped with one line on stderr naming the
+entry point, its distribution and the ``GENFORGE_DISABLE_PLUGINS`` value that silences
+it; ``genforge plugins`` lists it as failed, and every other plugin keeps working.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -16,30 +28,111 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
+from .config import GeneratorConfig, Section
 from .contracts import DataSource, Evaluator, Generator
 from .errors import UnknownNameError
+from .kinds import BUILTIN_KINDS, SampleKind
 
 ENTRY_POINT_GROUP = "genforge"
 _manager: pluggy.PluginManager | None = None
+_reported: set[str] = set()  # lines already written to stderr in this process
+
+
+def _names(var: str) -> set[str]:
+    return {p.strip() for p in os.environ.get(var, "").split(",") if p.strip()}
 
 
 def disabled_plugins() -> set[str]:
-    return {p.strip() for p in os.environ.get("GENFORGE_DISABLE_PLUGINS", "").split(",") if p.strip()}
+    return _names("GENFORGE_DISABLE_PLUGINS")
 
 
-def make_plugin_manager(load_entrypoints: bool | None = None) -> pluggy.PluginManager:
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
+def allowed_plugins() -> set[str] | None:
+    """``GENFORGE_PLUGINS`` as a set, or None when unset (every plugin allowed)."""
+    return _names("GENFORGE_PLUGINS") if os.environ.get("GENFORGE_PLUGINS", "").strip() else None
+
+
+def _say(line: str) -> None:
+    if line not in _reported:
+        _reported.add(line)
+        print(line, file=sys.stderr)
+
+
+@dataclass
+class PluginFailure:
+    """A plugin, or one thing it registers, that genforge skipped."""
+
+    plugin: str
+    distribution: str
+    stage: str  # "import", a registration hook's name, or "check"
+    error: str
+
+    def line(self) -> str:
+        return (
+            f"genforge: plugin {self.plugin!r} (distribution {self.distribution}) skipped at {self.stage}: {self.error}; "
+            f"to silence this, set GENFORGE_DISABLE_PLUGINS={self.plugin}"
+        )
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager, plus what genforge knows of each entry point: distributions, failures, skipped names."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT)
+        self.distributions: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
+        self.load_failures: list[PluginFailure] = []
+        self.skipped: dict[str, str] = {}  # entry-point name -> why it was not loaded
+
+    def distribution(self, plugin_name: str) -> str:
+        dist = self.distributions.get(plugin_name)
+        return dist[0] if dist else "not installed (registered in code)"
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    return list(metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def make_plugin_manager(load_entrypoints: bool | None = None) -> PluginManager:
+    pm = PluginManager()
     pm.add_hookspecs(hookspecs)
+    if os.environ.get("GENFORGE_TRACE_HOOKS", "") in ("1", "true", "yes"):
+        pm.trace.root.setwriter(sys.stderr.write)
+        pm.enable_tracing()
     if load_entrypoints is None:
         load_entrypoints = os.environ.get("GENFORGE_DISABLE_PLUGIN_AUTOLOAD", "") not in ("1", "true", "yes")
     if load_entrypoints:
-        for name in disabled_plugins():
-            pm.set_blocked(name)
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        _load_entrypoints(pm)
     return pm
 
 
-def get_plugin_manager() -> pluggy.PluginManager:
+def _load_entrypoints(pm: PluginManager) -> None:
+    disabled, allowed = disabled_plugins(), allowed_plugins()
+    eps = _entry_points()
+    known = {ep.name for ep in eps}
+    for var, names in (("GENFORGE_DISABLE_PLUGINS", disabled), ("GENFORGE_PLUGINS", allowed or set())):
+        for name in sorted(names - known):
+            _say(f"genforge: {var} names {name!r}, which matches no installed plugin (installed: {', '.join(sorted(known)) or 'none'})")
+    for ep in eps:
+        if ep.name in disabled:
+            pm.skipped[ep.name] = "disabled by GENFORGE_DISABLE_PLUGINS"
+            continue
+        if allowed is not None and ep.name not in allowed:
+            pm.skipped[ep.name] = "not in GENFORGE_PLUGINS"
+            continue
+        if pm.get_plugin(ep.name) is not None:
+            continue
+        dist = (ep.dist.name, ep.dist.version) if ep.dist is not None else ("unknown", "unknown")
+        try:
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+        except Exception as exc:  # an outside plugin's bug must not take genforge down
+            failure = PluginFailure(ep.name, dist[0], "import", f"{type(exc).__name__}: {exc}")
+            pm.load_failures.append(failure)
+            _say(failure.line())
+            continue
+        pm.distributions[ep.name] = dist
+
+
+def get_plugin_manager() -> PluginManager:
     """The process-wide plugin manager, created on first use."""
     global _manager
     if _manager is None:
@@ -53,42 +146,165 @@ def reset_plugin_manager(pm: pluggy.PluginManager | None = None) -> None:
     _manager = pm
 
 
-def _plugin_name(pm: pluggy.PluginManager, plugin: object) -> str:
-    return pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
+# -- what the plugins register, checked ------------------------------------------------
 
 
-def generators(pm: pluggy.PluginManager | None = None) -> dict[str, type[Generator]]:
-    pm = pm or get_plugin_manager()
-    return {g.name: g for batch in pm.hook.genforge_generators() for g in batch}
+@dataclass
+class Registry:
+    """Everything the loaded plugins register, each item tagged with its plugin; what failed, and why."""
+
+    kinds: dict[str, SampleKind] = field(default_factory=dict)
+    generators: dict[str, tuple[str, type[Generator]]] = field(default_factory=dict)
+    evaluators: list[tuple[str, Evaluator]] = field(default_factory=list)
+    datasets: dict[str, tuple[str, DataSource]] = field(default_factory=dict)
+    failures: list[PluginFailure] = field(default_factory=list)
 
 
-def evaluators(pm: pluggy.PluginManager | None = None) -> list[tuple[str, Evaluator]]:
-    """(plugin name, evaluator) for every registered evaluator, tagged with the plugin that brings it."""
-    pm = pm or get_plugin_manager()
+def _collect(pm: pluggy.PluginManager, hook: str, reg: Registry) -> list[tuple[str, Any]]:
     out = []
-    for impl in pm.hook.genforge_evaluators.get_hookimpls():
-        for ev in impl.function() or []:
-            out.append((impl.plugin_name, ev))
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        try:
+            items = list(impl.function() or [])
+        except Exception as exc:
+            reg.failures.append(PluginFailure(impl.plugin_name, _dist(pm, impl.plugin_name), hook, f"{type(exc).__name__}: {exc}"))
+            continue
+        out.extend((impl.plugin_name, item) for item in items)
     return out
 
 
-def datasets(pm: pluggy.PluginManager | None = None) -> dict[str, DataSource]:
+def _dist(pm: pluggy.PluginManager, name: str) -> str:
+    return pm.distribution(name) if isinstance(pm, PluginManager) else "unknown"
+
+
+def registry(pm: pluggy.PluginManager | None = None) -> Registry:
+    """Call the registration hooks and check what they return; report each failure once on stderr."""
     pm = pm or get_plugin_manager()
-    return {d.name: d for batch in pm.hook.genforge_datasets() for d in batch}
+    reg = Registry(failures=list(getattr(pm, "load_failures", [])))
+
+    def fail(plugin: str, error: str) -> None:
+        reg.failures.append(PluginFailure(plugin, _dist(pm, plugin), "check", error))
+
+    reg.kinds = {k.name: k for k in BUILTIN_KINDS}
+    for plugin, kind in _collect(pm, "genforge_sample_kinds", reg):
+        name = getattr(kind, "name", None)
+        if not isinstance(kind, SampleKind) or not name:
+            fail(plugin, f"genforge_sample_kinds returned {kind!r}, not a SampleKind instance with a name")
+        elif name in reg.kinds:
+            fail(plugin, f"sample kind {name!r} is already registered")
+        else:
+            reg.kinds[name] = kind
+    known = ", ".join(reg.kinds)
+
+    for plugin, gen in _collect(pm, "genforge_generators", reg):
+        name = getattr(gen, "name", None)
+        if not (isinstance(gen, type) and issubclass(gen, Generator)) or not name:
+            fail(plugin, f"genforge_generators returned {gen!r}, not a Generator subclass with a name")
+        elif getattr(gen, "kind", None) not in reg.kinds:
+            fail(plugin, f"generator {name!r} produces sample kind {getattr(gen, 'kind', None)!r}, which is not a known kind (known: {known})")
+        elif not (isinstance(getattr(gen, "Config", None), type) and issubclass(gen.Config, GeneratorConfig)):
+            fail(plugin, f"generator {name!r} has no Config subclassing genforge.core.GeneratorConfig")
+        elif name in reg.generators:
+            fail(plugin, f"generator {name!r} is already registered by plugin {reg.generators[name][0]!r}")
+        else:
+            reg.generators[name] = (plugin, gen)
+
+    seen: set[str] = set()
+    for plugin, ev in _collect(pm, "genforge_evaluators", reg):
+        name, kinds = getattr(ev, "name", None), getattr(ev, "kinds", None)
+        config = getattr(ev, "Config", None)
+        if not isinstance(ev, Evaluator) or not name:
+            fail(plugin, f"genforge_evaluators returned {ev!r}, not an Evaluator instance with a name")
+        elif not kinds or isinstance(kinds, str) or any(k not in reg.kinds for k in kinds):
+            fail(plugin, f"evaluator {name!r} accepts kinds {kinds!r}; each must be a known kind (known: {known})")
+        elif not (isinstance(config, type) and issubclass(config, Section)):
+            fail(plugin, f"evaluator {name!r} has no Config subclassing genforge.core.EvaluatorConfig")
+        elif name in seen:
+            fail(plugin, f"evaluator {name!r} is already registered")
+        else:
+            seen.add(name)
+            reg.evaluators.append((plugin, ev))
+
+    for plugin, src in _collect(pm, "genforge_datasets", reg):
+        name = getattr(src, "name", None)
+        if not isinstance(src, DataSource) or not name:
+            fail(plugin, f"genforge_datasets returned {src!r}, not a DataSource instance with a name")
+        elif getattr(src, "kind", None) not in reg.kinds:
+            fail(plugin, f"data source {name!r} has kind {getattr(src, 'kind', None)!r}, which is not a known kind (known: {known})")
+        elif name in reg.datasets:
+            fail(plugin, f"data source {name!r} is already registered by plugin {reg.datasets[name][0]!r}")
+        else:
+            reg.datasets[name] = (plugin, src)
+
+    for failure in reg.failures:
+        _say(failure.line())
+    return reg
+
+
+def kinds(pm: pluggy.PluginManager | None = None) -> dict[str, SampleKind]:
+    return registry(pm).kinds
+
+
+def get_kind(name: str, pm: pluggy.PluginManager | None = None) -> SampleKind:
+    found = kinds(pm)
+    if name not in found:
+        raise UnknownNameError("sample kind", name, list(found))
+    return found[name]
+
+
+def generators(pm: pluggy.PluginManager | None = None) -> dict[str, type[Generator]]:
+    return {name: gen for name, (_, gen) in registry(pm).generators.items()}
+
+
+def evaluators(pm: pluggy.PluginManager | None = None, kind: str | None = None) -> list[tuple[str, Evaluator]]:
+    """(plugin name, evaluator) for every registered evaluator (of ``kind``, if given), tagged with its plugin."""
+    return [(p, ev) for p, ev in registry(pm).evaluators if kind is None or kind in ev.kinds]
+
+
+def datasets(pm: pluggy.PluginManager | None = None) -> dict[str, DataSource]:
+    return {name: src for name, (_, src) in registry(pm).datasets.items()}
+
+
+def _skipped_hint(pm: pluggy.PluginManager, hook: str, name: str) -> str:
+    """Where a name would come from a plugin that is switched off: say so (loads that plugin aside, on the error path only)."""
+    for ep_name, why in getattr(pm, "skipped", {}).items():
+        scratch = PluginManager()
+        scratch.add_hookspecs(hookspecs)
+        try:
+            ep = next(ep for ep in _entry_points() if ep.name == ep_name)
+            scratch.register(ep.load(), name=ep_name)
+            items = [i for batch in getattr(scratch.hook, hook)() for i in batch]
+        except Exception:
+            continue
+        if any(getattr(i, "name", None) == name for i in items):
+            return f"; {name!r} comes from plugin {ep_name!r}, which is {why}"
+    return ""
 
 
 def get_generator(name: str, pm: pluggy.PluginManager | None = None) -> type[Generator]:
+    pm = pm or get_plugin_manager()
     found = generators(pm)
     if name not in found:
-        raise UnknownNameError("generator", name, sorted(found))
+        raise UnknownNameError("generator", name, sorted(found), _skipped_hint(pm, "genforge_generators", name))
     return found[name]
 
 
 def get_dataset(name: str, pm: pluggy.PluginManager | None = None) -> DataSource:
+    pm = pm or get_plugin_manager()
     found = datasets(pm)
     if name not in found:
-        raise UnknownNameError("data source", name, sorted(found))
+        raise UnknownNameError("data source", name, sorted(found), _skipped_hint(pm, "genforge_datasets", name))
     return found[name]
+
+
+def default_reference(kind: str, pm: pluggy.PluginManager | None = None) -> tuple[DataSource, str] | None:
+    """The reference a kind is scored against when none is given: the first data source of that kind with a ``reference_split``."""
+    for src in datasets(pm).values():
+        if src.kind == kind and src.reference_split:
+            return src, src.reference_split
+    return None
+
+
+# -- what `genforge plugins` shows -----------------------------------------------------
 
 
 @dataclass
@@ -96,33 +312,44 @@ class PluginInfo:
     name: str
     version: str
     hooks: list[str]
+    distribution: str = ""
+    status: str = "loaded"  # loaded, failed, disabled
     generators: list[str] = field(default_factory=list)
     evaluators: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
 
 
 def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
-    """What `genforge plugins` shows: each plugin, its version, hooks and registrations."""
+    """What `genforge plugins` shows: each plugin, its version, hooks, registrations, and failures."""
     pm = pm or get_plugin_manager()
-    dists = {id(p): d for p, d in pm.list_plugin_distinfo()}
-    infos = []
+    reg = registry(pm)
+    infos: dict[str, PluginInfo] = {}
     for plugin in pm.get_plugins():
-        name = _plugin_name(pm, plugin)
-        dist = dists.get(id(plugin))
-        version = dist.version if dist is not None else _module_version(plugin)
+        name = pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
+        dist = getattr(pm, "distributions", {}).get(name)
         hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
-        info = PluginInfo(name, version, hooks)
-        if hasattr(plugin, "genforge_generators"):
-            info.generators = [g.name for g in plugin.genforge_generators()]
-        if hasattr(plugin, "genforge_evaluators"):
-            info.evaluators = [e.name for e in plugin.genforge_evaluators()]
-        if hasattr(plugin, "genforge_datasets"):
-            info.datasets = [d.name for d in plugin.genforge_datasets()]
-        infos.append(info)
-    return sorted(infos, key=lambda i: i.name)
+        infos[name] = PluginInfo(name, dist[1] if dist else _module_version(plugin), hooks, dist[0] if dist else "")
+    for gname, (plugin, _) in reg.generators.items():
+        infos[plugin].generators.append(gname)
+    for plugin, ev in reg.evaluators:
+        infos[plugin].evaluators.append(ev.name)
+    for dname, (plugin, _) in reg.datasets.items():
+        infos[plugin].datasets.append(dname)
+    for plugin, kind in _collect(pm, "genforge_sample_kinds", Registry()):
+        if plugin in infos and getattr(kind, "name", None) in reg.kinds:
+            infos[plugin].kinds.append(kind.name)
+    for f in reg.failures:
+        info = infos.setdefault(f.plugin, PluginInfo(f.plugin, "", [], f.distribution))
+        info.status = "failed" if f.stage in ("import",) or not (info.generators or info.evaluators or info.datasets) else "partly failed"
+        info.errors.append(f"{f.stage}: {f.error}")
+    for name, why in getattr(pm, "skipped", {}).items():
+        infos.setdefault(name, PluginInfo(name, "", [], status=why))
+    return sorted(infos.values(), key=lambda i: i.name)
 
 
 def _module_version(plugin: object) -> str:
@@ -134,15 +361,15 @@ def _module_version(plugin: object) -> str:
         return "unknown"
 
 
-def versions(pm: pluggy.PluginManager | None = None) -> dict[str, str]:
-    """Versions of genforge, its plugins and the libraries that decide results."""
+def versions(pm: pluggy.PluginManager | None = None, libraries: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of genforge, its plugins and the libraries that decide results (``libraries``: a generator's own)."""
     out = {"genforge": _dist_version("genforge")}
     for info in plugin_infos(pm):
-        out[f"plugin:{info.name}"] = info.version
-    for lib in ("torch", "numpy", "rdkit", "selfies", "prefect", "pluggy", "pydantic"):
+        if info.status == "loaded":
+            out[f"plugin:{info.name}"] = info.version
+    for lib in ("torch", "numpy", "prefect", "pluggy", "pydantic", *libraries):
         out[lib] = _dist_version(lib)
     import platform
-    import sys
 
     out["python"] = sys.version.split()[0]
     out["platform"] = platform.platform()

@@ -34,29 +34,57 @@ def metrics_table(report: Report) -> list[dict]:
     return rows
 
 
-def render_markdown(run: Run, report: Report, inline_images: bool = False) -> str:
-    """Markdown for a person. ``inline_images`` embeds PNGs as data URLs (for the Prefect UI)."""
-    spec = run.spec
+def _details(d: dict) -> str:
+    return "; ".join(f"{k} {_fmt(v)}" for k, v in d.items() if not isinstance(v, (dict, list)))
+
+
+def summary_lines(run: Run) -> list[str]:
+    """Sentences about a run's data, training and sampling, from the files core writes.
+
+    ``data.json``, ``training.json`` and ``samples.json`` have keys core defines; each
+    has a free-form ``details`` section of the generator's, printed as ``key value`` pairs
+    (nested values are left to ``genforge show --json``). Training ``notes`` come last.
+    """
     data = run.read_json("data.json", {})
-    model = run.read_json("model.json", {})
+    training = run.read_json("training.json", {})
     samples = run.read_json("samples.json", {})
-    lines = [f"# genforge run `{run.id}`", "", f"Generator **{spec['generator']}**; run folder `{run.path}`.", ""]
-    if model:
-        lines.append(
-            f"Trained {model.get('step')} steps in {model.get('train_seconds')} s "
-            f"({model.get('parameters', 0):,} parameters, stopped by {model.get('stopped_by')}"
-            + (f", resumed from step {model['resumed_from']}" if model.get("resumed_from") else "")
-            + ")."
-        )
-    if samples:
-        lines.append(f"Drew {samples.get('count')} samples ({samples.get('molecules_per_s', samples.get('per_s', ''))} per second).")
+    lines = []
     train = data.get("train", {})
     if train:
         rejected = train.get("rejected", {})
         held = f", {train['held_out']} held out as reference" if train.get("held_out") else ""
-        lines += ["", f"Data: {train.get('read')} rows read from `{data.get('source')}`, {train.get('kept')} kept for training{held}, {sum(rejected.values())} rejected."]
-        for reason, n in rejected.items():
-            lines.append(f"- {n} rejected: {reason}")
+        reasons = f" ({', '.join(f'{n} {r}' for r, n in rejected.items())})" if rejected else ""
+        lines.append(f"Data: {train.get('read')} rows read from {data.get('source')}, {train.get('kept')} kept for training{held}, {sum(rejected.values())} rejected{reasons}.")
+    if data.get("details") and _details(data["details"]):
+        lines.append(f"Data details: {_details(data['details'])}.")
+    if training.get("stopped_by"):
+        thr = training.get("throughput") or {}
+        lines.append(
+            f"Trained {training['step']} steps in {training['train_seconds']} s ({training.get('parameters', 0):,} parameters, "
+            f"stopped by {training['stopped_by']}"
+            + (f", resumed from step {training['resumed_from']}" if training.get("resumed_from") else "")
+            + (f", {thr['value']:,.0f} {thr['unit']}" if thr.get("value") is not None else "")
+            + ")."
+        )
+    if training.get("details") and _details(training["details"]):
+        lines.append(f"Training details: {_details(training['details'])}.")
+    if samples:
+        lines.append(f"Drew {samples.get('count')} {samples.get('kind', 'samples')} in {samples.get('seconds')} s ({samples.get('per_s')} per second).")
+    if samples.get("details") and _details(samples["details"]):
+        lines.append(f"Sampling details: {_details(samples['details'])}.")
+    return lines
+
+
+def training_notes(run: Run) -> list[str]:
+    return list(run.read_json("training.json", {}).get("notes", []))
+
+
+def render_markdown(run: Run, report: Report, inline_images: bool = False) -> str:
+    """Markdown for a person. ``inline_images`` embeds PNGs as data URLs (for the Prefect UI)."""
+    spec = run.spec
+    lines = [f"# genforge run `{run.id}`", "", f"Generator **{spec['generator']}**; run folder `{run.path}`.", ""]
+    lines += [f"- {line}" for line in summary_lines(run)]
+    lines += [f"> **{note}**" for note in training_notes(run)]
     # Pictures first (sample gallery, loss curve): in the Prefect UI they show without scrolling.
     for name, path in report.figures().items():
         path = Path(path)
@@ -80,8 +108,9 @@ def training_curve(run: Run) -> Evaluation | None:
     if not log.exists():
         return None
     rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "loss" in r]
-    if not rows:
+    keys = [k for k in (rows[-1] if rows else {}) if k == "loss" or k.endswith("_loss")]  # one per phase
+    rows = [r for r in rows if all(k in r for k in keys)]
+    if not rows or not keys:
         return None
     import matplotlib
 
@@ -90,19 +119,24 @@ def training_curve(run: Run) -> Evaluation | None:
 
     steps = [r["step"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    ax.plot(steps, [r["loss"] for r in rows], lw=1.5, label="training loss")
+    for k in keys:
+        ax.plot(steps, [r[k] for r in rows], lw=1.5, label="training loss" if k == "loss" else k.replace("_", " "))
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
+    if len(keys) > 1:
+        ax.legend(fontsize=8)
     ax.set_title(f"training loss, {run.id}", fontsize=9)
     fig.tight_layout()
-    path = run.figures / "training_loss.png"
+    path = run.figures / "training" / "loss.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
-    metrics = [Metric("train_loss", float(rows[-1]["loss"]), higher_is_better=False, description="mean loss over the last logging window")]
-    if "tokens_per_s" in rows[-1]:
-        metrics.append(Metric("train_tokens_per_s", float(rows[-1]["tokens_per_s"]), higher_is_better=True))
+    metrics = [Metric(f"train_{k}", float(rows[-1][k]), higher_is_better=False, description="mean loss over the last logging window") for k in keys]
+    throughput = (run.read_json("training.json", {}) or {}).get("throughput") or {}
+    if throughput.get("value") is not None:  # the generator names its unit: tokens/s, images/s, ...
+        name = "train_" + throughput["unit"].replace("/s", "_per_s")
+        metrics.append(Metric(name, float(throughput["value"]), higher_is_better=True, description=f"training throughput, {throughput['unit']}"))
     return Evaluation("training", metrics, {"loss": path}, plugin="genforge")
 
 

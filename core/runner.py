@@ -8,6 +8,7 @@ Prefect task; ``run_all`` calls them directly (a bare GPU box, a test, a benchma
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ from typing import Any
 import pluggy
 
 from . import distributed
-from .config import GeneratorConfig, load_spec
-from .contracts import Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
+from .config import GeneratorConfig, load_spec, spec_model
+from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
 from .errors import TrainingFailed
-from .plugins import evaluators, get_generator, get_plugin_manager, versions
+from .plugins import evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore
-from .training import Trainer
+from .training import Trainer, TrainResult
+
+log = logging.getLogger("genforge")
 
 
 def create_run(
@@ -32,12 +35,19 @@ def create_run(
     pm: pluggy.PluginManager | None = None,
     run_id: str | None = None,
 ) -> Run:
-    """Validate the spec against the generator's config, then create the run folder."""
+    """Validate the spec against the generator's config and its evaluators', then create the run folder.
+
+    A generator whose sample kind no installed evaluator accepts is said so here, before
+    training, on the ``genforge`` logger (the run still goes ahead: its samples are kept).
+    """
     gen_cls = get_generator(generator, pm)
-    config = load_spec(gen_cls.Config, config_path, overrides, base=spec)
+    chosen = [ev for _, ev in evaluators(pm, gen_cls.kind)]
+    config = load_spec(spec_model(gen_cls.Config, chosen), config_path, overrides, base=spec)
+    if not chosen:
+        log.warning("no installed evaluator accepts %r samples: run %s will train and sample, and report no metrics", gen_cls.kind, generator)
     run = RunStore(root).create(generator, run_id)
     run.write_spec(generator, config.model_dump(mode="json"))
-    run.write_json("versions.json", versions(pm))
+    run.write_json("versions.json", versions(pm, gen_cls.libraries))
     return run
 
 
@@ -50,7 +60,8 @@ class Steps:
         spec = self.run.spec
         self.generator_cls: type[Generator] = get_generator(spec["generator"], self.pm)
         self.generator = self.generator_cls()
-        self.config: GeneratorConfig = self.generator_cls.Config.model_validate({k: v for k, v in spec.items() if k != "generator"})
+        model = spec_model(self.generator_cls.Config, [ev for _, ev in evaluators(self.pm, self.generator_cls.kind)], strict=False)
+        self.config: GeneratorConfig = model.model_validate({k: v for k, v in spec.items() if k != "generator"})
         self.info = RunInfo(self.run.id, spec["generator"], self.run.path)
 
     def _relative(self, path: Path) -> str:
@@ -71,7 +82,9 @@ class Steps:
 
     def prepare(self) -> PreparedData:
         data = self.generator.prepare(self.config, self.run)
-        self.run.write_json("data.json", {"fingerprint": data.fingerprint, "path": str(data.path), **data.stats})
+        core = {k: data.stats[k] for k in DATA_KEYS if k in data.stats}
+        details = {k: v for k, v in data.stats.items() if k not in DATA_KEYS}
+        self.run.write_json("data.json", {"fingerprint": data.fingerprint, "path": str(data.path), **core, "details": details})
         self.hook.genforge_data_prepared(run=self.info, stats=data.stats)
         return data
 
@@ -80,7 +93,8 @@ class Steps:
         d = self.run.read_json("data.json")
         if d is None or not Path(d["path"]).exists():
             return self.prepare()
-        return PreparedData(Path(d["path"]), d["fingerprint"], {k: v for k, v in d.items() if k not in ("path", "fingerprint")})
+        stats = {k: v for k, v in d.items() if k not in ("path", "fingerprint", "details")}
+        return PreparedData(Path(d["path"]), d["fingerprint"], {**stats, **d.get("details", {})})
 
     def train(self, data: PreparedData | None = None) -> Checkpoint:
         if self.config.train.devices > 1 and not distributed.in_process_group():
@@ -95,6 +109,7 @@ class Steps:
         checkpoint = self.generator.fit(data, self.config, trainer)
         if trainer.is_main:
             self.run.write_json("checkpoint.json", {"path": self._relative(checkpoint.path), "step": checkpoint.step})
+            self.run.write_json("training.json", training_record(trainer.result, checkpoint))
             self.run.push()
         return checkpoint
 
@@ -136,18 +151,31 @@ class Steps:
         return Checkpoint(self.run.path / d["path"], d["step"])
 
     def sample(self, checkpoint: Checkpoint | None = None) -> Samples:
+        t0 = time.perf_counter()
         samples = self.generator.sample(checkpoint or self.checkpoint(), self.config, self.run)
-        self.run.write_json("samples.json", {"kind": samples.kind, "path": self._relative(samples.path), "count": samples.count, **samples.meta})
+        seconds = time.perf_counter() - t0
+        self.run.write_json(
+            "samples.json",
+            {
+                "kind": samples.kind, "path": self._relative(samples.path), "count": samples.count,
+                "seconds": round(seconds, 2), "per_s": round(samples.count / max(seconds, 1e-9), 2), "details": samples.meta,
+            },
+        )
         self.run.push()
         self.hook.genforge_samples_ready(run=self.info, samples=samples)
         return samples
 
     def samples(self) -> Samples:
         d = self.run.read_json("samples.json")
-        return Samples(d["kind"], self.run.path / d["path"], d["count"], {k: v for k, v in d.items() if k not in ("kind", "path", "count")})
+        return Samples(d["kind"], self.run.path / d["path"], d["count"], d.get("details", {}))
 
     def evaluate(self, samples: Samples | None = None, data: PreparedData | None = None) -> Report:
-        """Every evaluator that accepts the samples' kind adds its metrics, tagged with its plugin."""
+        """Every enabled evaluator that accepts the samples' kind adds its metrics, tagged with its plugin.
+
+        Each writes figures in its own folder (``figures/<evaluator>/``); one that raises
+        costs only its own metrics: it is named (plugin, evaluator, kind) in the report
+        and the log, and the others' results and the samples are kept.
+        """
         samples = samples or self.samples()
         data = data or self.prepared()
         reference = self.generator.reference(data, self.config)
@@ -157,31 +185,13 @@ class Steps:
         curve = training_curve(self.run)
         if curve is not None:
             report.evaluations.append(curve)
-        timings = {}
-        for plugin, ev in evaluators(self.pm):
-            if samples.kind not in ev.kinds:
-                continue
-            t0 = time.perf_counter()
-            result: Evaluation = ev.evaluate(samples, reference, self.run.figures, self.config.evaluate)
-            result.plugin = result.plugin or plugin
-            timings[ev.name] = round(time.perf_counter() - t0, 2)
-            report.evaluations.append(result)
+        chosen = [(plugin, ev, getattr(self.config.evaluate, ev.name)) for plugin, ev in evaluators(self.pm, samples.kind)]
+        timings = evaluate_samples(samples, reference, self.run.figures, [(p, ev, cfg) for p, ev, cfg in chosen if cfg.enabled], report)
         rejected = data.stats.get("train", {}).get("rejected", {})
         if rejected:
             n = sum(rejected.values())
             report.notes.append(f"{n} training rows rejected: " + ", ".join(f"{c} {r}" for r, c in rejected.items()))
-        self.run.write_json(
-            "metrics.json",
-            {
-                "metrics": report.metrics(),
-                "evaluations": [
-                    {"evaluator": e.evaluator, "plugin": e.plugin, "metrics": [m.to_dict() for m in e.metrics], "figures": {k: str(p) for k, p in e.figures.items()}}
-                    for e in report.evaluations
-                ],
-                "notes": report.notes,
-                "seconds": timings,
-            },
-        )
+        self.run.write_json("metrics.json", metrics_record(report, timings))
         write_report(self.run, report)
         self.run.push()
         self.run.set_status("finished")
@@ -191,6 +201,65 @@ class Steps:
     def failed(self, error: BaseException) -> None:
         self.run.set_status("failed", error=f"{type(error).__name__}: {error}")
         self.hook.genforge_run_failed(run=self.info, error=error)
+
+
+def evaluate_samples(samples: Samples, reference: Any, figures: Path, chosen: list[tuple[str, Any, Any]], report: Report) -> dict[str, float]:
+    """Run each (plugin, evaluator, settings) on the samples into ``report``; returns seconds per evaluator.
+
+    Shared by a run's evaluate step and ``genforge evaluate``. The samples are checked by
+    their kind first (a path of the wrong form is one clear error, before any evaluator).
+    """
+    get_kind(samples.kind).check(samples.path)
+    timings = {}
+    for plugin, ev, settings in chosen:
+        t0 = time.perf_counter()
+        out_dir = Path(figures) / ev.name
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            result: Evaluation = ev.evaluate(samples, reference, out_dir, settings)
+            result.plugin = result.plugin or plugin
+        except Exception as exc:  # an evaluator's bug costs only its own metrics
+            message = f"evaluator {ev.name!r} of plugin {plugin!r} failed on {samples.kind}: {type(exc).__name__}: {exc}"
+            log.error(message, exc_info=True)
+            result = Evaluation(ev.name, [], plugin=plugin, error=f"{type(exc).__name__}: {exc}")
+            report.notes.append(message)
+        timings[ev.name] = round(time.perf_counter() - t0, 2)
+        report.evaluations.append(result)
+    return timings
+
+
+def metrics_record(report: Report, timings: dict[str, float]) -> dict[str, Any]:
+    """``metrics.json``: every metric by evaluator, the merged names, notes and timings."""
+    return {
+        "metrics": report.metrics(),
+        "evaluations": [
+            {
+                "evaluator": e.evaluator, "plugin": e.plugin, "error": e.error,
+                "metrics": [m.to_dict() for m in e.metrics], "figures": {k: str(p) for k, p in e.figures.items()},
+            }
+            for e in report.evaluations
+        ],
+        "notes": report.notes,
+        "seconds": timings,
+    }
+
+
+def training_record(result: TrainResult | None, checkpoint: Checkpoint) -> dict[str, Any]:
+    """``training.json``: what the host prints of a training, from the engine's result (keys core defines)."""
+    record: dict[str, Any] = {"step": checkpoint.step}
+    if result is not None:
+        record.update(
+            step=result.step,
+            parameters=sum(result.parameters.values()),
+            parameters_by_network=result.parameters,
+            train_seconds=round(result.elapsed, 1),
+            stopped_by=result.stopped_by,
+            resumed_from=result.resumed_from,
+            throughput={"value": result.throughput, "unit": f"{result.count}/s"} if result.count and result.throughput is not None else None,
+            last_metrics=result.last_metrics,
+        )
+    record.update(details=checkpoint.details, notes=checkpoint.notes)
+    return record
 
 
 def run_all(run: Run | str | Path, pm: pluggy.PluginManager | None = None) -> Report:

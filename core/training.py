@@ -1,19 +1,48 @@
 """The core training engine, shared by every generator.
 
-A generator hands the engine its model and a ``loss_fn(model, step)``; the engine owns
-everything else: device and precision, optimizer and schedule, clipping, EMA, budgets,
-checkpoints and resume, the NaN guard, seeding and progress events.
+A generator hands the engine its networks and a loss function per training phase; the
+engine owns everything else: device and precision, optimizers and schedules, clipping,
+EMA, budgets, checkpoints and resume, the NaN guard, seeding and progress events.
 
-Reproducibility: before each step the engine seeds torch from (seed, step), and
-``loss_fn`` must choose its batch from ``step`` alone. A run stopped at any checkpoint
-and resumed therefore takes exactly the same steps as an uninterrupted one.
+One network (most generators)::
+
+    result = trainer.fit(model, loss_fn)             # loss_fn(model, step) -> (loss, metrics)
+
+Several networks, named optimizers and phases (a WGAN: critic x 5, then generator x 1)::
+
+    result = trainer.fit_networks(
+        {"generator": g, "critic": d},
+        {"critic": critic_loss, "generator": generator_loss},   # loss(nets, step, repeat) -> (loss, metrics)
+    )
+
+with, in the spec's ``train`` section (or the generator's config defaults)::
+
+    optimizers: {critic: {networks: [critic], lr: 1.0e-4, betas: [0.5, 0.9]},
+                 generator: {networks: [generator], lr: 1.0e-4, betas: [0.5, 0.9]}}
+    phases: {critic: {repeat: 5}, generator: {}}
+    ema_networks: [generator]
+
+A training step runs every phase in order, each ``repeat`` times; each repeat zeroes all
+gradients, computes its phase's loss, and steps the phase's optimizer only (so the
+critic's gradients from the generator's loss never reach the critic). ``max_steps``,
+``checkpoint_every`` and ``log_every`` count training steps. One checkpoint holds every
+network, optimizer and EMA.
+
+Reproducibility: before each phase repeat the engine seeds torch from (seed, step, which
+repeat), and a loss function must choose its batch from ``step`` (and ``repeat``) alone.
+A run stopped at any checkpoint and resumed therefore takes exactly the same steps as an
+uninterrupted one.
+
+Throughput: ``count="tokens"`` (or "images", "paths", ...) names a metric that the loss
+functions return as the number of items in their batch; the engine reports
+``tokens_per_s`` in progress events and the result. No other metric name is special.
 
 Several devices (``train.devices > 1``): the run's train step is launched under
-``torchrun`` (see ``genforge.core.distributed``); each process builds the same model, the
-engine wraps it in DistributedDataParallel, and ``loss_fn`` takes its shard of the global
-batch with ``trainer.shard(batch)``. Gradients are averaged over the processes, so k
-steps on N processes equal k steps of one process on the same global batch. Only rank 0
-writes checkpoints and sends progress events.
+``torchrun`` (see ``genforge.core.distributed``); each process builds the same networks,
+the engine wraps each in DistributedDataParallel, and a loss function takes its shard of
+the global batch with ``trainer.shard(batch)``. Gradients are averaged over the
+processes, so k steps on N processes equal k steps of one process on the same global
+batch. Only rank 0 writes checkpoints and sends progress events.
 """
 
 from __future__ import annotations
@@ -33,14 +62,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .config import TrainConfig
-from .errors import TrainingDiverged
+from .config import OptimizerConfig, PhaseConfig, TrainConfig
+from .errors import ConfigError, TrainingDiverged
 from .store import atomic_write_bytes
 
 LossFn = Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, "float | torch.Tensor"]]]
+PhaseLossFn = Callable[[dict[str, nn.Module], int, int], tuple[torch.Tensor, dict[str, "float | torch.Tensor"]]]
 ProgressFn = Callable[[int, int | None, dict[str, float]], None]
 CheckpointFn = Callable[[int, Path], None]
 _CKPT = re.compile(r"^step-(\d+)\.pt$")
+ONE_NETWORK, ONE_OPTIMIZER, ONE_PHASE = "model", "main", "train"
 
 
 def choose_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
@@ -51,19 +82,75 @@ def choose_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank) if requested == "cuda" else torch.device(requested)
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    # No weight decay on biases, norms and embeddings' positional tables (1-D parameters).
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.betas[0])
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """One optimizer's resolved settings: its own where set, else the train section's."""
+
+    name: str
+    networks: tuple[str, ...]
+    optimizer: str
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    warmup_steps: int
+    schedule: str
+    min_lr_ratio: float
+    grad_clip: float | None
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    optimizer: str
+    repeat: int
+    loss_fn: PhaseLossFn
+
+
+def resolve_optimizers(config: TrainConfig, networks: list[str]) -> dict[str, OptimizerSettings]:
+    """``train.optimizers`` with unset fields filled from ``train``; one optimizer over every network when empty."""
+    named = config.optimizers or {ONE_OPTIMIZER: OptimizerConfig()}
+    out = {}
+    for name, oc in named.items():
+        nets = tuple(oc.networks) or tuple(networks)
+        unknown = [n for n in nets if n not in networks]
+        if unknown:
+            raise ConfigError(f"train.optimizers.{name}.networks names {', '.join(map(repr, unknown))}; the networks are: {', '.join(networks)}")
+        own = oc.model_dump(exclude={"networks"}, exclude_none=True)
+        base = {k: getattr(config, k) for k in ("optimizer", "lr", "betas", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio", "grad_clip")}
+        out[name] = OptimizerSettings(name=name, networks=nets, **{**base, **own})
+    return out
+
+
+def resolve_phases(config: TrainConfig, loss_fns: dict[str, PhaseLossFn], optimizers: dict[str, OptimizerSettings]) -> list[Phase]:
+    """``train.phases`` (order, repeats, optimizers) matched with the generator's loss functions."""
+    named = config.phases or {name: PhaseConfig() for name in loss_fns}
+    if set(named) != set(loss_fns):
+        raise ConfigError(
+            f"train.phases names {', '.join(named) or 'nothing'}; this generator's phases are: {', '.join(loss_fns)} (each exactly once)"
+        )
+    phases = []
+    for name, pc in named.items():
+        opt = pc.optimizer or (name if name in optimizers else (next(iter(optimizers)) if len(optimizers) == 1 else None))
+        if opt not in optimizers:
+            raise ConfigError(f"train.phases.{name}.optimizer must be one of: {', '.join(optimizers)} (got {opt!r})")
+        phases.append(Phase(name, opt, pc.repeat, loss_fns[name]))
+    return phases
+
+
+def make_optimizer(networks: list[nn.Module], settings: OptimizerSettings | TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """An optimizer over the networks' trainable parameters (no weight decay on 1-D ones: biases, norms)."""
+    params = [p for net in networks for p in net.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.betas[0])
     fused = {"fused": True} if device.type == "cuda" else {}
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(groups, lr=config.lr, betas=config.betas, **fused)
+    cls = torch.optim.AdamW if settings.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=settings.lr, betas=settings.betas, **fused)
 
 
-def learning_rate(config: TrainConfig, step: int, progress: float) -> float:
+def learning_rate(config: OptimizerSettings | TrainConfig, step: int, progress: float) -> float:
     """Linear warm-up over ``warmup_steps``, then constant or cosine down to ``lr * min_lr_ratio``.
 
     ``progress`` is the fraction of the budget used (steps or wall-clock, whichever is further).
@@ -83,8 +170,20 @@ def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by the engine; never unpickles arbitrary objects."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint written by the engine; never unpickles arbitrary objects.
+
+    Returns ``{"step", "elapsed", "networks": {name: state}, "optimizers": {name: state},
+    "ema": {network: {parameter: tensor}}}``; a one-network checkpoint of genforge 0.1
+    (``model``/``optimizer`` keys) is read into the same form.
+    """
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if "networks" not in state:  # genforge 0.1: one model, one optimizer
+        state = {
+            "step": state["step"], "elapsed": state["elapsed"],
+            "networks": {ONE_NETWORK: state["model"]}, "optimizers": {ONE_OPTIMIZER: state["optimizer"]},
+            "ema": {ONE_NETWORK: state["ema"]} if state.get("ema") else {},
+        }
+    return state
 
 
 @dataclass
@@ -95,6 +194,13 @@ class TrainResult:
     checkpoint: Path | None
     last_metrics: dict[str, float] = field(default_factory=dict)
     resumed_from: int | None = None
+    parameters: dict[str, int] = field(default_factory=dict)  # network -> trainable parameters
+    count: str | None = None  # what the throughput counts ("tokens", "images", ...)
+
+    @property
+    def throughput(self) -> float | None:
+        """Items (``count``) per second over the last logging window."""
+        return self.last_metrics.get(f"{self.count}_per_s") if self.count else None
 
 
 class Trainer:
@@ -118,6 +224,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.on_progress = on_progress or (lambda *a: None)
         self.on_checkpoint = on_checkpoint or (lambda *a: None)
+        self.result: TrainResult | None = None  # the last fit's, for the host's training record
         if config.threads and self.device.type == "cpu":
             torch.set_num_threads(config.threads)
 
@@ -145,15 +252,15 @@ class Trainer:
         found = list_checkpoints(self.checkpoint_dir)
         return found[-1] if found else None
 
-    def _save(self, step: int, elapsed: float, model: nn.Module, opt: torch.optim.Optimizer, ema: dict | None) -> Path | None:
+    def _save(self, step: int, elapsed: float, networks: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], ema: dict) -> Path | None:
         if not self.is_main:
             return None
         state = {
             "step": step,
             "elapsed": elapsed,
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "ema": ema or {},
+            "networks": {name: net.state_dict() for name, net in networks.items()},
+            "optimizers": {name: opt.state_dict() for name, opt in opts.items()},
+            "ema": ema,
         }
         buf = io.BytesIO()
         torch.save(state, buf)
@@ -164,28 +271,63 @@ class Trainer:
         self.on_checkpoint(step, path)
         return path
 
-    def _resume(self, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, float, dict | None, int | None]:
+    def _resume(self, networks: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer]) -> tuple[int, float, dict | None, int | None]:
         for step, path in reversed(list_checkpoints(self.checkpoint_dir)):
             try:
                 state = load_checkpoint(path, self.device)
             except Exception:  # a damaged file (not ours: ours are written atomically); try an older one
                 continue
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
+            if set(state["networks"]) != set(networks) or set(state["optimizers"]) != set(opts):
+                raise ConfigError(
+                    f"checkpoint {path} holds networks {sorted(state['networks'])} and optimizers {sorted(state['optimizers'])}, "
+                    f"but this run trains {sorted(networks)} with {sorted(opts)}; start a new run"
+                )
+            for name, net in networks.items():
+                net.load_state_dict(state["networks"][name])
+            for name, opt in opts.items():
+                opt.load_state_dict(state["optimizers"][name])
             return int(state["step"]), float(state["elapsed"]), (state["ema"] or None), step
         return 0, 0.0, None, None
 
-    def fit(self, model: nn.Module, loss_fn: LossFn) -> TrainResult:
-        """Train ``model`` in place; at the end it holds the EMA weights (if EMA is on)."""
+    def fit(self, model: nn.Module, loss_fn: LossFn, count: str | None = None) -> TrainResult:
+        """Train one network in place; at the end it holds the EMA weights (if EMA is on).
+
+        ``loss_fn(model, step) -> (loss, metrics)`` picks its batch from ``step`` alone;
+        ``metrics`` are floats or 0-d tensors averaged into progress events; ``count`` names
+        the metric that counts the batch's items (see the module's docstring).
+        """
+        return self.fit_networks({ONE_NETWORK: model}, {ONE_PHASE: lambda nets, step, repeat: loss_fn(nets[ONE_NETWORK], step)}, count)
+
+    def fit_networks(self, networks: dict[str, nn.Module], loss_fns: dict[str, PhaseLossFn], count: str | None = None) -> TrainResult:
+        """Train several named networks in place, phase by phase (see the module's docstring).
+
+        ``loss_fns`` maps each phase's name to ``loss(nets, step, repeat) -> (loss, metrics)``,
+        where ``nets`` are the networks as the phase should call them (wrapped for DDP or
+        ``torch.compile`` where asked) and ``repeat`` counts the phase's repeats within the step.
+        The order of ``loss_fns`` is the phases' order unless ``train.phases`` gives one.
+        """
         cfg = self.config
-        model.to(self.device)
-        opt = make_optimizer(model, cfg, self.device)
-        step, elapsed, ema, resumed_from = self._resume(model, opt)
-        params = dict(model.named_parameters())
-        if cfg.ema and ema is None:
-            ema = {k: p.detach().clone().float() for k, p in params.items()}
-        ema_list = [ema[k] for k in params] if ema is not None else []
+        for net in networks.values():
+            net.to(self.device)
+        settings = resolve_optimizers(cfg, list(networks))
+        phases = resolve_phases(cfg, loss_fns, settings)
+        opts = {name: make_optimizer([networks[n] for n in s.networks], s, self.device) for name, s in settings.items()}
+        clip_params = {name: [p for n in s.networks for p in networks[n].parameters() if p.requires_grad] for name, s in settings.items()}
+        trained = [n for n in networks if any(n in s.networks for s in settings.values())]
+        ema_nets = trained if cfg.ema_networks is None else list(cfg.ema_networks)
+        unknown = [n for n in ema_nets if n not in networks]
+        if unknown:
+            raise ConfigError(f"train.ema_networks names {', '.join(map(repr, unknown))}; the networks are: {', '.join(networks)}")
+        step, elapsed, ema, resumed_from = self._resume(networks, opts)
+        if not cfg.ema:
+            ema = {}
+        elif ema is None:
+            ema = {n: {k: p.detach().clone().float() for k, p in networks[n].named_parameters()} for n in ema_nets}
+        ema_pairs = [(ema[n][k], p) for n in ema for k, p in networks[n].named_parameters()]
+        ema_list, live_list = [e for e, _ in ema_pairs], [p for _, p in ema_pairs]
         max_seconds = cfg.max_minutes * 60 if cfg.max_minutes else None
+        parameters = {n: sum(p.numel() for p in net.parameters() if p.requires_grad) for n, net in networks.items()}
+        one = len(phases) == 1 and phases[0].repeat == 1
 
         def budget_left() -> str | None:
             if cfg.max_steps is not None and step >= cfg.max_steps:
@@ -194,23 +336,34 @@ class Trainer:
                 return "max_minutes"
             return None
 
-        stopped = budget_left()
-        if stopped:
-            self._load_ema(model, ema)
-            return TrainResult(step, elapsed, "already_done", self._newest_path(), resumed_from=resumed_from)
+        def result(stopped_by: str, last: dict[str, float]) -> TrainResult:
+            self._load_ema(networks, ema)
+            for net in networks.values():
+                net.eval()
+            self.result = TrainResult(step, elapsed, stopped_by, self._newest_path(), last, resumed_from, parameters, count)
+            return self.result
 
-        model.train()
-        net: nn.Module = model  # what loss_fn calls: the model, or its DDP wrapper
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
+        if budget_left():
+            return result("already_done", {})
 
-            net = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        if cfg.compile:  # batches vary in length: compile once for dynamic shapes, not per length
-            net = torch.compile(net, dynamic=True)
+        calls: dict[str, nn.Module] = {}  # what the loss functions call: each network, or its DDP/compiled wrapper
+        for name, net in networks.items():
+            net.train()
+            wrapped: nn.Module = net
+            if self.world_size > 1 and name in trained:
+                from torch.nn.parallel import DistributedDataParallel
+
+                wrapped = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if cfg.compile:  # batch shapes vary: compile once for dynamic shapes, not per shape
+                wrapped = torch.compile(wrapped, dynamic=True)
+            calls[name] = wrapped
+        all_params = [p for net in networks.values() for p in net.parameters()]
         # On a GPU, reading the loss every step would stall the launch queue: metrics stay on the
         # device and are read (and checked for NaN) at log steps and before every checkpoint.
         check_every = 1 if self.device.type == "cpu" else cfg.log_every
         sums: dict[str, torch.Tensor] = {}
+        counts: dict[str, int] = {}
+        counted = 0.0
         bad = torch.zeros((), dtype=torch.bool, device=self.device)
         n_window, t_window, first_unchecked = 0, time.perf_counter(), step + 1
         last_metrics: dict[str, float] = {}
@@ -220,29 +373,44 @@ class Trainer:
                 step / cfg.max_steps if cfg.max_steps else 0.0,
                 elapsed / max_seconds if max_seconds else 0.0,
             )
-            lr = learning_rate(cfg, step, progress)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            # Each process draws its own noise; one process alone keeps the (seed, step) stream.
-            torch.manual_seed((cfg.seed * 1_000_003 + step) * (1009 if self.world_size > 1 else 1) + self.rank)
-            with self.autocast:
-                loss, metrics = loss_fn(net, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            bad = bad | ~torch.isfinite(loss.detach())
-            values = {"loss": loss.detach().float(), **metrics}
-            if cfg.grad_clip:
-                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                bad = bad | ~torch.isfinite(gnorm)
-                values["grad_norm"] = gnorm.detach().float()
-            if check_every == 1 and bool(bad):
-                raise self._diverged(step, step + 1, values)
-            opt.step()
+            lrs = {name: learning_rate(s, step, progress) for name, s in settings.items()}
+            for name, opt in opts.items():
+                for group in opt.param_groups:
+                    group["lr"] = lrs[name]
+            values: dict[str, torch.Tensor | float] = {}
+            sub = 0  # which phase repeat within the step: part of the seed
+            for phase in phases:
+                for repeat in range(phase.repeat):
+                    # Each process draws its own noise; one process alone keeps the (seed, step) stream.
+                    torch.manual_seed((cfg.seed * 1_000_003 + step) * (1009 if self.world_size > 1 else 1) + self.rank + 7919 * sub)
+                    sub += 1
+                    with self.autocast:
+                        loss, metrics = phase.loss_fn(calls, step, repeat)
+                    for p in all_params:  # only this phase's gradients reach its optimizer
+                        p.grad = None
+                    loss.backward()
+                    bad = bad | ~torch.isfinite(loss.detach())
+                    metrics = dict(metrics)
+                    if count is not None and count in metrics:
+                        counted += metrics.pop(count)
+                    found = {"loss": loss.detach().float(), **metrics}
+                    clip = settings[phase.optimizer].grad_clip
+                    if clip:
+                        gnorm = torch.nn.utils.clip_grad_norm_(clip_params[phase.optimizer], clip)
+                        bad = bad | ~torch.isfinite(gnorm)
+                        found["grad_norm"] = gnorm.detach().float()
+                    if check_every == 1 and bool(bad):
+                        raise self._diverged(step, step + 1, found)
+                    opts[phase.optimizer].step()
+                    for k, v in found.items():
+                        key = k if one else f"{phase.name}_{k}"
+                        values[key] = values[key] + v if key in values else v
+                        counts[key] = counts.get(key, 0) + 1
             step += 1
-            if ema is not None:
+            if ema:
                 decay = min(cfg.ema, (1 + step) / (10 + step))  # short runs: let EMA catch up early
                 with torch.no_grad():
-                    torch._foreach_lerp_(ema_list, [p.detach().float() for p in params.values()], 1 - decay)
+                    torch._foreach_lerp_(ema_list, [p.detach().float() for p in live_list], 1 - decay)
             for k, v in values.items():
                 sums[k] = sums[k] + v if k in sums else (v if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
             n_window += 1
@@ -256,44 +424,43 @@ class Trainer:
             save_now = step % cfg.checkpoint_every == 0 or bool(stopped)
             if log_now or save_now or step % check_every == 0:
                 if bool(bad):  # weights are already damaged: keep the last good checkpoint
-                    raise self._diverged(first_unchecked - 1, step, {k: v / n_window for k, v in sums.items()})
+                    raise self._diverged(first_unchecked - 1, step, {k: v / max(counts[k], 1) for k, v in sums.items()})
                 first_unchecked = step + 1
             if log_now:
                 now = time.perf_counter()
-                report = {k: float(v) / n_window for k, v in sums.items()}
+                seconds = max(now - t_window, 1e-9)
+                report = {k: float(v) / counts[k] for k, v in sums.items()}  # mean over the window's repeats
                 done = max(step / cfg.max_steps if cfg.max_steps else 0.0, elapsed / max_seconds if max_seconds else 0.0)
-                report.update(lr=lr, steps_per_s=n_window / max(now - t_window, 1e-9), elapsed_s=elapsed, progress=min(1.0, done))
-                if "tokens" in report:
-                    report["tokens_per_s"] = report.pop("tokens") * report["steps_per_s"]
+                report.update({"lr" if len(lrs) == 1 else f"lr_{name}": lr for name, lr in lrs.items()})
+                report.update(steps_per_s=n_window / seconds, elapsed_s=elapsed, progress=min(1.0, done))
+                if count is not None:
+                    report[f"{count}_per_s"] = float(counted) / seconds
                 if self.is_main:
                     self.on_progress(step, cfg.max_steps if not max_seconds else None, report)
-                last_metrics, sums, n_window, t_window = report, {}, 0, now
+                last_metrics, sums, counts, counted, n_window, t_window = report, {}, {}, 0.0, 0, now
             if save_now:
-                self._save(step, elapsed, model, opt, ema)
+                self._save(step, elapsed, networks, opts, ema)
                 if self.world_size > 1:
                     dist.barrier()  # no process runs ahead of a checkpoint it could need on resume
             if stopped:
-                break
-        self._load_ema(model, ema)
-        model.eval()
-        return TrainResult(step, elapsed, stopped, self._newest_path(), last_metrics, resumed_from)
+                return result(stopped, last_metrics)
 
     def _newest_path(self) -> Path | None:
         newest = self.newest_checkpoint()
         return newest[1] if newest else None
 
     @staticmethod
-    def _load_ema(model: nn.Module, ema: dict | None) -> None:
-        if ema:
-            with torch.no_grad():
-                for k, p in model.named_parameters():
-                    p.copy_(ema[k].to(p.dtype))
+    def _load_ema(networks: dict[str, nn.Module], ema: dict | None) -> None:
+        with torch.no_grad():
+            for name, table in (ema or {}).items():
+                for k, p in networks[name].named_parameters():
+                    p.copy_(table[k].to(p.dtype))
 
     def _diverged(self, first: int, last: int, values: dict) -> TrainingDiverged:
         newest = self.newest_checkpoint()
         kept = f"the last good checkpoint (step {newest[0]}) is kept at {newest[1]}" if newest else "no checkpoint had been written yet"
         where = f"at step {last}" if first >= last - 1 else f"between steps {first + 1} and {last}"
-        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in values.items() if k in ("loss", "grad_norm"))
+        shown = ", ".join(f"{k}={float(v):.4g}" for k, v in values.items() if k.endswith(("loss", "grad_norm")))
         return TrainingDiverged(
             f"training stopped {where}: the loss or gradients became NaN/infinite ({shown}); {kept}. "
             "Lower train.lr, set train.grad_clip, or check the data, then `genforge resume` the run."

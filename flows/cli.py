@@ -15,8 +15,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from genforge.core import GenforgeError, Report, RunInfo, RunStore, Samples, hookimpl
+from genforge.core import GeneratorConfig, GenforgeError, Report, RunInfo, RunStore, Samples, hookimpl
 from genforge.core.plugins import get_plugin_manager, plugin_infos
+from genforge.core.report import summary_lines, training_notes
 from genforge.core.runner import create_run, run_all
 
 app = typer.Typer(
@@ -27,8 +28,6 @@ app = typer.Typer(
 )
 console = Console()
 err = Console(stderr=True)
-
-DEMO_GENERATOR = "molecule-diffusion"
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="run store root, a folder or a URL such as s3://bucket/genforge (default: $GENFORGE_HOME or ~/.genforge)")]
 SetOpt = Annotated[list[str], typer.Option("--set", "-s", help="override a spec field: --set train.max_steps=200 (repeatable)")]
@@ -95,7 +94,6 @@ def _fmt(v: Any) -> str:
 def print_summary(run_dir: Path) -> None:
     store_run = RunStore().get(str(run_dir))
     metrics = store_run.read_json("metrics.json", {})
-    model = store_run.read_json("model.json", {})
     table = Table(title=f"{store_run.generator} — {store_run.id}")
     table.add_column("evaluator")
     table.add_column("metric")
@@ -110,16 +108,10 @@ def print_summary(run_dir: Path) -> None:
             first = False
         table.add_section()
     console.print(table)
-    if model:
-        console.print(f"trained {model.get('step')} steps in {model.get('train_seconds')} s, {model.get('parameters', 0):,} parameters")
-        init = model.get("init_from")
-        if init:
-            prov = init.get("provenance", {})
-            console.print(
-                f"[yellow]started from the checkpoint '{init['name']}' ({init.get('step')} steps"
-                + (f"; {prov.get('hardware')}; {prov.get('budget')}" if prov else "")
-                + f"), not from scratch; {init['path']}[/]"
-            )
+    for line in summary_lines(store_run):
+        console.print(line, highlight=False, soft_wrap=True)
+    for note in training_notes(store_run):
+        console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
     for note in metrics.get("notes", []):
         console.print(f"[yellow]{note}[/]")
     console.print(f"run folder: [bold]{store_run.path}[/]")
@@ -144,18 +136,23 @@ def _execute(run, use_prefect: bool) -> None:
 
 @app.command()
 def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
-    """List installed plugins: version, hooks implemented, and what each registers."""
+    """List installed plugins: version, distribution, hooks implemented, what each registers, and any that failed."""
     infos = plugin_infos()
     if as_json:
         print(json.dumps([i.to_dict() for i in infos], indent=2))
         return
     if not infos:
-        console.print("no plugins loaded (GENFORGE_DISABLE_PLUGINS or GENFORGE_DISABLE_PLUGIN_AUTOLOAD may be set)")
+        console.print("no plugins loaded (GENFORGE_PLUGINS, GENFORGE_DISABLE_PLUGINS or GENFORGE_DISABLE_PLUGIN_AUTOLOAD may be set)")
     for i in infos:
-        console.print(f"[bold]{i.name}[/] {i.version}", highlight=False)
-        for label, items in (("hooks", i.hooks), ("generators", i.generators), ("evaluators", i.evaluators), ("data sources", i.datasets)):
+        state = "" if i.status == "loaded" else f" [red]{i.status}[/]"
+        dist = f" ({i.distribution})" if i.distribution and i.distribution != i.name else ""
+        console.print(f"[bold]{i.name}[/] {i.version}{dist}{state}", highlight=False)
+        for label, items in (
+            ("hooks", i.hooks), ("generators", i.generators), ("evaluators", i.evaluators),
+            ("data sources", i.datasets), ("sample kinds", i.kinds), ("errors", i.errors),
+        ):
             if items:
-                console.print(f"  {label}: {', '.join(items)}", highlight=False, soft_wrap=True)
+                console.print(f"  {label}: {'; '.join(items) if label == 'errors' else ', '.join(items)}", highlight=False, soft_wrap=True)
 
 
 def _start(generator: str, config: Path | None, overrides: list[str], use_prefect: bool, store: Path | None, base: dict | None = None) -> None:
@@ -182,14 +179,23 @@ def run(
 
 @app.command()
 def demo(
-    generator: Annotated[str, typer.Argument(help="the generator whose demo to run")] = DEMO_GENERATOR,
+    generator: Annotated[Optional[str], typer.Argument(help="the generator whose demo to run (default: the one installed generator marked as the default demo)")] = None,
     set_: SetOpt = [],
     prefect: PrefectOpt = True,
     store: StoreOpt = None,
 ) -> None:
-    """The README's main job: a generator's demo spec (molecules by default) on Prefect's embedded server."""
-    from genforge.core.plugins import get_generator
+    """The README's main job: a generator's demo spec on Prefect's embedded server (no server to start first)."""
+    from genforge.core.plugins import generators, get_generator
 
+    if generator is None:
+        marked = sorted(name for name, g in generators().items() if g.default_demo)
+        if len(marked) != 1:
+            with_demo = ", ".join(sorted(n for n, g in generators().items() if g.demo_spec)) or "none"
+            raise GenforgeError(
+                ("no installed generator is" if not marked else f"{len(marked)} generators ({', '.join(marked)}) are")
+                + f" marked as the default demo; name one: genforge demo NAME (with a demo spec: {with_demo})"
+            )
+        generator = marked[0]
     _start(generator, None, set_, prefect, store, base=get_generator(generator).demo_spec)
 
 
@@ -224,7 +230,7 @@ def show(
             "spec": the_run.spec,
             "metrics": the_run.metrics().get("metrics", {}),
             "data": the_run.read_json("data.json", {}),
-            "model": {k: v for k, v in the_run.read_json("model.json", {}).items() if k not in ("tokenizer", "length_histogram")},
+            "training": the_run.read_json("training.json", {}),
             "samples": the_run.read_json("samples.json", {}),
             "versions": the_run.read_json("versions.json", {}),
         }
@@ -239,22 +245,25 @@ def show(
 
 @app.command()
 def evaluate(
-    kind: Annotated[str, typer.Argument(help="sample kind of the file, e.g. molecules")],
-    file: Annotated[Path, typer.Argument(help="samples in any format the kind's evaluators read (molecules: .smi, .txt, .csv)")],
-    reference: Annotated[str, typer.Option(help="reference data as SOURCE-SPLIT, e.g. moses-test")] = "moses-test",
+    kind: Annotated[str, typer.Argument(help="sample kind: molecules, images, music, scenarios, or one a plugin adds")],
+    path: Annotated[Path, typer.Argument(help="samples in the kind's form: molecules a .smi/.txt/.csv file, images a .npz or a folder of PNGs, music a folder of MIDI files, scenarios a .parquet")],
+    reference: Annotated[Optional[str], typer.Option(help="reference data: a file, or SOURCE-SPLIT such as moses-test (default: the kind's own reference)")] = None,
     train: Annotated[Optional[str], typer.Option(help="training data for novelty, as SOURCE-SPLIT or a file")] = None,
+    set_: Annotated[list[str], typer.Option("--set", "-s", help="an evaluator setting: --set rdkit.grid=0 (repeatable)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print every metric as JSON, keyed by name")] = False,
     out: Annotated[Optional[Path], typer.Option(help="folder for figures and metrics.json (default: a new folder under $GENFORGE_HOME/evaluations)")] = None,
 ) -> None:
-    """Score any file of samples with every evaluator registered for its kind."""
+    """Score any samples of a kind with every evaluator registered for it."""
     import datetime as dt
 
     from genforge.core import Reference
-    from genforge.core.plugins import datasets, evaluators
+    from genforge.core.config import load_spec, spec_model
+    from genforge.core.plugins import datasets, default_reference, evaluators, get_kind
+    from genforge.core.runner import evaluate_samples, metrics_record
     from genforge.core.store import home
 
-    if not file.exists():
-        raise FileNotFoundError(f"{file} does not exist")
+    sample_kind = get_kind(kind)  # an unknown kind lists the known ones
+    sample_kind.check(path)
 
     def resolve(spec: str) -> Path:
         if Path(spec).exists():
@@ -266,32 +275,43 @@ def evaluate(
                 files = source.files()
                 if split in files:
                     return files[split]
-        listing = ", ".join(f"{n}-{s}" for n, src in found.items() if src.kind == kind for s in src.splits)
+        listing = ", ".join(f"{n}-{s}" for n, src in found.items() if src.kind == kind for s in src.splits) or "none installed"
         raise GenforgeError(f"unknown reference {spec!r} for {kind}; use a file or one of: {listing}")
 
+    if reference is None:
+        default = default_reference(kind)
+        if default is None:
+            raise GenforgeError(f"no data source is the default reference for {kind}; pass --reference FILE or SOURCE-SPLIT")
+        reference = f"{default[0].name}-{default[1]}"
     ref = Reference(kind, test=resolve(reference), train=resolve(train) if train else None, name=reference)
-    chosen = [(plugin, ev) for plugin, ev in evaluators() if kind in ev.kinds]
+    chosen = evaluators(kind=kind)
     if not chosen:
-        raise GenforgeError(f"no evaluator accepts {kind!r}")
-    n = sum(1 for _ in open(file))
-    out = out or home() / "evaluations" / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{file.stem}"
+        raise GenforgeError(f"no installed evaluator accepts {kind!r} samples")
+    # Evaluator settings: the same `evaluate` section a run spec has, given as --set EVALUATOR.FIELD=VALUE.
+    settings = load_spec(spec_model(_EvaluateOnly, [ev for _, ev in chosen]), overrides=[f"evaluate.{s}" for s in set_]).evaluate
+    out = out or home() / "evaluations" / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{path.stem}"
     out.mkdir(parents=True, exist_ok=True)
-    samples = Samples(kind, file, n)
-    results: dict[str, Any] = {}
-    table = Table(title=f"{file} ({kind}) vs {reference}")
+    samples = Samples(kind, path, sample_kind.count(path))
+    report = Report(f"evaluate {path}")
+    todo = [(plugin, ev, getattr(settings, ev.name)) for plugin, ev in chosen]
+    timings = evaluate_samples(samples, ref, out, [t for t in todo if t[2].enabled], report)
+    record = metrics_record(report, timings)
+    (out / "metrics.json").write_text(json.dumps(record, indent=2, default=str))
+    if as_json:
+        print(json.dumps(record["metrics"], indent=2, default=str))
+        for note in report.notes:
+            err.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+        return
+    table = Table(title=f"{path} ({samples.count} {kind}) vs {reference}")
     for col in ("evaluator", "metric", "value"):
         table.add_column(col)
-    for plugin, ev in chosen:
-        result = ev.evaluate(samples, ref, out, None)  # None: each evaluator's defaults
-        for m in result.metrics:
-            results.setdefault(m.name, m.value)
-            table.add_row(f"{ev.name} ({plugin})", m.name, _fmt(m.value))
-    (out / "metrics.json").write_text(json.dumps(results, indent=2, default=str))
-    if as_json:
-        print(json.dumps(results, indent=2, default=str))
-    else:
-        console.print(table)
-        console.print(f"figures and metrics.json: {out}")
+    for ev in report.evaluations:
+        for m in ev.metrics:
+            table.add_row(f"{ev.evaluator} ({ev.plugin})", m.name, _fmt(m.value))
+    console.print(table)
+    for note in report.notes:
+        console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+    console.print(f"figures and metrics.json: {out}")
 
 
 @app.command()
@@ -374,8 +394,25 @@ def worker(
     raise typer.Exit(subprocess.call([sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"], env=env))
 
 
+class _EvaluateOnly(GeneratorConfig):
+    """A spec with only the ``evaluate`` section that matters: for `genforge evaluate --set`."""
+
+
+def add_plugin_commands(pm=None) -> None:
+    """Commands plugins add through ``genforge_commands`` (one plugin's failure costs only its commands)."""
+    from genforge.core.plugins import _say
+
+    pm = pm or get_plugin_manager()
+    for impl in pm.hook.genforge_commands.get_hookimpls():
+        try:
+            impl.function(app=app)
+        except Exception as exc:
+            _say(f"genforge: plugin {impl.plugin_name!r} could not add its commands: {type(exc).__name__}: {exc}")
+
+
 def main() -> None:
     try:
+        add_plugin_commands()
         app()
     except GenforgeError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)

@@ -35,8 +35,9 @@ TINY = [
     "train.log_every=2",
     "sample.n=40",
     "sample.steps=8",
-    "evaluate.grid=6",
-    "evaluate.max_reference=100",
+    "evaluate.rdkit.grid=6",
+    "evaluate.rdkit.max_reference=100",
+    "evaluate.moses.max_reference=100",
 ]
 
 

@@ -234,7 +234,7 @@ def test_worker_killed_mid_training_is_restarted_and_resumes(team):
     timeline = [{"state": s.name, "at": s.timestamp.isoformat(), "message": s.message} for s in states]
     (OUTPUT / "killed-worker-timeline.json").write_text(json.dumps({"killed_at": killed_at, "checkpoint": checkpoint.name, "states": timeline}, indent=1))
     run_dir = team.run_dir(fr.id)
-    model = json.loads((run_dir / "model.json").read_text())
+    model = json.loads((run_dir / "training.json").read_text())
     assert model["resumed_from"] is not None and model["resumed_from"] >= int(checkpoint.name[5:13]) and model["resumed_from"] <= killed_at_step
     assert model["stopped_by"] == "max_minutes"
     assert not [p for p in run_dir.rglob("*") if p.name.startswith(".") and p.name.endswith(".tmp")]

@@ -40,6 +40,6 @@ def test_run_with_two_devices_trains_under_torchrun(store, tiny):
     assert checkpoint.step == 12 and checkpoint.path.exists()
     log = (run.path / "logs" / "train-distributed.log").read_text()
     assert "Traceback" not in log
-    model = json.loads((run.path / "model.json").read_text())
+    model = json.loads((run.path / "training.json").read_text())
     assert model["step"] == 12
     assert steps.sample().count == 40

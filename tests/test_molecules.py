@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 import random
 from pathlib import Path
 
@@ -16,10 +15,9 @@ from rdkit import Chem
 from genforge.core import DataError
 from genforge.core.runner import Steps, create_run, run_all
 from genforge.plugins.healthcare.data import read_smiles, validate_all
-from genforge.plugins.healthcare.diffusion import gumbel_noise, sample_tokens
 from genforge.plugins.healthcare.evaluator import internal_diversity, parse
 from genforge.plugins.healthcare.generator import export_prepared
-from genforge.plugins.healthcare.tokens import MASK_ID, Tokenizer, split_selfies
+from genforge.plugins.healthcare.tokens import Tokenizer, split_selfies
 
 DATA = Path(__file__).resolve().parents[1] / "plugins" / "healthcare" / "moses"
 
@@ -151,7 +149,7 @@ def test_a_tiny_model_learns_its_training_molecules(tmp_path, store):
             "model.d_model=96", "model.n_heads=4", "model.n_layers=2",
             "train.max_steps=2000", "train.max_minutes=null", "train.batch_size=32", "train.lr=2e-3",
             "train.warmup_steps=20", "train.ema=null", "train.checkpoint_every=2000", "train.log_every=100",
-            "sample.n=100", "sample.steps=32", "sample.temperature=0.5", "evaluate.grid=0",
+            "sample.n=100", "sample.steps=32", "sample.temperature=0.5", "evaluate.rdkit.grid=0",
         ],
     )
     metrics = run_all(run).metrics()
@@ -183,49 +181,3 @@ def test_drop_unusable_counts_each_reason():
     )
     assert kept == ["CC"] and pieces == [["C", "C"]]
     assert rejected == Counter({"longer than 3 tokens": 1, "duplicate": 1, "token not in the pretrained model's vocabulary": 1})
-
-
-class _OneSurePosition(torch.nn.Module):
-    """A stand-in denoiser: uniform over 10 tokens everywhere but position SURE, where one token is near certain."""
-
-    SURE, VOCAB = 5, 12
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inputs: list[torch.Tensor] = []
-
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        self.inputs.append(x.clone())
-        logits = torch.zeros(*x.shape, self.VOCAB)
-        logits[:, self.SURE, 2] = 10.0
-        return logits
-
-
-def _first_revealed(model: _OneSurePosition) -> torch.Tensor:
-    """Per sequence, the position revealed in the first round (the first with several is left out)."""
-    revealed = model.inputs[1] != MASK_ID
-    assert (revealed.sum(1) == 1).all()
-    return revealed.float().argmax(1)
-
-
-def test_samplers_reveal_the_surest_position_first():
-    lengths = torch.full((2000,), 8)
-    margin = _OneSurePosition()
-    x = sample_tokens(margin, lengths, steps=8, temperature=1.0, strategy="margin", generator=torch.Generator().manual_seed(0))
-    assert (_first_revealed(margin) == _OneSurePosition.SURE).all()  # top-2 margin 1.0 there, 0 elsewhere
-    assert not (x == MASK_ID).any() and (x[:, _OneSurePosition.SURE] == 2).float().mean() > 0.99
-    # confidence: log p of the drawn token plus Gumbel noise, so the sure position (log p ~ 0 against
-    # log 0.1 elsewhere) comes first with probability 1 / (1 + 7 * 0.1) = 0.59; a fixed order gives 0 or 1.
-    conf = _OneSurePosition()
-    sample_tokens(conf, lengths, steps=8, temperature=1.0, strategy="confidence", generator=torch.Generator().manual_seed(0))
-    first = _first_revealed(conf)
-    assert 0.53 < (first == _OneSurePosition.SURE).float().mean() < 0.65
-    assert len(first.unique()) == 8  # the noise spreads the rest over every position
-    with pytest.raises(ValueError, match="margin, confidence, ancestral"):
-        sample_tokens(margin, lengths[:2], strategy="greedy")
-
-
-def test_gumbel_noise_is_finite_and_standard():
-    g = gumbel_noise(torch.rand(200_000, generator=torch.Generator().manual_seed(0)))
-    assert torch.isfinite(g).all() and torch.isfinite(gumbel_noise(torch.tensor([0.0, 1.0]))).all()
-    assert abs(g.mean().item() - 0.5772) < 0.01 and abs(g.var().item() - math.pi**2 / 6) < 0.03

@@ -51,7 +51,7 @@ def test_pipeline_flow_leaves_run_and_artifacts(harness, store):
     assert state.is_completed(), state
     run_dir = Path(state.result())
     assert crash.failed
-    model = json.loads((run_dir / "model.json").read_text())
+    model = json.loads((run_dir / "training.json").read_text())
     assert model["resumed_from"] == 5 and model["step"] == 12  # the retry resumed from the checkpoint
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
     assert 0 <= metrics["validity"] <= 1

@@ -45,7 +45,7 @@ def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, mo
     assert str(tmp_path / "machine-b") in str(again.path)
     assert (again.path / "checkpoints" / "step-00000005.pt").exists()
     run_all(again, pm)
-    model = json.loads((remote_run / "model.json").read_text())
+    model = json.loads((remote_run / "training.json").read_text())
     assert model["resumed_from"] == 5 and model["step"] == 12
     for name in ("model.safetensors", "metrics.json", "report.md", "samples.json"):
         assert (remote_run / name).exists(), name

@@ -67,7 +67,8 @@ def test_checkpoints_are_complete_and_pruned(tmp_path):
     assert [s for s, _ in kept] == [15, 20]
     assert not list((tmp_path / "checkpoints").glob("*.tmp"))
     state = load_checkpoint(kept[-1][1])
-    assert state["step"] == 20 and set(state) >= {"model", "optimizer", "ema", "elapsed"}
+    assert state["step"] == 20 and set(state) == {"step", "elapsed", "networks", "optimizers", "ema"}
+    assert list(state["networks"]) == ["model"] and list(state["optimizers"]) == ["main"] and list(state["ema"]) == ["model"]
 
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -82,7 +83,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert "at step 13" in msg and "last good checkpoint (step 10)" in msg and "train.lr" in msg
     kept = list_checkpoints(tmp_path / "checkpoints")
     assert kept[-1][0] == 10
-    for v in load_checkpoint(kept[-1][1])["model"].values():
+    for v in load_checkpoint(kept[-1][1])["networks"]["model"].values():
         assert torch.isfinite(v).all()
 
 
@@ -94,6 +95,19 @@ def test_progress_events_and_budget(tmp_path):
     assert seen[-1][1] == 12 and seen[-1][2]["progress"] == 1.0 and "loss" in seen[-1][2]
     again = Trainer(config(max_steps=12), tmp_path).fit(make_model(), loss_fn)
     assert again.stopped_by == "already_done" and again.step == 12
+
+
+def test_throughput_is_named_by_the_generator(tmp_path):
+    def counting(model, step):
+        loss, m = loss_fn(model, step)
+        return loss, {**m, "rows": 16}
+
+    seen = []
+    result = Trainer(config(max_steps=10), tmp_path, on_progress=lambda s, t, m: seen.append(m)).fit(make_model(), counting, count="rows")
+    assert "rows" not in seen[-1] and "tokens_per_s" not in seen[-1]
+    assert seen[-1]["rows_per_s"] == pytest.approx(16 * seen[-1]["steps_per_s"], rel=1e-6)
+    assert result.count == "rows" and result.throughput == seen[-1]["rows_per_s"]
+    assert result.parameters == {"model": 8 * 16 + 16 + 16 + 1}
 
 
 def test_wall_clock_budget(tmp_path):

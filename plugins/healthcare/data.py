@@ -35,6 +35,7 @@ class MosesSubset(DataSource):
         "MOSES subset shipped with genforge: 100k train / 10k test SMILES (MIT, Polykovskiy et al. 2020); "
         "regenerate with python -m genforge.plugins.healthcare.make_moses_subset"
     )
+    reference_split: ClassVar[str | None] = "test"  # `genforge evaluate molecules FILE` compares with moses-test
 
     def files(self) -> dict[str, Path]:
         return {split: PACKAGE_DATA / f"moses_{split}.smi.gz" for split in ("train", "test")}

@@ -18,7 +18,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from genforge.core import Evaluation, Evaluator, Metric, Reference, Samples
+from pydantic import Field
+
+from genforge.core import Evaluation, Evaluator, EvaluatorConfig, Metric, Reference, Samples
 
 PROPERTIES = {
     "qed": "drug-likeness (QED)",
@@ -171,14 +173,27 @@ def training_set(reference: Reference) -> set[str] | None:
     return {c for c in pmap(canonical_smiles, smiles, os.cpu_count() or 1, chunksize=5000) if c}
 
 
+class RDKitConfig(EvaluatorConfig):
+    grid: int = Field(24, ge=0, description="sample molecules drawn in the report's picture")
+    max_reference: int = Field(2000, ge=10, description="reference molecules used for property distributions")
+
+
+class MosesConfig(EvaluatorConfig):
+    kl_score: bool = Field(True, description="GuacaMol's KL-divergence score against MOSES test molecules")
+    max_reference: int = Field(2000, ge=10, description="MOSES test molecules the KL score compares with")
+    workers: int | None = Field(None, ge=1, description="processes for the MOSES suite (default: all cores)")
+
+
 class MoleculeEvaluator(Evaluator):
     name: ClassVar[str] = "rdkit"
     kinds: ClassVar[tuple[str, ...]] = ("molecules",)
+    Config: ClassVar[type[RDKitConfig]] = RDKitConfig
+    description: ClassVar[str] = "validity, uniqueness, novelty, diversity and property distributions (RDKit)"
 
-    def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: Any) -> Evaluation:
+    def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: RDKitConfig) -> Evaluation:
         Chem = _rdkit()
-        grid_n = getattr(config, "grid", 24)
-        max_ref = getattr(config, "max_reference", 2000)
+        grid_n = config.grid
+        max_ref = config.max_reference
         raw = read_samples(samples.path)
         mols = [parse(s) for s in raw]
         valid = [m for m in mols if m is not None]
@@ -229,16 +244,16 @@ class MosesEvaluator(Evaluator):
 
     name: ClassVar[str] = "moses"
     kinds: ClassVar[tuple[str, ...]] = ("molecules",)
+    Config: ClassVar[type[MosesConfig]] = MosesConfig
+    description: ClassVar[str] = "the MOSES suite (FCD, SNN, Frag, Scaf, IntDiv, Filters) and GuacaMol's KL score against MOSES's test sets"
 
-    def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: Any) -> Evaluation:
+    def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: MosesConfig) -> Evaluation:
         from .moses_metrics import DATA, guacamol_kl_score, moses_metrics
 
-        if not getattr(config, "moses", True):
-            return Evaluation(self.name, [])
         raw = read_samples(samples.path)
         train = training_set(reference)
         timings: dict[str, float] = {}
-        values = moses_metrics(raw, train, n_jobs=getattr(config, "workers", None), timings=timings)
+        values = moses_metrics(raw, train, n_jobs=config.workers, timings=timings)
         higher = {"validity": True, "novelty": True, "IntDiv": True, "IntDiv2": True, "Filters": True}
         metrics = []
         for key, v in values.items():
@@ -246,8 +261,8 @@ class MosesEvaluator(Evaluator):
             if key.startswith("FCD/") or key in ("logP", "SA", "QED", "weight"):
                 better = False
             metrics.append(Metric(key, v, better, None, "MOSES"))
-        if getattr(config, "kl_score", True):
+        if config.kl_score:
             test = gzip.open(DATA / "moses_test.smi.gz", "rt").read().split()
-            score, _ = guacamol_kl_score(raw, test[: getattr(config, "max_reference", 2000)], getattr(config, "workers", None))
+            score, _ = guacamol_kl_score(raw, test[: config.max_reference], config.workers)
             metrics.append(Metric("KL", score, True, None, "GuacaMol KL-divergence score vs MOSES test"))
         return Evaluation(self.name, metrics)

@@ -32,12 +32,14 @@ from genforge.core import (
 from genforge.core.plugins import get_dataset
 
 from .data import drop_unusable, fetch, read_smiles, validate_all
-from .diffusion import Strategy, masked_diffusion_loss, sample_tokens
-from .model import Denoiser, DenoiserConfig
-from .tokens import PAD_ID, Tokenizer
+from genforge.core.blocks import MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser
+
+from .tokens import MASK_ID, PAD_ID, Tokenizer
 
 PREPARE_VERSION = "molecules-prepare-2"  # bump when prepare's output changes for the same inputs
 PRETRAINED = Path(__file__).parent / "pretrained"
+# Masked diffusion over the tokenizer's ids (the shared block; the molecule tokens fix the special ids).
+DIFFUSION = MaskedDiffusion(mask_id=MASK_ID, pad_id=PAD_ID)
 PRETRAINED_NAMES = {"moses-pretrained": PRETRAINED / "moses-selfies.safetensors"}
 
 
@@ -125,7 +127,7 @@ class MoleculeDataConfig(Section):
     seed: int = 0
 
 
-class MoleculeModelConfig(DenoiserConfig):
+class MoleculeModelConfig(TransformerConfig):
     init_from: str | None = Field(
         None,
         description="start from trained weights: 'moses-pretrained' (shipped), a run folder or a model.safetensors; "
@@ -149,20 +151,11 @@ class MoleculeSampleConfig(SampleConfig):
     )
 
 
-class MoleculeEvaluateConfig(Section):
-    grid: int = Field(24, ge=0, description="sample molecules drawn in the report's picture")
-    max_reference: int = Field(2000, ge=10, description="reference molecules used for property distributions and the KL score")
-    moses: bool = Field(True, description="run the MOSES suite (FCD, SNN, Frag, Scaf, IntDiv, Filters) against MOSES's test sets")
-    kl_score: bool = Field(True, description="GuacaMol's KL-divergence score against MOSES test molecules")
-    workers: int | None = Field(None, ge=1, description="processes for the MOSES suite (default: all cores)")
-
-
 class MoleculeDiffusionConfig(GeneratorConfig):
     data: MoleculeDataConfig = Field(default_factory=MoleculeDataConfig)
     model: MoleculeModelConfig = Field(default_factory=MoleculeModelConfig)
     train: MoleculeTrainConfig = Field(default_factory=MoleculeTrainConfig)
     sample: MoleculeSampleConfig = Field(default_factory=MoleculeSampleConfig)
-    evaluate: MoleculeEvaluateConfig = Field(default_factory=MoleculeEvaluateConfig)
 
 
 def _file_digest(path: Path) -> str:
@@ -182,6 +175,8 @@ class MoleculeDiffusion(Generator):
     kind: ClassVar[str] = "molecules"
     Config: ClassVar[type[MoleculeDiffusionConfig]] = MoleculeDiffusionConfig
     description: ClassVar[str] = "masked discrete diffusion over SELFIES/SMILES tokens with a transformer denoiser"
+    libraries: ClassVar[tuple[str, ...]] = ("rdkit", "selfies", "fcd")
+    default_demo: ClassVar[bool] = True  # `genforge demo` alone runs this one
     # `genforge demo`: continue training the shipped MOSES checkpoint for a few CPU minutes.
     demo_spec: ClassVar[dict] = {
         "model": {"init_from": "moses-pretrained"},
@@ -295,16 +290,16 @@ class MoleculeDiffusion(Generator):
         tokens = torch.from_numpy(arrays["tokens"].astype(np.int64))
         lengths_np = arrays["lengths"]
         tokenizer = Tokenizer.from_dict(json.loads((data.path / "tokenizer.json").read_text()))
-        arch = DenoiserConfig(**config.model.model_dump(exclude={"init_from"}))
+        arch = TransformerConfig(**config.model.model_dump(exclude={"init_from"}))
         max_len, init = tokens.shape[1], None
         if config.model.init_from:
             init_path = resolve_init(config.model.init_from)
             init = init_meta(init_path)
             if init["tokenizer"]["tokens"] != tokenizer.tokens:
                 raise DataError("model.init_from's vocabulary differs from the prepared data's; prepare again with the same init_from")
-            arch, max_len = DenoiserConfig(**init["model"]), init["max_len"]
+            arch, max_len = TransformerConfig(**init["model"]), init["max_len"]
         torch.manual_seed(config.train.seed)  # the initial weights depend on the seed alone
-        model = Denoiser(arch, tokenizer.vocab_size, max_len)
+        model = TransformerDenoiser(arch, tokenizer.vocab_size, max_len)
         if init is not None:
             model.load_state_dict({k: v.float() for k, v in load_file(str(init_path)).items()})
         device = trainer.device
@@ -313,44 +308,52 @@ class MoleculeDiffusion(Generator):
         if device.type == "cuda":  # keep the whole token table on the GPU; batches are gathered there
             tokens = tokens.to(device)
 
-        def loss_fn(model: Denoiser, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        def loss_fn(model: TransformerDenoiser, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             # The batch depends on (seed, step) alone, so a resumed run sees the same batches.
             idx = np.random.default_rng([seed, step]).integers(0, len(lengths_np), bs)
             idx = trainer.shard(idx)  # this process's rows of the global batch (all of it on one device)
             n = int(lengths_np[idx].max())  # trim the batch to its longest molecule
             x = tokens[torch.from_numpy(idx).to(device), :n]
             pad_mask = x != PAD_ID
-            loss, metrics = masked_diffusion_loss(model, x, pad_mask)
+            loss, metrics = DIFFUSION.loss(model, x, pad_mask)
             return loss, {**metrics, "tokens": pad_mask.sum()}
 
-        result = trainer.fit(model, loss_fn)
+        result = trainer.fit(model, loss_fn, count="tokens")
         weights = trainer.run_dir / "model.safetensors"
         if not trainer.is_main:  # data-parallel: rank 0 writes the model
             return Checkpoint(weights, result.step)
         save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
         hist = np.bincount(arrays["lengths"]).tolist()
+        started_from = None if init is None else {
+            "name": config.model.init_from, "path": str(init_path), "provenance": init.get("provenance", {}), "step": init.get("step")
+        }
+        # What the sampler needs (the host's training.json records the training itself).
         meta = {
             "model": arch.model_dump(),
             "tokenizer": tokenizer.to_dict(),
             "max_len": int(max_len),
-            "init_from": None if init is None else {"name": config.model.init_from, "path": str(init_path), "provenance": init.get("provenance", {}), "step": init.get("step")},
+            "init_from": started_from,
             "length_histogram": hist,
             "step": result.step,
-            "parameters": model.num_parameters(),
-            "train_seconds": round(result.elapsed, 1),
-            "stopped_by": result.stopped_by,
-            "resumed_from": result.resumed_from,
-            "last_metrics": result.last_metrics,
         }
         store.atomic_write_text(trainer.run_dir / "model.json", json.dumps(meta, indent=2))
-        return Checkpoint(weights, result.step)
+        notes = []
+        if started_from is not None:
+            prov = started_from["provenance"]
+            notes.append(
+                f"started from the checkpoint '{started_from['name']}' ({started_from['step']} steps"
+                + (f"; {prov.get('hardware')}; {prov.get('budget')}" if prov else "")
+                + f"), not from scratch; {started_from['path']}"
+            )
+        details = {"representation": tokenizer.representation, "vocabulary": tokenizer.vocab_size, "max_len": int(max_len)}
+        return Checkpoint(weights, result.step, details=details, notes=notes)
 
     # -- sample ---------------------------------------------------------------------
     @staticmethod
-    def load_model(weights: Path, device: torch.device | str = "cpu") -> tuple[Denoiser, Tokenizer, dict]:
+    def load_model(weights: Path, device: torch.device | str = "cpu") -> tuple[TransformerDenoiser, Tokenizer, dict]:
         meta = init_meta(weights)
         tokenizer = Tokenizer.from_dict(meta["tokenizer"])
-        model = Denoiser(DenoiserConfig(**meta["model"]), tokenizer.vocab_size, meta["max_len"])
+        model = TransformerDenoiser(TransformerConfig(**meta["model"]), tokenizer.vocab_size, meta["max_len"])
         model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
         return model.to(device).eval(), tokenizer, meta
 
@@ -364,19 +367,17 @@ class MoleculeDiffusion(Generator):
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         cpu_gen = torch.Generator().manual_seed(cfg.seed)
         out: list[str] = []
-        t0 = time.perf_counter()
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
         with autocast:
             while len(out) < cfg.n:
                 b = min(cfg.batch_size, cfg.n - len(out))
                 lengths = torch.multinomial(hist, b, replacement=True, generator=cpu_gen).to(device)
-                x = sample_tokens(model, lengths, cfg.steps, cfg.temperature, cfg.strategy, generator=gen)
+                x = DIFFUSION.sample(model, lengths, cfg.steps, cfg.temperature, cfg.strategy, generator=gen)
                 out.extend(tokenizer.decode(row[row != PAD_ID].tolist()) for row in x.cpu())
-        seconds = time.perf_counter() - t0
         path = run.samples_dir / "samples.smi"
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_smi(path, out)
-        return Samples("molecules", path, len(out), {"seconds": round(seconds, 2), "molecules_per_s": round(len(out) / seconds, 1)})
+        return Samples("molecules", path, len(out), {"strategy": cfg.strategy, "steps": cfg.steps, "temperature": cfg.temperature})
 
     def reference(self, data: PreparedData, config: MoleculeDiffusionConfig) -> Reference:
         return Reference("molecules", test=data.path / "test.smi", train=data.path / "train.smi", name=data.stats.get("source", ""))

@@ -1,7 +1,7 @@
-"""The denoiser: a bidirectional transformer over molecule tokens.
+"""A bidirectional transformer denoiser over token ids (any vocabulary: SELFIES symbols, notes, ...).
 
 It sees a partly masked sequence and predicts, at every position, a distribution over
-the vocabulary. It knows nothing of the noise schedule (see ``diffusion.py``): masked
+the vocabulary. It knows nothing of the noise schedule (see ``masked_diffusion.py``): masked
 diffusion with an absorbing state needs no time input, since the number of masks in
 the input already tells the network how noisy it is (Sahoo et al. 2024, MDLM).
 """
@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 
-class DenoiserConfig(BaseModel):
+class TransformerConfig(BaseModel):
     """Shape of the denoiser. The defaults train in minutes on a laptop CPU."""
 
     model_config = ConfigDict(extra="forbid")
@@ -46,8 +46,8 @@ class Block(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class Denoiser(nn.Module):
-    def __init__(self, config: DenoiserConfig, vocab_size: int, max_len: int):
+class TransformerDenoiser(nn.Module):
+    def __init__(self, config: TransformerConfig, vocab_size: int, max_len: int):
         super().__init__()
         if config.d_model % config.n_heads:
             raise ValueError(f"model.d_model ({config.d_model}) must be a multiple of model.n_heads ({config.n_heads})")

@@ -1,0 +1,19 @@
+"""Shared modelling blocks: domain-free networks and noise processes any plugin may use.
+
+Like diffusers' ``models`` and ``schedulers``, a network here knows nothing of the noise
+process that trains it, and a process knows nothing of the network's insides:
+
+* ``transformer``: ``TransformerDenoiser``, a bidirectional transformer over token ids
+  (logits at every position), with its ``TransformerConfig``;
+* ``masked_diffusion``: ``MaskedDiffusion``, absorbing-state discrete diffusion over
+  token ids: the training loss, the samplers (margin, confidence, ancestral) and
+  infilling with given cells held fixed.
+
+A plugin imports them from here (``from genforge.core.blocks import MaskedDiffusion``),
+never from another plugin. They import torch; ``genforge.core`` itself does not import them.
+"""
+
+from .masked_diffusion import STRATEGIES, MaskedDiffusion, Strategy, gumbel_noise
+from .transformer import TransformerConfig, TransformerDenoiser
+
+__all__ = ["STRATEGIES", "MaskedDiffusion", "Strategy", "TransformerConfig", "TransformerDenoiser", "gumbel_noise"]

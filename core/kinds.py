@@ -1,0 +1,278 @@
+"""Sample kinds: what a generator produces, with one on-disk format, a writer, a loader, a count and a preview.
+
+Built in (plugins add more through ``genforge_sample_kinds``):
+
+=========== ====================================================================================
+kind        on disk (inside the run's ``samples/`` folder)
+=========== ====================================================================================
+molecules   ``samples.smi``: one line-notation string per line (an empty line for a sample that
+            did not decode, so that validity counts it). Reads ``.smi``/``.txt``/``.csv``, ``.gz`` too.
+images      ``images.npz`` holding ``images``: uint8 (N, H, W) or (N, H, W, C), plus ``png/NNNNN.png``
+            and, optionally, ``labels`` (N,) int. Reads such a ``.npz``, or a folder of PNG/JPEG files.
+music       ``midi/NNNNN.mid`` (one file per piece, one track per voice) and, where the generator
+            writes them, ``musicxml/NNNNN.musicxml``. Reads a folder of such files or one file.
+scenarios   ``scenarios.parquet`` in long form: columns ``scenario`` (int), ``step`` (int),
+            ``asset`` (str), ``value`` (float); one row per scenario, step and asset.
+=========== ====================================================================================
+
+A kind's ``check(path)`` raises a one-line ``DataError`` for a path of the wrong form
+(a folder where a file is expected, a missing column), so ``genforge evaluate KIND PATH``
+fails clearly before any evaluator runs.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import DataError
+
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_MUSIC_SUFFIXES = (".mid", ".midi", ".musicxml", ".xml", ".mxl")
+SCENARIO_COLUMNS = ("scenario", "step", "asset", "value")
+
+
+class SampleKind:
+    """One kind of sample. Subclass it and register an instance through ``genforge_sample_kinds``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str] = ""
+    filename: ClassVar[str]  # what ``write`` creates inside a samples folder
+
+    def write(self, samples: Any, folder: Path) -> Path:
+        """Write ``samples`` (the kind's in-memory form) into ``folder``; returns the path evaluators read."""
+        raise NotImplementedError
+
+    def load(self, path: Path) -> Any:
+        """The samples at ``path`` in the kind's in-memory form."""
+        raise NotImplementedError
+
+    def count(self, path: Path) -> int:
+        return len(self.load(path))
+
+    def check(self, path: Path) -> None:
+        """Raise ``DataError`` (one line, in the user's words) when ``path`` cannot hold this kind."""
+        if not Path(path).exists():
+            raise DataError(f"{path} does not exist")
+
+    def preview(self, path: Path, out: Path, n: int = 16) -> Path | None:
+        """A PNG picture of (some of) the samples, or None where the kind has no picture."""
+        return None
+
+
+def _save(fig, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+class Molecules(SampleKind):
+    name = "molecules"
+    description = "one line-notation string per line (.smi; .txt, .csv and .gz read too)"
+    filename = "samples.smi"
+    csv_column: ClassVar[str] = "smiles"  # the column read from a CSV file (case-insensitive)
+
+    def write(self, samples: list[str], folder: Path) -> Path:
+        from .store import atomic_write_text
+
+        path = Path(folder) / self.filename
+        atomic_write_text(path, "".join(s + "\n" for s in samples))
+        return path
+
+    def check(self, path: Path) -> None:
+        super().check(path)
+        if Path(path).is_dir():
+            raise DataError(f"{path} is a folder; {self.name} samples are a text file with {self.description}")
+
+    def load(self, path: Path) -> list[str]:
+        """One string per row, keeping empty rows (they are samples that did not decode)."""
+        path = Path(path)
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", newline="") as fh:
+            if path.name.endswith((".csv", ".csv.gz")):
+                import csv
+
+                reader = csv.reader(fh)
+                header = [h.strip().lower() for h in next(reader, [])]
+                if self.csv_column not in header:
+                    raise DataError(f"{path}: no column named {self.csv_column!r} (columns: {', '.join(header) or 'none'})")
+                col = header.index(self.csv_column)
+                return [row[col].strip() if len(row) > col else "" for row in reader]
+            return [line.split()[0] if line.split() else "" for line in fh]
+
+
+class Images(SampleKind):
+    name = "images"
+    description = "an images.npz of uint8 (N, H, W[, C]) arrays, or a folder of PNG/JPEG files"
+    filename = "images.npz"
+
+    def write(self, samples: np.ndarray | dict[str, np.ndarray], folder: Path) -> Path:
+        """``samples``: uint8 (N, H, W[, C]), or ``{"images": ..., "labels": ...}``; also writes ``png/``."""
+        arrays = dict(samples) if isinstance(samples, dict) else {"images": samples}
+        images = np.asarray(arrays["images"])
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise ValueError(f"images must be uint8 (N, H, W[, C]); got {images.dtype} {images.shape}")
+        folder = Path(folder)
+        (folder / "png").mkdir(parents=True, exist_ok=True)
+        path = folder / self.filename
+        np.savez_compressed(path, **arrays)
+        from PIL import Image
+
+        for i, img in enumerate(images):
+            Image.fromarray(img.squeeze(-1) if img.ndim == 3 and img.shape[-1] == 1 else img).save(folder / "png" / f"{i:05d}.png")
+        return path
+
+    def check(self, path: Path) -> None:
+        super().check(path)
+        path = Path(path)
+        if path.is_dir():
+            if not any(p.suffix.lower() in _IMAGE_SUFFIXES for p in path.iterdir()):
+                raise DataError(f"{path} holds no PNG or JPEG files; {self.name} are {self.description}")
+        elif path.suffix != ".npz":
+            raise DataError(f"{path} is not a .npz file or a folder; {self.name} are {self.description}")
+
+    def load(self, path: Path) -> np.ndarray:
+        """uint8 (N, H, W[, C]); a folder's files must share one size."""
+        path = Path(path)
+        if path.is_dir():
+            from PIL import Image
+
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+            arrays = [np.asarray(Image.open(p)) for p in files]
+            shapes = {a.shape for a in arrays}
+            if len(shapes) > 1:
+                raise DataError(f"{path}: images of different sizes {sorted(shapes)[:3]}; resize them to one size first")
+            return np.stack(arrays) if arrays else np.zeros((0, 1, 1), np.uint8)
+        with np.load(path) as z:
+            if "images" not in z:
+                raise DataError(f"{path} has no 'images' array (arrays: {', '.join(z.files)})")
+            return z["images"]
+
+    def preview(self, path: Path, out: Path, n: int = 16) -> Path | None:
+        images = self.load(path)[:n]
+        if not len(images):
+            return None
+        plt = _pyplot()
+        cols = min(8, len(images))
+        rows = -(-len(images) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.2, rows * 1.2), squeeze=False)
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, img in zip(axes.flat, images):
+            ax.imshow(img.squeeze(), cmap="gray" if img.ndim == 2 or img.shape[-1] == 1 else None, vmin=0, vmax=255)
+        fig.tight_layout(pad=0.1)
+        return _save(fig, out)
+
+
+class Music(SampleKind):
+    name = "music"
+    description = "a folder of MIDI (.mid) or MusicXML files, one piece each, or one such file"
+    filename = "midi"
+
+    def write(self, samples: list[bytes], folder: Path) -> Path:
+        """``samples``: the bytes of one Standard MIDI File per piece (one track per voice)."""
+        out = Path(folder) / self.filename
+        out.mkdir(parents=True, exist_ok=True)
+        for i, data in enumerate(samples):
+            if not bytes(data[:4]) == b"MThd":
+                raise ValueError(f"piece {i} is not a Standard MIDI File (no MThd header)")
+            (out / f"{i:05d}.mid").write_bytes(data)
+        return out
+
+    def check(self, path: Path) -> None:
+        super().check(path)
+        path = Path(path)
+        if path.is_dir() and not self.load(path):
+            raise DataError(f"{path} holds no MIDI or MusicXML files; {self.name} samples are {self.description}")
+        if path.is_file() and path.suffix.lower() not in _MUSIC_SUFFIXES:
+            raise DataError(f"{path} is not a MIDI or MusicXML file; {self.name} samples are {self.description}")
+
+    def load(self, path: Path) -> list[Path]:
+        """The pieces' files, sorted (parsing them is the evaluator's: music21, pretty_midi, ...)."""
+        path = Path(path)
+        if path.is_file():
+            return [path]
+        return sorted(p for p in path.rglob("*") if p.suffix.lower() in _MUSIC_SUFFIXES)
+
+
+class Scenarios(SampleKind):
+    name = "scenarios"
+    description = "a Parquet file with columns scenario, step, asset, value (one row per scenario, step and asset)"
+    filename = "scenarios.parquet"
+
+    def write(self, samples, folder: Path) -> Path:
+        """``samples``: a DataFrame in long form, or an array (scenarios, steps, assets) with ``assets`` names in ``.attrs``."""
+        import pandas as pd
+
+        if isinstance(samples, np.ndarray):
+            s, t, a = samples.shape
+            frame = pd.DataFrame({
+                "scenario": np.repeat(np.arange(s), t * a), "step": np.tile(np.repeat(np.arange(t), a), s),
+                "asset": np.tile([f"asset{i}" for i in range(a)], s * t), "value": samples.reshape(-1).astype(float),
+            })
+        else:
+            frame = samples
+        missing = [c for c in SCENARIO_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"scenarios need columns {', '.join(SCENARIO_COLUMNS)}; missing {', '.join(missing)}")
+        path = Path(folder) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        frame[list(SCENARIO_COLUMNS)].to_parquet(path, index=False)
+        return path
+
+    def check(self, path: Path) -> None:
+        super().check(path)
+        path = Path(path)
+        if path.is_dir() or path.suffix != ".parquet":
+            raise DataError(f"{path} is not a .parquet file; {self.name} are {self.description}")
+        import pyarrow.parquet as pq
+
+        columns = pq.read_schema(path).names
+        missing = [c for c in SCENARIO_COLUMNS if c not in columns]
+        if missing:
+            raise DataError(f"{path} lacks column(s) {', '.join(missing)}; {self.name} are {self.description}")
+
+    def load(self, path: Path):
+        import pandas as pd
+
+        return pd.read_parquet(path, columns=list(SCENARIO_COLUMNS))
+
+    def count(self, path: Path) -> int:
+        return int(self.load(path)["scenario"].nunique())
+
+    def preview(self, path: Path, out: Path, n: int = 16) -> Path | None:
+        frame = self.load(path)
+        if frame.empty:
+            return None
+        plt = _pyplot()
+        assets = list(dict.fromkeys(frame["asset"]))[:4]
+        fig, axes = plt.subplots(1, len(assets), figsize=(4 * len(assets), 3), squeeze=False)
+        for ax, asset in zip(axes.flat, assets):
+            paths = frame[frame["asset"] == asset].pivot(index="step", columns="scenario", values="value")
+            q = paths.quantile([0.05, 0.25, 0.5, 0.75, 0.95], axis=1).T
+            ax.fill_between(q.index, q[0.05], q[0.95], alpha=0.2, label="5-95 %")
+            ax.fill_between(q.index, q[0.25], q[0.75], alpha=0.35, label="25-75 %")
+            ax.plot(paths.iloc[:, : min(n, paths.shape[1])], lw=0.6, alpha=0.6)
+            ax.set_title(str(asset))
+            ax.set_xlabel("step")
+        axes.flat[0].legend(fontsize=7)
+        fig.tight_layout()
+        return _save(fig, out)
+
+
+BUILTIN_KINDS: tuple[SampleKind, ...] = (Molecules(), Images(), Music(), Scenarios())
