@@ -183,6 +183,8 @@ class Generator:
     default_demo: ClassVar[bool] = False
     # Libraries whose versions decide this generator's results (recorded in versions.json).
     libraries: ClassVar[tuple[str, ...]] = ()
+    # Tiny settings (seconds on a laptop CPU) for tests: genforge.testing.check_generator uses them.
+    test_spec: ClassVar[dict[str, Any]] = {}
 
     def prepare(self, config: "GeneratorConfig", run: "Run") -> PreparedData:
         """Read, validate and encode the training data; reuse a cached copy when the inputs match."""

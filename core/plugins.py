@@ -84,7 +84,7 @@ class PluginManager(pluggy.PluginManager):
 
     def distribution(self, plugin_name: str) -> str:
         dist = self.distributions.get(plugin_name)
-        return dist[0] if dist else "not installed (registered in code)"
+        return dist[0] if dist else "none: registered in code"
 
 
 def _entry_points() -> list[metadata.EntryPoint]:
@@ -161,13 +161,18 @@ class Registry:
 
 
 def _collect(pm: pluggy.PluginManager, hook: str, reg: Registry) -> list[tuple[str, Any]]:
+    """Call a registration hook plugin by plugin, so that one that raises costs only its own registrations."""
     out = []
+    trace = pm.trace.root.get("hook")  # writes only where GENFORGE_TRACE_HOOKS switched tracing on
     for impl in getattr(pm.hook, hook).get_hookimpls():
+        trace(hook, f"[{impl.plugin_name}]")
         try:
             items = list(impl.function() or [])
         except Exception as exc:
+            trace("finish", hook, f"[{impl.plugin_name}]", "raised", repr(exc))
             reg.failures.append(PluginFailure(impl.plugin_name, _dist(pm, impl.plugin_name), hook, f"{type(exc).__name__}: {exc}"))
             continue
+        trace("finish", hook, f"[{impl.plugin_name}]", "-->", [getattr(i, "name", repr(i)) for i in items])
         out.extend((impl.plugin_name, item) for item in items)
     return out
 

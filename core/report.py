@@ -69,7 +69,7 @@ def summary_lines(run: Run) -> list[str]:
     if training.get("details") and _details(training["details"]):
         lines.append(f"Training details: {_details(training['details'])}.")
     if samples:
-        lines.append(f"Drew {samples.get('count')} {samples.get('kind', 'samples')} in {samples.get('seconds')} s ({samples.get('per_s')} per second).")
+        lines.append(f"Drew {samples.get('count')} {samples.get('kind', 'samples')} in {samples.get('seconds')} s ({samples.get('per_s', 0):,.1f} per second).")
     if samples.get("details") and _details(samples["details"]):
         lines.append(f"Sampling details: {_details(samples['details'])}.")
     return lines

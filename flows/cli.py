@@ -314,6 +314,20 @@ def evaluate(
     console.print(f"figures and metrics.json: {out}")
 
 
+@app.command("new-plugin")
+def new_plugin(
+    name: Annotated[str, typer.Argument(help="the plugin's name: lowercase letters, digits and dashes (e.g. acme-chem)")],
+    out: Annotated[Path, typer.Option(help="folder to create the package in")] = Path("."),
+) -> None:
+    """Create a plugin package: pyproject with the genforge entry point, a generator, an evaluator, a sample kind, passing tests."""
+    from genforge.core.scaffold import render_plugin, template_vars
+
+    dest = render_plugin(name, out)
+    v = template_vars(name)
+    console.print(f"created {dest}: generator [bold]{v['generator']}[/], evaluator {v['evaluator']}, sample kind {v['kind']}", highlight=False)
+    console.print(f"next: pip install -e '{dest}[test]' && pytest {dest} && genforge run {v['generator']}", highlight=False, markup=False, soft_wrap=True)
+
+
 @app.command()
 def runs(store: StoreOpt = None) -> None:
     """List the runs in the store, oldest first: id, state, step, and headline metrics."""

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from genforge.testing import overrides_from_spec
+
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="genforge-tests-"))
 os.environ["GENFORGE_HOME"] = str(_SESSION_HOME / "genforge")
 os.environ["PREFECT_HOME"] = str(_SESSION_HOME / "prefect")
@@ -20,25 +22,16 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests import `helpers` and this module's TINY
 
-# Small, fast settings for a whole molecule run (seconds on 2 cores).
-TINY = [
-    "data.max_molecules=300",
-    "data.max_reference=200",
-    "data.workers=1",
-    "model.d_model=32",
-    "model.n_heads=2",
-    "model.n_layers=1",
-    "train.max_steps=12",
-    "train.max_minutes=null",
-    "train.batch_size=16",
-    "train.checkpoint_every=5",
-    "train.log_every=2",
-    "sample.n=40",
-    "sample.steps=8",
-    "evaluate.rdkit.grid=6",
-    "evaluate.rdkit.max_reference=100",
-    "evaluate.moses.max_reference=100",
-]
+
+
+def _molecule_test_spec() -> dict:
+    from genforge.plugins.healthcare.generator import MoleculeDiffusion
+
+    return MoleculeDiffusion.test_spec
+
+
+# Small, fast settings for a whole molecule run (seconds on 2 cores): the generator's own test_spec.
+TINY = overrides_from_spec(_molecule_test_spec())
 
 
 def tiny_spec(*extra: str) -> dict:

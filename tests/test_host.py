@@ -35,14 +35,15 @@ def test_disable_plugins_by_name(monkeypatch):
     assert {i.name: i.status for i in plugin_infos(pm)}["healthcare"] == "disabled by GENFORGE_DISABLE_PLUGINS"
     with pytest.raises(UnknownNameError) as err:
         get_generator("molecule-diffusion", pm)
-    assert str(err.value).startswith("unknown generator 'molecule-diffusion'; installed: none")
+    installed = str(err.value).split("installed: ")[1].split(";")[0]
+    assert str(err.value).startswith("unknown generator 'molecule-diffusion'; installed: ") and "molecule-diffusion" not in installed
     assert "comes from plugin 'healthcare', which is disabled by GENFORGE_DISABLE_PLUGINS" in str(err.value)
 
 
 def test_unknown_generator_names_the_installed_ones():
     with pytest.raises(UnknownNameError) as err:
         get_generator("molecule-difusion", make_plugin_manager())
-    assert str(err.value) == "unknown generator 'molecule-difusion'; installed: molecule-diffusion"
+    assert str(err.value).startswith("unknown generator 'molecule-difusion'; installed: ") and "molecule-diffusion" in str(err.value)
 
 
 class CountingEvaluator(Evaluator):

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from genforge.core import RunStore, hookimpl
-from genforge.core.plugins import get_plugin_manager
 from genforge.core.runner import create_run, run_all
+from genforge.testing.toy import ToyPlugin
 
 
 class CrashAfterFirstCheckpoint:
@@ -17,13 +17,13 @@ class CrashAfterFirstCheckpoint:
         raise RuntimeError(f"worker lost after the checkpoint at step {step}")
 
 
-def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, monkeypatch, tiny):
+def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, monkeypatch, genforge_pm):
     shared = tmp_path / "bucket"
     url = f"file://{shared}/genforge"
     monkeypatch.setenv("GENFORGE_HOME", url)
     monkeypatch.setenv("GENFORGE_MIRROR", str(tmp_path / "machine-a"))
-    pm = get_plugin_manager()
-    run = create_run("molecule-diffusion", overrides=tiny, pm=pm)
+    pm = genforge_pm(ToyPlugin())
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 12, "checkpoint_every": 5}}, pm=pm)
     assert run.remote == f"{url}/runs/{run.id}" and str(tmp_path / "machine-a") in str(run.path)
     crash = CrashAfterFirstCheckpoint()
     pm.register(crash, name="crash")
@@ -47,7 +47,7 @@ def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, mo
     run_all(again, pm)
     model = json.loads((remote_run / "training.json").read_text())
     assert model["resumed_from"] == 5 and model["step"] == 12
-    for name in ("model.safetensors", "metrics.json", "report.md", "samples.json"):
+    for name in ("toy.safetensors", "metrics.json", "report.md", "samples.json", "training.json"):
         assert (remote_run / name).exists(), name
     assert sorted(p.name for p in (remote_run / "checkpoints").iterdir()) == ["step-00000010.pt", "step-00000012.pt"]
     samples = json.loads((remote_run / "samples.json").read_text())

@@ -177,6 +177,13 @@ class MoleculeDiffusion(Generator):
     description: ClassVar[str] = "masked discrete diffusion over SELFIES/SMILES tokens with a transformer denoiser"
     libraries: ClassVar[tuple[str, ...]] = ("rdkit", "selfies", "fcd")
     default_demo: ClassVar[bool] = True  # `genforge demo` alone runs this one
+    test_spec: ClassVar[dict] = {  # seconds on 2 cores: tests and genforge.testing.check_generator
+        "data": {"max_molecules": 300, "max_reference": 200, "workers": 1},
+        "model": {"d_model": 32, "n_heads": 2, "n_layers": 1},
+        "train": {"max_steps": 12, "max_minutes": None, "batch_size": 16, "checkpoint_every": 5, "log_every": 2},
+        "sample": {"n": 40, "steps": 8},
+        "evaluate": {"rdkit": {"grid": 6, "max_reference": 100}, "moses": {"max_reference": 100}},
+    }
     # `genforge demo`: continue training the shipped MOSES checkpoint for a few CPU minutes.
     demo_spec: ClassVar[dict] = {
         "model": {"init_from": "moses-pretrained"},

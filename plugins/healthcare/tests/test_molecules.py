@@ -19,7 +19,7 @@ from genforge.plugins.healthcare.evaluator import internal_diversity, parse
 from genforge.plugins.healthcare.generator import export_prepared
 from genforge.plugins.healthcare.tokens import Tokenizer, split_selfies
 
-DATA = Path(__file__).resolve().parents[1] / "plugins" / "healthcare" / "moses"
+DATA = Path(__file__).resolve().parents[1] / "moses"
 
 
 def moses(n: int, split: str = "train") -> list[str]:

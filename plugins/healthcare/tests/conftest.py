@@ -1,0 +1,18 @@
+"""Fixtures of the healthcare plugin's tests: a fresh store (genforge.testing's) and the generator's tiny spec."""
+
+from __future__ import annotations
+
+import pytest
+
+from genforge.plugins.healthcare.generator import MoleculeDiffusion
+from genforge.testing import overrides_from_spec
+
+
+@pytest.fixture
+def store(genforge_home):
+    return genforge_home
+
+
+@pytest.fixture
+def tiny() -> list[str]:
+    return overrides_from_spec(MoleculeDiffusion.test_spec)

@@ -1,0 +1,75 @@
+"""The built-in sample kinds: each writes its one format, loads it back, counts it, draws it, and rejects the wrong form."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from genforge.core import DataError, UnknownNameError
+from genforge.core.kinds import Images, Molecules, Music, Scenarios
+from genforge.core.plugins import get_kind, make_plugin_manager
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_molecules_round_trip_keeps_empty_rows_and_reads_csv(tmp_path):
+    kind = Molecules()
+    path = kind.write(["CCO", "", "c1ccccc1"], tmp_path)
+    assert path.name == "samples.smi" and kind.load(path) == ["CCO", "", "c1ccccc1"] and kind.count(path) == 3
+    csv = tmp_path / "lib.csv"
+    csv.write_text("id,SMILES\na,CCN\nb,\n")
+    assert kind.load(csv) == ["CCN", ""]
+    (tmp_path / "other.csv").write_text("id,name\n1,x\n")
+    with pytest.raises(DataError, match="no column named 'smiles' \\(columns: id, name\\)"):
+        kind.load(tmp_path / "other.csv")
+    with pytest.raises(DataError, match="is a folder; molecules samples are a text file"):
+        kind.check(tmp_path)
+
+
+def test_images_round_trip_with_labels_pngs_and_a_preview(tmp_path):
+    kind = Images()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 8, 8), dtype=np.uint8)
+    path = kind.write({"images": images, "labels": np.arange(5)}, tmp_path / "s")
+    assert np.array_equal(kind.load(path), images) and kind.count(path) == 5
+    assert sorted(p.name for p in (tmp_path / "s" / "png").iterdir()) == [f"{i:05d}.png" for i in range(5)]
+    assert np.array_equal(kind.load(tmp_path / "s" / "png"), images)  # a folder of PNGs reads the same
+    assert kind.preview(path, tmp_path / "p.png").read_bytes()[:8] == PNG
+    with pytest.raises(ValueError, match="must be uint8"):
+        kind.write(images.astype(float), tmp_path / "t")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no PNG or JPEG files"):
+        kind.check(tmp_path / "empty")
+
+
+def test_music_is_a_folder_of_midi_files(tmp_path):
+    kind = Music()
+    midi = b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\x00\x00\x00\x04\x00\xff\x2f\x00"
+    folder = kind.write([midi, midi], tmp_path)
+    assert kind.count(folder) == 2 and [p.name for p in kind.load(folder)] == ["00000.mid", "00001.mid"]
+    with pytest.raises(ValueError, match="not a Standard MIDI File"):
+        kind.write([b"RIFF...."], tmp_path / "x")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="is not a MIDI or MusicXML file"):
+        kind.check(tmp_path / "notes.txt")
+
+
+def test_scenarios_are_long_form_parquet(tmp_path):
+    kind = Scenarios()
+    paths = np.cumsum(np.random.default_rng(0).normal(size=(30, 20, 2)), axis=1)
+    path = kind.write(paths, tmp_path)
+    frame = kind.load(path)
+    assert list(frame.columns) == ["scenario", "step", "asset", "value"] and len(frame) == 30 * 20 * 2
+    assert kind.count(path) == 30
+    back = frame[frame.asset == "asset1"].pivot(index="scenario", columns="step", values="value").to_numpy()
+    assert np.allclose(back, paths[:, :, 1])
+    assert kind.preview(path, tmp_path / "fan.png").read_bytes()[:8] == PNG
+    pd.DataFrame({"scenario": [0], "step": [0], "value": [1.0]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match="lacks column\\(s\\) asset"):
+        kind.check(tmp_path / "bad.parquet")
+
+
+def test_an_unknown_kind_lists_the_known_ones():
+    with pytest.raises(UnknownNameError, match="unknown sample kind 'pictures'; known: molecules, images, music, scenarios"):
+        get_kind("pictures", make_plugin_manager(load_entrypoints=False))

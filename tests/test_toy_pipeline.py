@@ -1,0 +1,133 @@
+"""Core end to end without any field library: the toy plugin through every step, the testing kit, evaluator isolation."""
+
+from __future__ import annotations
+
+import json
+from typing import ClassVar
+
+import numpy as np
+import pytest
+
+from genforge.core import DataError, Evaluation, Evaluator, Metric, hookimpl
+from genforge.core.plugins import plugin_infos, registry
+from genforge.testing import check_generator, quick_run
+from genforge.testing.toy import GaussianGenerator, ToyPlugin
+
+
+def test_the_toy_passes_the_conformance_checks(genforge_home, genforge_pm):
+    pm = genforge_pm(ToyPlugin())
+    steps = check_generator("toy-gaussian", pm=pm)
+    assert steps.run.read_json("training.json")["throughput"]["unit"] == "vectors/s"
+
+
+def test_a_toy_run_learns_and_core_records_what_it_did(genforge_home, genforge_pm):
+    pm = genforge_pm(ToyPlugin())
+    run = quick_run("toy-gaussian", {"train": {"max_steps": 200}, "sample": {"n": 2000}}, pm)
+    m = run.metrics()["metrics"]
+    # synthetic data: N((1, 2), 0.5^2); the fitted Gaussian's samples match it to within the real-vs-real floor x 3
+    floor = next(x for e in run.metrics()["evaluations"] for x in e["metrics"] if x["name"] == "mean_abs_error")["floor"]
+    assert m["mean_abs_error"] < max(3 * floor, 0.05) and m["std_abs_error"] < 0.05
+    assert m["moments.mean_abs_error"] == m["mean_abs_error"]
+    training = run.read_json("training.json")
+    assert training["step"] == 200 and training["stopped_by"] == "max_steps" and training["parameters"] == 4
+    assert training["details"] == {"dim": 2} and training["throughput"]["value"] > 0
+    data = run.read_json("data.json")
+    assert data["train"]["kept"] == 1600 and data["train"]["held_out"] == 400 and data["details"] == {"dim": 2}
+    report = (run.path / "report.md").read_text()
+    assert "Trained 200 steps" in report and "1600 kept for training" in report and "vectors/s" in report
+    assert (run.path / "figures" / "moments" / "samples.png").exists() and (run.path / "figures" / "training" / "loss.png").exists()
+
+
+def test_corrupt_rows_are_skipped_and_counted(genforge_home, genforge_pm, tmp_path):
+    rows = [f"{i * 0.1},{i * 0.2}" for i in range(40)] + ["1,two", "3", ""]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    run = quick_run("toy-gaussian", {"data": {"path": str(tmp_path / "data.csv")}, "train": {"max_steps": 5}, "sample": {"n": 10}}, genforge_pm(ToyPlugin()))
+    train = run.read_json("data.json")["train"]
+    assert train["read"] == 43 and train["kept"] + train["held_out"] == 40
+    assert train["rejected"] == {"not a number": 1, "wrong number of columns": 2}
+    (tmp_path / "bad.csv").write_text("a,b\n")
+    with pytest.raises(DataError, match="0 usable rows of 1"):
+        quick_run("toy-gaussian", {"data": {"path": str(tmp_path / "bad.csv")}}, genforge_pm(ToyPlugin()))
+
+
+class Raising(Evaluator):
+    name: ClassVar[str] = "flaky"
+    kinds: ClassVar[tuple[str, ...]] = ("vectors",)
+
+    def evaluate(self, samples, reference, out_dir, config):
+        raise ZeroDivisionError("bug in a third-party evaluator")
+
+
+class SameName(Evaluator):
+    """Gives a metric named like the built-in one, with another value: it must not overwrite it."""
+
+    name: ClassVar[str] = "rival"
+    kinds: ClassVar[tuple[str, ...]] = ("vectors",)
+
+    def evaluate(self, samples, reference, out_dir, config):
+        (out_dir / "mine.txt").write_text("own folder")
+        return Evaluation(self.name, [Metric("mean_abs_error", -1.0, False), Metric("n_samples", float(np.load(samples.path).shape[0]), None, description="count")])
+
+
+class Outside:
+    @hookimpl
+    def genforge_evaluators(self):
+        return [Raising(), SameName()]
+
+
+def test_a_raising_evaluator_costs_only_its_own_metrics(genforge_home, genforge_pm):
+    pm = genforge_pm(ToyPlugin(), Outside())
+    run = quick_run("toy-gaussian", {"train": {"max_steps": 20}, "sample": {"n": 100}}, pm)
+    assert run.status["state"] == "finished"
+    record = run.metrics()
+    m = record["metrics"]
+    assert "mean_abs_error" not in m  # ambiguous: two evaluators disagree
+    assert m["moments.mean_abs_error"] >= 0 and m["rival.mean_abs_error"] == -1.0
+    assert m["n_samples"] == 100.0  # both give 100: unambiguous
+    flaky = next(e for e in record["evaluations"] if e["evaluator"] == "flaky")
+    assert flaky["error"] == "ZeroDivisionError: bug in a third-party evaluator" and flaky["metrics"] == []
+    note = "evaluator 'flaky' of plugin 'outside-1' failed on vectors: ZeroDivisionError: bug in a third-party evaluator"
+    assert note in record["notes"] and note in (run.path / "report.md").read_text()
+    assert (run.path / "figures" / "rival" / "mine.txt").exists()
+    assert (run.path / "samples" / "vectors.npy").exists()
+
+
+def test_an_evaluator_can_be_switched_off_in_the_spec(genforge_home, genforge_pm):
+    pm = genforge_pm(ToyPlugin(), Outside())
+    run = quick_run("toy-gaussian", {"train": {"max_steps": 5}, "sample": {"n": 20}, "evaluate": {"flaky": {"enabled": False}}}, pm)
+    assert "flaky" not in {e["evaluator"] for e in run.metrics()["evaluations"]}
+
+
+class WrongKinds:
+    """Registers things of kinds nobody knows, and a hook that raises."""
+
+    @hookimpl
+    def genforge_generators(self):
+        class Orphan(GaussianGenerator):
+            name = "orphan"
+            kind = "holograms"
+
+        return [Orphan]
+
+    @hookimpl
+    def genforge_datasets(self):
+        raise RuntimeError("cannot reach the licence server")
+
+
+def test_registrations_of_unknown_kinds_and_raising_hooks_are_skipped(genforge_pm, capsys):
+    pm = genforge_pm(ToyPlugin(), WrongKinds())
+    reg = registry(pm)
+    assert set(reg.generators) == {"toy-gaussian"}
+    lines = {f.line() for f in reg.failures}
+    assert any("generator 'orphan' produces sample kind 'holograms', which is not a known kind (known: molecules, images, music, scenarios, vectors)" in x for x in lines)
+    assert any("at genforge_datasets: RuntimeError: cannot reach the licence server" in x and "GENFORGE_DISABLE_PLUGINS=wrongkinds-1" in x for x in lines)
+    err = capsys.readouterr().err
+    assert "cannot reach the licence server" in err and len([x for x in err.splitlines() if "licence" in x]) == 1
+    info = {i.name: i for i in plugin_infos(pm)}["wrongkinds-1"]
+    assert info.status == "failed" and len(info.errors) == 2
+
+
+def test_training_log_is_a_json_line_per_progress_event(genforge_home, genforge_pm):
+    run = quick_run("toy-gaussian", {"train": {"max_steps": 20, "log_every": 5}, "sample": {"n": 10}}, genforge_pm(ToyPlugin()))
+    rows = [json.loads(x) for x in (run.path / "logs" / "train.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [5, 10, 15, 20] and all("vectors_per_s" in r for r in rows)
