@@ -101,7 +101,7 @@ class GeneratorConfig(Section):
     """A generator's whole spec. Subclasses narrow the ``data``, ``model``, ``train`` and ``sample`` types.
 
     ``evaluate`` is not the generator's: it holds one section per evaluator that accepts
-    the generator's kind (``evaluate.rdkit.grid``), each validated by that evaluator's
+    the generator's kind (``evaluate.<evaluator>.<field>``), each validated by that evaluator's
     ``Config``. ``spec_model`` builds it for the evaluators installed.
     """
 

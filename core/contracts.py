@@ -151,7 +151,7 @@ class RunInfo:
 
 
 class DataSource:
-    """A named source of reference and training data ("moses", "sp500", ...).
+    """A named source of reference and training data, of one sample kind.
 
     ``load(split)`` returns the raw records of a split in the source's kind; ``describe``
     says where the data comes from and under which licence.

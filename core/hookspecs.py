@@ -37,7 +37,7 @@ def genforge_evaluators() -> list["Evaluator"]:
 
 @hookspec
 def genforge_datasets() -> list["DataSource"]:
-    """Return the named data sources this plugin brings ("moses", "sp500", ...)."""
+    """Return the named data sources this plugin brings, each of a sample kind."""
 
 
 @hookspec

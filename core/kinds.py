@@ -203,7 +203,7 @@ class Music(SampleKind):
             raise DataError(f"{path} is not a MIDI or MusicXML file; {self.name} samples are {self.description}")
 
     def load(self, path: Path) -> list[Path]:
-        """The pieces' files, sorted (parsing them is the evaluator's: music21, pretty_midi, ...)."""
+        """The pieces' files, sorted (parsing them is the evaluators' business)."""
         path = Path(path)
         if path.is_file():
             return [path]

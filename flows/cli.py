@@ -167,7 +167,7 @@ def _start(generator: str, config: Path | None, overrides: list[str], use_prefec
 
 @app.command()
 def run(
-    generator: Annotated[str, typer.Argument(help="a registered generator, e.g. molecule-diffusion")],
+    generator: Annotated[str, typer.Argument(help="a registered generator (`genforge plugins` lists them)")],
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML spec with sections data/model/train/sample/evaluate")] = None,
     set_: SetOpt = [],
     prefect: PrefectOpt = True,
@@ -247,9 +247,9 @@ def show(
 def evaluate(
     kind: Annotated[str, typer.Argument(help="sample kind: molecules, images, music, scenarios, or one a plugin adds")],
     path: Annotated[Path, typer.Argument(help="samples in the kind's form: molecules a .smi/.txt/.csv file, images a .npz or a folder of PNGs, music a folder of MIDI files, scenarios a .parquet")],
-    reference: Annotated[Optional[str], typer.Option(help="reference data: a file, or SOURCE-SPLIT such as moses-test (default: the kind's own reference)")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="reference data: a file, or SOURCE-SPLIT of a data source of the kind (default: the kind's own reference)")] = None,
     train: Annotated[Optional[str], typer.Option(help="training data for novelty, as SOURCE-SPLIT or a file")] = None,
-    set_: Annotated[list[str], typer.Option("--set", "-s", help="an evaluator setting: --set rdkit.grid=0 (repeatable)")] = [],
+    set_: Annotated[list[str], typer.Option("--set", "-s", help="an evaluator setting: --set EVALUATOR.FIELD=VALUE, e.g. --set moments.enabled=false (repeatable)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print every metric as JSON, keyed by name")] = False,
     out: Annotated[Optional[Path], typer.Option(help="folder for figures and metrics.json (default: a new folder under $GENFORGE_HOME/evaluations)")] = None,
 ) -> None:
@@ -363,7 +363,7 @@ def deploy(
     gpu_slots: Annotated[Optional[int], typer.Option(help="slots of the GPU concurrency limit when it is created (default: CUDA devices here, at least 1)")] = None,
     gpu_limit: Annotated[str, typer.Option(help="name of the GPU concurrency limit training takes a slot from")] = "gpu",
     prefect_file: Annotated[Optional[Path], typer.Option(help="deployments file (default: genforge's deploy/prefect.yaml)")] = None,
-    name: Annotated[list[str], typer.Option("--name", help="apply only these deployments of the file, by their name there, e.g. molecule-diffusion-cpu (repeatable)")] = [],
+    name: Annotated[list[str], typer.Option("--name", help="apply only these deployments of the file, by their name there (repeatable)")] = [],
     apply: Annotated[bool, typer.Option("--apply/--no-apply", help="run `prefect deploy` after creating the pools")] = True,
     automations: Annotated[bool, typer.Option("--automations/--no-automations", help="create the crash-detection and restart automations")] = True,
 ) -> None:

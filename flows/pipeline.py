@@ -100,7 +100,7 @@ def evaluate(run_dir: str) -> dict[str, Any]:
 
 @flow(name="genforge-pipeline", flow_run_name="{generator}")
 def pipeline(
-    generator: str = "molecule-diffusion",
+    generator: str,
     spec: dict[str, Any] | None = None,
     run: str | None = None,
     store: str | None = None,

@@ -23,7 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 from prefect.deployments import run_deployment
 
-from genforge.core import ConfigError
+from genforge.core import ConfigError, GenforgeError
 from genforge.core.config import apply_override
 
 from .bridge import artifact_key
@@ -60,7 +60,7 @@ def _metrics_of(client, flow_run_id: UUID) -> dict[str, Any]:
 
 @flow(name="genforge-sweep", flow_run_name="sweep-{deployment}")
 def sweep(
-    deployment: str = "genforge-pipeline/molecule-diffusion",
+    deployment: str,
     grid: dict[str, list[Any]] | None = None,
     spec: dict[str, Any] | None = None,
     metrics: list[str] | None = None,
@@ -79,7 +79,9 @@ def sweep(
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(deployment)
         base = spec if spec is not None else dep.parameters.get("spec") or {}
-        generator = dep.parameters.get("generator", "molecule-diffusion")
+        generator = dep.parameters.get("generator")
+        if not generator:
+            raise GenforgeError(f"deployment {deployment!r} has no 'generator' parameter: is it a genforge-pipeline deployment?")
     children = []
     for point in points:
         fr = run_deployment(

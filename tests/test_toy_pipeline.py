@@ -82,7 +82,7 @@ def test_a_raising_evaluator_costs_only_its_own_metrics(genforge_home, genforge_
     record = run.metrics()
     m = record["metrics"]
     assert "mean_abs_error" not in m  # ambiguous: two evaluators disagree
-    assert m["moments.mean_abs_error"] >= 0 and m["rival.mean_abs_error"] == -1.0
+    assert 0 < m["moments.mean_abs_error"] < 1 and m["rival.mean_abs_error"] == -1.0
     assert m["n_samples"] == 100.0  # both give 100: unambiguous
     flaky = next(e for e in record["evaluations"] if e["evaluator"] == "flaky")
     assert flaky["error"] == "ZeroDivisionError: bug in a third-party evaluator" and flaky["metrics"] == []

@@ -67,8 +67,9 @@ def test_suite_on_molecules_from_the_test_set():
     assert 0.8 < m["IntDiv"] < 0.9 and m["IntDiv2"] < m["IntDiv"]
     assert 0 < m["FCD/Test"] < 10 and m["FCD/TestSF"] > m["FCD/Test"]
     assert m["Filters"] > 0.9
-    for k in ("logP", "SA", "QED", "weight"):
-        assert m[k] >= 0
+    # Wasserstein-1 of properties: real molecules sit close to the test set (small molecules such as
+    # CCO score logP 2.2, QED 0.41, weight 265 against it)
+    assert m["logP"] < 0.3 and m["SA"] < 0.4 and m["QED"] < 0.05 and m["weight"] < 15
 
 
 def test_kl_score_is_one_for_identical_sets_and_lower_for_a_shifted_one():
