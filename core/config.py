@@ -43,7 +43,7 @@ class OptimizerConfig(Section):
     warmup_steps: int | None = Field(None, ge=0, description="unset: train.warmup_steps")
     schedule: Schedule | None = Field(None, description="unset: train.schedule")
     min_lr_ratio: float | None = Field(None, ge=0, le=1, description="unset: train.min_lr_ratio")
-    grad_clip: float | None = Field(None, gt=0, description="clip the norm of this optimizer's gradients (unset: train.grad_clip)")
+    grad_clip: float | None = Field(None, ge=0, description="clip the norm of this optimizer's gradients (0: no clipping; unset: train.grad_clip)")
 
 
 class PhaseConfig(Section):
@@ -61,7 +61,7 @@ class TrainConfig(Section):
     order, each with a repeat count); unset optimizer fields fall back to the top-level ones.
     """
 
-    max_steps: int | None = Field(2000, ge=1, description="stop after this many training steps (each runs every phase once; None: no step limit)")
+    max_steps: int | None = Field(2000, ge=1, description="stop after this many training steps (a step runs each phase its repeat count; None: no step limit)")
     max_minutes: float | None = Field(None, gt=0, description="stop after this much training wall-clock time, summed over resumes")
     batch_size: int = Field(128, ge=1)
     optimizer: Optimizer = "adamw"
@@ -227,8 +227,13 @@ def load_spec(
     overrides: list[str] | tuple[str, ...] = (),
     base: dict[str, Any] | None = None,
 ) -> GeneratorConfig:
-    """Resolve a spec: ``base`` (a dict), then a YAML file, then ``--set`` overrides, in that order."""
-    tree: dict[str, Any] = dict(base or {})
+    """Resolve a spec: the config's defaults, ``base`` (a dict), a YAML file, then ``--set`` overrides, in that order.
+
+    Each layer is merged into the one below, mappings key by key: ``--set
+    train.optimizers.critic.lr=1e-4`` changes one field of the generator's default
+    ``critic`` optimizer and keeps its other optimizers.
+    """
+    tree: dict[str, Any] = _merge(_defaults(config_cls), dict(base or {}))
     if path is not None:
         path = Path(path)
         if not path.exists():
@@ -246,6 +251,13 @@ def load_spec(
         _check_path(config_cls, keys)
         apply_override(tree, keys, value)
     return validate_spec(config_cls, tree)
+
+
+def _defaults(config_cls: type[BaseModel]) -> dict[str, Any]:
+    try:
+        return config_cls().model_dump(mode="json")
+    except ValidationError:  # a config with required fields: nothing to merge into
+        return {}
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     dist.init_process_group("nccl" if use_cuda else "gloo")
     try:
         steps.train()
+        dist.barrier()  # no rank tears the process group down while another still uses it
     finally:
         dist.destroy_process_group()
     return 0

@@ -2,8 +2,8 @@
 
 A plugin is a module or object with functions named like these and marked with
 ``genforge.core.hookimpl``. Registration hooks return what the plugin brings;
-lifecycle hooks are listeners, called for every run in order of registration, and
-their return values are ignored. Every hook is documented in ``docs/plugin_hooks.md``
+lifecycle hooks are listeners, called for every run (the plugin registered last first,
+as pluggy calls them), and their return values are ignored. Every hook is documented in ``docs/plugin_hooks.md``
 (a test checks it).
 """
 

@@ -9,8 +9,8 @@ molecules   ``samples.smi``: one line-notation string per line (an empty line fo
             did not decode, so that validity counts it). Reads ``.smi``/``.txt``/``.csv``, ``.gz`` too.
 images      ``images.npz`` holding ``images``: uint8 (N, H, W) or (N, H, W, C), plus ``png/NNNNN.png``
             and, optionally, ``labels`` (N,) int. Reads such a ``.npz``, or a folder of PNG/JPEG files.
-music       ``midi/NNNNN.mid`` (one file per piece, one track per voice) and, where the generator
-            writes them, ``musicxml/NNNNN.musicxml``. Reads a folder of such files or one file.
+music       ``midi/NNNNN.mid``: one Standard MIDI File per piece, one track per voice (voices kept
+            apart). Reads a folder of MIDI or MusicXML files, or one file.
 scenarios   ``scenarios.parquet`` in long form: columns ``scenario`` (int), ``step`` (int),
             ``asset`` (str), ``value`` (float); one row per scenario, step and asset.
 =========== ====================================================================================
@@ -115,6 +115,18 @@ class Molecules(SampleKind):
                 return [row[col].strip() if len(row) > col else "" for row in reader]
             return [line.split()[0] if line.split() else "" for line in fh]
 
+    def preview(self, path: Path, out: Path, n: int = 24) -> Path | None:
+        """The first samples as text (a plugin's evaluator draws them properly, e.g. as structures)."""
+        rows = [s or "(did not decode)" for s in self.load(path)[:n]]
+        if not rows:
+            return None
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(8, 0.25 * len(rows) + 0.4))
+        ax.axis("off")
+        for i, s in enumerate(rows):
+            ax.text(0, 1 - (i + 0.5) / len(rows), s if len(s) < 90 else s[:87] + "...", family="monospace", fontsize=8, va="center", transform=ax.transAxes)
+        return _save(fig, out)
+
 
 class Images(SampleKind):
     name = "images"
@@ -145,6 +157,14 @@ class Images(SampleKind):
                 raise DataError(f"{path} holds no PNG or JPEG files; {self.name} are {self.description}")
         elif path.suffix != ".npz":
             raise DataError(f"{path} is not a .npz file or a folder; {self.name} are {self.description}")
+        else:
+            try:
+                with np.load(path) as z:
+                    names = z.files
+            except (OSError, ValueError) as exc:
+                raise DataError(f"{path} cannot be read as a .npz file ({exc}); {self.name} are {self.description}") from None
+            if "images" not in names:
+                raise DataError(f"{path} has no 'images' array (arrays: {', '.join(names)}); {self.name} are {self.description}")
 
     def load(self, path: Path) -> np.ndarray:
         """uint8 (N, H, W[, C]); a folder's files must share one size."""
@@ -209,6 +229,74 @@ class Music(SampleKind):
             return [path]
         return sorted(p for p in path.rglob("*") if p.suffix.lower() in _MUSIC_SUFFIXES)
 
+    def preview(self, path: Path, out: Path, n: int = 1) -> Path | None:
+        """A piano roll of the first MIDI piece, one colour per track (voice)."""
+        midi = next((p for p in self.load(path) if p.suffix.lower() in (".mid", ".midi")), None)
+        if midi is None:
+            return None
+        tracks, tpq = read_midi_notes(midi.read_bytes())
+        if not any(tracks):
+            return None
+        plt = _pyplot()
+        fig, ax = plt.subplots(figsize=(10, 3.5))
+        for i, notes in enumerate(tracks):
+            for start, end, pitch in notes:
+                ax.broken_barh([(start / tpq, max(end - start, 1) / tpq)], (pitch - 0.4, 0.8), color=f"C{i % 10}")
+            if notes:
+                ax.plot([], [], color=f"C{i % 10}", lw=6, label=f"track {i}")
+        ax.set_xlabel("beats (quarter notes)")
+        ax.set_ylabel("MIDI pitch")
+        ax.set_title(midi.name, fontsize=9)
+        ax.legend(fontsize=7, loc="upper right")
+        fig.tight_layout()
+        return _save(fig, out)
+
+
+def _vlq(data: bytes, pos: int) -> tuple[int, int]:
+    """A MIDI variable-length quantity at ``pos``: (value, position after it)."""
+    value = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value = (value << 7) | (byte & 0x7F)
+        if byte < 0x80:
+            return value, pos
+
+
+def read_midi_notes(data: bytes) -> tuple[list[list[tuple[int, int, int]]], int]:
+    """Notes of a Standard MIDI File: per track, (start tick, end tick, pitch); and ticks per quarter note.
+
+    Enough for a picture (no tempo map, no SMPTE time); evaluators that need more use a MIDI library.
+    """
+    if data[:4] != b"MThd":
+        raise DataError("not a Standard MIDI File (no MThd header)")
+    n_tracks, division = int.from_bytes(data[10:12], "big"), int.from_bytes(data[12:14], "big")
+    pos, tracks = 8 + int.from_bytes(data[4:8], "big"), []
+    for _ in range(n_tracks):
+        if data[pos : pos + 4] != b"MTrk":
+            break
+        end = pos + 8 + int.from_bytes(data[pos + 4 : pos + 8], "big")
+        pos, tick, status, on, notes = pos + 8, 0, 0, {}, []
+        while pos < end:
+            delta, pos = _vlq(data, pos)
+            tick += delta
+            if data[pos] >= 0x80:
+                status, pos = data[pos], pos + 1
+            if status in (0xFF, 0xF0, 0xF7):  # meta (type byte first) or sysex: skip its data
+                length, pos = _vlq(data, pos + (status == 0xFF))
+                pos += length
+            else:
+                kind, size = status & 0xF0, 1 if status & 0xF0 in (0xC0, 0xD0) else 2
+                args = data[pos : pos + size]
+                pos += size
+                if kind == 0x90 and args[1] > 0:
+                    on[args[0]] = tick
+                elif kind in (0x80, 0x90) and args[0] in on:
+                    notes.append((on.pop(args[0]), tick, args[0]))
+        tracks.append(notes)
+        pos = end
+    return tracks, division if division < 0x8000 else 480
+
 
 class Scenarios(SampleKind):
     name = "scenarios"
@@ -216,7 +304,7 @@ class Scenarios(SampleKind):
     filename = "scenarios.parquet"
 
     def write(self, samples, folder: Path) -> Path:
-        """``samples``: a DataFrame in long form, or an array (scenarios, steps, assets) with ``assets`` names in ``.attrs``."""
+        """``samples``: a DataFrame in long form, or an array (scenarios, steps, assets) whose assets are named asset0, asset1, ..."""
         import pandas as pd
 
         if isinstance(samples, np.ndarray):
@@ -240,9 +328,13 @@ class Scenarios(SampleKind):
         path = Path(path)
         if path.is_dir() or path.suffix != ".parquet":
             raise DataError(f"{path} is not a .parquet file; {self.name} are {self.description}")
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns = pq.read_schema(path).names
+        try:
+            columns = pq.read_schema(path).names
+        except (pa.ArrowException, OSError) as exc:
+            raise DataError(f"{path} cannot be read as Parquet ({exc}); {self.name} are {self.description}") from None
         missing = [c for c in SCENARIO_COLUMNS if c not in columns]
         if missing:
             raise DataError(f"{path} lacks column(s) {', '.join(missing)}; {self.name} are {self.description}")

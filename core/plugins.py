@@ -20,6 +20,7 @@ it; ``genforge plugins`` lists it as failed, and every other plugin keeps workin
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -35,7 +36,8 @@ from .kinds import BUILTIN_KINDS, SampleKind
 
 ENTRY_POINT_GROUP = "genforge"
 _manager: pluggy.PluginManager | None = None
-_reported: set[str] = set()  # lines already written to stderr in this process
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # evaluator names: spec fields and metric-key prefixes
+RESERVED_EVALUATORS = ("training", "samples")  # the host's own sections of a report
 
 
 def _names(var: str) -> set[str]:
@@ -51,10 +53,16 @@ def allowed_plugins() -> set[str] | None:
     return _names("GENFORGE_PLUGINS") if os.environ.get("GENFORGE_PLUGINS", "").strip() else None
 
 
-def _say(line: str) -> None:
-    if line not in _reported:
-        _reported.add(line)
+def _say(line: str, pm: pluggy.PluginManager | None = None) -> None:
+    """Write a line to stderr once per plugin manager (once per process without one)."""
+    seen = getattr(pm, "reported", None) if pm is not None else None
+    seen = seen if seen is not None else _process_reported
+    if line not in seen:
+        seen.add(line)
         print(line, file=sys.stderr)
+
+
+_process_reported: set[str] = set()
 
 
 @dataclass
@@ -81,6 +89,8 @@ class PluginManager(pluggy.PluginManager):
         self.distributions: dict[str, tuple[str, str]] = {}  # plugin name -> (distribution, version)
         self.load_failures: list[PluginFailure] = []
         self.skipped: dict[str, str] = {}  # entry-point name -> why it was not loaded
+        self.reported: set[str] = set()  # lines already written to stderr
+        self._registry: tuple[tuple, Registry] | None = None  # cached per set of registered plugins
 
     def distribution(self, plugin_name: str) -> str:
         dist = self.distributions.get(plugin_name)
@@ -110,7 +120,7 @@ def _load_entrypoints(pm: PluginManager) -> None:
     known = {ep.name for ep in eps}
     for var, names in (("GENFORGE_DISABLE_PLUGINS", disabled), ("GENFORGE_PLUGINS", allowed or set())):
         for name in sorted(names - known):
-            _say(f"genforge: {var} names {name!r}, which matches no installed plugin (installed: {', '.join(sorted(known)) or 'none'})")
+            _say(f"genforge: {var} names {name!r}, which matches no installed plugin (installed: {', '.join(sorted(known)) or 'none'})", pm)
     for ep in eps:
         if ep.name in disabled:
             pm.skipped[ep.name] = "disabled by GENFORGE_DISABLE_PLUGINS"
@@ -127,7 +137,7 @@ def _load_entrypoints(pm: PluginManager) -> None:
         except Exception as exc:  # an outside plugin's bug must not take genforge down
             failure = PluginFailure(ep.name, dist[0], "import", f"{type(exc).__name__}: {exc}")
             pm.load_failures.append(failure)
-            _say(failure.line())
+            _say(failure.line(), pm)
             continue
         pm.distributions[ep.name] = dist
 
@@ -158,6 +168,7 @@ class Registry:
     evaluators: list[tuple[str, Evaluator]] = field(default_factory=list)
     datasets: dict[str, tuple[str, DataSource]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
+    kind_plugins: dict[str, str] = field(default_factory=dict)  # kinds added by plugins -> plugin
 
 
 def _collect(pm: pluggy.PluginManager, hook: str, reg: Registry) -> list[tuple[str, Any]]:
@@ -182,8 +193,27 @@ def _dist(pm: pluggy.PluginManager, name: str) -> str:
 
 
 def registry(pm: pluggy.PluginManager | None = None) -> Registry:
-    """Call the registration hooks and check what they return; report each failure once on stderr."""
+    """What the plugins register, checked; each failure reported once on stderr.
+
+    Cached for as long as the same plugins are registered (listeners that come and go
+    around a run change the key, which only costs a recomputation).
+    """
     pm = pm or get_plugin_manager()
+    key = tuple((pm.get_name(p), id(p)) for p in pm.get_plugins())
+    cached = getattr(pm, "_registry", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    reg = _build_registry(pm)
+    if isinstance(pm, PluginManager):
+        pm._registry = (key, reg)
+    return reg
+
+
+def _kind_of(item: Any) -> str:
+    return f"a {type(item).__name__}" if not isinstance(item, type) else f"the class {item.__name__}"
+
+
+def _build_registry(pm: pluggy.PluginManager) -> Registry:
     reg = Registry(failures=list(getattr(pm, "load_failures", [])))
 
     def fail(plugin: str, error: str) -> None:
@@ -193,17 +223,18 @@ def registry(pm: pluggy.PluginManager | None = None) -> Registry:
     for plugin, kind in _collect(pm, "genforge_sample_kinds", reg):
         name = getattr(kind, "name", None)
         if not isinstance(kind, SampleKind) or not name:
-            fail(plugin, f"genforge_sample_kinds returned {kind!r}, not a SampleKind instance with a name")
+            fail(plugin, f"genforge_sample_kinds returned {_kind_of(kind)}, not a SampleKind instance with a name")
         elif name in reg.kinds:
             fail(plugin, f"sample kind {name!r} is already registered")
         else:
             reg.kinds[name] = kind
+            reg.kind_plugins[name] = plugin
     known = ", ".join(reg.kinds)
 
     for plugin, gen in _collect(pm, "genforge_generators", reg):
         name = getattr(gen, "name", None)
         if not (isinstance(gen, type) and issubclass(gen, Generator)) or not name:
-            fail(plugin, f"genforge_generators returned {gen!r}, not a Generator subclass with a name")
+            fail(plugin, f"genforge_generators returned {_kind_of(gen)}, not a Generator subclass with a name")
         elif getattr(gen, "kind", None) not in reg.kinds:
             fail(plugin, f"generator {name!r} produces sample kind {getattr(gen, 'kind', None)!r}, which is not a known kind (known: {known})")
         elif not (isinstance(getattr(gen, "Config", None), type) and issubclass(gen.Config, GeneratorConfig)):
@@ -218,7 +249,9 @@ def registry(pm: pluggy.PluginManager | None = None) -> Registry:
         name, kinds = getattr(ev, "name", None), getattr(ev, "kinds", None)
         config = getattr(ev, "Config", None)
         if not isinstance(ev, Evaluator) or not name:
-            fail(plugin, f"genforge_evaluators returned {ev!r}, not an Evaluator instance with a name")
+            fail(plugin, f"genforge_evaluators returned {_kind_of(ev)}, not an Evaluator instance with a name")
+        elif not _NAME.match(name) or name in RESERVED_EVALUATORS:
+            fail(plugin, f"evaluator name {name!r}: use letters, digits, '-' and '_' (not {', '.join(RESERVED_EVALUATORS)}, which the host uses)")
         elif not kinds or isinstance(kinds, str) or any(k not in reg.kinds for k in kinds):
             fail(plugin, f"evaluator {name!r} accepts kinds {kinds!r}; each must be a known kind (known: {known})")
         elif not (isinstance(config, type) and issubclass(config, Section)):
@@ -232,7 +265,7 @@ def registry(pm: pluggy.PluginManager | None = None) -> Registry:
     for plugin, src in _collect(pm, "genforge_datasets", reg):
         name = getattr(src, "name", None)
         if not isinstance(src, DataSource) or not name:
-            fail(plugin, f"genforge_datasets returned {src!r}, not a DataSource instance with a name")
+            fail(plugin, f"genforge_datasets returned {_kind_of(src)}, not a DataSource instance with a name")
         elif getattr(src, "kind", None) not in reg.kinds:
             fail(plugin, f"data source {name!r} has kind {getattr(src, 'kind', None)!r}, which is not a known kind (known: {known})")
         elif name in reg.datasets:
@@ -241,7 +274,7 @@ def registry(pm: pluggy.PluginManager | None = None) -> Registry:
             reg.datasets[name] = (plugin, src)
 
     for failure in reg.failures:
-        _say(failure.line())
+        _say(failure.line(), pm)
     return reg
 
 
@@ -270,7 +303,11 @@ def datasets(pm: pluggy.PluginManager | None = None) -> dict[str, DataSource]:
 
 
 def _skipped_hint(pm: pluggy.PluginManager, hook: str, name: str) -> str:
-    """Where a name would come from a plugin that is switched off: say so (loads that plugin aside, on the error path only)."""
+    """Where a name may come from a plugin that failed, or would come from one switched off: say so.
+
+    A switched-off plugin is loaded aside to look (on this error path only).
+    """
+    hints = []
     for ep_name, why in getattr(pm, "skipped", {}).items():
         scratch = PluginManager()
         scratch.add_hookspecs(hookspecs)
@@ -278,11 +315,14 @@ def _skipped_hint(pm: pluggy.PluginManager, hook: str, name: str) -> str:
             ep = next(ep for ep in _entry_points() if ep.name == ep_name)
             scratch.register(ep.load(), name=ep_name)
             items = [i for batch in getattr(scratch.hook, hook)() for i in batch]
-        except Exception:
+        except BaseException:  # whatever a switched-off plugin does on import, this is only a hint
             continue
         if any(getattr(i, "name", None) == name for i in items):
-            return f"; {name!r} comes from plugin {ep_name!r}, which is {why}"
-    return ""
+            hints.append(f"{name!r} comes from plugin {ep_name!r}, which is {why}")
+    failed = sorted({f"{f.plugin!r} ({f.stage})" for f in registry(pm).failures})
+    if failed:
+        hints.append("plugins that failed may bring it: " + ", ".join(failed))
+    return "".join(f"; {h}" for h in hints)
 
 
 def get_generator(name: str, pm: pluggy.PluginManager | None = None) -> type[Generator]:
@@ -318,7 +358,8 @@ class PluginInfo:
     version: str
     hooks: list[str]
     distribution: str = ""
-    status: str = "loaded"  # loaded, failed, disabled
+    status: str = "loaded"  # loaded, partly failed (some registrations skipped), failed, skipped (switched off)
+    reason: str = ""  # why it was skipped
     generators: list[str] = field(default_factory=list)
     evaluators: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
@@ -345,15 +386,17 @@ def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
         infos[plugin].evaluators.append(ev.name)
     for dname, (plugin, _) in reg.datasets.items():
         infos[plugin].datasets.append(dname)
-    for plugin, kind in _collect(pm, "genforge_sample_kinds", Registry()):
-        if plugin in infos and getattr(kind, "name", None) in reg.kinds:
-            infos[plugin].kinds.append(kind.name)
+    for name, kind in reg.kinds.items():
+        owner = reg.kind_plugins.get(name)
+        if owner in infos:
+            infos[owner].kinds.append(name)
     for f in reg.failures:
         info = infos.setdefault(f.plugin, PluginInfo(f.plugin, "", [], f.distribution))
-        info.status = "failed" if f.stage in ("import",) or not (info.generators or info.evaluators or info.datasets) else "partly failed"
+        brought = info.generators or info.evaluators or info.datasets or info.kinds
+        info.status = "partly failed" if brought and f.stage != "import" else "failed"
         info.errors.append(f"{f.stage}: {f.error}")
     for name, why in getattr(pm, "skipped", {}).items():
-        infos.setdefault(name, PluginInfo(name, "", [], status=why))
+        infos.setdefault(name, PluginInfo(name, "", [], status="skipped", reason=why))
     return sorted(infos.values(), key=lambda i: i.name)
 
 
@@ -370,7 +413,7 @@ def versions(pm: pluggy.PluginManager | None = None, libraries: tuple[str, ...] 
     """Versions of genforge, its plugins and the libraries that decide results (``libraries``: a generator's own)."""
     out = {"genforge": _dist_version("genforge")}
     for info in plugin_infos(pm):
-        if info.status == "loaded":
+        if info.status in ("loaded", "partly failed"):
             out[f"plugin:{info.name}"] = info.version
     for lib in ("torch", "numpy", "prefect", "pluggy", "pydantic", *libraries):
         out[lib] = _dist_version(lib)

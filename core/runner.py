@@ -61,7 +61,10 @@ class Steps:
         self.generator_cls: type[Generator] = get_generator(spec["generator"], self.pm)
         self.generator = self.generator_cls()
         model = spec_model(self.generator_cls.Config, [ev for _, ev in evaluators(self.pm, self.generator_cls.kind)], strict=False)
-        self.config: GeneratorConfig = model.model_validate({k: v for k, v in spec.items() if k != "generator"})
+        sections = {k: v for k, v in spec.items() if k != "generator"}
+        # Evaluator sections are mappings; anything else (a spec of genforge 0.1) falls back to the evaluators' defaults.
+        sections["evaluate"] = {k: v for k, v in (sections.get("evaluate") or {}).items() if isinstance(v, dict)}
+        self.config: GeneratorConfig = model.model_validate(sections)
         self.info = RunInfo(self.run.id, spec["generator"], self.run.path)
 
     def _relative(self, path: Path) -> str:
@@ -182,11 +185,23 @@ class Steps:
         report = Report(self.run.id)
         from .report import training_curve, write_report
 
-        curve = training_curve(self.run)
-        if curve is not None:
-            report.evaluations.append(curve)
+        kind = get_kind(samples.kind, self.pm)
+        pictures = {
+            "training": lambda: training_curve(self.run),
+            # the kind's own picture of the samples (images: a grid; scenarios: a fan chart)
+            "samples": lambda: _preview(kind, samples.path, self.run.figures / "samples" / "preview.png"),
+        }
+        for name, draw in pictures.items():
+            try:
+                result = draw()
+            except Exception as exc:  # a picture that cannot be drawn costs only itself
+                log.debug("drawing %s failed", name, exc_info=True)
+                report.notes.append(f"the {name} figure could not be drawn: {type(exc).__name__}: {exc}")
+                continue
+            if result is not None:
+                report.evaluations.append(result)
         chosen = [(plugin, ev, getattr(self.config.evaluate, ev.name)) for plugin, ev in evaluators(self.pm, samples.kind)]
-        timings = evaluate_samples(samples, reference, self.run.figures, [(p, ev, cfg) for p, ev, cfg in chosen if cfg.enabled], report)
+        timings = evaluate_samples(samples, reference, self.run.figures, [(p, ev, cfg) for p, ev, cfg in chosen if cfg.enabled], report, self.pm)
         rejected = data.stats.get("train", {}).get("rejected", {})
         if rejected:
             n = sum(rejected.values())
@@ -203,13 +218,20 @@ class Steps:
         self.hook.genforge_run_failed(run=self.info, error=error)
 
 
-def evaluate_samples(samples: Samples, reference: Any, figures: Path, chosen: list[tuple[str, Any, Any]], report: Report) -> dict[str, float]:
+def _preview(kind: Any, path: Path, out: Path) -> Evaluation | None:
+    png = kind.preview(path, out)
+    return Evaluation("samples", [], {"preview": png}, plugin="genforge") if png is not None else None
+
+
+def evaluate_samples(
+    samples: Samples, reference: Any, figures: Path, chosen: list[tuple[str, Any, Any]], report: Report, pm: pluggy.PluginManager | None = None
+) -> dict[str, float]:
     """Run each (plugin, evaluator, settings) on the samples into ``report``; returns seconds per evaluator.
 
     Shared by a run's evaluate step and ``genforge evaluate``. The samples are checked by
     their kind first (a path of the wrong form is one clear error, before any evaluator).
     """
-    get_kind(samples.kind).check(samples.path)
+    get_kind(samples.kind, pm).check(samples.path)
     timings = {}
     for plugin, ev, settings in chosen:
         t0 = time.perf_counter()
@@ -217,10 +239,10 @@ def evaluate_samples(samples: Samples, reference: Any, figures: Path, chosen: li
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
             result: Evaluation = ev.evaluate(samples, reference, out_dir, settings)
-            result.plugin = result.plugin or plugin
+            result.evaluator, result.plugin = ev.name, plugin  # an evaluator speaks only for itself
         except Exception as exc:  # an evaluator's bug costs only its own metrics
             message = f"evaluator {ev.name!r} of plugin {plugin!r} failed on {samples.kind}: {type(exc).__name__}: {exc}"
-            log.error(message, exc_info=True)
+            log.debug(message, exc_info=True)  # the note reaches the report, the summary and the Prefect log
             result = Evaluation(ev.name, [], plugin=plugin, error=f"{type(exc).__name__}: {exc}")
             report.notes.append(message)
         timings[ev.name] = round(time.perf_counter() - t0, 2)

@@ -3,12 +3,15 @@
     <root>/runs/<run_id>/
         spec.yaml          the resolved spec (generator + every section, defaults filled in)
         versions.json      genforge, its plugins, torch, ...
-        data.json          the prepared data's fingerprint, path and counts (rows kept/rejected)
+        data.json          the prepared data's fingerprint, path and counts (rows kept/rejected), generator details
         checkpoints/       step-00000100.pt ...   (written atomically; loaded with weights_only)
-        model.safetensors  the weights the sampler used
+        checkpoint.json    the weights the sampler uses (the generator's file, e.g. model.safetensors)
+        training.json      steps, parameters, seconds, how training stopped, resumed from, throughput
         samples/           the samples, in their kind's format
+        samples.json       kind, path, count, seconds, samples per second, generator details
+        logs/train.jsonl   one line per progress event
         metrics.json       every metric, by evaluator
-        figures/           PNG files
+        figures/           PNG files, one folder per evaluator (and training/, samples/)
         report.md          the human-readable report
         status.json        state (created, running, finished, failed), step, error
 

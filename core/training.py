@@ -74,6 +74,26 @@ _CKPT = re.compile(r"^step-(\d+)\.pt$")
 ONE_NETWORK, ONE_OPTIMIZER, ONE_PHASE = "model", "main", "train"
 
 
+def step_seed(seed: int, step: int, sub: int = 0, rank: int = 0, world_size: int = 1) -> int:
+    """The torch seed of one phase repeat: a function of (seed, step, which repeat, rank) alone.
+
+    The first repeat of a step keeps genforge 0.1's formula, so one-network runs are unchanged;
+    later repeats take a SeedSequence hash, so no two (step, repeat) pairs share a seed.
+    """
+    if sub == 0:
+        return (seed * 1_000_003 + step) * (1009 if world_size > 1 else 1) + rank
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, step, sub, rank]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def headline_loss(metrics: dict[str, float]) -> float:
+    """The loss a progress bar shows: ``loss`` with one phase, else the first phase's ``<phase>_loss``."""
+    if "loss" in metrics:
+        return float(metrics["loss"])
+    return next((float(v) for k, v in metrics.items() if k.endswith("_loss")), float("nan"))
+
+
 def choose_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
         raise TrainingDiverged("train.device=cuda but no CUDA device is visible; use train.device=auto or cpu")
@@ -118,11 +138,19 @@ def resolve_optimizers(config: TrainConfig, networks: list[str]) -> dict[str, Op
         own = oc.model_dump(exclude={"networks"}, exclude_none=True)
         base = {k: getattr(config, k) for k in ("optimizer", "lr", "betas", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio", "grad_clip")}
         out[name] = OptimizerSettings(name=name, networks=nets, **{**base, **own})
+    for net in networks:
+        owners = [name for name, s in out.items() if net in s.networks]
+        if len(owners) > 1:
+            raise ConfigError(f"network {net!r} is updated by several optimizers ({', '.join(owners)}); give each network to one optimizer")
     return out
 
 
 def resolve_phases(config: TrainConfig, loss_fns: dict[str, PhaseLossFn], optimizers: dict[str, OptimizerSettings]) -> list[Phase]:
-    """``train.phases`` (order, repeats, optimizers) matched with the generator's loss functions."""
+    """``train.phases`` (order, repeats, optimizers) matched with the generator's loss functions.
+
+    A phase steps the optimizer it names, else the one named like it, else (with one phase)
+    the only one. Every optimizer must be stepped by some phase.
+    """
     named = config.phases or {name: PhaseConfig() for name in loss_fns}
     if set(named) != set(loss_fns):
         raise ConfigError(
@@ -130,10 +158,13 @@ def resolve_phases(config: TrainConfig, loss_fns: dict[str, PhaseLossFn], optimi
         )
     phases = []
     for name, pc in named.items():
-        opt = pc.optimizer or (name if name in optimizers else (next(iter(optimizers)) if len(optimizers) == 1 else None))
+        opt = pc.optimizer or (name if name in optimizers else (next(iter(optimizers)) if len(optimizers) == 1 and len(named) == 1 else None))
         if opt not in optimizers:
             raise ConfigError(f"train.phases.{name}.optimizer must be one of: {', '.join(optimizers)} (got {opt!r})")
         phases.append(Phase(name, opt, pc.repeat, loss_fns[name]))
+    unused = [o for o in optimizers if o not in {p.optimizer for p in phases}]
+    if unused:
+        raise ConfigError(f"train.optimizers {', '.join(map(repr, unused))} is stepped by no phase; name it in train.phases.<phase>.optimizer")
     return phases
 
 
@@ -323,6 +354,8 @@ class Trainer:
             ema = {}
         elif ema is None:
             ema = {n: {k: p.detach().clone().float() for k, p in networks[n].named_parameters()} for n in ema_nets}
+        elif set(ema) != set(ema_nets):
+            raise ConfigError(f"the checkpoint keeps an EMA of {sorted(ema)}, train.ema_networks asks for {sorted(ema_nets)}; start a new run to change it")
         ema_pairs = [(ema[n][k], p) for n in ema for k, p in networks[n].named_parameters()]
         ema_list, live_list = [e for e, _ in ema_pairs], [p for _, p in ema_pairs]
         max_seconds = cfg.max_minutes * 60 if cfg.max_minutes else None
@@ -382,7 +415,7 @@ class Trainer:
             for phase in phases:
                 for repeat in range(phase.repeat):
                     # Each process draws its own noise; one process alone keeps the (seed, step) stream.
-                    torch.manual_seed((cfg.seed * 1_000_003 + step) * (1009 if self.world_size > 1 else 1) + self.rank + 7919 * sub)
+                    torch.manual_seed(step_seed(cfg.seed, step, sub, self.rank, self.world_size))
                     sub += 1
                     with self.autocast:
                         loss, metrics = phase.loss_fn(calls, step, repeat)
@@ -394,7 +427,7 @@ class Trainer:
                     if count is not None and count in metrics:
                         counted += metrics.pop(count)
                     found = {"loss": loss.detach().float(), **metrics}
-                    clip = settings[phase.optimizer].grad_clip
+                    clip = settings[phase.optimizer].grad_clip  # None or 0: no clipping
                     if clip:
                         gnorm = torch.nn.utils.clip_grad_norm_(clip_params[phase.optimizer], clip)
                         bad = bad | ~torch.isfinite(gnorm)

@@ -22,6 +22,7 @@ from prefect.artifacts import (
 
 from genforge.core import Report, RunInfo, Run, hookimpl
 from genforge.core.report import metrics_table, render_markdown
+from genforge.core.training import headline_loss
 
 
 def artifact_key(*parts: str) -> str:
@@ -51,11 +52,13 @@ class PrefectBridge:
         if self.progress_id is None:
             self.progress_id = create_progress_artifact(pct, key=artifact_key(run.generator, "training"), description=f"training {run.run_id}")
         elif now - self._last >= self.min_interval_s or pct >= 100:
-            update_progress_artifact(self.progress_id, pct, description=f"step {step}, loss {metrics.get('loss', float('nan')):.4f}")
+            update_progress_artifact(self.progress_id, pct, description=f"step {step}, loss {headline_loss(metrics):.4f}")
         else:
             return
         self._last = now
-        get_run_logger().info("step %d  %.1f%%  loss %.4f  lr %.2e", step, pct, metrics.get("loss", float("nan")), metrics.get("lr", 0.0))
+        others = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.endswith("_loss"))  # one per phase, with several
+        lrs = ", ".join(f"{k} {v:.2e}" for k, v in metrics.items() if k == "lr" or k.startswith("lr_"))
+        get_run_logger().info("step %d  %.1f%%  loss %.4f  %s%s", step, pct, headline_loss(metrics), lrs, f"  ({others})" if others else "")
 
     @hookimpl
     def genforge_checkpoint_saved(self, run: RunInfo, step: int, path: str) -> None:
@@ -63,6 +66,8 @@ class PrefectBridge:
 
     @hookimpl
     def genforge_run_finished(self, run: RunInfo, report: Report) -> None:
+        for note in report.notes:  # e.g. an evaluator that failed: named in the flow run's log
+            get_run_logger().warning(note)
         rows = [{k: ("" if v is None else v) for k, v in row.items()} for row in metrics_table(report)]
         create_table_artifact(rows, key=artifact_key(run.generator, "metrics"), description=f"metrics of {run.run_id}")
         create_markdown_artifact(

@@ -18,6 +18,7 @@ from rich.table import Table
 from genforge.core import GeneratorConfig, GenforgeError, Report, RunInfo, RunStore, Samples, hookimpl
 from genforge.core.plugins import get_plugin_manager, plugin_infos
 from genforge.core.report import summary_lines, training_notes
+from genforge.core.training import headline_loss
 from genforge.core.runner import create_run, run_all
 
 app = typer.Typer(
@@ -61,8 +62,8 @@ class CliProgress:
                 TextColumn("step {task.fields[step]}  loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console,
             )
             self.progress.start()
-            self.task = self.progress.add_task("train", total=100, step=step, loss=metrics.get("loss", 0.0))
-        self.progress.update(self.task, completed=100 * metrics.get("progress", 0.0), step=step, loss=metrics.get("loss", 0.0))
+            self.task = self.progress.add_task("train", total=100, step=step, loss=headline_loss(metrics))
+        self.progress.update(self.task, completed=100 * metrics.get("progress", 0.0), step=step, loss=headline_loss(metrics))
         if metrics.get("progress", 0.0) >= 1.0:
             self.stop()
 
@@ -102,8 +103,6 @@ def print_summary(run_dir: Path) -> None:
     for ev in metrics.get("evaluations", []):
         first = True
         for m in ev["metrics"]:
-            if m["name"].startswith("reference_"):
-                continue
             table.add_row(ev["evaluator"] if first else "", m["name"], _fmt(m["value"]), _fmt(m["floor"]), end_section=False)
             first = False
         table.add_section()
@@ -144,7 +143,7 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON"
     if not infos:
         console.print("no plugins loaded (GENFORGE_PLUGINS, GENFORGE_DISABLE_PLUGINS or GENFORGE_DISABLE_PLUGIN_AUTOLOAD may be set)")
     for i in infos:
-        state = "" if i.status == "loaded" else f" [red]{i.status}[/]"
+        state = "" if i.status == "loaded" else f" [red]{i.status}[/]" + (f" ({i.reason})" if i.reason else "")
         dist = f" ({i.distribution})" if i.distribution and i.distribution != i.name else ""
         console.print(f"[bold]{i.name}[/] {i.version}{dist}{state}", highlight=False)
         for label, items in (
@@ -229,6 +228,7 @@ def show(
             "status": the_run.status,
             "spec": the_run.spec,
             "metrics": the_run.metrics().get("metrics", {}),
+            "evaluations": the_run.metrics().get("evaluations", []),
             "data": the_run.read_json("data.json", {}),
             "training": the_run.read_json("training.json", {}),
             "samples": the_run.read_json("samples.json", {}),
@@ -249,7 +249,7 @@ def evaluate(
     path: Annotated[Path, typer.Argument(help="samples in the kind's form: molecules a .smi/.txt/.csv file, images a .npz or a folder of PNGs, music a folder of MIDI files, scenarios a .parquet")],
     reference: Annotated[Optional[str], typer.Option(help="reference data: a file, or SOURCE-SPLIT of a data source of the kind (default: the kind's own reference)")] = None,
     train: Annotated[Optional[str], typer.Option(help="training data for novelty, as SOURCE-SPLIT or a file")] = None,
-    set_: Annotated[list[str], typer.Option("--set", "-s", help="an evaluator setting: --set EVALUATOR.FIELD=VALUE, e.g. --set moments.enabled=false (repeatable)")] = [],
+    set_: Annotated[list[str], typer.Option("--set", "-s", help="an evaluator setting: --set EVALUATOR.FIELD=VALUE, e.g. --set EVALUATOR.enabled=false (repeatable; `genforge plugins` lists evaluators)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print every metric as JSON, keyed by name")] = False,
     out: Annotated[Optional[Path], typer.Option(help="folder for figures and metrics.json (default: a new folder under $GENFORGE_HOME/evaluations)")] = None,
 ) -> None:
@@ -341,7 +341,7 @@ def runs(store: StoreOpt = None) -> None:
     for r in all_runs:
         status = r.status
         metrics = r.metrics().get("metrics", {})
-        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in list((k, v) for k, v in metrics.items() if not k.startswith("reference_"))[:4])
+        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in list((k, v) for k, v in metrics.items() if "." not in k)[:4])
         table.add_row(r.id, status.get("state", ""), str(status.get("step", "")), shown)
     console.print(table)
 
@@ -414,14 +414,24 @@ class _EvaluateOnly(GeneratorConfig):
 
 def add_plugin_commands(pm=None) -> None:
     """Commands plugins add through ``genforge_commands`` (one plugin's failure costs only its commands)."""
-    from genforge.core.plugins import _say
+    from genforge.core.plugins import PluginFailure, _say
 
     pm = pm or get_plugin_manager()
+    builtin = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
     for impl in pm.hook.genforge_commands.get_hookimpls():
+        before = len(app.registered_commands)
         try:
             impl.function(app=app)
+            added = app.registered_commands[before:]
+            clash = [c.name or c.callback.__name__.replace("_", "-") for c in added if (c.name or c.callback.__name__.replace("_", "-")) in builtin]
+            if clash:
+                del app.registered_commands[before:]
+                raise ValueError(f"command(s) {', '.join(clash)} would replace genforge's own")
         except Exception as exc:
-            _say(f"genforge: plugin {impl.plugin_name!r} could not add its commands: {type(exc).__name__}: {exc}")
+            del app.registered_commands[before:]
+            failure = PluginFailure(impl.plugin_name, pm.distribution(impl.plugin_name) if hasattr(pm, "distribution") else "unknown",
+                                    "genforge_commands", f"{type(exc).__name__}: {exc}")
+            _say(failure.line(), pm)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 from prefect.deployments import run_deployment
 
-from genforge.core import ConfigError, GenforgeError
+from genforge.core import ConfigError, Evaluation, GenforgeError, Metric, Report
 from genforge.core.config import apply_override
 
 from .bridge import artifact_key
@@ -54,7 +54,11 @@ def _metrics_of(client, flow_run_id: UUID) -> dict[str, Any]:
     for art in arts:
         if art.key and art.key.endswith("-metrics"):
             rows = art.data if isinstance(art.data, list) else json.loads(art.data)
-            return {row["metric"]: row["value"] for row in rows}
+            # the same merge as a run's metrics.json: evaluator.metric always, plain names where unambiguous
+            evaluators = dict.fromkeys(r["evaluator"] for r in rows)
+            merged = Report("", [Evaluation(e, [Metric(r["metric"], r["value"]) for r in rows if r["evaluator"] == e]) for e in evaluators]).metrics()
+            # one column per metric: the plain name, or evaluator.metric where evaluators disagree
+            return {k: v for k, v in merged.items() if "." not in k or k.split(".", 1)[1] not in merged}
     return {}
 
 

@@ -24,14 +24,17 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests import `helpers` and thi
 
 
 
-def _molecule_test_spec() -> dict:
+def _molecule_overrides() -> list[str]:
+    """The molecule generator's tiny spec as --set overrides (imported only by the tests that run it)."""
     from genforge.plugins.healthcare.generator import MoleculeDiffusion
 
-    return MoleculeDiffusion.test_spec
+    return overrides_from_spec(MoleculeDiffusion.test_spec)
 
 
-# Small, fast settings for a whole molecule run (seconds on 2 cores): the generator's own test_spec.
-TINY = overrides_from_spec(_molecule_test_spec())
+def __getattr__(name: str):  # `from conftest import TINY`, loaded on first use: the host's tests need no field library
+    if name == "TINY":
+        return _molecule_overrides()
+    raise AttributeError(name)
 
 
 def tiny_spec(*extra: str) -> dict:
@@ -39,7 +42,7 @@ def tiny_spec(*extra: str) -> dict:
     from genforge.core.config import apply_override, parse_override
 
     tree: dict = {}
-    for item in [*TINY, *extra]:
+    for item in [*_molecule_overrides(), *extra]:
         keys, value = parse_override(item)
         apply_override(tree, keys, value)
     return tree
@@ -54,4 +57,4 @@ def store(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def tiny() -> list[str]:
-    return list(TINY)
+    return _molecule_overrides()

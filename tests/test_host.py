@@ -32,7 +32,8 @@ def test_disable_plugins_by_name(monkeypatch):
     monkeypatch.setenv("GENFORGE_DISABLE_PLUGINS", "healthcare")
     pm = make_plugin_manager()
     assert pm.get_plugin("healthcare") is None
-    assert {i.name: i.status for i in plugin_infos(pm)}["healthcare"] == "disabled by GENFORGE_DISABLE_PLUGINS"
+    info = {i.name: i for i in plugin_infos(pm)}["healthcare"]
+    assert (info.status, info.reason) == ("skipped", "disabled by GENFORGE_DISABLE_PLUGINS")
     with pytest.raises(UnknownNameError) as err:
         get_generator("molecule-diffusion", pm)
     installed = str(err.value).split("installed: ")[1].split(";")[0]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from genforge.core import DataError, UnknownNameError
-from genforge.core.kinds import Images, Molecules, Music, Scenarios
+from genforge.core.kinds import Images, Molecules, Music, Scenarios, read_midi_notes
 from genforge.core.plugins import get_kind, make_plugin_manager
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -25,6 +27,7 @@ def test_molecules_round_trip_keeps_empty_rows_and_reads_csv(tmp_path):
         kind.load(tmp_path / "other.csv")
     with pytest.raises(DataError, match="is a folder; molecules samples are a text file"):
         kind.check(tmp_path)
+    assert kind.preview(path, tmp_path / "text.png").read_bytes()[:8] == PNG
 
 
 def test_images_round_trip_with_labels_pngs_and_a_preview(tmp_path):
@@ -43,11 +46,23 @@ def test_images_round_trip_with_labels_pngs_and_a_preview(tmp_path):
         kind.check(tmp_path / "empty")
 
 
-def test_music_is_a_folder_of_midi_files(tmp_path):
+def _track(*events: bytes) -> bytes:
+    body = b"".join(events) + b"\x00\xff\x2f\x00"
+    return b"MTrk" + struct.pack(">I", len(body)) + body
+
+
+# Two voices: C4 then E4 (running status, note-on velocity 0 as note-off, a tempo meta event between), and C3 held.
+MIDI = b"MThd" + struct.pack(">IHHH", 6, 1, 2, 480) + _track(
+    b"\x00\x90\x3c\x40", b"\x00\xff\x51\x03\x07\xa1\x20", b"\x83\x60\x80\x3c\x40", b"\x00\x90\x40\x40", b"\x83\x60\x40\x00"
+) + _track(b"\x00\x91\x30\x40", b"\x87\x40\x81\x30\x00")
+
+
+def test_music_is_a_folder_of_midi_files_with_a_piano_roll(tmp_path):
     kind = Music()
-    midi = b"MThd\x00\x00\x00\x06\x00\x01\x00\x01\x01\xe0MTrk\x00\x00\x00\x04\x00\xff\x2f\x00"
-    folder = kind.write([midi, midi], tmp_path)
+    assert read_midi_notes(MIDI) == ([[(0, 480, 60), (480, 960, 64)], [(0, 960, 48)]], 480)
+    folder = kind.write([MIDI, MIDI], tmp_path)
     assert kind.count(folder) == 2 and [p.name for p in kind.load(folder)] == ["00000.mid", "00001.mid"]
+    assert kind.preview(folder, tmp_path / "roll.png").read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match="not a Standard MIDI File"):
         kind.write([b"RIFF...."], tmp_path / "x")
     (tmp_path / "notes.txt").write_text("x")
@@ -68,6 +83,9 @@ def test_scenarios_are_long_form_parquet(tmp_path):
     pd.DataFrame({"scenario": [0], "step": [0], "value": [1.0]}).to_parquet(tmp_path / "bad.parquet")
     with pytest.raises(DataError, match="lacks column\\(s\\) asset"):
         kind.check(tmp_path / "bad.parquet")
+    (tmp_path / "fake.parquet").write_text("not parquet")
+    with pytest.raises(DataError, match="cannot be read as Parquet"):
+        kind.check(tmp_path / "fake.parquet")
 
 
 def test_an_unknown_kind_lists_the_known_ones():

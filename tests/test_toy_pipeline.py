@@ -35,7 +35,9 @@ def test_a_toy_run_learns_and_core_records_what_it_did(genforge_home, genforge_p
     assert data["train"]["kept"] == 1600 and data["train"]["held_out"] == 400 and data["details"] == {"dim": 2}
     report = (run.path / "report.md").read_text()
     assert "Trained 200 steps" in report and "1600 kept for training" in report and "vectors/s" in report
-    assert (run.path / "figures" / "moments" / "samples.png").exists() and (run.path / "figures" / "training" / "loss.png").exists()
+    for figure in ("moments/samples.png", "training/loss.png", "samples/preview.png"):  # the evaluator's, the engine's, the kind's
+        assert (run.path / "figures" / figure).read_bytes()[:4] == b"\x89PNG", figure
+    assert "![samples/preview](figures/samples/preview.png)" in report
 
 
 def test_corrupt_rows_are_skipped_and_counted(genforge_home, genforge_pm, tmp_path):

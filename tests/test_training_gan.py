@@ -116,3 +116,31 @@ def test_phases_and_optimizers_must_match_the_networks(tmp_path):
         Trainer(bad, tmp_path).fit_networks(networks(), LOSSES)
     with pytest.raises(ConfigError, match="train.ema_networks names 'gen'"):
         Trainer(config(ema_networks=["gen"]), tmp_path).fit_networks(networks(), LOSSES)
+
+
+def test_misconfigured_optimizers_are_refused_before_training(tmp_path):
+    both = config(optimizers={"a": {"networks": ["critic"]}, "b": {"networks": ["critic", "generator"]}},
+                  phases={"critic": {"optimizer": "a"}, "generator": {"optimizer": "b"}})
+    with pytest.raises(ConfigError, match="network 'critic' is updated by several optimizers \\(a, b\\)"):
+        Trainer(both, tmp_path).fit_networks(networks(), LOSSES)
+    idle = config(optimizers={"critic": {"networks": ["critic"]}, "generator": {"networks": ["generator"]}, "spare": {"networks": []}})
+    with pytest.raises(ConfigError):
+        Trainer(idle, tmp_path).fit_networks(networks(), LOSSES)
+
+
+def test_a_set_override_changes_one_optimizer_field_and_keeps_the_generator_defaults():
+    from pydantic import Field
+
+    from genforge.core import GeneratorConfig, OptimizerConfig, PhaseConfig, load_spec
+
+    class GanTrain(TrainConfig):  # a GAN generator's defaults, as its config would declare them
+        optimizers: dict[str, OptimizerConfig] = Field(default_factory=lambda: config().optimizers)
+        phases: dict[str, PhaseConfig] = Field(default_factory=lambda: config().phases)
+
+    class GanConfig(GeneratorConfig):
+        train: GanTrain = Field(default_factory=GanTrain)
+
+    spec = load_spec(GanConfig, None, ["train.optimizers.critic.lr=1e-4", "train.phases.critic.repeat=5"])
+    assert spec.train.optimizers["critic"].lr == 1e-4 and spec.train.optimizers["critic"].networks == ["critic"]
+    assert spec.train.optimizers["generator"].lr == 2.5e-3  # untouched
+    assert list(spec.train.phases) == ["critic", "generator"] and spec.train.phases["critic"].repeat == 5

@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from genforge.core import Evaluation, Evaluator, EvaluatorConfig, Metric, Reference, Samples
+from genforge.core.kinds import Molecules
 
 PROPERTIES = {
     "qed": "drug-likeness (QED)",
@@ -146,19 +147,12 @@ def draw_distributions(sample_props: dict, ref_props: dict, path: Path) -> Path:
 
 
 def read_samples(path: Path) -> list[str]:
-    """SMILES, one per row, keeping empty rows (they count as invalid samples).
+    """SMILES, one per row, keeping empty rows (they count as invalid samples): the ``molecules`` kind's loader.
 
     ``samples.smi`` (genforge's format) and any ``.smi``/``.txt`` file, gzipped or not: the
     first field of each line, so "SMILES name" libraries work; ``.csv[.gz]``: the column named "smiles".
     """
-    from .data import read_smiles
-
-    path = Path(path)
-    if path.name.endswith((".csv", ".csv.gz")):
-        return list(read_smiles(path))
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt") as fh:
-        return [line.split()[0] if line.split() else "" for line in fh]
+    return Molecules().load(Path(path))
 
 
 def training_set(reference: Reference) -> set[str] | None:
@@ -219,8 +213,7 @@ class MoleculeEvaluator(Evaluator):
         for key, label in PROPERTIES.items():
             s_mean = float(sample_props[key].mean()) if len(sample_props[key]) else float("nan")
             r_mean = float(ref_props[key].mean())
-            metrics.append(Metric(f"{key}_mean", s_mean, None, r_mean, f"mean {label} of valid samples"))
-            metrics.append(Metric(f"reference_{key}_mean", r_mean, None, None, f"mean {label} of the reference set"))
+            metrics.append(Metric(f"{key}_mean", s_mean, None, r_mean, f"mean {label} of valid samples (reference: the reference set's)"))
             metrics.append(Metric(f"{key}_w1", wasserstein1(sample_props[key], ref_props[key]), False, None, f"Wasserstein-1 of {label}, samples vs reference"))
         ha = sample_props["heavy_atoms"].mean() if valid else float("nan")
         metrics.append(Metric("heavy_atoms_rel_diff", float(ha / ref_props["heavy_atoms"].mean() - 1), None, 0.0, "mean heavy atoms, samples / reference - 1"))

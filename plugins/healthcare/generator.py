@@ -33,6 +33,7 @@ from genforge.core.plugins import get_dataset
 
 from .data import drop_unusable, fetch, read_smiles, validate_all
 from genforge.core.blocks import MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser
+from genforge.core.kinds import Molecules
 
 from .tokens import MASK_ID, PAD_ID, Tokenizer
 
@@ -381,9 +382,7 @@ class MoleculeDiffusion(Generator):
                 lengths = torch.multinomial(hist, b, replacement=True, generator=cpu_gen).to(device)
                 x = DIFFUSION.sample(model, lengths, cfg.steps, cfg.temperature, cfg.strategy, generator=gen)
                 out.extend(tokenizer.decode(row[row != PAD_ID].tolist()) for row in x.cpu())
-        path = run.samples_dir / "samples.smi"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _write_smi(path, out)
+        path = Molecules().write(out, run.samples_dir)  # samples.smi, an empty line where a sequence did not decode
         return Samples("molecules", path, len(out), {"strategy": cfg.strategy, "steps": cfg.steps, "temperature": cfg.temperature})
 
     def reference(self, data: PreparedData, config: MoleculeDiffusionConfig) -> Reference:

@@ -38,6 +38,7 @@ def main(out: Path) -> None:
     if trainer.is_main:
         torch.save({"state": model.state_dict(), "init": init, "step": result.step, "world": trainer.world_size}, out / "final.pt")
     if dist.is_initialized():
+        dist.barrier()  # no rank tears gloo down while another still talks to it
         dist.destroy_process_group()
 
 
