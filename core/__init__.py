@@ -25,7 +25,7 @@ from .contracts import (
     RunInfo,
     Samples,
 )
-from .errors import ConfigError, DataError, GenforgeError, RunNotFound, TrainingDiverged, TrainingFailed, UnknownNameError
+from .errors import ConfigError, DataError, GenforgeError, RunBusy, RunNotFound, TrainingDiverged, TrainingFailed, UnknownNameError
 from .hookspecs import hookimpl, hookspec
 from .kinds import SampleKind
 from .store import Run, RunStore
@@ -39,7 +39,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree without an 
 __all__ = [
     "Checkpoint", "ConfigError", "DataError", "DataSource", "Evaluation", "Evaluator", "EvaluatorConfig",
     "Generator", "GeneratorConfig", "GenforgeError", "Metric", "OptimizerConfig", "PhaseConfig", "PreparedData",
-    "Reference", "Report", "Run", "RunInfo", "RunNotFound", "RunStore", "SampleConfig", "SampleKind", "Samples",
+    "Reference", "Report", "Run", "RunBusy", "RunInfo", "RunNotFound", "RunStore", "SampleConfig", "SampleKind", "Samples",
     "Section", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "TrainingFailed", "UnknownNameError",
     "hookimpl", "hookspec", "load_spec", "store",
 ]

@@ -202,7 +202,7 @@ def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
 
 def _describe_error(err: dict[str, Any]) -> str:
     loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"]
+    msg = err["msg"].removeprefix("Value error, ")
     ctx = err.get("ctx") or {}
     if err["type"] == "literal_error" and "expected" in ctx:
         msg = f"must be one of {ctx['expected']}"

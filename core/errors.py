@@ -38,3 +38,7 @@ class RunNotFound(GenforgeError):
 
 class TrainingFailed(GenforgeError):
     """A training process (e.g. one of several launched by torchrun) exited with an error."""
+
+
+class RunBusy(GenforgeError):
+    """Another process holds the run (it is training it)."""

@@ -107,7 +107,9 @@ def training_curve(run: Run) -> Evaluation | None:
     log = run.path / "logs" / "train.jsonl"
     if not log.exists():
         return None
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    from .runner import read_jsonl
+
+    rows = read_jsonl(log)
     keys = [k for k in (rows[-1] if rows else {}) if k == "loss" or k.endswith("_loss")]  # one per phase
     rows = [r for r in rows if all(k in r for k in keys)]
     if not rows or not keys:

@@ -18,12 +18,28 @@ import pluggy
 from . import distributed
 from .config import GeneratorConfig, load_spec, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
-from .errors import TrainingFailed
+from .errors import RunBusy, TrainingFailed
 from .plugins import evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore
 from .training import Trainer, TrainResult
 
 log = logging.getLogger("genforge")
+# Exceptions that mean "stopped from outside", not "broken": KeyboardInterrupt also stands for SIGTERM
+# (the CLI turns it into one), Prefect's TerminationSignal for a cancelled or terminated flow run.
+INTERRUPTIONS = ("KeyboardInterrupt", "TerminationSignal", "Abort")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON lines of a log; a partial or damaged line (a crash mid-write) is skipped."""
+    rows = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
 
 
 def create_run(
@@ -100,8 +116,32 @@ class Steps:
         return PreparedData(Path(d["path"]), d["fingerprint"], {**stats, **d.get("details", {})})
 
     def train(self, data: PreparedData | None = None) -> Checkpoint:
-        if self.config.train.devices > 1 and not distributed.in_process_group():
-            return self._train_distributed()
+        """Train to the budget, resuming from the newest checkpoint; one process at a time per run (a lock)."""
+        if distributed.in_process_group():  # a torchrun worker: the launching process holds the lock
+            return self._train(data)
+        with self.run.lock("train"):
+            self._trim_training_log()
+            if self.config.train.devices > 1:
+                return self._train_distributed()
+            return self._train(data)
+
+    def _trim_training_log(self) -> None:
+        """On resume, drop progress lines past the checkpoint training resumes from (they will be logged again)."""
+        from .training import list_checkpoints
+
+        log = self.run.path / "logs" / "train.jsonl"
+        if not log.exists():
+            return
+        found = list_checkpoints(self.run.checkpoints)
+        last = found[-1][0] if found else 0
+        rows = read_jsonl(log)
+        kept = [r for r in rows if r.get("step", 0) <= last]
+        if len(kept) != len(rows) or log.read_bytes()[-1:] not in (b"", b"\n"):
+            from .store import atomic_write_text
+
+            atomic_write_text(log, "".join(json.dumps(r) + "\n" for r in kept))
+
+    def _train(self, data: PreparedData | None = None) -> Checkpoint:
         data = data or self.prepared()
         trainer = Trainer(
             self.config.train,
@@ -214,7 +254,9 @@ class Steps:
         return report
 
     def failed(self, error: BaseException) -> None:
-        self.run.set_status("failed", error=f"{type(error).__name__}: {error}")
+        """Record how the run ended: ``interrupted`` (Ctrl-C, SIGTERM, a cancellation: resumable) or ``failed``."""
+        state = "interrupted" if type(error).__name__ in INTERRUPTIONS else "failed"
+        self.run.set_status(state, error=f"{type(error).__name__}: {error}")
         self.hook.genforge_run_failed(run=self.info, error=error)
 
 
@@ -293,6 +335,8 @@ def run_all(run: Run | str | Path, pm: pluggy.PluginManager | None = None) -> Re
         checkpoint = steps.train(data)
         samples = steps.sample(checkpoint)
         return steps.evaluate(samples, data)
+    except RunBusy:  # another process is running it: its status is that process's to write
+        raise
     except BaseException as exc:
         steps.failed(exc)
         raise

@@ -31,18 +31,21 @@ Credentials come from the environment (e.g. ``AWS_ACCESS_KEY_ID`` for s3fs) or f
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 import os
+import re
 import secrets
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .errors import RunNotFound
+from .errors import DataError, RunBusy, RunNotFound
 
 
 _REMOTE_MARKER = ".remote"  # in a mirrored run folder: the run's URL
@@ -185,8 +188,14 @@ class Run:
 
     # -- json/yaml helpers ----------------------------------------------------------
     def read_json(self, name: str, default: Any = None) -> Any:
+        """A JSON file of the run (``default`` where it does not exist); a damaged one is a one-line ``DataError`` naming it."""
         p = self.path / name
-        return json.loads(p.read_text()) if p.exists() else default
+        if not p.exists():
+            return default
+        try:
+            return json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{p} is damaged ({exc}); restore it, or delete it to rebuild it by resuming the run") from None
 
     def write_json(self, name: str, obj: Any) -> Path:
         p = self.path / name
@@ -208,13 +217,16 @@ class Run:
 
     @property
     def status(self) -> dict[str, Any]:
-        return self.read_json("status.json", {"state": "created"})
+        try:
+            return self.read_json("status.json", {"state": "created"})
+        except DataError as exc:  # one damaged run must not hide the others in `genforge runs`
+            return {"state": "unreadable", "error": str(exc)}
 
     def set_status(self, state: str, **extra: Any) -> None:
         status = self.status
         changed = status.get("state") != state
         status.update(state=state, updated=dt.datetime.now(dt.timezone.utc).isoformat(), **extra)
-        if state != "failed":
+        if state not in ("failed", "interrupted"):
             status.pop("error", None)
         atomic_write_text(self.path / "status.json", json.dumps(status, indent=2, default=str) + "\n")
         # Progress updates reach a remote store at most every 10 s; state changes at once.
@@ -225,6 +237,35 @@ class Run:
 
     def metrics(self) -> dict[str, Any]:
         return self.read_json("metrics.json", {})
+
+    @contextlib.contextmanager
+    def lock(self, what: str):
+        """Hold the run's lock while ``what`` runs: a second process that tries gets one clear line, not a second training.
+
+        An OS lock (``flock``) on ``.lock`` in the run folder: released when the holder exits, however it exits.
+        """
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / ".lock", "a+")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise RunBusy(f"run {self.id} is busy: {holder}; wait for it to finish, or stop that process and `genforge resume` it") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{what} by pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}")
+            fh.flush()
+            try:
+                yield
+            finally:
+                fh.seek(0)
+                fh.truncate()  # no stale holder left to read once released
+        finally:
+            fh.close()
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
@@ -244,6 +285,7 @@ class RunStore:
         return self.url or str(self.root)
 
     def _run(self, run_id: str) -> Run:
+        check_run_id(run_id)
         return Run(self.runs / run_id, f"{self.url}/runs/{run_id}" if self.url else None)
 
     def create(self, generator: str, run_id: str | None = None) -> Run:
@@ -270,25 +312,27 @@ class RunStore:
             base = f"{_strip(fs, self.url)}/runs"
             ids = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)] if fs.exists(base) else []
             for run_id in ids:
-                self._run(run_id).pull("spec.yaml", "status.json")
+                if _valid_id(run_id):
+                    self._run(run_id).pull("spec.yaml", "status.json")
         if not self.runs.exists():
             return []
-        runs = [self._run(p.name) for p in self.runs.iterdir() if (p / "spec.yaml").exists()]
+        runs = [self._run(p.name) for p in self.runs.iterdir() if _valid_id(p.name) and (p / "spec.yaml").exists()]
         return sorted(runs, key=lambda r: (r.status.get("created", ""), r.id))
 
     def get(self, run_id: str) -> Run:
-        """A run by id, by ``latest``, by a unique prefix, or by its folder's path."""
+        """A run by id, by ``latest``, by a unique prefix, or by its folder's path (a folder of this store's ``runs/``)."""
         if run_id == "latest":
             runs = self.all()
             if not runs:
                 raise RunNotFound(f"no runs under {self}")
             runs[-1].pull()
             return runs[-1]
-        as_path = Path(run_id).expanduser()
-        if (as_path / "spec.yaml").exists():
-            run = Run(as_path.resolve())
-            run.pull()
-            return run
+        if "/" in run_id or os.sep in run_id:  # a folder: only one of this store's runs
+            as_path = Path(run_id).expanduser().resolve()
+            if as_path.parent != self.runs.resolve() or not (as_path / "spec.yaml").exists():
+                raise RunNotFound(f"{run_id!r} is not a run folder of this store ({self.runs}); give a run id, or --store for another store")
+            run_id = as_path.name
+        check_run_id(run_id)
         if self.exists(run_id):
             run = self._run(run_id)
             run.pull()
@@ -300,6 +344,20 @@ class RunStore:
         if matches:
             raise RunNotFound(f"run id {run_id!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
         raise RunNotFound(f"no run {run_id!r} under {self.runs} (try `genforge show latest`)")
+
+
+_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+def _valid_id(run_id: str) -> bool:
+    return bool(_RUN_ID.match(run_id)) and ".." not in run_id
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id is one folder name: letters, digits, '.', '_', '-'; no separators, no '..' (it is joined into paths and URLs)."""
+    if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or ".." in run_id:
+        raise RunNotFound(f"{run_id!r} is not a run id: use letters, digits, '.', '_' and '-' (no path separators or '..')")
+    return run_id
 
 
 def _strip(fs, url: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -127,6 +128,10 @@ def _execute(run, use_prefect: bool) -> None:
             run_pipeline(run)
         else:
             run_all(run, pm)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into one (see main)
+        listener.stop()
+        err.print(f"[yellow]interrupted[/] ({exc or 'Ctrl-C'}); `genforge resume {run.id}` continues from the last checkpoint", highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     finally:
         listener.stop()
         pm.unregister(listener)
@@ -340,8 +345,11 @@ def runs(store: StoreOpt = None) -> None:
         table.add_column(col)
     for r in all_runs:
         status = r.status
-        metrics = r.metrics().get("metrics", {})
-        shown = ", ".join(f"{k} {_fmt(v)}" for k, v in list((k, v) for k, v in metrics.items() if "." not in k)[:4])
+        try:
+            metrics = r.metrics().get("metrics", {})
+            shown = ", ".join(f"{k} {_fmt(v)}" for k, v in list((k, v) for k, v in metrics.items() if "." not in k)[:4])
+        except GenforgeError as exc:  # a damaged file of one run: say so on its row, list the others
+            shown = f"[red]{exc}[/]"
         table.add_row(r.id, status.get("state", ""), str(status.get("step", "")), shown)
     console.print(table)
 
@@ -434,7 +442,14 @@ def add_plugin_commands(pm=None) -> None:
             _say(failure.line(), pm)
 
 
+def _terminated(signum, frame) -> None:
+    # Docker, Kubernetes, `timeout` and Prefect cancellations send SIGTERM: stop like Ctrl-C, so
+    # the run is marked interrupted (resumable) and its last checkpoint is kept.
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         add_plugin_commands()
         app()
@@ -444,6 +459,25 @@ def main() -> None:
     except FileNotFoundError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except Exception as exc:  # the error boundary: one line, what to do; GENFORGE_DEBUG=1 shows the traceback
+        if os.environ.get("GENFORGE_DEBUG", "") not in ("", "0"):
+            raise
+        err.print(f"[red]error:[/] {describe_error(exc)} (GENFORGE_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
+        sys.exit(1)
+
+
+def describe_error(exc: BaseException) -> str:
+    """An unexpected failure in a user's words: the disk, a permission, the Prefect API, or the exception itself."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"no space left on the device{f' writing {exc.filename}' if exc.filename else ''}; free some space (old runs under $GENFORGE_HOME/runs, cache/) and `genforge resume` the run"
+    if isinstance(exc, PermissionError):
+        return f"permission denied{f' on {exc.filename}' if exc.filename else ''}; check the owner of $GENFORGE_HOME or set it to a folder you can write"
+    if type(exc).__module__.split(".")[0] in ("httpx", "httpcore") or type(exc).__name__ in ("ConnectError", "ConnectTimeout"):
+        url = os.environ.get("PREFECT_API_URL") or "Prefect's embedded server"
+        return f"cannot reach the Prefect API at {url} ({type(exc).__name__}: {exc}); start the server, fix PREFECT_API_URL, or run with --no-prefect"
+    return f"{type(exc).__name__}: {exc}"
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import genforge.flows  # noqa: F401  (Prefect defaults for a laptop)
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run as current_flow_run
 
-from genforge.core import GenforgeError, Run, RunStore, store
+from genforge.core import GenforgeError, Run, RunBusy, RunStore, store
 from genforge.core.plugins import get_plugin_manager
 from genforge.core.runner import Steps, create_run
 
@@ -139,6 +139,8 @@ def pipeline(
             train(run_dir)
         sample(run_dir)
         evaluate(run_dir)
+    except RunBusy:  # another process is running it: its status is that process's to write
+        raise
     except BaseException as exc:
         steps.failed(exc)
         raise

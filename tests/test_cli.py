@@ -128,3 +128,48 @@ def test_evaluate_says_what_is_wrong_with_the_kind_or_the_path(store, tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = cli("evaluate", "molecules", __file__, "--set", "rdkit.grd=3")
     assert r.returncode == 2 and "unknown field 'evaluate.rdkit.grd'" in r.stderr
+
+
+def test_sigterm_marks_the_run_interrupted_one_resume_at_a_time_and_no_duplicate_log_steps(store, tiny):
+    """SIGTERM (docker stop, kubectl delete, timeout) stops like Ctrl-C; a second resume of a busy run is refused."""
+    long = [*tiny, "train.max_steps=400", "train.checkpoint_every=20", "model.d_model=64", "model.n_layers=2"]
+    proc = subprocess.Popen([*GENFORGE, "run", "molecule-diffusion", "--no-prefect", *sets(long)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    runs = Path(os.environ["GENFORGE_HOME"]) / "runs"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(runs.glob("*/checkpoints/step-*.pt"))) < 2:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted (stopped by signal SIGTERM); `genforge resume" in stderr and "Traceback" not in stderr
+    run_dir = next(runs.iterdir())
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "interrupted" and "SIGTERM" in status["error"]
+
+    first = subprocess.Popen([*GENFORGE, "resume", run_dir.name, "--no-prefect"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             text=True, env=os.environ.copy())
+    while time.time() < deadline and f"pid {first.pid} " not in ((run_dir / ".lock").read_text() if (run_dir / ".lock").exists() else ""):
+        time.sleep(0.1)
+    second = cli("resume", run_dir.name, "--no-prefect")
+    assert second.returncode == 2 and f"run {run_dir.name} is busy: train by pid {first.pid}" in second.stderr
+    _, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    steps = [json.loads(line)["step"] for line in (run_dir / "logs" / "train.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-1] == 400  # resumed without logging any step twice
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
+def test_damaged_state_files_and_impossible_specs_are_one_line(store, tiny):
+    """A damaged metrics.json is named and the other runs still list; d_model % n_heads fails before a run exists."""
+    bad = cli("run", "molecule-diffusion", "--no-prefect", "--set", "model.d_model=100", "--set", "model.n_heads=3")
+    assert bad.returncode == 2 and "model: d_model (100) must be a multiple of n_heads (3)" in bad.stderr
+    assert not (Path(os.environ["GENFORGE_HOME"]) / "runs").exists()  # refused before any run folder
+    assert cli("run", "molecule-diffusion", "--no-prefect", *sets(tiny)).returncode == 0
+    assert cli("run", "molecule-diffusion", "--no-prefect", *sets(tiny)).returncode == 0
+    first, second = sorted((Path(os.environ["GENFORGE_HOME"]) / "runs").iterdir())
+    (first / "metrics.json").write_text('{"metrics": {"validity": 0.')
+    (second / "status.json").write_text("")
+    listing = cli("runs")
+    assert listing.returncode == 0 and "is damaged" in listing.stdout and "unreadable" in listing.stdout
+    shown = cli("show", first.name)
+    assert shown.returncode == 2 and f"{first / 'metrics.json'} is damaged" in shown.stderr and "Traceback" not in shown.stderr

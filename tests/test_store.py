@@ -53,3 +53,28 @@ def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, mo
     samples = json.loads((remote_run / "samples.json").read_text())
     assert (remote_run / samples["path"]).exists()  # recorded relative to the run folder
     assert not list(remote_run.rglob(".*"))  # no temp files or local markers on the shared store
+
+
+@pytest.mark.parametrize("url", [False, True])
+def test_run_ids_never_leave_the_store(tmp_path, monkeypatch, genforge_pm, url):
+    """`show ../../outside`, `resume ../../outside`, the flow's `run` parameter: refused, for local and URL stores."""
+    from genforge.core import RunNotFound
+
+    root = f"file://{tmp_path}/bucket/genforge" if url else str(tmp_path / "store")
+    monkeypatch.setenv("GENFORGE_MIRROR", str(tmp_path / "mirror"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "spec.yaml").write_text("generator: toy-gaussian\n")
+    if url:  # a folder beside runs/ on the shared store
+        victim = tmp_path / "bucket" / "victim"
+        victim.mkdir(parents=True)
+        (victim / "spec.yaml").write_text("generator: toy-gaussian\n")
+    store = RunStore(root)
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()), root=root)
+    for bad in ("../../outside", "../victim", str(outside), "..", "a/b", "run\\x"):
+        with pytest.raises(RunNotFound, match="is not a run"):
+            store.get(bad)
+    assert not (tmp_path / "mirror" / "victim").exists() and not list(tmp_path.glob("mirror/*/victim"))
+    with pytest.raises(RunNotFound, match="is not a run id"):
+        store.create("toy-gaussian", "../escape")
+    assert store.get(run.id).path == run.path and store.get(str(run.path)).id == run.id  # ids and this store's folders still work

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 
@@ -24,6 +24,13 @@ class TransformerConfig(BaseModel):
     n_heads: int = Field(6, ge=1, description="attention heads; must divide d_model")
     mlp_ratio: int = Field(4, ge=1, description="hidden width of the MLP, as a multiple of d_model")
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _heads_divide_the_width(self) -> "TransformerConfig":
+        # Checked with the spec, before a run folder exists or any data is prepared.
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        return self
 
 
 class Block(nn.Module):

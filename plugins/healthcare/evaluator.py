@@ -22,6 +22,7 @@ from pydantic import Field
 
 from genforge.core import Evaluation, Evaluator, EvaluatorConfig, Metric, Reference, Samples
 from genforge.core.kinds import Molecules
+from genforge.core.store import atomic_write_text
 
 PROPERTIES = {
     "qed": "drug-likeness (QED)",
@@ -95,17 +96,25 @@ def wasserstein1(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def reference_properties(path: Path, max_n: int) -> dict[str, np.ndarray]:
-    """Properties of the reference set, cached next to it (reference files are immutable)."""
+    """Properties of the reference set, cached next to it (reference files are immutable).
+
+    The cache is written atomically; an unreadable one (damaged by hand, or by an older
+    genforge) is a miss and is rebuilt.
+    """
     cache = path.with_name(f"{path.stem}.properties-{max_n}.json")
-    if cache.exists():
-        return {k: np.asarray(v) for k, v in json.loads(cache.read_text()).items()}
+    try:
+        cached = json.loads(cache.read_text())
+        if isinstance(cached, dict) and set(cached) == set(PROPERTIES):
+            return {k: np.asarray(v) for k, v in cached.items()}
+    except (OSError, ValueError):
+        pass
     smiles = [s for s in read_samples(path) if s]
     if len(smiles) > max_n:  # a seeded random subset: files may be ordered (MOSES's are)
         smiles = [smiles[i] for i in sorted(np.random.default_rng(0).choice(len(smiles), max_n, replace=False))]
     props = properties([m for m in map(parse, smiles) if m is not None])
     try:
-        cache.write_text(json.dumps({k: v.tolist() for k, v in props.items()}))
-    except OSError:
+        atomic_write_text(cache, json.dumps({k: v.tolist() for k, v in props.items()}))
+    except OSError:  # a read-only reference folder: compute again next time
         pass
     return props
 

@@ -31,7 +31,7 @@ from genforge.core import (
 )
 from genforge.core.plugins import get_dataset
 
-from .data import drop_unusable, fetch, read_smiles, validate_all
+from .data import drop_unusable, fetch, read_smiles, redact_url, validate_all
 from genforge.core.blocks import MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser
 from genforge.core.kinds import Molecules
 
@@ -198,7 +198,7 @@ class MoleculeDiffusion(Generator):
             if not train.exists():
                 raise DataError(f"data.path {cfg.path!r} does not exist")
             test = fetch(cfg.test_path, cache_root / "downloads") if cfg.test_path else None
-            return train, test, str(cfg.path)
+            return train, test, redact_url(str(cfg.path))  # no token of a presigned link in data.json or logs
         files = get_dataset(cfg.source).files()
         test = fetch(cfg.test_path, cache_root / "downloads") if cfg.test_path else files.get("test")
         return files["train"], test, cfg.source
@@ -269,12 +269,6 @@ class MoleculeDiffusion(Generator):
         for i, p in enumerate(pieces):
             tokens[i, : len(p)] = [tokenizer.index[t] for t in p]
 
-        tmp = out.with_name(out.name + f".tmp-{time.time_ns()}")
-        tmp.mkdir(parents=True)
-        np.savez(tmp / "train.npz", tokens=tokens, lengths=lengths)
-        _write_smi(tmp / "train.smi", kept)
-        _write_smi(tmp / "test.smi", test_smiles)
-        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_dict()))
         stats = {
             "source": source,
             "representation": cfg.representation,
@@ -285,10 +279,20 @@ class MoleculeDiffusion(Generator):
             "mean_length": float(lengths.mean()),
             "prepare_seconds": round(time.perf_counter() - t0, 2),
         }
-        (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+        # Written into a temporary folder, renamed when complete: a crash or a full disk leaves no half folder.
+        tmp = out.with_name(out.name + f".tmp-{time.time_ns()}")
+        tmp.mkdir(parents=True)
         try:
-            tmp.rename(out)
-        except OSError:  # another process prepared the same data first
+            np.savez(tmp / "train.npz", tokens=tokens, lengths=lengths)
+            _write_smi(tmp / "train.smi", kept)
+            _write_smi(tmp / "test.smi", test_smiles)
+            (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_dict()))
+            (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
+            try:
+                tmp.rename(out)
+            except OSError:  # another process prepared the same data first
+                pass
+        finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return PreparedData(out, fingerprint, {**stats, "cache": "miss"})
 

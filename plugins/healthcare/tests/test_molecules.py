@@ -196,3 +196,68 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path, tiny):
         losses[compiled] = [json.loads(line)["loss"] for line in (run.path / "logs" / "train.jsonl").read_text().splitlines()]
     assert len(losses[True]) == len(losses[False])
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+
+
+def test_a_damaged_reference_cache_is_rebuilt(tmp_path):
+    """A 0-byte (or truncated) property cache is a miss, not a JSONDecodeError in every later evaluation."""
+    from genforge.plugins.healthcare.evaluator import reference_properties
+
+    ref = tmp_path / "test.smi"
+    ref.write_text("\n".join(moses(40, "test")) + "\n")
+    first = reference_properties(ref, 30)
+    cache = tmp_path / "test.properties-30.json"
+    assert cache.exists() and not list(tmp_path.glob(".*tmp"))
+    for damage in ("", '{"qed": [0.1, '):
+        cache.write_text(damage)
+        again = reference_properties(ref, 30)
+        assert all(np.array_equal(first[k], again[k]) for k in first)
+        assert json.loads(cache.read_text()).keys() == first.keys()
+
+
+def test_a_failed_prepare_leaves_no_temporary_folder(tmp_path, store, tiny, monkeypatch):
+    import genforge.plugins.healthcare.generator as gen
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(gen.np, "savez", full_disk)
+    run = create_run("molecule-diffusion", overrides=tiny)
+    with pytest.raises(OSError, match="No space left"):
+        Steps(run).prepare()
+    assert not [p for p in run.cache_root.iterdir() if ".tmp-" in p.name]
+
+
+def test_downloads_are_cached_by_url_and_capped(tmp_path):
+    """Two URLs ending in the same file name are two downloads; a download past the cap is refused; nothing half-written stays."""
+    import http.server
+    import threading
+
+    from genforge.plugins.healthcare.data import fetch, redact_url
+
+    bodies = {"/a/x/data.smi": b"CCO\n", "/b/y/data.smi": b"c1ccccc1\n" * 200}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = bodies.get(self.path.split("?")[0])
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        a = fetch(f"{base}/a/x/data.smi", tmp_path)
+        b = fetch(f"{base}/b/y/data.smi?token=SECRET", tmp_path)
+        assert a != b and a.read_bytes() == b"CCO\n" and b.read_bytes() == bodies["/b/y/data.smi"]
+        meta = json.loads(b.with_name(b.name + ".json").read_text())
+        assert meta["bytes"] == 1800 and len(meta["sha256"]) == 64 and "SECRET" not in meta["url"]
+        with pytest.raises(DataError, match="passed 0 MB; raise GENFORGE_MAX_DOWNLOAD_MB"):
+            fetch(f"{base}/b/y/data.smi?other", tmp_path, max_mb=0.001)
+        assert not list(tmp_path.glob(".*.tmp"))
+    finally:
+        server.shutdown()
+    assert redact_url("https://user:pw@host:8443/p/f.smi?X-Amz-Signature=abc") == "https://host:8443/p/f.smi?<redacted>"
