@@ -69,6 +69,11 @@ def genforge_train_progress(run: "RunInfo", step: int, total: int | None, metric
 
 
 @hookspec
+def genforge_step_progress(run: "RunInfo", stage: str, done: int, total: int | None) -> None:
+    """Called while a step other than training runs (``stage`` "sample": samples written so far of ``total``)."""
+
+
+@hookspec
 def genforge_checkpoint_saved(run: "RunInfo", step: int, path: str) -> None:
     """Called after a checkpoint has been written completely (it is safe to copy ``path``)."""
 

@@ -22,7 +22,9 @@ fails clearly before any evaluator runs.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -94,6 +96,26 @@ class Molecules(SampleKind):
         atomic_write_text(path, "".join(s + "\n" for s in samples))
         return path
 
+    @contextlib.contextmanager
+    def stream(self, folder: Path):
+        """Write samples batch by batch: ``with kind.stream(folder) as write: write(batch)``; renamed into place when complete."""
+        import tempfile
+
+        path = Path(folder) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as fh:
+
+                def write(batch: list[str]) -> None:
+                    fh.write("".join(s + "\n" for s in batch))
+                    fh.flush()  # each batch on disk before the next is drawn
+
+                yield write
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
     def check(self, path: Path) -> None:
         super().check(path)
         if Path(path).is_dir():
@@ -103,7 +125,7 @@ class Molecules(SampleKind):
         """One string per row, keeping empty rows (they are samples that did not decode)."""
         path = Path(path)
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", newline="") as fh:
+        with opener(path, "rt", newline="", encoding="utf-8-sig", errors="replace") as fh:  # a BOM is not data
             if path.name.endswith((".csv", ".csv.gz")):
                 import csv
 

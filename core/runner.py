@@ -18,7 +18,7 @@ import pluggy
 from . import distributed
 from .config import GeneratorConfig, load_spec, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
-from .errors import RunBusy, TrainingFailed
+from .errors import ConfigError, DataError, RunBusy, TrainingFailed
 from .plugins import evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore
 from .training import Trainer, TrainResult
@@ -42,6 +42,45 @@ def read_jsonl(path: Path) -> list[dict]:
     return rows
 
 
+MAX_REJECTED = 0.5  # default share of training rows a data source may lose before the run stops
+
+
+def check_rejections(stats: dict[str, Any], max_share: float) -> None:
+    """Stop when more than ``max_share`` of the training rows were rejected: that file is probably not what it should be.
+
+    A generator's ``data`` section may set ``max_rejected`` (0-1) to change the share.
+    """
+    train = stats.get("train") or {}
+    rejected = train.get("rejected") or {}
+    read, lost = train.get("read") or 0, sum(rejected.values())
+    if read and lost / read > max_share:
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(rejected.items(), key=lambda kv: -kv[1])[:4])
+        raise DataError(
+            f"{lost} of {read} rows of {stats.get('source')} were rejected ({reasons}), more than {max_share:.0%}: "
+            f"is it the right file? (data.max_rejected sets the share where the generator allows it)"
+        )
+
+
+def pin_data_paths(config: GeneratorConfig) -> GeneratorConfig:
+    """Local files named in the ``data`` section (fields ``path`` and ``*_path``) recorded as absolute paths.
+
+    A run resumed from another working directory (or by a worker) then reads the same file.
+    An empty path is an error here, not a silent fall-back to the generator's default data.
+    """
+    data = config.data
+    for name in type(data).model_fields:
+        if name != "path" and not name.endswith("_path"):
+            continue
+        value = getattr(data, name)
+        if not isinstance(value, str):
+            continue
+        if not value.strip():
+            raise ConfigError(f"data.{name} is empty; give a file, folder or URL, or leave it out to use the default data")
+        if "://" not in value and not Path(value).expanduser().is_absolute():
+            setattr(data, name, str(Path(value).expanduser().resolve()))
+    return config
+
+
 def create_run(
     generator: str,
     config_path: str | Path | None = None,
@@ -58,7 +97,7 @@ def create_run(
     """
     gen_cls = get_generator(generator, pm)
     chosen = [ev for _, ev in evaluators(pm, gen_cls.kind)]
-    config = load_spec(spec_model(gen_cls.Config, chosen), config_path, overrides, base=spec)
+    config = pin_data_paths(load_spec(spec_model(gen_cls.Config, chosen), config_path, overrides, base=spec))
     if not chosen:
         log.warning("no installed evaluator accepts %r samples: run %s will train and sample, and report no metrics", gen_cls.kind, generator)
     run = RunStore(root).create(generator, run_id)
@@ -100,7 +139,16 @@ class Steps:
         self.hook.genforge_run_started(run=self.info, spec=self.run.spec)
 
     def prepare(self) -> PreparedData:
+        """Prepare the data; a run prepared before (a resume, a retry) must find the same data, or stops."""
         data = self.generator.prepare(self.config, self.run)
+        before = self.run.read_json("data.json")
+        if before and before.get("fingerprint") != data.fingerprint:
+            raise DataError(
+                f"the data of run {self.run.id} changed since it was prepared (fingerprint {before.get('fingerprint')}, now {data.fingerprint}, "
+                f"source {before.get('source')}); resuming would train on other data. Restore the data, or start a new run with "
+                f"`genforge run {self.run.generator} --config {self.run.path / 'spec.yaml'}`"
+            )
+        check_rejections(data.stats, getattr(self.config.data, "max_rejected", MAX_REJECTED))
         core = {k: data.stats[k] for k in DATA_KEYS if k in data.stats}
         details = {k: v for k, v in data.stats.items() if k not in DATA_KEYS}
         self.run.write_json("data.json", {"fingerprint": data.fingerprint, "path": str(data.path), **core, "details": details})
@@ -175,6 +223,13 @@ class Steps:
             raise TrainingFailed(f"torchrun with {n} processes exited with code {proc.returncode}; log {log}:\n{tail}")
         return self.checkpoint()
 
+    def _step_progress(self, stage: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - getattr(self, "_last_progress", 0.0) >= 1.0 or (total and done >= total):  # at most once a second
+            self._last_progress = now
+            self.run.set_status("running", stage=stage, done=done, total=total)
+            self.hook.genforge_step_progress(run=self.info, stage=stage, done=done, total=total)
+
     def _checkpoint_saved(self, step: int, path: Path) -> None:
         self.run.push()  # a shared store gets each checkpoint as soon as it is on disk
         self.hook.genforge_checkpoint_saved(run=self.info, step=step, path=str(path))
@@ -195,7 +250,11 @@ class Steps:
 
     def sample(self, checkpoint: Checkpoint | None = None) -> Samples:
         t0 = time.perf_counter()
-        samples = self.generator.sample(checkpoint or self.checkpoint(), self.config, self.run)
+        self.run.progress_listener = self._step_progress
+        try:
+            samples = self.generator.sample(checkpoint or self.checkpoint(), self.config, self.run)
+        finally:
+            self.run.progress_listener = None
         seconds = time.perf_counter() - t0
         self.run.write_json(
             "samples.json",
@@ -322,7 +381,13 @@ def training_record(result: TrainResult | None, checkpoint: Checkpoint) -> dict[
             throughput={"value": result.throughput, "unit": f"{result.count}/s"} if result.count and result.throughput is not None else None,
             last_metrics=result.last_metrics,
         )
-    record.update(details=checkpoint.details, notes=checkpoint.notes)
+    notes = list(checkpoint.notes)
+    if result is not None and result.damaged:
+        notes.append(
+            f"checkpoint(s) at step {', '.join(map(str, result.damaged))} could not be loaded and were skipped; "
+            f"training resumed from {f'step {result.resumed_from}' if result.resumed_from else 'the start'}"
+        )
+    record.update(details=checkpoint.details, notes=notes)
     return record
 
 

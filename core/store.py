@@ -238,6 +238,15 @@ class Run:
     def metrics(self) -> dict[str, Any]:
         return self.read_json("metrics.json", {})
 
+    def report_progress(self, stage: str, done: int, total: int | None) -> None:
+        """A generator's step says how far it is (``run.report_progress("sample", 5000, 200000)``).
+
+        The host relays it to listeners (``genforge_step_progress``: the CLI's bar, the Prefect log) and status.json.
+        """
+        listener = getattr(self, "progress_listener", None)
+        if listener is not None:
+            listener(stage, done, total)
+
     @contextlib.contextmanager
     def lock(self, what: str):
         """Hold the run's lock while ``what`` runs: a second process that tries gets one clear line, not a second training.

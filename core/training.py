@@ -227,6 +227,7 @@ class TrainResult:
     resumed_from: int | None = None
     parameters: dict[str, int] = field(default_factory=dict)  # network -> trainable parameters
     count: str | None = None  # what the throughput counts ("tokens", "images", ...)
+    damaged: list[int] = field(default_factory=list)  # steps of checkpoints that could not be loaded and were skipped
 
     @property
     def throughput(self) -> float | None:
@@ -303,10 +304,12 @@ class Trainer:
         return path
 
     def _resume(self, networks: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer]) -> tuple[int, float, dict | None, int | None]:
+        self.damaged: list[int] = []
         for step, path in reversed(list_checkpoints(self.checkpoint_dir)):
             try:
                 state = load_checkpoint(path, self.device)
             except Exception:  # a damaged file (not ours: ours are written atomically); try an older one
+                self.damaged.append(step)
                 continue
             if set(state["networks"]) != set(networks) or set(state["optimizers"]) != set(opts):
                 raise ConfigError(
@@ -373,7 +376,7 @@ class Trainer:
             self._load_ema(networks, ema)
             for net in networks.values():
                 net.eval()
-            self.result = TrainResult(step, elapsed, stopped_by, self._newest_path(), last, resumed_from, parameters, count)
+            self.result = TrainResult(step, elapsed, stopped_by, self._newest_path(), last, resumed_from, parameters, count, list(self.damaged))
             return self.result
 
         if budget_left():

@@ -61,6 +61,13 @@ class PrefectBridge:
         get_run_logger().info("step %d  %.1f%%  loss %.4f  %s%s", step, pct, headline_loss(metrics), lrs, f"  ({others})" if others else "")
 
     @hookimpl
+    def genforge_step_progress(self, run: RunInfo, stage: str, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self._last >= 10 or (total and done >= total):  # the flow log, not a flood
+            self._last = now
+            get_run_logger().info("%s: %s of %s", stage, f"{done:,}", f"{total:,}" if total else "?")
+
+    @hookimpl
     def genforge_checkpoint_saved(self, run: RunInfo, step: int, path: str) -> None:
         get_run_logger().info("checkpoint at step %d: %s", step, path)
 

@@ -42,6 +42,8 @@ class CliProgress:
     def __init__(self) -> None:
         self.progress: Progress | None = None
         self.task = None
+        self.sampling: Progress | None = None  # steps after training that report progress (sampling)
+        self.sampling_task = None
 
     @hookimpl
     def genforge_data_prepared(self, run: RunInfo, stats: dict[str, Any]) -> None:
@@ -69,6 +71,15 @@ class CliProgress:
             self.stop()
 
     @hookimpl
+    def genforge_step_progress(self, run: RunInfo, stage: str, done: int, total: int | None) -> None:
+        if self.sampling is None:
+            self.stop()
+            self.sampling = Progress(TextColumn(f"[bold]{stage}"), BarColumn(), TextColumn("{task.completed:,.0f} of {task.total:,.0f}"), TimeElapsedColumn(), console=console)
+            self.sampling.start()
+            self.sampling_task = self.sampling.add_task(stage, total=total or None)
+        self.sampling.update(self.sampling_task, completed=done)
+
+    @hookimpl
     def genforge_samples_ready(self, run: RunInfo, samples: Samples) -> None:
         self.stop()
         console.print(f"[bold]samples[/]: {samples.count} {samples.kind} -> {samples.path}")
@@ -82,9 +93,10 @@ class CliProgress:
         self.stop()
 
     def stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        for bar in (self.progress, self.sampling):
+            if bar is not None:
+                bar.stop()
+        self.progress = self.sampling = None
 
 
 def _fmt(v: Any) -> str:
@@ -214,7 +226,10 @@ def resume(
     from genforge.core.training import list_checkpoints
 
     ckpts = list_checkpoints(the_run.checkpoints)
-    console.print(f"resuming [bold]{the_run.id}[/] from " + (f"step {ckpts[-1][0]}" if ckpts else "the start (no checkpoint yet)"))
+    console.print(
+        f"resuming [bold]{the_run.id}[/] from "
+        + (f"its newest checkpoint that loads (newest on disk: step {ckpts[-1][0]})" if ckpts else "the start (no checkpoint yet)")
+    )
     _execute(the_run, prefect)
 
 

@@ -90,7 +90,7 @@ def test_sigkill_mid_training_then_resume(store, tiny):
 
     r = cli("resume", run_dir.name, "--no-prefect")
     assert r.returncode == 0, r.stderr
-    assert f"from step {last_step}" in r.stdout
+    assert f"newest on disk: step {last_step}" in r.stdout
     model = json.loads((run_dir / "training.json").read_text())
     assert model["resumed_from"] == last_step and model["step"] == 400
     assert not list(run_dir.glob("checkpoints/*.tmp")) and not list(run_dir.glob("checkpoints/.*"))

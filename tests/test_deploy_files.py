@@ -140,6 +140,10 @@ def test_compose_file_has_what_docker_compose_requires():
     db_url = services["server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     assert db_url.startswith("postgresql+asyncpg://") and "${POSTGRES_PASSWORD}" in db_url
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD")
+    # the Prefect API starts deployments on the workers: never published on every interface by default
+    for name, svc in services.items():
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on all interfaces"
 
 
 def test_kubernetes_manifests_are_complete():

@@ -133,3 +133,45 @@ def test_training_log_is_a_json_line_per_progress_event(genforge_home, genforge_
     run = quick_run("toy-gaussian", {"train": {"max_steps": 20, "log_every": 5}, "sample": {"n": 10}}, genforge_pm(ToyPlugin()))
     rows = [json.loads(x) for x in (run.path / "logs" / "train.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [5, 10, 15, 20] and all("vectors_per_s" in r for r in rows)
+
+
+class CrashAtCheckpoint:
+    @hookimpl
+    def genforge_checkpoint_saved(self, run, step, path):
+        raise RuntimeError(f"worker lost at step {step}")
+
+
+def test_resume_uses_the_data_the_run_was_prepared_with_or_refuses(genforge_home, genforge_pm, tmp_path, monkeypatch):
+    from genforge.core.runner import create_run, run_all
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    rows = [f"{i * 0.1:.1f},{(i % 7) * 0.3:.1f}" for i in range(60)]
+    (tmp_path / "a" / "data.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "b" / "data.csv").write_text("1,1\n" * 60)  # another file of the same name elsewhere
+    monkeypatch.chdir(tmp_path / "a")
+    crash = CrashAtCheckpoint()
+    pm = genforge_pm(ToyPlugin(), crash)
+    run = create_run("toy-gaussian", spec={"data": {"path": "data.csv"}, "train": {"max_steps": 20, "checkpoint_every": 5}}, pm=pm)
+    assert run.spec["data"]["path"] == str(tmp_path / "a" / "data.csv")  # pinned, absolute
+    with pytest.raises(RuntimeError, match="worker lost"):
+        run_all(run, pm)
+    pm.unregister(crash)
+    fingerprint = run.read_json("data.json")["fingerprint"]
+
+    monkeypatch.chdir(tmp_path / "b")  # resumed from elsewhere: still the run's own file
+    (tmp_path / "a" / "data.csv").write_text("\n".join(reversed(rows)) + "\n")  # ...but someone shuffled it
+    with pytest.raises(DataError, match=f"the data of run {run.id} changed since it was prepared \\(fingerprint {fingerprint}"):
+        run_all(run, pm)
+    assert run.read_json("data.json")["fingerprint"] == fingerprint  # not overwritten
+    (tmp_path / "a" / "data.csv").write_text("\n".join(rows) + "\n")  # restored: the resume goes on
+    run_all(run, pm)
+    assert run.read_json("training.json")["resumed_from"] == 5 and run.read_json("training.json")["step"] == 20
+
+
+def test_an_empty_data_path_is_an_error_not_the_default_data(genforge_home, genforge_pm):
+    from genforge.core import ConfigError
+    from genforge.core.runner import create_run
+
+    with pytest.raises(ConfigError, match="data.path is empty"):
+        create_run("toy-gaussian", overrides=["data.path="], pm=genforge_pm(ToyPlugin()))

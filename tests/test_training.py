@@ -122,3 +122,43 @@ def test_learning_rate_schedule():
     assert learning_rate(cfg, 50, 0.5) == pytest.approx(0.55)
     assert learning_rate(cfg, 100, 1.0) == pytest.approx(0.1)
     assert learning_rate(config(schedule="constant", lr=0.5), 100, 1.0) == 0.5
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_earlier_checkpoint(tmp_path, monkeypatch):
+    """ENOSPC mid-write: the error says so in one line (the CLI's), no temp file is left, and the earlier checkpoint loads."""
+    import errno
+
+    import genforge.core.store as store_module
+    from genforge.flows.cli import describe_error
+
+    real = store_module.atomic_write_bytes
+
+    def filling(path, data):
+        if "step-00000010" in str(path):
+            real(path.with_name(".partial.tmp"), data[: len(data) // 2])  # what a full disk leaves behind...
+            path.with_name(".partial.tmp").unlink()  # ...and the writer's cleanup removes
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr("genforge.core.training.atomic_write_bytes", filling)
+    with pytest.raises(OSError) as err:
+        Trainer(config(), tmp_path).fit(make_model(), loss_fn)
+    line = describe_error(err.value)
+    assert line.startswith("no space left on the device writing ") and "step-00000010.pt" in line and "\n" not in line
+    kept = list_checkpoints(tmp_path / "checkpoints")
+    assert [s for s, _ in kept] == [5] and load_checkpoint(kept[0][1])["step"] == 5
+    assert not list((tmp_path / "checkpoints").glob(".*"))
+
+
+def test_a_damaged_newest_checkpoint_is_skipped_and_said(tmp_path):
+    from genforge.core.contracts import Checkpoint
+    from genforge.core.runner import training_record
+
+    Trainer(config(max_steps=10), tmp_path).fit(make_model(), loss_fn)
+    newest = list_checkpoints(tmp_path / "checkpoints")[-1][1]
+    newest.write_bytes(b"half a checkpoint")
+    trainer = Trainer(config(max_steps=20), tmp_path)
+    result = trainer.fit(make_model(), loss_fn)
+    assert result.resumed_from == 5 and result.damaged == [10] and result.step == 20
+    notes = training_record(result, Checkpoint(tmp_path / "x", 20))["notes"]
+    assert notes == ["checkpoint(s) at step 10 could not be loaded and were skipped; training resumed from step 5"]

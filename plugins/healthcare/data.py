@@ -108,9 +108,10 @@ def _first_existing(folder: Path, split: str) -> Path | None:
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    # utf-8-sig: a byte-order mark before a CSV header (Excel writes one) is not part of the first column's name
     if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace", newline="")
-    return open(path, encoding="utf-8", errors="replace", newline="")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="")
+    return open(path, encoding="utf-8-sig", errors="replace", newline="")
 
 
 def read_smiles(path: str | Path, column: str | None = None) -> Iterator[str]:

@@ -121,6 +121,7 @@ class MoleculeDataConfig(Section):
     test_fraction: float = Field(0.05, gt=0, lt=1, description="held out as reference when there is no test file")
     max_molecules: int | None = Field(None, ge=1, description="train on a random subset of this many molecules")
     max_reference: int = Field(10_000, ge=1, description="cap on reference (test) molecules")
+    max_rejected: float = Field(0.5, ge=0, le=1, description="stop when more than this share of the training rows is rejected (a wrong file)")
     representation: Literal["selfies", "smiles"] = "selfies"
     group_indices: bool = Field(True, description="SELFIES: a branch/ring symbol and its index symbols form one token")
     max_length: int = Field(72, ge=4, description="molecules with more tokens are skipped (counted)")
@@ -224,7 +225,7 @@ class MoleculeDiffusion(Generator):
             "version": PREPARE_VERSION,
             "train": _file_digest(train_file),
             "test": _file_digest(test_file) if test_file else None,
-            "config": cfg.model_dump(exclude={"workers", "source", "path", "test_path"}),
+            "config": cfg.model_dump(exclude={"workers", "source", "path", "test_path", "max_rejected"}),
         }
         fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         out = run.cache_root / f"molecules-{fingerprint}"
@@ -378,16 +379,20 @@ class MoleculeDiffusion(Generator):
         hist = torch.tensor(meta["length_histogram"], dtype=torch.float)
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         cpu_gen = torch.Generator().manual_seed(cfg.seed)
-        out: list[str] = []
         autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-        with autocast:
-            while len(out) < cfg.n:
-                b = min(cfg.batch_size, cfg.n - len(out))
+        done = 0
+        # Streamed batch by batch to the kind's file (one line each, an empty line where a sequence did not
+        # decode): memory stays flat at any sample.n, and the file appears whole (renamed when complete).
+        with Molecules().stream(run.samples_dir) as write, autocast:
+            while done < cfg.n:
+                b = min(cfg.batch_size, cfg.n - done)
                 lengths = torch.multinomial(hist, b, replacement=True, generator=cpu_gen).to(device)
                 x = DIFFUSION.sample(model, lengths, cfg.steps, cfg.temperature, cfg.strategy, generator=gen)
-                out.extend(tokenizer.decode(row[row != PAD_ID].tolist()) for row in x.cpu())
-        path = Molecules().write(out, run.samples_dir)  # samples.smi, an empty line where a sequence did not decode
-        return Samples("molecules", path, len(out), {"strategy": cfg.strategy, "steps": cfg.steps, "temperature": cfg.temperature})
+                write([tokenizer.decode(row[row != PAD_ID].tolist()) for row in x.cpu()])
+                done += b
+                run.report_progress("sample", done, cfg.n)
+        path = run.samples_dir / Molecules.filename
+        return Samples("molecules", path, done, {"strategy": cfg.strategy, "steps": cfg.steps, "temperature": cfg.temperature})
 
     def reference(self, data: PreparedData, config: MoleculeDiffusionConfig) -> Reference:
         return Reference("molecules", test=data.path / "test.smi", train=data.path / "train.smi", name=data.stats.get("source", ""))

@@ -261,3 +261,52 @@ def test_downloads_are_cached_by_url_and_capped(tmp_path):
     finally:
         server.shutdown()
     assert redact_url("https://user:pw@host:8443/p/f.smi?X-Amz-Signature=abc") == "https://host:8443/p/f.smi?<redacted>"
+
+
+def test_a_file_that_is_not_molecules_stops_with_its_counts(tmp_path, store, tiny):
+    """/bin/ls renamed .smi: nearly every row rejected, so the run stops instead of training on 4 "molecules"."""
+    import shutil
+
+    binary = tmp_path / "ls.smi"
+    shutil.copyfile("/bin/ls", binary)
+    run = create_run("molecule-diffusion", overrides=tiny + [f"data.path={binary}", "data.max_molecules=null"])
+    with pytest.raises(DataError, match=r"rows of .*ls\.smi were rejected \(.*\), more than 50%: is it the right file\?"):
+        Steps(run).prepare()
+    assert not (run.path / "data.json").exists()
+
+
+def test_a_byte_order_mark_before_the_csv_header_is_not_part_of_the_column_name(tmp_path):
+    f = tmp_path / "excel.csv"
+    f.write_bytes("\ufeffsmiles,name\nCCO,ethanol\nc1ccccc1,benzene\n".encode("utf-8"))
+    assert list(read_smiles(f)) == ["CCO", "c1ccccc1"]
+    from genforge.core.kinds import Molecules
+
+    assert Molecules().load(f) == ["CCO", "c1ccccc1"]
+
+
+def test_samples_stream_to_disk_batch_by_batch_with_progress(store, tiny):
+    """Memory stays flat at any sample.n: each batch is on disk before the next is drawn; progress is reported."""
+    from genforge.core import hookimpl
+    from genforge.core.plugins import get_plugin_manager
+
+    seen = []
+
+    class Watch:
+        @hookimpl
+        def genforge_step_progress(self, run, stage, done, total):
+            tmp = list((run.path / "samples").glob(".samples.smi.*.tmp"))
+            seen.append((stage, done, total, sum(1 for _ in open(tmp[0])) if tmp else None))
+
+    run = create_run("molecule-diffusion", overrides=tiny + ["sample.n=90", "sample.batch_size=30"])
+    steps = Steps(run)
+    steps.train(steps.prepare())
+    pm = get_plugin_manager()
+    pm.register(Watch(), name="watch")
+    try:
+        samples = Steps(run, pm).sample()
+    finally:
+        pm.unregister(pm.get_plugin("watch"))
+    assert seen and seen[-1][:3] == ("sample", 90, 90)
+    assert all(lines == done for _, done, _, lines in seen if lines is not None)  # written as they came
+    assert samples.count == 90 and len((run.path / "samples" / "samples.smi").read_text().splitlines()) == 90
+    assert not list((run.path / "samples").glob(".*.tmp"))

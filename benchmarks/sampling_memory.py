@@ -1,0 +1,59 @@
+"""Peak memory of the sample step at growing sample counts: samples stream to disk, so it should stay flat.
+
+    python benchmarks/sampling_memory.py [--n 1000,200000]
+
+Trains a tiny molecule model (seconds), then samples each n in a fresh process and prints
+the process's peak resident memory (ru_maxrss) and the rate. CPU only; the figures go in
+the closing note of the issue that asked for them and in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+CHILD = """
+import json, resource, sys, time
+from genforge.core.runner import Steps
+steps = Steps(sys.argv[1])
+steps.config.sample.n = int(sys.argv[2])
+t0 = time.perf_counter()
+samples = steps.sample()
+print(json.dumps({"n": samples.count, "seconds": time.perf_counter() - t0,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "file_mb": samples.path.stat().st_size / 2**20}))
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", default="1000,200000", help="sample counts, comma-separated")
+    ap.add_argument("--batch-size", type=int, default=500)
+    args = ap.parse_args()
+    os.environ.setdefault("GENFORGE_HOME", tempfile.mkdtemp(prefix="genforge-sampling-memory-"))
+    from genforge.core.runner import Steps, create_run
+    from genforge.plugins.healthcare.generator import MoleculeDiffusion
+    from genforge.testing import overrides_from_spec
+
+    tiny = overrides_from_spec(MoleculeDiffusion.test_spec)
+    run = create_run("molecule-diffusion", overrides=[*tiny, "train.max_steps=50", f"sample.batch_size={args.batch_size}"])
+    steps = Steps(run)
+    steps.train(steps.prepare())
+    print(f"tiny model trained: {run.path}")
+    print("| samples | seconds | samples/s | peak RSS (MB) | file (MB) |")
+    print("|---|---|---|---|---|")
+    for n in (int(x) for x in args.n.split(",")):
+        t0 = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", CHILD, str(run.path), str(n)], capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| {r['n']:,} | {r['seconds']:.1f} | {r['n'] / r['seconds']:,.0f} | {r['peak_rss_mb']:,.0f} | {r['file_mb']:.1f} |", flush=True)
+        _ = time.perf_counter() - t0
+
+
+if __name__ == "__main__":
+    main()
