@@ -171,9 +171,27 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON"
                 console.print(f"  {label}: {'; '.join(items) if label == 'errors' else ', '.join(items)}", highlight=False, soft_wrap=True)
 
 
+def check_prefect_api() -> None:
+    """With PREFECT_API_URL set, the server must answer before a run is created (else: one line, and no run folder left)."""
+    url = os.environ.get("PREFECT_API_URL")
+    if not url:
+        return  # Prefect's embedded server starts with the flow
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url.rstrip("/") + "/health", timeout=10).read()
+    except urllib.error.HTTPError:
+        return  # it answered (e.g. 401 behind basic auth): reachable
+    except OSError as exc:
+        raise GenforgeError(f"cannot reach the Prefect API at {url} ({exc}); start the server, fix PREFECT_API_URL, or run with --no-prefect") from None
+
+
 def _start(generator: str, config: Path | None, overrides: list[str], use_prefect: bool, store: Path | None, base: dict | None = None) -> None:
     if store:  # the flow and every step find the store through GENFORGE_HOME
         os.environ["GENFORGE_HOME"] = str(store)
+    if use_prefect:
+        check_prefect_api()
     the_run = create_run(generator, config, overrides, spec=base)
     console.print(f"run [bold]{the_run.id}[/] in {the_run.path}")
     if base:
@@ -389,6 +407,7 @@ def deploy(
     name: Annotated[list[str], typer.Option("--name", help="apply only these deployments of the file, by their name there (repeatable)")] = [],
     apply: Annotated[bool, typer.Option("--apply/--no-apply", help="run `prefect deploy` after creating the pools")] = True,
     automations: Annotated[bool, typer.Option("--automations/--no-automations", help="create the crash-detection and restart automations")] = True,
+    update: Annotated[bool, typer.Option("--update", help="re-apply deployments that exist (replaces their schedules and scheduled runs)")] = False,
 ) -> None:
     """Create the work pools, the GPU concurrency limit and the crash automations (if missing), then apply deploy/prefect.yaml."""
     from .deploy import deploy as do_deploy
@@ -397,12 +416,17 @@ def deploy(
         import torch
 
         gpu_slots = max(1, torch.cuda.device_count())
-    done = do_deploy(list(pool), gpu_slots, gpu_limit, prefect_file, apply, list(name) or None, automations)
+    done = do_deploy(list(pool), gpu_slots, gpu_limit, prefect_file, apply, list(name) or None, automations, update)
     console.print(f"pools created: {', '.join(done['pools']) or 'none (all existed)'}")
     lim = done["gpu_limit"]
     console.print(f"concurrency limit {lim['name']!r}: " + (f"created with {lim['slots']} slot(s)" if lim["created"] else "exists (unchanged)"))
     console.print(f"automations created: {', '.join(done['automations']) or 'none'}")
-    console.print(f"deployments: {done['deployments']}")
+    deps = done["deployments"]
+    console.print(f"deployments applied: {', '.join(deps['applied']) or 'none'}", highlight=False)
+    if deps["kept"]:
+        console.print(f"deployments kept as they are (they exist; --update re-applies them): {', '.join(deps['kept'])}", highlight=False)
+    if deps["skipped"]:
+        console.print(f"deployments not applied (--no-apply): {', '.join(deps['skipped'])}", highlight=False)
 
 
 @app.command()
@@ -489,7 +513,7 @@ def describe_error(exc: BaseException) -> str:
         return f"no space left on the device{f' writing {exc.filename}' if exc.filename else ''}; free some space (old runs under $GENFORGE_HOME/runs, cache/) and `genforge resume` the run"
     if isinstance(exc, PermissionError):
         return f"permission denied{f' on {exc.filename}' if exc.filename else ''}; check the owner of $GENFORGE_HOME or set it to a folder you can write"
-    if type(exc).__module__.split(".")[0] in ("httpx", "httpcore") or type(exc).__name__ in ("ConnectError", "ConnectTimeout"):
+    if type(exc).__module__.split(".")[0] in ("httpx", "httpcore") or type(exc).__name__ in ("ConnectError", "ConnectTimeout") or "Failed to reach API" in str(exc):
         url = os.environ.get("PREFECT_API_URL") or "Prefect's embedded server"
         return f"cannot reach the Prefect API at {url} ({type(exc).__name__}: {exc}); start the server, fix PREFECT_API_URL, or run with --no-prefect"
     return f"{type(exc).__name__}: {exc}"

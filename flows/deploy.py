@@ -163,8 +163,13 @@ def apply_deployments(prefect_file: Path, names: list[str] | None = None) -> Non
 
 
 def deploy(pools: list[str], gpu_slots: int, gpu_limit: str = "gpu", prefect_file: Path | None = None,
-           apply: bool = True, names: list[str] | None = None, automations: bool = True) -> dict[str, Any]:
-    """Create what is missing, then apply the deployments. Returns what was created."""
+           apply: bool = True, names: list[str] | None = None, automations: bool = True, update: bool = False) -> dict[str, Any]:
+    """Create what is missing, then apply the deployments that do not exist yet (all of them with ``update``).
+
+    Re-applying an existing deployment replaces its schedules and deletes their scheduled
+    runs, so a second ``genforge deploy`` keeps existing deployments as they are unless
+    ``update`` asks for it. Returns what was created.
+    """
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
@@ -180,7 +185,15 @@ def deploy(pools: list[str], gpu_slots: int, gpu_limit: str = "gpu", prefect_fil
             "gpu_limit": {"name": gpu_limit, "slots": gpu_slots, "created": ensure_gpu_limit(client, gpu_limit, gpu_slots)},
             "automations": ensure_automations(client) if automations else [],
         }
-    if apply:
-        apply_deployments(prefect_file or deploy_dir() / "prefect.yaml", names)
-    done["deployments"] = "applied" if apply else "skipped"
+        existing = {d.name for d in client.read_deployments()}
+    prefect_file = prefect_file or deploy_dir() / "prefect.yaml"
+    import yaml
+
+    in_file = [d["name"] for d in (yaml.safe_load(prefect_file.read_text()) or {}).get("deployments", [])]
+    wanted = [n for n in in_file if not names or n in names]
+    todo = wanted if update else [n for n in wanted if n not in existing]
+    kept = [n for n in wanted if n not in todo]
+    if apply and todo:
+        apply_deployments(prefect_file, todo)
+    done["deployments"] = {"applied": todo if apply else [], "kept": kept, "skipped": [] if apply else todo}
     return done

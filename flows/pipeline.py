@@ -98,19 +98,30 @@ def evaluate(run_dir: str) -> dict[str, Any]:
     return Steps(run_dir).evaluate().metrics()
 
 
-@flow(name="genforge-pipeline", flow_run_name="{generator}")
+def _run_name() -> str:
+    """The flow run's name: ``name`` where given (a sweep names each child by its grid point), else the generator."""
+    params = current_flow_run.parameters
+    return params.get("name") or params["generator"]
+
+
+@flow(name="genforge-pipeline", flow_run_name=_run_name)
 def pipeline(
     generator: str,
     spec: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
     run: str | None = None,
     store: str | None = None,
+    name: str | None = None,
 ) -> str:
     """Prepare, train, sample and evaluate one run; returns the run folder.
 
     generator: a registered generator's name.
     spec: sections data/model/train/sample/evaluate, validated by the generator's config.
+    overrides: `--set`-style changes on top of ``spec``, e.g. ["train.max_steps=50"]: a quick try of a
+        deployment keeps its spec and changes only these (``--param spec=`` would replace the whole spec).
     run: an existing run (id or folder) to resume instead of starting a new one.
     store: the run store's root (default $GENFORGE_HOME).
+    name: the flow run's name (default: the generator's).
     """
     logger = get_run_logger()
     pm = get_plugin_manager()
@@ -126,7 +137,7 @@ def pipeline(
         the_run = runs.get(run_id)
         logger.warning("attempt %d of this flow run: resuming run %s", attempt, run_id)
     else:
-        the_run = create_run(generator, spec=spec or {}, root=store, pm=pm, run_id=run_id)
+        the_run = create_run(generator, overrides=overrides or (), spec=spec or {}, root=store, pm=pm, run_id=run_id)
     run_dir = str(the_run.path)
     logger.info("run folder: %s%s", run_dir, f" (shared store {the_run.remote})" if the_run.remote else "")
     bridge = PrefectBridge()

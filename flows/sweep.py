@@ -88,9 +88,10 @@ def sweep(
             raise GenforgeError(f"deployment {deployment!r} has no 'generator' parameter: is it a genforge-pipeline deployment?")
     children = []
     for point in points:
+        child = f"{generator}-" + "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in point.items())
         fr = run_deployment(
-            name=deployment, parameters={"generator": generator, "spec": spec_for(base, point)}, timeout=0, as_subflow=True,
-            flow_run_name=f"{generator}-" + "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in point.items()),
+            name=deployment, parameters={"generator": generator, "spec": spec_for(base, point), "name": child}, timeout=0,
+            as_subflow=True, flow_run_name=child,
         )
         logger.info("submitted %s: %s", fr.name, point)
         children.append((point, fr.id))
@@ -117,7 +118,7 @@ def sweep(
     columns = list(dict.fromkeys(k for row in rows for k in row))
     table = [{c: row.get(c, "") for c in columns} for row in rows]
     create_table_artifact(table, key=artifact_key(deployment.rsplit("/", 1)[-1], "sweep"), description=f"sweep over {', '.join(grid or {})}")
-    failed = [r["flow_run"] for r in rows if r["state"] != "Completed"]
-    if failed:
-        logger.warning("%d of %d runs did not complete: %s", len(failed), len(rows), ", ".join(failed))
+    failed = [f"{r['flow_run']} ({r['state']})" for r in rows if r["state"] != "Completed"]
+    if failed:  # the table is kept; the sweep itself ends Failed, so nobody reads it as a success
+        raise GenforgeError(f"{len(failed)} of {len(rows)} runs of the sweep did not complete: {', '.join(failed)}")
     return table

@@ -173,3 +173,10 @@ def test_damaged_state_files_and_impossible_specs_are_one_line(store, tiny):
     assert listing.returncode == 0 and "is damaged" in listing.stdout and "unreadable" in listing.stdout
     shown = cli("show", first.name)
     assert shown.returncode == 2 and f"{first / 'metrics.json'} is damaged" in shown.stderr and "Traceback" not in shown.stderr
+
+
+def test_an_unreachable_prefect_api_is_one_line_and_leaves_no_run(store):
+    r = cli("run", "molecule-diffusion", "--set", "train.max_steps=2", env={"PREFECT_API_URL": "http://127.0.0.1:9/api"})
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot reach the Prefect API at http://127.0.0.1:9/api")
+    assert len(r.stderr.strip().splitlines()) == 1 and "--no-prefect" in r.stderr
+    assert not (Path(os.environ["GENFORGE_HOME"]) / "runs").exists()

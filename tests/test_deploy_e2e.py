@@ -147,8 +147,22 @@ def test_deploy_creates_pools_limit_automations_and_deployments(team):
     nightly = deps["genforge-pipeline/molecule-diffusion"]
     assert nightly.work_pool_name == "genforge-gpu" and nightly.schedules and nightly.schedules[0].schedule.cron == "0 2 * * *"
     # running it again changes nothing and does not fail
-    again = subprocess.run([str(services.BIN / "genforge"), "deploy", "--no-apply"], env=team.env, capture_output=True, text=True, timeout=120)
+    # a second `genforge deploy` creates nothing and leaves the schedules and their scheduled runs alone
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    def scheduled(c):
+        runs = c.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[nightly.id])))
+        return {r.id for r in runs if r.state and r.state.is_scheduled()}
+
+    with client() as c:
+        before = scheduled(c)
+    again = subprocess.run([str(services.BIN / "genforge"), "deploy"], env=team.env, capture_output=True, text=True, timeout=180)
     assert again.returncode == 0 and "none (all existed)" in again.stdout, again.stdout + again.stderr
+    assert "deployments applied: none" in again.stdout and "kept as they are" in again.stdout
+    with client() as c:
+        after = c.read_deployment(nightly.id)
+        assert [s.id for s in after.schedules] == [s.id for s in nightly.schedules]  # not replaced
+        assert scheduled(c) >= before
 
 
 def test_deployment_run_completes_with_artifacts_and_report_in_the_ui(team):
@@ -256,8 +270,25 @@ def test_sweep_fans_out_and_collects_one_table(team):
     with client() as c:
         children = [r for r in c.read_flow_runs() if r.parent_task_run_id and r.id != fr.id and r.created > fr.created]
     assert len(children) >= 2
+    assert {"molecule-diffusion-seed0", "molecule-diffusion-seed1"} <= {r.name for r in children}  # named by their grid point
     table = next(a for a in artifacts_of(fr.id) if a.type == "table")
     assert table.key == "molecule-diffusion-cpu-sweep"
     rows = table.data if isinstance(table.data, list) else json.loads(table.data)
     assert [row["train.seed"] for row in rows] == [0, 1]
     assert all(row["state"] == "Completed" and row["validity"] == 1.0 for row in rows)
+
+
+def test_a_sweep_whose_runs_fail_ends_failed(team):
+    from prefect.deployments import run_deployment
+
+    fr = run_deployment(
+        "genforge-sweep/molecule-diffusion-sweep",
+        parameters={"deployment": CPU_DEPLOYMENT, "grid": {"train.seed": [0]}, "spec": {"train": {"max_step": 3}}, "poll_seconds": 2},
+        timeout=0,
+    )
+    done = wait_final(fr.id, 300)
+    assert done.state.is_failed(), done.state
+    assert "1 of 1 runs of the sweep did not complete: molecule-diffusion-seed0 (Failed)" in (done.state.message or "") + str(done.state)
+    table = next(a for a in artifacts_of(fr.id) if a.type == "table")  # the table is still written
+    rows = table.data if isinstance(table.data, list) else json.loads(table.data)
+    assert [row["state"] for row in rows] == ["Failed"]

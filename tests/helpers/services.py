@@ -7,6 +7,7 @@ PostgreSQL refuses to run as root: under root its commands run as the ``postgres
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,27 +39,31 @@ def pg_bin(name: str) -> str:
 
 
 class Postgres:
+    """Started by deploy/postgres-local.sh, the script docs/deploy.md tells a team to run: password auth, loopback only."""
+
     def __init__(self):
         # Its own folder under /tmp: the postgres user cannot enter pytest's (mode 700) folders.
-        self.dir = Path(tempfile.mkdtemp(prefix="genforge-pg-"))
+        parent = Path(tempfile.mkdtemp(prefix="genforge-pg-"))
+        parent.chmod(0o755)
+        self.dir = parent / "pg"
         self.port = free_port()
-        self.url = f"postgresql+asyncpg://prefect@127.0.0.1:{self.port}/prefect"
+        self.password = secrets.token_hex(12)
+        self.url = f"postgresql+asyncpg://prefect:{self.password}@127.0.0.1:{self.port}/prefect"
 
     def start(self) -> Postgres:
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres")
-        data = self.dir / "data"
-        _run(_as_postgres([pg_bin("initdb"), "-D", str(data), "-U", "prefect", "--auth=trust", "-E", "UTF8"]))
-        opts = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        _run(_as_postgres([pg_bin("pg_ctl"), "-D", str(data), "-o", opts, "-l", str(self.dir / "log"), "-w", "start"]))
-        _run(_as_postgres([pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "prefect", "prefect"]))
+        script = Path(__file__).resolve().parents[2] / "deploy" / "postgres-local.sh"
+        out = subprocess.run(["bash", str(script), str(self.dir), str(self.port)], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "POSTGRES_PASSWORD": self.password})
+        if out.returncode:
+            raise RuntimeError(f"{script} failed: {out.stdout}{out.stderr}")
+        assert "PREFECT_API_DATABASE_CONNECTION_URL" in out.stdout and self.password not in out.stdout
         return self
 
     def stop(self) -> None:
         subprocess.run(_as_postgres([pg_bin("pg_ctl"), "-D", str(self.dir / "data"), "-m", "fast", "-w", "stop"]), capture_output=True)
         pid_file = self.dir / "data" / "postmaster.pid"
         assert not pid_file.exists(), "PostgreSQL did not stop"
-        shutil.rmtree(self.dir, ignore_errors=True)
+        shutil.rmtree(self.dir.parent, ignore_errors=True)
 
 
 def _run(cmd: list[str]) -> None:
