@@ -30,7 +30,24 @@ def launch(run_dir: Path, nproc: int, out: IO[bytes]) -> subprocess.Popen:
         "-m", "genforge.core.distributed", str(run_dir),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    # Its own process group, so that stop() reaches torchrun's workers too.
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """Stop a launched torchrun and its workers: SIGTERM to the group, SIGKILL after ``grace_s``."""
+    import signal
+
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -315,7 +315,7 @@ def _skipped_hint(pm: pluggy.PluginManager, hook: str, name: str) -> str:
             ep = next(ep for ep in _entry_points() if ep.name == ep_name)
             scratch.register(ep.load(), name=ep_name)
             items = [i for batch in getattr(scratch.hook, hook)() for i in batch]
-        except BaseException:  # whatever a switched-off plugin does on import, this is only a hint
+        except Exception:  # whatever a switched-off plugin does on import, this is only a hint
             continue
         if any(getattr(i, "name", None) == name for i in items):
             hints.append(f"{name!r} comes from plugin {ep_name!r}, which is {why}")

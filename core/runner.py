@@ -18,7 +18,7 @@ import pluggy
 from . import distributed
 from .config import GeneratorConfig, load_spec, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
-from .errors import ConfigError, DataError, RunBusy, TrainingFailed
+from .errors import ConfigError, DataError, TrainingFailed
 from .plugins import evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore
 from .training import Trainer, TrainResult
@@ -168,20 +168,15 @@ class Steps:
         if distributed.in_process_group():  # a torchrun worker: the launching process holds the lock
             return self._train(data)
         with self.run.lock("train"):
-            self._trim_training_log()
             if self.config.train.devices > 1:
                 return self._train_distributed()
             return self._train(data)
 
-    def _trim_training_log(self) -> None:
-        """On resume, drop progress lines past the checkpoint training resumes from (they will be logged again)."""
-        from .training import list_checkpoints
-
+    def _trim_training_log(self, last: int) -> None:
+        """On (re)start at step ``last``, drop progress lines past it: they will be logged again."""
         log = self.run.path / "logs" / "train.jsonl"
         if not log.exists():
             return
-        found = list_checkpoints(self.run.checkpoints)
-        last = found[-1][0] if found else 0
         rows = read_jsonl(log)
         kept = [r for r in rows if r.get("step", 0) <= last]
         if len(kept) != len(rows) or log.read_bytes()[-1:] not in (b"", b"\n"):
@@ -196,6 +191,7 @@ class Steps:
             self.run.path,
             on_progress=lambda step, total, m: self._progress(step, total, m),
             on_checkpoint=self._checkpoint_saved,
+            on_resume=self._trim_training_log,
         )
         checkpoint = self.generator.fit(data, self.config, trainer)
         if trainer.is_main:
@@ -212,12 +208,16 @@ class Steps:
         seen = None
         with open(log, "ab") as out:
             proc = distributed.launch(self.run.path, n, out)
-            while proc.poll() is None:
-                time.sleep(1.0)
-                status = self.run.status
-                if status.get("step") != seen and "train_metrics" in status:
-                    seen = status["step"]
-                    self.hook.genforge_train_progress(run=self.info, step=seen, total=status.get("train_total"), metrics=status["train_metrics"])
+            try:
+                while proc.poll() is None:
+                    time.sleep(1.0)
+                    status = self.run.status
+                    if status.get("step") != seen and "train_metrics" in status:
+                        seen = status["step"]
+                        self.hook.genforge_train_progress(run=self.info, step=seen, total=status.get("train_total"), metrics=status["train_metrics"])
+            except BaseException:  # Ctrl-C, SIGTERM, a failing listener: the training processes stop with us
+                distributed.stop(proc)
+                raise
         if proc.returncode:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             raise TrainingFailed(f"torchrun with {n} processes exited with code {proc.returncode}; log {log}:\n{tail}")
@@ -315,7 +315,10 @@ class Steps:
     def failed(self, error: BaseException) -> None:
         """Record how the run ended: ``interrupted`` (Ctrl-C, SIGTERM, a cancellation: resumable) or ``failed``."""
         state = "interrupted" if type(error).__name__ in INTERRUPTIONS else "failed"
-        self.run.set_status(state, error=f"{type(error).__name__}: {error}")
+        try:
+            self.run.set_status(state, error=f"{type(error).__name__}: {error}")
+        except OSError:  # a full disk that caused the failure may refuse the status too; the error still reaches the user
+            log.debug("could not record the status of run %s", self.run.id, exc_info=True)
         self.hook.genforge_run_failed(run=self.info, error=error)
 
 
@@ -392,16 +395,18 @@ def training_record(result: TrainResult | None, checkpoint: Checkpoint) -> dict[
 
 
 def run_all(run: Run | str | Path, pm: pluggy.PluginManager | None = None) -> Report:
-    """All steps in this process, no Prefect. Resumes training if the run has checkpoints."""
+    """All steps in this process, no Prefect. Resumes training if the run has checkpoints.
+
+    The run's lock is held throughout: a second process on the same run stops before it touches anything.
+    """
     steps = Steps(run, pm)
-    steps.started()
-    try:
-        data = steps.prepare()
-        checkpoint = steps.train(data)
-        samples = steps.sample(checkpoint)
-        return steps.evaluate(samples, data)
-    except RunBusy:  # another process is running it: its status is that process's to write
-        raise
-    except BaseException as exc:
-        steps.failed(exc)
-        raise
+    with steps.run.lock("run"):
+        steps.started()
+        try:
+            data = steps.prepare()
+            checkpoint = steps.train(data)
+            samples = steps.sample(checkpoint)
+            return steps.evaluate(samples, data)
+        except BaseException as exc:
+            steps.failed(exc)
+            raise

@@ -48,6 +48,7 @@ import yaml
 from .errors import DataError, RunBusy, RunNotFound
 
 
+_held_locks: dict[str, list] = {}  # run folder -> [open lock file, depth], for this process
 _REMOTE_MARKER = ".remote"  # in a mirrored run folder: the run's URL
 _SMALL = 1 << 20  # files under 1 MiB are always pushed (they change in place: status, metrics)
 _storage_options: dict[str, Any] = {}
@@ -249,12 +250,24 @@ class Run:
 
     @contextlib.contextmanager
     def lock(self, what: str):
-        """Hold the run's lock while ``what`` runs: a second process that tries gets one clear line, not a second training.
+        """Hold the run's lock while ``what`` runs: a second process that tries gets one clear line, not a second run.
 
-        An OS lock (``flock``) on ``.lock`` in the run folder: released when the holder exits, however it exits.
+        An OS lock (``flock``) on ``.lock`` in the run folder, released when the holder exits
+        however it exits; re-entrant within one process (the pipeline's tasks run in the
+        flow's process). It guards one machine's folder: on a URL store, two machines each
+        lock their own mirror.
         """
         import fcntl
 
+        key = str(self.path.resolve())
+        held = _held_locks.get(key)
+        if held is not None:  # this process holds it already
+            held[1] += 1
+            try:
+                yield
+            finally:
+                held[1] -= 1
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         fh = open(self.path / ".lock", "a+")
         try:
@@ -268,9 +281,11 @@ class Run:
             fh.truncate()
             fh.write(f"{what} by pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}")
             fh.flush()
+            _held_locks[key] = [fh, 1]
             try:
                 yield
             finally:
+                del _held_locks[key]
                 fh.seek(0)
                 fh.truncate()  # no stale holder left to read once released
         finally:
@@ -355,16 +370,16 @@ class RunStore:
         raise RunNotFound(f"no run {run_id!r} under {self.runs} (try `genforge show latest`)")
 
 
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # fullmatch: no trailing newline
 
 
 def _valid_id(run_id: str) -> bool:
-    return bool(_RUN_ID.match(run_id)) and ".." not in run_id
+    return bool(_RUN_ID.fullmatch(run_id)) and ".." not in run_id
 
 
 def check_run_id(run_id: str) -> str:
     """A run id is one folder name: letters, digits, '.', '_', '-'; no separators, no '..' (it is joined into paths and URLs)."""
-    if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or ".." in run_id:
+    if not isinstance(run_id, str) or not _valid_id(run_id):
         raise RunNotFound(f"{run_id!r} is not a run id: use letters, digits, '.', '_' and '-' (no path separators or '..')")
     return run_id
 

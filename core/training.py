@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import pickle
+import zipfile
 import math
 import os
 import re
@@ -244,6 +246,7 @@ class Trainer:
         run_dir: Path,
         on_progress: ProgressFn | None = None,
         on_checkpoint: CheckpointFn | None = None,
+        on_resume: Callable[[int], None] | None = None,
     ):
         self.config = config
         self.run_dir = Path(run_dir)  # where the generator writes what it exports
@@ -256,6 +259,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.on_progress = on_progress or (lambda *a: None)
         self.on_checkpoint = on_checkpoint or (lambda *a: None)
+        self.on_resume = on_resume or (lambda step: None)  # called with the step training starts from (0: the start)
         self.result: TrainResult | None = None  # the last fit's, for the host's training record
         if config.threads and self.device.type == "cpu":
             torch.set_num_threads(config.threads)
@@ -308,8 +312,14 @@ class Trainer:
         for step, path in reversed(list_checkpoints(self.checkpoint_dir)):
             try:
                 state = load_checkpoint(path, self.device)
-            except Exception:  # a damaged file (not ours: ours are written atomically); try an older one
+            except torch.cuda.OutOfMemoryError:
+                raise  # not damage: the device is full
+            except (RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile):
+                # A damaged file (ours are written atomically, so someone else's doing): set it aside, so that
+                # it is neither the "newest" checkpoint again nor a reason to prune good ones; try an older one.
                 self.damaged.append(step)
+                if self.is_main:
+                    path.rename(path.with_name(path.name + ".damaged"))
                 continue
             if set(state["networks"]) != set(networks) or set(state["optimizers"]) != set(opts):
                 raise ConfigError(
@@ -353,6 +363,8 @@ class Trainer:
         if unknown:
             raise ConfigError(f"train.ema_networks names {', '.join(map(repr, unknown))}; the networks are: {', '.join(networks)}")
         step, elapsed, ema, resumed_from = self._resume(networks, opts)
+        if self.is_main:
+            self.on_resume(step)
         if not cfg.ema:
             ema = {}
         elif ema is None:

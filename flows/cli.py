@@ -74,7 +74,8 @@ class CliProgress:
     def genforge_step_progress(self, run: RunInfo, stage: str, done: int, total: int | None) -> None:
         if self.sampling is None:
             self.stop()
-            self.sampling = Progress(TextColumn(f"[bold]{stage}"), BarColumn(), TextColumn("{task.completed:,.0f} of {task.total:,.0f}"), TimeElapsedColumn(), console=console)
+            of = "{task.completed:,.0f} of {task.total:,.0f}" if total else "{task.completed:,.0f}"
+            self.sampling = Progress(TextColumn(f"[bold]{stage}"), BarColumn(), TextColumn(of), TimeElapsedColumn(), console=console)
             self.sampling.start()
             self.sampling_task = self.sampling.add_task(stage, total=total or None)
         self.sampling.update(self.sampling_task, completed=done)
@@ -133,6 +134,7 @@ def _execute(run, use_prefect: bool) -> None:
     pm = get_plugin_manager()
     listener = CliProgress()
     pm.register(listener, name="cli-progress")
+    previous = signal.signal(signal.SIGTERM, _terminated)  # only while a run executes (not around `worker`, `ui`, ...)
     try:
         if use_prefect:
             from .pipeline import run_pipeline
@@ -145,6 +147,7 @@ def _execute(run, use_prefect: bool) -> None:
         err.print(f"[yellow]interrupted[/] ({exc or 'Ctrl-C'}); `genforge resume {run.id}` continues from the last checkpoint", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     finally:
+        signal.signal(signal.SIGTERM, previous)
         listener.stop()
         pm.unregister(listener)
     print_summary(run.path)
@@ -172,8 +175,10 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON"
 
 
 def check_prefect_api() -> None:
-    """With PREFECT_API_URL set, the server must answer before a run is created (else: one line, and no run folder left)."""
-    url = os.environ.get("PREFECT_API_URL")
+    """With an API URL set (environment, profile or .env), the server must answer before a run is created or resumed."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
     if not url:
         return  # Prefect's embedded server starts with the flow
     import urllib.error
@@ -183,7 +188,7 @@ def check_prefect_api() -> None:
         urllib.request.urlopen(url.rstrip("/") + "/health", timeout=10).read()
     except urllib.error.HTTPError:
         return  # it answered (e.g. 401 behind basic auth): reachable
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise GenforgeError(f"cannot reach the Prefect API at {url} ({exc}); start the server, fix PREFECT_API_URL, or run with --no-prefect") from None
 
 
@@ -241,6 +246,8 @@ def resume(
 ) -> None:
     """Continue an interrupted run from its newest checkpoint, then sample and evaluate."""
     the_run = RunStore(store).get(run_id)
+    if prefect:
+        check_prefect_api()
     from genforge.core.training import list_checkpoints
 
     ckpts = list_checkpoints(the_run.checkpoints)
@@ -484,11 +491,10 @@ def add_plugin_commands(pm=None) -> None:
 def _terminated(signum, frame) -> None:
     # Docker, Kubernetes, `timeout` and Prefect cancellations send SIGTERM: stop like Ctrl-C, so
     # the run is marked interrupted (resumable) and its last checkpoint is kept.
-    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+    raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")  # installed by _execute
 
 
 def main() -> None:
-    signal.signal(signal.SIGTERM, _terminated)
     try:
         add_plugin_commands()
         app()

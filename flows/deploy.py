@@ -185,13 +185,27 @@ def deploy(pools: list[str], gpu_slots: int, gpu_limit: str = "gpu", prefect_fil
             "gpu_limit": {"name": gpu_limit, "slots": gpu_slots, "created": ensure_gpu_limit(client, gpu_limit, gpu_slots)},
             "automations": ensure_automations(client) if automations else [],
         }
-        existing = {d.name for d in client.read_deployments()}
-    prefect_file = prefect_file or deploy_dir() / "prefect.yaml"
-    import yaml
+        prefect_file = prefect_file or deploy_dir() / "prefect.yaml"
+        import yaml
 
-    in_file = [d["name"] for d in (yaml.safe_load(prefect_file.read_text()) or {}).get("deployments", [])]
-    wanted = [n for n in in_file if not names or n in names]
-    todo = wanted if update else [n for n in wanted if n not in existing]
+        from prefect.exceptions import ObjectNotFound
+
+        in_file = {d["name"]: d["entrypoint"] for d in (yaml.safe_load(prefect_file.read_text()) or {}).get("deployments", [])}
+        unknown = [n for n in names or [] if n not in in_file]
+        if unknown:
+            raise GenforgeError(f"--name {', '.join(unknown)}: not a deployment of {prefect_file}; it has: {', '.join(in_file)}")
+        wanted = [n for n in in_file if not names or n in names]
+
+        def exists(name: str) -> bool:  # by flow and name, as Prefect names deployments
+            from prefect.flows import load_flow_from_entrypoint
+
+            try:
+                client.read_deployment_by_name(f"{load_flow_from_entrypoint(in_file[name]).name}/{name}")
+                return True
+            except ObjectNotFound:
+                return False
+
+        todo = wanted if update else [n for n in wanted if not exists(n)]
     kept = [n for n in wanted if n not in todo]
     if apply and todo:
         apply_deployments(prefect_file, todo)

@@ -20,7 +20,7 @@ import genforge.flows  # noqa: F401  (Prefect defaults for a laptop)
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run as current_flow_run
 
-from genforge.core import GenforgeError, Run, RunBusy, RunStore, store
+from genforge.core import GenforgeError, Run, RunStore, TrainingFailed, store
 from genforge.core.plugins import get_plugin_manager
 from genforge.core.runner import Steps, create_run
 
@@ -74,14 +74,21 @@ def run_id_for_flow_run(generator: str) -> str | None:
     return f"{fr.created:%Y%m%d-%H%M%S}-{generator}-{fr.id.hex[:8]}"
 
 
-@task(name="prepare-data", retries=1, retry_delay_seconds=2)
+def worth_retrying(task, task_run, state) -> bool:
+    """Retry what a retry can mend (a lost worker, a flaky file system); not a user's error (a changed data file,
+    a wrong spec, a diverged loss, a busy run), which would fail the same way again."""
+    exc = getattr(state, "data", None)
+    return not isinstance(exc, GenforgeError) or isinstance(exc, TrainingFailed)
+
+
+@task(name="prepare-data", retries=1, retry_delay_seconds=2, retry_condition_fn=worth_retrying)
 def prepare_data(run_dir: str) -> str:
     """Validate and encode the training data; a cached copy is reused when source and settings match."""
     data = Steps(run_dir).prepare()
     return str(data.path)
 
 
-@task(name="train", retries=2, retry_delay_seconds=5)
+@task(name="train", retries=2, retry_delay_seconds=5, retry_condition_fn=worth_retrying)
 def train(run_dir: str) -> str:
     """Train to the budget; a retry (or `genforge resume`) continues from the newest checkpoint."""
     return str(Steps(run_dir).train().path)
@@ -144,17 +151,17 @@ def pipeline(
     pm.register(bridge, name="prefect-bridge")
     steps = Steps(run_dir, pm)
     try:
-        steps.started()
-        prepare_data(run_dir)
-        with gpu_slot(steps.config.train.devices):
-            train(run_dir)
-        sample(run_dir)
-        evaluate(run_dir)
-    except RunBusy:  # another process is running it: its status is that process's to write
-        raise
-    except BaseException as exc:
-        steps.failed(exc)
-        raise
+        with the_run.lock("pipeline flow run"):  # another process on this run: RunBusy before anything is touched
+            try:
+                steps.started()
+                prepare_data(run_dir)
+                with gpu_slot(steps.config.train.devices):
+                    train(run_dir)
+                sample(run_dir)
+                evaluate(run_dir)
+            except BaseException as exc:
+                steps.failed(exc)
+                raise
     finally:
         pm.unregister(bridge)
     return run_dir

@@ -151,7 +151,8 @@ def test_sigterm_marks_the_run_interrupted_one_resume_at_a_time_and_no_duplicate
     while time.time() < deadline and f"pid {first.pid} " not in ((run_dir / ".lock").read_text() if (run_dir / ".lock").exists() else ""):
         time.sleep(0.1)
     second = cli("resume", run_dir.name, "--no-prefect")
-    assert second.returncode == 2 and f"run {run_dir.name} is busy: train by pid {first.pid}" in second.stderr
+    assert second.returncode == 2 and f"run {run_dir.name} is busy: run by pid {first.pid}" in second.stderr
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "running"  # the refused resume touched nothing
     _, stderr = first.communicate(timeout=300)
     assert first.returncode == 0, stderr
     steps = [json.loads(line)["step"] for line in (run_dir / "logs" / "train.jsonl").read_text().splitlines()]

@@ -160,5 +160,6 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_said(tmp_path):
     trainer = Trainer(config(max_steps=20), tmp_path)
     result = trainer.fit(make_model(), loss_fn)
     assert result.resumed_from == 5 and result.damaged == [10] and result.step == 20
+    assert newest.with_name(newest.name + ".damaged").exists()  # set aside: neither "newest" again nor pruning good ones
     notes = training_record(result, Checkpoint(tmp_path / "x", 20))["notes"]
     assert notes == ["checkpoint(s) at step 10 could not be loaded and were skipped; training resumed from step 5"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import http.client
 import io
 import json
 import os
@@ -179,8 +180,8 @@ def fetch(path_or_url: str, cache: Path, max_mb: float | None = None) -> Path:
                 digest.update(chunk)
                 out.write(chunk)
         os.replace(tmp, target)
-    except OSError as exc:
-        raise DataError(f"cannot fetch {redact_url(path_or_url)}: {exc}") from None
+    except (OSError, http.client.HTTPException, ValueError) as exc:  # network, a cut-off body, a malformed URL
+        raise DataError(f"cannot fetch {redact_url(path_or_url)}: {type(exc).__name__}: {exc}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     store.atomic_write_text(target.with_name(target.name + ".json"), json.dumps({"url": redact_url(path_or_url), "bytes": size, "sha256": digest.hexdigest()}))
