@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from rdkit import Chem
 
 from genforge.core import DataError
