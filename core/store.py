@@ -305,8 +305,8 @@ class RunStore:
         self.runs = self.root / "runs"
         self.cache = self.root / "cache"
 
-    def __str__(self) -> str:
-        return self.url or str(self.root)
+    def __str__(self) -> str:  # what messages show: no credentials of a store URL
+        return redact_url(self.url) if self.url else str(self.root)
 
     def _run(self, run_id: str) -> Run:
         check_run_id(run_id)
@@ -371,6 +371,19 @@ class RunStore:
 
 
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # fullmatch: no trailing newline
+
+
+def redact_url(url: str) -> str:
+    """A URL fit to print or record: user:password and the query string (tokens of presigned links) removed."""
+    import urllib.parse
+
+    if "://" not in str(url):  # a local path
+        return str(url)
+    parts = urllib.parse.urlsplit(str(url))
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host  # IPv6
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "<redacted>" if parts.query else "", ""))
 
 
 def _valid_id(run_id: str) -> bool:

@@ -20,7 +20,8 @@ import genforge.flows  # noqa: F401  (Prefect defaults for a laptop)
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run as current_flow_run
 
-from genforge.core import GenforgeError, Run, RunStore, TrainingFailed, store
+from genforge.core import GenforgeError, Run, RunStore, TrainingFailed
+from genforge.core import store as store_module
 from genforge.core.plugins import get_plugin_manager
 from genforge.core.runner import Steps, create_run
 
@@ -60,7 +61,24 @@ def load_storage_credentials() -> None:
     options = Secret.load(name).get()
     if not isinstance(options, dict):
         raise GenforgeError(f"Secret block {name!r} must hold a JSON object of storage options (e.g. key, secret, endpoint_url)")
-    store.set_storage_options(options)
+    store_module.set_storage_options(options)
+
+
+def check_store_allowed(store: str | None) -> None:
+    """A deployment's ``store`` parameter may name only this worker's own store or one it allows.
+
+    Whoever can start a deployment picks its parameters: without this, any folder or bucket the
+    worker can reach could be read and written as a run store. ``GENFORGE_ALLOWED_STORES`` (comma-
+    separated roots) lists the others a worker accepts.
+    """
+    if store is None:
+        return
+    allowed = {store_module.store_root().rstrip("/")} | {s.strip().rstrip("/") for s in os.environ.get("GENFORGE_ALLOWED_STORES", "").split(",") if s.strip()}
+    if str(store).rstrip("/") not in allowed:
+        raise GenforgeError(
+            f"store {store_module.redact_url(str(store))!r} is not this worker's run store ($GENFORGE_HOME) nor in GENFORGE_ALLOWED_STORES; "
+            "leave the store parameter out, or allow it on the worker"
+        )
 
 
 def run_id_for_flow_run(generator: str) -> str | None:
@@ -133,6 +151,7 @@ def pipeline(
     logger = get_run_logger()
     pm = get_plugin_manager()
     load_storage_credentials()
+    check_store_allowed(store)
     runs = RunStore(store)
     attempt = current_flow_run.run_count or 1
     if attempt > MAX_RESTARTS + 1:
@@ -146,7 +165,7 @@ def pipeline(
     else:
         the_run = create_run(generator, overrides=overrides or (), spec=spec or {}, root=store, pm=pm, run_id=run_id)
     run_dir = str(the_run.path)
-    logger.info("run folder: %s%s", run_dir, f" (shared store {the_run.remote})" if the_run.remote else "")
+    logger.info("run folder: %s%s", run_dir, f" (shared store {store_module.redact_url(the_run.remote)})" if the_run.remote else "")
     bridge = PrefectBridge()
     pm.register(bridge, name="prefect-bridge")
     steps = Steps(run_dir, pm)

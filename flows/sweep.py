@@ -62,6 +62,9 @@ def _metrics_of(client, flow_run_id: UUID) -> dict[str, Any]:
     return {}
 
 
+CRASH_GRACE_S = 180.0  # how long a child may stay Crashed before the sweep counts it as ended
+
+
 @flow(name="genforge-sweep", flow_run_name="sweep-{deployment}")
 def sweep(
     deployment: str,
@@ -100,9 +103,17 @@ def sweep(
     rows: list[dict[str, Any]] = []
     with get_client(sync_client=True) as client:
         waiting = {fr_id for _, fr_id in children}
+        crashed_since: dict[UUID, float] = {}
         while waiting and time.monotonic() < deadline:
             for fr_id in list(waiting):
                 state = client.read_flow_run(fr_id).state
+                if state is not None and state.is_crashed():
+                    # genforge's restart automation puts a crashed run back in the queue within seconds:
+                    # a crash is final only when it stays one
+                    if time.monotonic() - crashed_since.setdefault(fr_id, time.monotonic()) < CRASH_GRACE_S:
+                        continue
+                else:
+                    crashed_since.pop(fr_id, None)
                 if state is not None and state.is_final():
                     waiting.discard(fr_id)
             if waiting:

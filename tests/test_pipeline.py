@@ -77,3 +77,16 @@ def test_bad_spec_fails_before_anything_runs(harness, store):
 
     with pytest.raises(ConfigError, match="train.max_step"):
         pipeline(generator="molecule-diffusion", spec={"train": {"max_step": 3}})
+
+
+def test_a_deployment_cannot_point_a_worker_at_another_store(harness, store, tmp_path, monkeypatch):
+    """The flow's `store` parameter: only the worker's own store, or one it allows."""
+    from genforge.core import GenforgeError
+    from genforge.flows.pipeline import pipeline
+
+    with pytest.raises(GenforgeError, match="is not this worker's run store"):
+        pipeline(generator="molecule-diffusion", store=str(tmp_path / "someone-elses"), spec=tiny_spec())
+    assert not (tmp_path / "someone-elses").exists()
+    monkeypatch.setenv("GENFORGE_ALLOWED_STORES", f"{tmp_path / 'team'}")
+    with pytest.raises(Exception, match="train.max_step"):  # allowed: it gets as far as validating the spec
+        pipeline(generator="molecule-diffusion", store=str(tmp_path / "team"), spec={"train": {"max_step": 3}})

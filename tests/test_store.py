@@ -78,3 +78,12 @@ def test_run_ids_never_leave_the_store(tmp_path, monkeypatch, genforge_pm, url):
     with pytest.raises(RunNotFound, match="is not a run id"):
         store.create("toy-gaussian", "../escape")
     assert store.get(run.id).path == run.path and store.get(str(run.path)).id == run.id  # ids and this store's folders still work
+
+
+def test_urls_are_recorded_and_shown_without_credentials():
+    from genforge.core.store import redact_url
+
+    assert redact_url("https://user:pw@host:8443/p/f.smi?X-Amz-Signature=abc") == "https://host:8443/p/f.smi?<redacted>"
+    assert redact_url("s3://KEY:SECRET@bucket/genforge") == "s3://bucket/genforge"
+    assert redact_url("http://[::1]:4200/api") == "http://[::1]:4200/api" and redact_url("data/x.smi") == "data/x.smi"
+    assert str(RunStore("s3://KEY:SECRET@bucket/genforge")) == "s3://bucket/genforge"

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from genforge.core import DataError, DataSource, store
+from genforge.core.store import redact_url  # noqa: F401  (re-exported: the plugin records URLs with it)
 
 PACKAGE_DATA = Path(__file__).parent / "moses"  # the shipped MOSES subset
 MOSES_URL = "https://media.githubusercontent.com/media/molecularsets/moses/master/data/{split}.csv"
@@ -186,16 +187,6 @@ def fetch(path_or_url: str, cache: Path, max_mb: float | None = None) -> Path:
         Path(tmp).unlink(missing_ok=True)
     store.atomic_write_text(target.with_name(target.name + ".json"), json.dumps({"url": redact_url(path_or_url), "bytes": size, "sha256": digest.hexdigest()}))
     return target
-
-
-def redact_url(url: str) -> str:
-    """A URL fit to print or record: user:password and the query string (tokens of presigned links) removed."""
-    if "://" not in url:  # a local path
-        return url
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "<redacted>" if parts.query else "", ""))
 
 
 # -- validation ----------------------------------------------------------------------
