@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .contracts import Evaluation, Metric, Report
-from .store import Run, atomic_write_text
+from .store import Run, atomic_write_text, read_jsonl
 
 
 def _fmt(v) -> str:
@@ -107,8 +107,6 @@ def training_curve(run: Run) -> Evaluation | None:
     log = run.path / "logs" / "train.jsonl"
     if not log.exists():
         return None
-    from .runner import read_jsonl
-
     rows = read_jsonl(log)
     keys = [k for k in (rows[-1] if rows else {}) if k == "loss" or k.endswith("_loss")]  # one per phase
     rows = [r for r in rows if all(k in r for k in keys)]

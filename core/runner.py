@@ -20,7 +20,7 @@ from .config import GeneratorConfig, load_spec, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
 from .errors import ConfigError, DataError, TrainingFailed
 from .plugins import evaluators, get_generator, get_kind, get_plugin_manager, versions
-from .store import Run, RunStore
+from .store import Run, RunStore, read_jsonl
 from .training import Trainer, TrainResult
 
 log = logging.getLogger("genforge")
@@ -28,18 +28,6 @@ log = logging.getLogger("genforge")
 # (the CLI turns it into one), Prefect's TerminationSignal for a cancelled or terminated flow run.
 INTERRUPTIONS = ("KeyboardInterrupt", "TerminationSignal", "Abort")
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    """The JSON lines of a log; a partial or damaged line (a crash mid-write) is skipped."""
-    rows = []
-    for line in Path(path).read_text(errors="replace").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
 
 
 MAX_REJECTED = 0.5  # default share of training rows a data source may lose before the run stops

@@ -104,6 +104,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def read_jsonl(path: Path) -> list[dict]:
+    """The JSON lines of a log; a partial or damaged line (a crash mid-write) is skipped."""
+    rows = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from genforge.core import DataError, DataSource, store
-from genforge.core.store import redact_url  # noqa: F401  (re-exported: the plugin records URLs with it)
+from genforge.core.store import redact_url
 
 PACKAGE_DATA = Path(__file__).parent / "moses"  # the shipped MOSES subset
 MOSES_URL = "https://media.githubusercontent.com/media/molecularsets/moses/master/data/{split}.csv"

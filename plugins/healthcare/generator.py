@@ -31,7 +31,9 @@ from genforge.core import (
 )
 from genforge.core.plugins import get_dataset
 
-from .data import drop_unusable, fetch, read_smiles, redact_url, validate_all
+from genforge.core.store import redact_url
+
+from .data import drop_unusable, fetch, read_smiles, validate_all
 from genforge.core.blocks import MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser
 from genforge.core.kinds import Molecules
 
