@@ -261,6 +261,7 @@ class Trainer:
         self.on_checkpoint = on_checkpoint or (lambda *a: None)
         self.on_resume = on_resume or (lambda step: None)  # called with the step training starts from (0: the start)
         self.result: TrainResult | None = None  # the last fit's, for the host's training record
+        self._ema: dict[str, dict[str, torch.Tensor]] = {}  # the running fit's EMA, for ema_state
         if config.threads and self.device.type == "cpu":
             torch.set_num_threads(config.threads)
 
@@ -371,6 +372,7 @@ class Trainer:
             ema = {n: {k: p.detach().clone().float() for k, p in networks[n].named_parameters()} for n in ema_nets}
         elif set(ema) != set(ema_nets):
             raise ConfigError(f"the checkpoint keeps an EMA of {sorted(ema)}, train.ema_networks asks for {sorted(ema_nets)}; start a new run to change it")
+        self._ema = ema
         ema_pairs = [(ema[n][k], p) for n in ema for k, p in networks[n].named_parameters()]
         ema_list, live_list = [e for e, _ in ema_pairs], [p for _, p in ema_pairs]
         max_seconds = cfg.max_minutes * 60 if cfg.max_minutes else None
@@ -492,6 +494,15 @@ class Trainer:
                     dist.barrier()  # no process runs ahead of a checkpoint it could need on resume
             if stopped:
                 return result(stopped, last_metrics)
+
+    def ema_state(self, network: str) -> dict[str, torch.Tensor] | None:
+        """The EMA of a network's parameters so far, during a fit (None: no EMA kept for it).
+
+        For a loss function that validates the averaged weights as training goes (a GAN
+        choosing its best step on held-out data); the tensors are the engine's own, so copy
+        them before changing anything.
+        """
+        return self._ema.get(network)
 
     def _newest_path(self) -> Path | None:
         newest = self.newest_checkpoint()

@@ -174,7 +174,7 @@ def pipeline(
             try:
                 steps.started()
                 prepare_data(run_dir)
-                with gpu_slot(steps.config.train.devices):
+                with gpu_slot(steps.config.train.devices) if steps.generator.uses_gpu else contextlib.nullcontext():
                     train(run_dir)
                 sample(run_dir)
                 evaluate(run_dir)

@@ -1,0 +1,267 @@
+"""Market data: daily prices from ``arch.data`` or a user's CSV -> percent log returns, split by date.
+
+Returns are ``r = 100 * diff(log price)``, aligned across assets. A day on which some
+asset has no price is a gap: it is dropped and counted, and the next return spans it.
+A CSV that is wrong (a missing or repeated date, a cell that is not a number, a price
+that is not positive, a single row) is refused with one line naming the row and the
+column: prices feed risk figures, so a guess is worse than an error.
+
+The prepared folder holds ``returns.parquet`` (date index, one column per asset, a
+``split`` column: train / validation / test), ``prices.parquet``, and the reference sets
+in the ``scenarios`` kind's form (``train.parquet``, ``test.parquet``: one scenario each).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator
+
+from genforge.core import DataError, DataSource, Section, store
+from genforge.core.kinds import Scenarios
+
+ARCH_SERIES = ("sp500", "nasdaq", "wti")  # arch.data price series (daily; "Adj Close" or the price column)
+PREPARE_VERSION = "finance-prepare-1"  # bump when prepare's output changes for the same inputs
+NA_CELLS = {"", "na", "n/a", "nan", "null", "."}  # a missing price (a gap), as CSV exports write it
+
+
+class MarketDataConfig(Section):
+    series: list[str] = Field(["sp500"], min_length=1, description=f"price series shipped with arch: {', '.join(ARCH_SERIES)} (several: modelled jointly)")
+    path: str | None = Field(None, description="a CSV of dated prices instead of `series`: first column the date, one column per asset")
+    columns: list[str] | None = Field(None, description="the CSV's asset columns to use (default: all)")
+    start: str | None = Field(None, description="first date used (YYYY-MM-DD; default: the data's first)")
+    test_start: str | None = Field(None, description="first test date (default: the last test_fraction of the days; for the shipped series, 2015-01-02)")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the days held out as the test period when test_start is not set")
+    validation_days: int = Field(250, ge=20, description="days before the test period kept for checkpoint choice (not trained on)")
+
+    @field_validator("start", "test_start", mode="before")
+    @classmethod
+    def _date(cls, value):
+        value = as_date_text(value)
+        if value is not None:
+            try:
+                pd.Timestamp(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a date (YYYY-MM-DD)") from None
+        return value
+
+    @field_validator("series")
+    @classmethod
+    def _series(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in ARCH_SERIES]
+        if unknown:
+            raise ValueError(f"unknown series {', '.join(map(repr, unknown))}; shipped: {', '.join(ARCH_SERIES)} (or set data.path to a CSV)")
+        return value
+
+
+def as_date_text(value):
+    """A date as ``YYYY-MM-DD`` text: ``--set data.test_start=2015-01-02`` arrives as a YAML date."""
+    import datetime
+
+    return value.isoformat()[:10] if isinstance(value, (datetime.date, datetime.datetime)) else value
+
+
+def arch_prices(name: str) -> pd.Series:
+    """One ``arch.data`` series as a price Series indexed by date."""
+    import importlib
+
+    frame = importlib.import_module(f"arch.data.{name}").load()
+    column = "Adj Close" if "Adj Close" in frame.columns else frame.columns[0]
+    prices = pd.to_numeric(frame[column], errors="coerce")
+    prices.index = pd.DatetimeIndex(frame.index).normalize()
+    return prices.rename(name)
+
+
+def read_price_csv(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Dated prices from a CSV (header row, first column the date); a wrong cell is a ``DataError`` naming it.
+
+    Empty or NA cells are gaps (kept as NaN and counted later); anything else that is not a
+    positive number stops the read with the file's line number and the column's name.
+    """
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise DataError(f"{path}: the file is empty; expected a header row, then a date and prices on each row")
+    header = [h.strip() for h in rows[0]]
+    if len(header) < 2:
+        raise DataError(f"{path}: the header has {len(header)} column(s); expected a date column, then one column per asset")
+    wanted = columns or header[1:]
+    missing = [c for c in wanted if c not in header[1:]]
+    if missing:
+        raise DataError(f"{path}: no column(s) {', '.join(map(repr, missing))}; the file has {', '.join(header[1:])}")
+    index = [header.index(c) for c in wanted]
+    dates, values, seen = [], [], {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line
+        where = f"{path}, row {line}"
+        cell = row[0].strip() if row else ""
+        if not cell:
+            raise DataError(f"{where}, column {header[0]!r}: the date is missing")
+        try:
+            date = pd.to_datetime(cell, format="ISO8601").normalize()
+        except ValueError:
+            raise DataError(f"{where}, column {header[0]!r}: {cell!r} is not a date (YYYY-MM-DD)") from None
+        if date in seen:
+            raise DataError(f"{where}, column {header[0]!r}: date {date.date()} repeats row {seen[date]}")
+        seen[date] = line
+        prices = []
+        for i, name in zip(index, wanted):
+            text = row[i].strip() if i < len(row) else ""
+            if text.lower() in NA_CELLS:
+                prices.append(np.nan)
+                continue
+            try:
+                price = float(text.replace(",", "")) if text.count(",") and "." in text else float(text)
+            except ValueError:
+                raise DataError(f"{where}, column {name!r}: {text!r} is not a number") from None
+            if not np.isfinite(price) or price <= 0:
+                raise DataError(f"{where}, column {name!r}: price {text} is not positive; prices, not returns, are expected")
+            prices.append(price)
+        dates.append(date)
+        values.append(prices)
+    if len(dates) < 2:
+        raise DataError(f"{path}: {len(dates)} row(s) of prices; at least two are needed for a return")
+    frame = pd.DataFrame(values, index=pd.DatetimeIndex(dates, name="date"), columns=wanted)
+    return frame.sort_index()
+
+
+def load_prices(cfg: MarketDataConfig) -> tuple[pd.DataFrame, str]:
+    """The configured prices (date index, one column per asset) and where they came from."""
+    if cfg.path:
+        path = Path(cfg.path).expanduser()
+        if not path.is_file():
+            raise DataError(f"data.path {cfg.path!r} is not a file; give a CSV of dated prices")
+        return read_price_csv(path, cfg.columns), str(path)
+    frame = pd.concat([arch_prices(s) for s in cfg.series], axis=1, join="outer").sort_index()
+    frame.index.name = "date"
+    return frame, "arch.data: " + ", ".join(cfg.series)
+
+
+def to_returns(prices: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Percent log returns on the days every asset has a price; gaps counted per asset."""
+    gaps = {str(c): int(n) for c, n in prices.isna().sum().items() if n}
+    kept = prices.dropna()
+    returns = 100 * np.log(kept).diff().iloc[1:]
+    return returns.astype("float64"), gaps
+
+
+def split_dates(returns: pd.DataFrame, cfg: MarketDataConfig) -> pd.Series:
+    """``train`` / ``validation`` / ``test`` for each day; a period too short to use is an error naming the field."""
+    n = len(returns)
+    if cfg.test_start:
+        first_test = int(np.searchsorted(returns.index.values, np.datetime64(pd.Timestamp(cfg.test_start))))
+    else:
+        first_test = n - max(1, int(round(n * cfg.test_fraction)))
+    first_val = first_test - cfg.validation_days
+    if first_test >= n:
+        raise DataError(f"data.test_start {cfg.test_start} is after the last day with prices ({returns.index[-1].date()})")
+    if first_val < 250:
+        raise DataError(
+            f"{first_val} training days before the validation period (data.validation_days={cfg.validation_days}); "
+            "at least 250 are needed: set an earlier data.start or a later data.test_start, or give a longer history"
+        )
+    split = np.array(["train"] * n, dtype=object)
+    split[first_val:first_test] = "validation"
+    split[first_test:] = "test"
+    return pd.Series(split, index=returns.index, name="split")
+
+
+def fingerprint(prices: pd.DataFrame, cfg: MarketDataConfig) -> str:
+    digest = hashlib.sha256(pd.util.hash_pandas_object(prices, index=True).values.tobytes())
+    digest.update(json.dumps({"version": PREPARE_VERSION, "config": cfg.model_dump(exclude={"path"})}, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def write_prepared(prices: pd.DataFrame, cfg: MarketDataConfig, out: Path, source: str) -> dict:
+    """Write the prepared folder (see the module docstring); return its stats."""
+    if cfg.start:
+        prices = prices[prices.index >= pd.Timestamp(cfg.start)]
+    returns, gaps = to_returns(prices)
+    if len(returns) < 2:
+        raise DataError(f"{source}: {len(returns)} day(s) with a price for every asset; nothing to model")
+    split = split_dates(returns, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    returns.assign(split=split).to_parquet(out / "returns.parquet")
+    prices.to_parquet(out / "prices.parquet")
+    kind = Scenarios()
+    for name in ("train", "test"):
+        part = returns[split == name]
+        kind.write(long_form(part.to_numpy()[None], list(part.columns)), out / name)
+        (out / name / kind.filename).replace(out / f"{name}.parquet")
+        (out / name).rmdir()
+    periods = {name: [str(returns.index[split == name][0].date()), str(returns.index[split == name][-1].date())] for name in ("train", "validation", "test")}
+    counts = {name: int((split == name).sum()) for name in ("train", "validation", "test")}
+    stats = {
+        "source": source,
+        "train": {"read": len(prices), "kept": counts["train"], "held_out": counts["validation"] + counts["test"], "rejected": {f"no price for {k}": v for k, v in gaps.items()}},
+        "test": {"read": counts["test"], "kept": counts["test"], "held_out": 0, "rejected": {}},
+        "assets": list(map(str, returns.columns)),
+        "periods": periods,
+        "days": counts,
+        "gaps": gaps,
+    }
+    store.atomic_write_text(out / "stats.json", json.dumps(stats, indent=2))
+    return stats
+
+
+def long_form(paths: np.ndarray, assets: list[str]) -> pd.DataFrame:
+    """(scenarios, steps, assets) returns -> the ``scenarios`` kind's long table, assets by name."""
+    s, t, a = paths.shape
+    return pd.DataFrame({
+        "scenario": np.repeat(np.arange(s), t * a),
+        "step": np.tile(np.repeat(np.arange(t), a), s),
+        "asset": np.tile(np.asarray(assets, dtype=object), s * t),
+        "value": paths.reshape(-1).astype(float),
+    })
+
+
+def wide_form(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """The ``scenarios`` long table -> (scenarios, steps, assets) array and the asset names, in first-seen order."""
+    assets = list(dict.fromkeys(frame["asset"]))
+    cube = frame.pivot_table(index=["scenario", "step"], columns="asset", values="value", sort=True)[assets]
+    n_scen, n_step = frame["scenario"].nunique(), frame["step"].nunique()
+    if len(cube) != n_scen * n_step or cube.isna().any().any():
+        raise DataError("scenarios differ in length or miss an asset on some step; every scenario needs every step and asset")
+    return cube.to_numpy().reshape(n_scen, n_step, len(assets)), assets
+
+
+def load_split(path: Path) -> tuple[pd.DataFrame, pd.Series]:
+    """Returns (date index, assets) and their split labels, from a prepared folder or a returns.parquet file."""
+    path = Path(path)
+    frame = pd.read_parquet(path / "returns.parquet" if path.is_dir() else path)
+    return frame.drop(columns="split"), frame["split"]
+
+
+class ArchSeries(DataSource):
+    """A price series shipped with ``arch`` (1999–2018 business days), as returns split by date."""
+
+    kind: ClassVar[str] = "scenarios"
+    series: ClassVar[str] = "sp500"
+
+    def files(self) -> dict[str, Path]:
+        cfg = MarketDataConfig(series=[self.series])
+        prices, source = load_prices(cfg)
+        out = store.home() / "data" / "finance" / f"{self.series}-{fingerprint(prices, cfg)}"
+        if not (out / "stats.json").exists():
+            write_prepared(prices, cfg, out, source)
+        return {"train": out / "train.parquet", "test": out / "test.parquet"}
+
+
+class SP500(ArchSeries):
+    name: ClassVar[str] = "sp500"
+    series: ClassVar[str] = "sp500"
+    reference_split: ClassVar[str | None] = "test"  # `genforge evaluate scenarios FILE` compares with 2015-2018
+    description: ClassVar[str] = "S&P 500 index, business-daily 1999-2018 (arch.data); test 2015-01-02 to 2018-12-31"
+
+
+class Nasdaq(ArchSeries):
+    name: ClassVar[str] = "nasdaq"
+    series: ClassVar[str] = "nasdaq"
+    description: ClassVar[str] = "NASDAQ Composite, business-daily 1999-2018 (arch.data); test 2015-01-02 to 2018-12-31"

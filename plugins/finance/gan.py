@@ -1,0 +1,166 @@
+"""The scenario GAN's parts: Lambert W gaussianisation, the path generator and the critic.
+
+Returns are heavy-tailed; a network fed them raw spends its capacity on rare days. So each
+asset's returns are standardised and gaussianised with the inverse Lambert W transform
+(Goerg 2015; Quant GANs, Wiese et al. 2020): u = sign(z)·√(W(δz²)/δ), with δ fitted by
+maximum likelihood and capped below 1/4 (at δ ≥ 1/4 the restored tails have no finite
+kurtosis). The networks work on u; scenarios are restored with z = u·exp(δu²/2).
+
+The generator is recurrent and conditional: a GRU reads the history window, then each
+day it emits x_t = μ(h_t) + σ(h_t)·ε(h_t, noise_t) and feeds x_t back into its state, so
+volatility clusters along a path as it does in markets. σ and μ are functions of the
+state alone, which lets training add a Gaussian likelihood term on the real next days
+(the gaussianised returns make that likelihood apt); the critic shapes ε and the paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import optimize, special
+from torch import nn
+
+DELTA_CAP = 0.249  # δ must stay below 1/4: above it the restored distribution has no finite kurtosis
+
+
+def gaussianise(z: np.ndarray, delta: float) -> np.ndarray:
+    """Inverse Lambert W (heavy tails -> light): sign(z)·√(W(δz²)/δ)."""
+    if delta <= 0:
+        return z
+    return np.sign(z) * np.sqrt(np.real(special.lambertw(delta * z**2)) / delta)
+
+
+def restore(u, delta: float):
+    """Lambert W (light tails -> heavy): u·exp(δu²/2). numpy arrays or torch tensors."""
+    if isinstance(u, torch.Tensor):
+        return u * torch.exp(delta * u**2 / 2)
+    return u * np.exp(delta * u**2 / 2)
+
+
+def fit_delta(z: np.ndarray, cap: float = DELTA_CAP) -> float:
+    """Maximum-likelihood δ of a Lambert W × Gaussian for standardised ``z``, in [0, cap].
+
+    With u = W_δ⁻¹(z) ~ N(0, 1): log p(z) = −(1+δ)u²/2 − log(1 + W(δz²)) + const.
+    """
+
+    def nll(delta: float) -> float:
+        w = np.real(special.lambertw(delta * z**2))
+        u2 = w / delta
+        return float(np.sum((1 + delta) * u2 / 2 + np.log1p(w)))
+
+    res = optimize.minimize_scalar(nll, bounds=(1e-6, cap), method="bounded")
+    return float(res.x)
+
+
+@dataclass
+class Transform:
+    """Per-asset standardise -> gaussianise -> re-standardise, and back. Arrays are (..., A)."""
+
+    loc: np.ndarray  # mean of the returns
+    scale: np.ndarray  # std of the returns
+    delta: np.ndarray  # Lambert W tail parameter
+    u_loc: np.ndarray  # mean and std of the gaussianised values (so the networks see ~N(0, 1))
+    u_scale: np.ndarray
+
+    @classmethod
+    def fit(cls, returns: np.ndarray, lambert_w: bool = True) -> "Transform":
+        loc, scale = returns.mean(0), returns.std(0)
+        z = (returns - loc) / scale
+        delta = np.array([fit_delta(z[:, a]) if lambert_w else 0.0 for a in range(z.shape[1])])
+        u = np.stack([gaussianise(z[:, a], delta[a]) for a in range(z.shape[1])], axis=-1)
+        return cls(loc, scale, delta, u.mean(0), u.std(0))
+
+    def forward(self, returns: np.ndarray) -> np.ndarray:
+        z = (returns - self.loc) / self.scale
+        u = np.stack([gaussianise(z[..., a], self.delta[a]) for a in range(z.shape[-1])], axis=-1)
+        return (u - self.u_loc) / self.u_scale
+
+    def inverse(self, v: np.ndarray) -> np.ndarray:
+        u = v * self.u_scale + self.u_loc
+        z = np.stack([restore(u[..., a], self.delta[a]) for a in range(u.shape[-1])], axis=-1)
+        return z * self.scale + self.loc
+
+    def to_dict(self) -> dict:
+        return {k: np.asarray(getattr(self, k)).tolist() for k in ("loc", "scale", "delta", "u_loc", "u_scale")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Transform":
+        return cls(**{k: np.asarray(v, dtype=np.float64) for k, v in d.items()})
+
+
+class PathGenerator(nn.Module):
+    """history (B, L, A) + noise (B, T, noise_dim) -> paths (B, T, A), in gaussianised units."""
+
+    def __init__(self, assets: int, hidden: int = 32, noise_dim: int = 8):
+        super().__init__()
+        self.noise_dim = noise_dim
+        self.encoder = nn.GRU(assets, hidden, batch_first=True)  # reads the history window
+        self.cell = nn.GRUCell(assets, hidden)  # carries the state along the generated path
+        self.loc = nn.Linear(hidden, assets)
+        self.log_scale = nn.Linear(hidden, assets)
+        if noise_dim < assets:
+            raise ValueError(f"model.noise_dim={noise_dim} must be at least the number of assets ({assets})")
+        self.shape = nn.Sequential(nn.Linear(hidden + noise_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, assets))
+        # ε = noise + correction, the correction starting at zero: the untrained generator is the
+        # Gaussian likelihood model, and the critic teaches it the tails and the paths' shape.
+        nn.init.zeros_(self.shape[-1].weight)
+        nn.init.zeros_(self.shape[-1].bias)
+
+    def start(self, history: torch.Tensor) -> torch.Tensor:
+        """The state after the history: (B, L, A) -> (B, hidden)."""
+        return self.encoder(history)[1][0]
+
+    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """μ and σ of the next day given the state: (B, hidden) -> 2 × (B, A)."""
+        return self.loc(h), F.softplus(self.log_scale(h)) + 1e-3
+
+    def roll(self, h: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Generate from state h (B, hidden) with noise (B, T, noise_dim) -> (B, T, A)."""
+        out = []
+        for t in range(noise.shape[1]):
+            mu, sigma = self.heads(h)
+            eps = noise[:, t, : mu.shape[-1]] + self.shape(torch.cat([h, noise[:, t]], dim=-1))
+            x = mu + sigma * eps
+            out.append(x)
+            h = self.cell(x, h)
+        return torch.stack(out, dim=1)
+
+    def forward(self, history: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.roll(self.start(history), noise)
+
+    def nll(self, h: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
+        """Gaussian negative log-likelihood of the real next days (B, T, A) from state h (B, hidden), fed the real days."""
+        total = 0.0
+        for t in range(future.shape[1]):
+            mu, sigma = self.heads(h)
+            total = total + (torch.log(sigma) + 0.5 * ((future[:, t] - mu) / sigma) ** 2).mean()
+            h = self.cell(future[:, t], h)
+        return total / future.shape[1]
+
+
+class Critic(nn.Module):
+    """(B, T, A) sequences (history tail + path) -> (B,) scores; dilated temporal convolutions over x and x²."""
+
+    def __init__(self, assets: int, length: int, channels: int = 64):
+        super().__init__()
+        layers, c_in = [], 2 * assets
+        for dilation in (1, 2, 4, 8):
+            layers += [nn.Conv1d(c_in, channels, kernel_size=3, dilation=dilation, padding=dilation), nn.LeakyReLU(0.2)]
+            c_in = channels
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(channels * length, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = torch.cat([x, x**2], dim=-1).transpose(1, 2)  # (B, 2A, T)
+        return self.head(self.body(features).flatten(1)).squeeze(-1)
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP: (‖∇ critic(x̂)‖ − 1)² at random points between real and fake sequences."""
+    eps = torch.rand(real.shape[0], 1, 1, device=real.device)
+    mixed = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    grad = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)[0]
+    return ((grad.flatten(1).norm(dim=1) - 1) ** 2).mean()

@@ -1,0 +1,268 @@
+"""The finance generators: ``scenario-gan`` and the textbook ``gaussian``, ``garch`` and ``bootstrap``.
+
+All four share the data step, the sample step and the reference, so the pipeline, the CLI
+and the report treat them alike. The sample step writes ``n`` scenarios of ``horizon``
+days (percent log returns, the ``scenarios`` kind) from the day ``sample.given`` names,
+given the real history before it, and — unless switched off — the conditional risk
+backtest over the test period (``backtest.parquet``; see ``backtest.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator
+
+from genforge.core import (
+    Checkpoint,
+    DataError,
+    Generator,
+    GeneratorConfig,
+    PreparedData,
+    Reference,
+    Run,
+    SampleConfig,
+    Samples,
+    Section,
+    TrainConfig,
+    Trainer,
+    store,
+)
+from genforge.core.kinds import Scenarios
+
+from . import backtest
+from .data import MarketDataConfig, as_date_text, fingerprint, load_prices, load_split, long_form, write_prepared
+from .models import BootstrapModel, GarchModel, GaussianModel, ScenarioModel
+
+
+HISTORY = "history.parquet"  # the returns a trained model conditions on, beside its weights
+
+
+class ScenarioSampleConfig(SampleConfig):
+    n: int = Field(1000, ge=1, description="scenarios to draw")
+    horizon: int = Field(250, ge=1, description="days per scenario")
+    given: str = Field(
+        "test",
+        description="where the scenarios start, given the real days before: 'test' (the first test day, so they can be "
+        "scored against what happened), 'last' (the day after the data ends: the forward view), or a date YYYY-MM-DD",
+    )
+    backtest: bool = Field(True, description="run the conditional risk backtest over the test period")
+    backtest_scenarios: int = Field(2000, ge=100, description="scenarios per test day in the backtest")
+    backtest_horizons: list[int] = Field([1, 10], min_length=1, description="horizons (days) of the backtest's VaR/ES")
+    refit_every: int | None = Field(250, ge=1, description="the backtest refits models that can refit every this many days (None: never)")
+
+    @field_validator("given", mode="before")
+    @classmethod
+    def _given(cls, value):
+        value = as_date_text(value)
+        if value not in ("test", "last"):
+            try:
+                pd.Timestamp(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is neither 'test', 'last' nor a date (YYYY-MM-DD)") from None
+        return value
+
+
+class NoTrain(TrainConfig):
+    """The textbook models fit in closed form or by ``arch``'s optimiser: nothing for the engine to run."""
+
+    max_steps: int | None = Field(1, ge=1)
+
+
+class FinanceConfig(GeneratorConfig):
+    data: MarketDataConfig = Field(default_factory=MarketDataConfig)
+    train: NoTrain = Field(default_factory=NoTrain)
+    sample: ScenarioSampleConfig = Field(default_factory=ScenarioSampleConfig)
+
+
+class FinanceGenerator(Generator):
+    """What every finance generator shares; a subclass says how to fit and load its ``ScenarioModel``."""
+
+    kind: ClassVar[str] = "scenarios"
+    libraries: ClassVar[tuple[str, ...]] = ("arch", "numpy", "scipy", "pandas")
+    uses_gpu: ClassVar[bool] = False
+    # the model refits during the backtest (textbook models do; a trained network does not)
+    refits: ClassVar[bool] = True
+    test_spec: ClassVar[dict] = {
+        "data": {"start": "2008-01-01", "test_start": "2012-01-01"},
+        "sample": {"n": 50, "horizon": 30, "backtest_scenarios": 200, "given": "test"},
+    }
+
+    # -- data ---------------------------------------------------------------------------
+
+    def prepare(self, config: FinanceConfig, run: Run) -> PreparedData:
+        cfg = config.data
+        prices, source = load_prices(cfg)
+        key = fingerprint(prices, cfg)
+        out = run.cache_root / f"finance-{key}"
+        if (out / "stats.json").exists():
+            return PreparedData(out, key, {**json.loads((out / "stats.json").read_text()), "cache": "hit"})
+        run.cache_root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=run.cache_root, prefix=f".{out.name}.tmp-"))
+        try:
+            stats = write_prepared(prices, cfg, tmp, source)  # a bad file stops here: nothing in the cache
+            if out.exists():  # a half-written folder from a crash: replaced
+                shutil.rmtree(out)
+            tmp.replace(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return PreparedData(out, key, {**stats, "cache": "miss"})
+
+    def reference(self, data: PreparedData, config: FinanceConfig) -> Reference:
+        return Reference(self.kind, test=data.path / "test.parquet", train=data.path / "train.parquet", name=data.stats.get("source", ""))
+
+    # -- models ---------------------------------------------------------------------------
+
+    def make_model(self, config: FinanceConfig) -> ScenarioModel:
+        raise NotImplementedError
+
+    def load_model(self, checkpoint: Checkpoint) -> ScenarioModel:
+        raise NotImplementedError
+
+    def fit(self, data: PreparedData, config: FinanceConfig, trainer: Trainer) -> Checkpoint:
+        """Fit on every day before the test period (train and validation), as a desk would."""
+        returns, split = load_split(data.path)
+        model = self.make_model(config)
+        model.fit(returns[split != "test"].to_numpy())
+        path = trainer.run_dir / "model.json"
+        if trainer.is_main:
+            self.keep_history(data, trainer.run_dir)
+            store.atomic_write_text(path, json.dumps({"model": type(model).__name__, "state": model.state()}, indent=1))
+        return Checkpoint(path, 0, details={"fitted_on": f"{int((split != 'test').sum())} days before the test period"})
+
+    # -- sampling ---------------------------------------------------------------------------
+
+    def sample(self, checkpoint: Checkpoint, config: FinanceConfig, run: Run) -> Samples:
+        cfg = config.sample
+        returns, split = load_split(Path(checkpoint.path).parent / HISTORY)
+        model = self.load_model(checkpoint)
+        first, label = start_day(returns, split, cfg.given)
+        rng = np.random.default_rng(cfg.seed)
+        paths = model.simulate(returns.to_numpy()[:first], cfg.n, cfg.horizon, rng)
+        assets = list(map(str, returns.columns))
+        path = Scenarios().write(long_form(paths, assets), run.samples_dir)
+        details = {"history_end": label, "horizon": cfg.horizon, "assets": assets, "risk": horizon_risk(paths, assets)}
+        if cfg.backtest:
+            first_test = int(np.argmax(split.to_numpy() == "test"))
+            table = backtest.forecast(
+                model, returns, first_test, n=cfg.backtest_scenarios, horizons=tuple(cfg.backtest_horizons),
+                refit_every=cfg.refit_every if self.refits else None, seed=cfg.seed,
+                progress=lambda done, total: run.report_progress("backtest", done, total),
+            )
+            table.to_parquet(run.samples_dir / backtest.FILENAME, index=False)
+            details["backtest"] = f"{table['date'].nunique()} test days, {cfg.backtest_scenarios} scenarios each, horizons {cfg.backtest_horizons}"
+        return Samples(self.kind, path, cfg.n, details)
+
+    @staticmethod
+    def keep_history(data: PreparedData, run_dir: Path) -> None:
+        """Copy the returns beside the weights: the sample step conditions on them, on whichever machine it runs."""
+        shutil.copyfile(data.path / "returns.parquet", run_dir / HISTORY)
+
+
+def start_day(returns: pd.DataFrame, split: pd.Series, given: str) -> tuple[int, str]:
+    """The index of the first scenario day and the last real day before it (YYYY-MM-DD)."""
+    n = len(returns)
+    if given == "test":
+        first = int(np.argmax(split.to_numpy() == "test"))
+    elif given == "last":
+        first = n
+    else:
+        first = int(np.searchsorted(returns.index.values, np.datetime64(pd.Timestamp(given)), side="right"))
+        if first < 60:
+            raise DataError(f"sample.given={given!r} leaves {first} days of history; the data start {returns.index[0].date()}")
+    return first, str(returns.index[first - 1].date())
+
+
+def horizon_risk(paths: np.ndarray, assets: list[str]) -> dict[str, dict[str, float]]:
+    """VaR and ES of the horizon P&L (sum of log returns, percent) at 95 % and 99 %, per asset and the equal-weight book."""
+    from .metrics import var_es
+
+    pnl = paths.sum(axis=1)  # (n, A)
+    books = {a: pnl[:, i] for i, a in enumerate(assets)}
+    if len(assets) > 1:
+        books[backtest.PORTFOLIO] = pnl.mean(axis=1)
+    out = {}
+    for book, x in books.items():
+        row = {}
+        for level, alpha in (("95", 0.05), ("99", 0.01)):
+            var, es = var_es(x, alpha)
+            row[f"var_{level}"], row[f"es_{level}"] = round(var, 3), round(es, 3)
+        out[book] = row
+    return out
+
+
+# -- the textbook generators ----------------------------------------------------------------
+
+
+class GaussianModelConfig(Section):
+    mean: Literal["sample", "zero"] = Field("sample", description="the daily mean: the sample mean or zero")
+    window: int | None = Field(None, ge=20, description="fit on the most recent this many days (None: all)")
+
+
+class GaussianConfig(FinanceConfig):
+    model: GaussianModelConfig = Field(default_factory=GaussianModelConfig)
+
+
+class GaussianScenarios(FinanceGenerator):
+    name: ClassVar[str] = "gaussian"
+    Config: ClassVar[type[GaussianConfig]] = GaussianConfig
+    description: ClassVar[str] = "independent days from a multivariate normal (the textbook baseline)"
+
+    def make_model(self, config: GaussianConfig) -> GaussianModel:
+        return GaussianModel(config.model.mean, config.model.window)
+
+    def load_model(self, checkpoint: Checkpoint) -> GaussianModel:
+        return GaussianModel.from_state(_state(checkpoint))
+
+
+class GarchModelConfig(Section):
+    vol: Literal["gjr", "garch"] = Field("gjr", description="GJR-GARCH(1,1,1) (leverage) or GARCH(1,1)")
+    mean: Literal["zero", "sample"] = Field("zero", description="zero or the sample mean (not arch's fitted constant, which overstates drift)")
+
+
+class GarchConfig(FinanceConfig):
+    model: GarchModelConfig = Field(default_factory=GarchModelConfig)
+
+
+class GarchScenarios(FinanceGenerator):
+    name: ClassVar[str] = "garch"
+    Config: ClassVar[type[GarchConfig]] = GarchConfig
+    description: ClassVar[str] = "GJR-GARCH or GARCH with Student-t innovations (arch), constant conditional correlation"
+
+    def make_model(self, config: GarchConfig) -> GarchModel:
+        return GarchModel(config.model.vol, config.model.mean)
+
+    def load_model(self, checkpoint: Checkpoint) -> GarchModel:
+        return GarchModel.from_state(_state(checkpoint))
+
+
+class BootstrapModelConfig(Section):
+    window: int | None = Field(500, ge=20, description="resample the most recent this many days (None: all history)")
+    block: float | None = Field(None, gt=0, description="mean block length in days (None: arch's optimal_block_length)")
+
+
+class BootstrapConfig(FinanceConfig):
+    model: BootstrapModelConfig = Field(default_factory=BootstrapModelConfig)
+
+
+class BootstrapScenarios(FinanceGenerator):
+    name: ClassVar[str] = "bootstrap"
+    Config: ClassVar[type[BootstrapConfig]] = BootstrapConfig
+    description: ClassVar[str] = "stationary block bootstrap of recent history (arch's optimal block length)"
+
+    def make_model(self, config: BootstrapConfig) -> BootstrapModel:
+        return BootstrapModel(config.model.window, config.model.block)
+
+    def load_model(self, checkpoint: Checkpoint) -> BootstrapModel:
+        return BootstrapModel.from_state(_state(checkpoint))
+
+
+def _state(checkpoint: Checkpoint) -> dict:
+    return json.loads(Path(checkpoint.path).read_text())["state"]
