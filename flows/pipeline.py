@@ -7,7 +7,8 @@ Deployed runs: the genforge run id is derived from the Prefect flow run, so when
 flow run is rescheduled (by the automation ``genforge deploy`` creates) and a worker picks
 it up again, the flow finds its run folder and resumes training from the last checkpoint.
 Training holds a slot of a Prefect global concurrency limit (``$GENFORGE_GPU_LIMIT``;
-``gpu`` on a machine with CUDA) for as long as it runs, so two trainings never share a GPU.
+``gpu`` on a machine with CUDA) for as long as it runs, so two trainings never share a GPU;
+a generator with ``uses_gpu = False`` (a GARCH fit) takes no slot.
 """
 
 from __future__ import annotations

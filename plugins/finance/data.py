@@ -27,7 +27,7 @@ from genforge.core import DataError, DataSource, Section, store
 from genforge.core.kinds import Scenarios
 
 ARCH_SERIES = ("sp500", "nasdaq", "wti")  # arch.data price series (daily; "Adj Close" or the price column)
-PREPARE_VERSION = "finance-prepare-1"  # bump when prepare's output changes for the same inputs
+PREPARE_VERSION = "finance-prepare-2"  # bump when prepare's output changes for the same inputs
 NA_CELLS = {"", "na", "n/a", "nan", "null", "."}  # a missing price (a gap), as CSV exports write it
 
 
@@ -145,7 +145,19 @@ def load_prices(cfg: MarketDataConfig) -> tuple[pd.DataFrame, str]:
 
 
 def to_returns(prices: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Percent log returns on the days every asset has a price; gaps counted per asset."""
+    """Percent log returns on the days every asset has a price; gaps counted per asset.
+
+    Only the period all assets cover counts: days before the last asset starts or after
+    the first one ends are outside it, not gaps.
+    """
+    starts, ends = [prices[c].first_valid_index() for c in prices], [prices[c].last_valid_index() for c in prices]
+    empty = [str(c) for c, d in zip(prices.columns, starts) if d is None]
+    if empty:
+        raise DataError(f"no price at all for {', '.join(empty)}")
+    first, last = max(starts), min(ends)
+    if first > last:
+        raise DataError(f"the assets {', '.join(map(str, prices.columns))} have no period with prices for all of them")
+    prices = prices.loc[first:last]
     gaps = {str(c): int(n) for c, n in prices.isna().sum().items() if n}
     kept = prices.dropna()
     returns = 100 * np.log(kept).diff().iloc[1:]

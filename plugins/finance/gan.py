@@ -64,6 +64,7 @@ class Transform:
     delta: np.ndarray  # Lambert W tail parameter
     u_loc: np.ndarray  # mean and std of the gaussianised values (so the networks see ~N(0, 1))
     u_scale: np.ndarray
+    limit: np.ndarray  # the largest |value| a generated day may take, in network units (see fit)
 
     @classmethod
     def fit(cls, returns: np.ndarray, lambert_w: bool = True) -> "Transform":
@@ -71,7 +72,11 @@ class Transform:
         z = (returns - loc) / scale
         delta = np.array([fit_delta(z[:, a]) if lambert_w else 0.0 for a in range(z.shape[1])])
         u = np.stack([gaussianise(z[:, a], delta[a]) for a in range(z.shape[1])], axis=-1)
-        return cls(loc, scale, delta, u.mean(0), u.std(0))
+        v = (u - u.mean(0)) / u.std(0)
+        # A recurrent generator feeds its days back in: one huge day raises σ, which makes the
+        # next huger. Generated days are held to 1.5 × the largest day seen in training (the
+        # S&P 500's worst, 2008-10-15, is -9.5 %: the limit restores to about -20 %).
+        return cls(loc, scale, delta, u.mean(0), u.std(0), 1.5 * np.abs(v).max(0))
 
     def forward(self, returns: np.ndarray) -> np.ndarray:
         z = (returns - self.loc) / self.scale
@@ -84,7 +89,7 @@ class Transform:
         return z * self.scale + self.loc
 
     def to_dict(self) -> dict:
-        return {k: np.asarray(getattr(self, k)).tolist() for k in ("loc", "scale", "delta", "u_loc", "u_scale")}
+        return {k: np.asarray(getattr(self, k)).tolist() for k in ("loc", "scale", "delta", "u_loc", "u_scale", "limit")}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Transform":
@@ -97,8 +102,9 @@ class PathGenerator(nn.Module):
     def __init__(self, assets: int, hidden: int = 32, noise_dim: int = 8):
         super().__init__()
         self.noise_dim = noise_dim
-        self.encoder = nn.GRU(assets, hidden, batch_first=True)  # reads the history window
-        self.cell = nn.GRUCell(assets, hidden)  # carries the state along the generated path
+        # both read each day as (x, |x|): the size of a move, not its sign, drives volatility
+        self.encoder = nn.GRU(2 * assets, hidden, batch_first=True)  # reads the history window
+        self.cell = nn.GRUCell(2 * assets, hidden)  # carries the state along the generated path
         self.loc = nn.Linear(hidden, assets)
         self.log_scale = nn.Linear(hidden, assets)
         if noise_dim < assets:
@@ -111,25 +117,27 @@ class PathGenerator(nn.Module):
 
     def start(self, history: torch.Tensor) -> torch.Tensor:
         """The state after the history: (B, L, A) -> (B, hidden)."""
-        return self.encoder(history)[1][0]
+        return self.encoder(_features(history))[1][0]
 
     def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """μ and σ of the next day given the state: (B, hidden) -> 2 × (B, A)."""
         return self.loc(h), F.softplus(self.log_scale(h)) + 1e-3
 
-    def roll(self, h: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        """Generate from state h (B, hidden) with noise (B, T, noise_dim) -> (B, T, A)."""
+    def roll(self, h: torch.Tensor, noise: torch.Tensor, limit: torch.Tensor | None = None) -> torch.Tensor:
+        """Generate from state h (B, hidden) with noise (B, T, noise_dim) -> (B, T, A); days held within ±limit (A,)."""
         out = []
         for t in range(noise.shape[1]):
             mu, sigma = self.heads(h)
             eps = noise[:, t, : mu.shape[-1]] + self.shape(torch.cat([h, noise[:, t]], dim=-1))
             x = mu + sigma * eps
+            if limit is not None:
+                x = torch.maximum(torch.minimum(x, limit), -limit)
             out.append(x)
-            h = self.cell(x, h)
+            h = self.cell(_features(x), h)
         return torch.stack(out, dim=1)
 
-    def forward(self, history: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        return self.roll(self.start(history), noise)
+    def forward(self, history: torch.Tensor, noise: torch.Tensor, limit: torch.Tensor | None = None) -> torch.Tensor:
+        return self.roll(self.start(history), noise, limit)
 
     def nll(self, h: torch.Tensor, future: torch.Tensor) -> torch.Tensor:
         """Gaussian negative log-likelihood of the real next days (B, T, A) from state h (B, hidden), fed the real days."""
@@ -137,8 +145,12 @@ class PathGenerator(nn.Module):
         for t in range(future.shape[1]):
             mu, sigma = self.heads(h)
             total = total + (torch.log(sigma) + 0.5 * ((future[:, t] - mu) / sigma) ** 2).mean()
-            h = self.cell(future[:, t], h)
+            h = self.cell(_features(future[:, t]), h)
         return total / future.shape[1]
+
+
+def _features(x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([x, x.abs()], dim=-1)
 
 
 class Critic(nn.Module):

@@ -33,12 +33,12 @@ from .models import ScenarioModel
 
 
 class GanModelConfig(Section):
-    history: int = Field(60, ge=5, description="real days the generator is given before the scenario starts")
+    history: int = Field(120, ge=5, description="real days the generator is given before the scenario starts")
     hidden: int = Field(32, ge=4, description="state size of the generator's GRU")
     noise_dim: int = Field(8, ge=1, description="noise inputs per generated day")
     critic_channels: int = Field(32, ge=4, description="channels of the critic's temporal convolutions")
     critic_context: int = Field(20, ge=1, description="history days the critic sees before the path it judges")
-    train_horizon: int = Field(10, ge=1, description="days generated per training window")
+    train_horizon: int = Field(20, ge=1, description="days generated per training window")
     gp_weight: float = Field(10.0, ge=0, description="WGAN-GP gradient-penalty weight")
     nll_weight: float = Field(1.0, ge=0, description="weight of the Gaussian likelihood of the real next days (0: a pure WGAN)")
     lambert_w: bool = Field(True, description=f"gaussianise returns with Lambert W (δ by maximum likelihood, capped at {DELTA_CAP})")
@@ -54,7 +54,7 @@ class GanModelConfig(Section):
 
 
 class GanTrain(TrainConfig):
-    max_steps: int | None = Field(1000, ge=1)
+    max_steps: int | None = Field(1500, ge=1)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(5e-4, gt=0)
     betas: tuple[float, float] = (0.5, 0.9)
@@ -64,7 +64,7 @@ class GanTrain(TrainConfig):
     ema: float | None = Field(0.99, gt=0, lt=1)
     checkpoint_every: int = Field(100, ge=1)
     optimizers: dict[str, OptimizerConfig] = Field(
-        default_factory=lambda: {"critic": OptimizerConfig(networks=["critic"]), "generator": OptimizerConfig(networks=["generator"])}
+        default_factory=lambda: {"critic": OptimizerConfig(networks=["critic"]), "generator": OptimizerConfig(networks=["generator"], lr=1e-3)}
     )
     phases: dict[str, PhaseConfig] = Field(default_factory=lambda: {"critic": PhaseConfig(repeat=5), "generator": PhaseConfig()})
     ema_networks: list[str] | None = Field(["generator"])
@@ -86,14 +86,16 @@ class GanModel(ScenarioModel):
     def fit(self, returns: np.ndarray) -> None:
         raise NotImplementedError("the scenario GAN is trained by the engine, not refitted")
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def conditional(self, returns: np.ndarray, days: np.ndarray, n: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
         v = self.transform.forward(returns)
         windows = np.stack([_window(v, d, self.history) for d in days])  # (D, L, A)
         h = self.net.start(torch.as_tensor(windows, dtype=torch.float32))  # (D, hidden)
         h = h.repeat_interleave(n, dim=0)
-        noise = torch.as_tensor(rng.standard_normal((len(days) * n, horizon, self.net.noise_dim)), dtype=torch.float32)
-        out = self.net.roll(h, noise).numpy().astype(np.float64)
+        # torch draws the noise (several times faster than numpy in float64), seeded from rng
+        gen = torch.Generator().manual_seed(int(rng.integers(2**63 - 1)))
+        noise = torch.randn(len(days) * n, horizon, self.net.noise_dim, generator=gen)
+        out = self.net.roll(h, noise, torch.as_tensor(self.transform.limit, dtype=torch.float32)).numpy().astype(np.float64)
         return self.transform.inverse(out).reshape(len(days), n, horizon, -1)
 
     def simulate(self, history: np.ndarray, n: int, horizon: int, rng: np.random.Generator) -> np.ndarray:
@@ -128,6 +130,7 @@ class ScenarioGan(FinanceGenerator):
         val_days = np.flatnonzero(split.to_numpy() == "validation")
         transform = Transform.fit(x[train_days], m.lambert_w)
         v = torch.as_tensor(transform.forward(x), dtype=torch.float32)  # (T, A), gaussianised and standardised
+        limit = torch.as_tensor(transform.limit, dtype=torch.float32, device=trainer.device)
         assets = x.shape[1]
         torch.manual_seed(cfg.seed)
         nets = {"generator": PathGenerator(assets, m.hidden, m.noise_dim), "critic": Critic(assets, m.critic_context + m.train_horizon, m.critic_channels)}
@@ -149,7 +152,7 @@ class ScenarioGan(FinanceGenerator):
         def critic_loss(n: dict, step: int, repeat: int):
             hist, future = batch(step, repeat, 0)
             with torch.no_grad():
-                fake = n["generator"](hist, noise(len(hist)))
+                fake = n["generator"](hist, noise(len(hist)), limit)
             ctx = hist[:, -m.critic_context :]
             real_seq, fake_seq = torch.cat([ctx, future], 1), torch.cat([ctx, fake], 1)
             real_score, fake_score = n["critic"](torch.cat([real_seq, fake_seq])).chunk(2)  # one pass for both
@@ -162,7 +165,7 @@ class ScenarioGan(FinanceGenerator):
         def generator_loss(n: dict, step: int, repeat: int):
             hist, future = batch(step, repeat, 1)
             h0 = n["generator"].start(hist)  # one read of the history serves both terms
-            fake = n["generator"].roll(h0, noise(len(hist)))
+            fake = n["generator"].roll(h0, noise(len(hist)), limit)
             adversarial = -n["critic"](torch.cat([hist[:, -m.critic_context :], fake], 1)).mean()
             nll = n["generator"].nll(h0, future) if m.nll_weight else torch.zeros((), device=device)
             if step % m.validate_every == 0 and trainer.is_main:
