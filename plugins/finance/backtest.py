@@ -18,6 +18,8 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from genforge.core import DataError
+
 from .metrics import var_es_rows
 from .models import ScenarioModel
 
@@ -72,4 +74,6 @@ def forecast(
                 done += len(part)
                 if progress:
                     progress(done, total)
+    if not rows:
+        raise DataError(f"no backtest window fits the {len(days_all)} test day(s): shorten sample.backtest_horizons ({', '.join(map(str, horizons))})")
     return pd.concat(rows, ignore_index=True).sort_values(["horizon", "alpha", "asset", "date"], ignore_index=True)

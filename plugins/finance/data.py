@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -28,6 +29,7 @@ from genforge.core.kinds import Scenarios
 
 ARCH_SERIES = ("sp500", "nasdaq", "wti")  # arch.data price series (daily; "Adj Close" or the price column)
 PREPARE_VERSION = "finance-prepare-2"  # bump when prepare's output changes for the same inputs
+THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")  # 1,234.56 (a comma anywhere else is an error)
 NA_CELLS = {"", "na", "n/a", "nan", "null", "."}  # a missing price (a gap), as CSV exports write it
 
 
@@ -36,9 +38,9 @@ class MarketDataConfig(Section):
     path: str | None = Field(None, description="a CSV of dated prices instead of `series`: first column the date, one column per asset")
     columns: list[str] | None = Field(None, description="the CSV's asset columns to use (default: all)")
     start: str | None = Field(None, description="first date used (YYYY-MM-DD; default: the data's first)")
-    test_start: str | None = Field(None, description="first test date (default: the last test_fraction of the days; for the shipped series, 2015-01-02)")
+    test_start: str | None = Field(None, description="first test date (default: the last test_fraction of the days; for the shipped 1999-2018 series, 2015-01-02)")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the days held out as the test period when test_start is not set")
-    validation_days: int = Field(250, ge=20, description="days before the test period kept for checkpoint choice (not trained on)")
+    validation_days: int = Field(250, ge=20, description="days before the test period kept for the GAN's checkpoint choice (the GAN does not train on them; textbook fits use them)")
 
     @field_validator("start", "test_start", mode="before")
     @classmethod
@@ -118,7 +120,7 @@ def read_price_csv(path: Path, columns: list[str] | None = None) -> pd.DataFrame
                 prices.append(np.nan)
                 continue
             try:
-                price = float(text.replace(",", "")) if text.count(",") and "." in text else float(text)
+                price = float(text.replace(",", "")) if THOUSANDS.fullmatch(text) else float(text)
             except ValueError:
                 raise DataError(f"{where}, column {name!r}: {text!r} is not a number") from None
             if not np.isfinite(price) or price <= 0:
@@ -203,8 +205,9 @@ def write_prepared(prices: pd.DataFrame, cfg: MarketDataConfig, out: Path, sourc
     returns.assign(split=split).to_parquet(out / "returns.parquet")
     prices.to_parquet(out / "prices.parquet")
     kind = Scenarios()
-    for name in ("train", "test"):
-        part = returns[split == name]
+    # the reference's "train" is every day before the test period: what any model may have seen
+    # (the textbook fits and the bootstrap use the validation year too), so copies of it are caught
+    for name, part in (("train", returns[split != "test"]), ("test", returns[split == "test"])):
         kind.write(long_form(part.to_numpy()[None], list(part.columns)), out / name)
         (out / name / kind.filename).replace(out / f"{name}.parquet")
         (out / name).rmdir()
@@ -236,6 +239,10 @@ def long_form(paths: np.ndarray, assets: list[str]) -> pd.DataFrame:
 
 def wide_form(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     """The ``scenarios`` long table -> (scenarios, steps, assets) array and the asset names, in first-seen order."""
+    dup = frame.duplicated(["scenario", "step", "asset"])
+    if dup.any():
+        row = frame[dup].iloc[0]
+        raise DataError(f"scenario {row['scenario']}, step {row['step']}, asset {row['asset']!r} appears more than once ({int(dup.sum())} repeated rows)")
     assets = list(dict.fromkeys(frame["asset"]))
     cube = frame.pivot_table(index=["scenario", "step"], columns="asset", values="value", sort=True)[assets]
     n_scen, n_step = frame["scenario"].nunique(), frame["step"].nunique()
@@ -262,7 +269,16 @@ class ArchSeries(DataSource):
         prices, source = load_prices(cfg)
         out = store.home() / "data" / "finance" / f"{self.series}-{fingerprint(prices, cfg)}"
         if not (out / "stats.json").exists():
-            write_prepared(prices, cfg, out, source)
+            import shutil
+            import tempfile
+
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+            write_prepared(prices, cfg, tmp, source)
+            try:
+                tmp.replace(out)
+            except OSError:  # written by another process meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
         return {"train": out / "train.parquet", "test": out / "test.parquet"}
 
 

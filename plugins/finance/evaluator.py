@@ -72,8 +72,12 @@ class MarketEvaluator(Evaluator):
         kind = Scenarios()
         fake, assets = wide_form(kind.load(samples.path))
         test, test_assets = wide_form(kind.load(reference.test))
-        if assets != test_assets:
-            raise DataError(f"the scenarios' assets ({', '.join(assets)}) are not the reference's ({', '.join(test_assets)})")
+        if set(assets) == set(test_assets):  # same assets in another order
+            fake = fake[..., [assets.index(a) for a in test_assets]]
+        elif len(assets) != len(test_assets):
+            raise DataError(f"the scenarios have {len(assets)} asset(s) ({', '.join(assets)}), the reference {len(test_assets)} ({', '.join(test_assets)})")
+        # otherwise other names for as many assets (asset0, ... from another tool): matched in order
+        assets = test_assets
         test = test[0]
         train = wide_form(kind.load(reference.train))[0][0] if reference.train else None
         scores = metrics.score_paths(fake, test, train)
@@ -94,10 +98,10 @@ class MarketEvaluator(Evaluator):
     @staticmethod
     def _figures(fake: np.ndarray, test: np.ndarray, assets: list[str], reference: Reference, out_dir: Path, config: MarketConfig, history_end: str | None) -> dict[str, Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
-        figures = {
-            "tails": plots.tail_histograms(test[:, 0], fake[:, :, 0].ravel(), out_dir / "tails.png"),
-            "acf": plots.acf_plot(metrics.acf_curves(test, fake, config.max_lag), out_dir / "acf.png"),
-        }
+        figures = {"tails": plots.tail_histograms(test[:, 0], fake[:, :, 0].ravel(), out_dir / "tails.png")}
+        curves = metrics.acf_curves(test, fake, config.max_lag)
+        if curves:  # one-day scenarios have no autocorrelation to draw
+            figures["acf"] = plots.acf_plot(curves, out_dir / "acf.png")
         prices = reference.test.parent / "prices.parquet"  # a prepared folder keeps the prices beside the reference
         if prices.exists():
             figures["fan_chart"] = fan_chart(fake, pd.read_parquet(prices), assets[0], reference, out_dir / "fan_chart.png", config.fan_chart_days, history_end)

@@ -40,19 +40,23 @@ def restore(u, delta: float):
     return u * np.exp(delta * u**2 / 2)
 
 
-def fit_delta(z: np.ndarray, cap: float = DELTA_CAP) -> float:
-    """Maximum-likelihood δ of a Lambert W × Gaussian for standardised ``z``, in [0, cap].
+def fit_delta(z: np.ndarray, cap: float = DELTA_CAP) -> tuple[float, float]:
+    """Maximum-likelihood (δ, s) of a Lambert W × Gaussian for centred ``z``, δ in [0, cap].
 
-    With u = W_δ⁻¹(z) ~ N(0, 1): log p(z) = −(1+δ)u²/2 − log(1 + W(δz²)) + const.
+    z = s·u·exp(δu²/2) with u ~ N(0, 1); with y = z/s and u = W_δ⁻¹(y):
+    log p(z) = −(1+δ)u²/2 − log(1 + W(δy²)) − log s + const. The scale s is fitted jointly:
+    with s fixed at z's standard deviation (which the heavy tails inflate) δ comes out about
+    half its value.
     """
 
-    def nll(delta: float) -> float:
-        w = np.real(special.lambertw(delta * z**2))
-        u2 = w / delta
-        return float(np.sum((1 + delta) * u2 / 2 + np.log1p(w)))
+    def nll(params: np.ndarray) -> float:
+        delta, log_s = float(np.clip(params[0], 1e-6, cap)), params[1]
+        y = z / np.exp(log_s)
+        w = np.real(special.lambertw(delta * y**2))
+        return float(np.sum((1 + delta) * (w / delta) / 2 + np.log1p(w)) + len(z) * log_s)
 
-    res = optimize.minimize_scalar(nll, bounds=(1e-6, cap), method="bounded")
-    return float(res.x)
+    res = optimize.minimize(nll, x0=[0.05, np.log(z.std())], method="L-BFGS-B", bounds=[(1e-6, cap), (None, None)])
+    return float(res.x[0]), float(np.exp(res.x[1]))
 
 
 @dataclass
@@ -70,7 +74,10 @@ class Transform:
     def fit(cls, returns: np.ndarray, lambert_w: bool = True) -> "Transform":
         loc, scale = returns.mean(0), returns.std(0)
         z = (returns - loc) / scale
-        delta = np.array([fit_delta(z[:, a]) if lambert_w else 0.0 for a in range(z.shape[1])])
+        fits = [fit_delta(z[:, a]) if lambert_w else (0.0, 1.0) for a in range(z.shape[1])]
+        delta = np.array([d for d, _ in fits])
+        scale = scale * np.array([s for _, s in fits])  # the latent scale: z / s is the Lambert W variable
+        z = (returns - loc) / scale
         u = np.stack([gaussianise(z[:, a], delta[a]) for a in range(z.shape[1])], axis=-1)
         v = (u - u.mean(0)) / u.std(0)
         # A recurrent generator feeds its days back in: one huge day raises σ, which makes the
@@ -97,19 +104,17 @@ class Transform:
 
 
 class PathGenerator(nn.Module):
-    """history (B, L, A) + noise (B, T, noise_dim) -> paths (B, T, A), in gaussianised units."""
+    """history (B, L, A) + noise (B, T, A + noise_dim) -> paths (B, T, A), in gaussianised units."""
 
     def __init__(self, assets: int, hidden: int = 32, noise_dim: int = 8):
         super().__init__()
-        self.noise_dim = noise_dim
         # both read each day as (x, |x|): the size of a move, not its sign, drives volatility
         self.encoder = nn.GRU(2 * assets, hidden, batch_first=True)  # reads the history window
         self.cell = nn.GRUCell(2 * assets, hidden)  # carries the state along the generated path
         self.loc = nn.Linear(hidden, assets)
         self.log_scale = nn.Linear(hidden, assets)
-        if noise_dim < assets:
-            raise ValueError(f"model.noise_dim={noise_dim} must be at least the number of assets ({assets})")
-        self.shape = nn.Sequential(nn.Linear(hidden + noise_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, assets))
+        self.noise_dim = assets + noise_dim  # one noise per asset (ε's base) and noise_dim more for its shape
+        self.shape = nn.Sequential(nn.Linear(hidden + self.noise_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, assets))
         # ε = noise + correction, the correction starting at zero: the untrained generator is the
         # Gaussian likelihood model, and the critic teaches it the tails and the paths' shape.
         nn.init.zeros_(self.shape[-1].weight)
@@ -124,7 +129,7 @@ class PathGenerator(nn.Module):
         return self.loc(h), F.softplus(self.log_scale(h)) + 1e-3
 
     def roll(self, h: torch.Tensor, noise: torch.Tensor, limit: torch.Tensor | None = None) -> torch.Tensor:
-        """Generate from state h (B, hidden) with noise (B, T, noise_dim) -> (B, T, A); days held within ±limit (A,)."""
+        """Generate from state h (B, hidden) with noise (B, T, self.noise_dim) -> (B, T, A); days held within ±limit (A,)."""
         out = []
         for t in range(noise.shape[1]):
             mu, sigma = self.heads(h)

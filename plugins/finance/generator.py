@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from genforge.core import (
     Checkpoint,
@@ -54,7 +54,7 @@ class ScenarioSampleConfig(SampleConfig):
     )
     backtest: bool = Field(True, description="run the conditional risk backtest over the test period")
     backtest_scenarios: int = Field(2000, ge=100, description="scenarios per test day in the backtest")
-    backtest_horizons: list[int] = Field([1, 10], min_length=1, description="horizons (days) of the backtest's VaR/ES")
+    backtest_horizons: list[PositiveInt] = Field([1, 10], min_length=1, description="horizons (days) of the backtest's VaR/ES")
     refit_every: int | None = Field(250, ge=1, description="the backtest refits models that can refit every this many days (None: never)")
 
     @field_validator("given", mode="before")
@@ -79,6 +79,16 @@ class FinanceConfig(GeneratorConfig):
     data: MarketDataConfig = Field(default_factory=MarketDataConfig)
     train: NoTrain = Field(default_factory=NoTrain)
     sample: ScenarioSampleConfig = Field(default_factory=ScenarioSampleConfig)
+
+    @model_validator(mode="after")
+    def _devices(self) -> "FinanceConfig":
+        return _one_device(self)
+
+
+def _one_device(config: "FinanceConfig") -> "FinanceConfig":
+    if config.train.devices > 1:
+        raise ValueError("train.devices: the finance generators train on one device (their networks are small); set train.devices=1")
+    return config
 
 
 class FinanceGenerator(Generator):
@@ -107,9 +117,13 @@ class FinanceGenerator(Generator):
         tmp = Path(tempfile.mkdtemp(dir=run.cache_root, prefix=f".{out.name}.tmp-"))
         try:
             stats = write_prepared(prices, cfg, tmp, source)  # a bad file stops here: nothing in the cache
-            if out.exists():  # a half-written folder from a crash: replaced
-                shutil.rmtree(out)
-            tmp.replace(out)
+            tmp.replace(out)  # atomic: `out` exists only whole
+        except OSError:
+            if not (out / "stats.json").exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another run prepared the same data first: use theirs
+            return PreparedData(out, key, {**json.loads((out / "stats.json").read_text()), "cache": "hit"})
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -144,13 +158,18 @@ class FinanceGenerator(Generator):
         returns, split = load_split(Path(checkpoint.path).parent / HISTORY)
         model = self.load_model(checkpoint)
         first, label = start_day(returns, split, cfg.given)
+        first_test = int(np.argmax(split.to_numpy() == "test"))
+        if self.refits and first != first_test:
+            # the fit saw the days before the test period; from another day, a desk refits on
+            # every day before it (for `last`, the latest prices; for an earlier date, no look-ahead)
+            model.fit(returns.to_numpy()[:first])
         rng = np.random.default_rng(cfg.seed)
         paths = model.simulate(returns.to_numpy()[:first], cfg.n, cfg.horizon, rng)
         assets = list(map(str, returns.columns))
         path = Scenarios().write(long_form(paths, assets), run.samples_dir)
         details = {"history_end": label, "horizon": cfg.horizon, "assets": assets, "risk": horizon_risk(paths, assets)}
         if cfg.backtest:
-            first_test = int(np.argmax(split.to_numpy() == "test"))
+            model = self.load_model(checkpoint)  # as fitted before the test period; the backtest refits as it goes
             table = backtest.forecast(
                 model, returns, first_test, n=cfg.backtest_scenarios, horizons=tuple(cfg.backtest_horizons),
                 refit_every=cfg.refit_every if self.refits else None, seed=cfg.seed,

@@ -358,12 +358,13 @@ def fz0_loss(y, var, es, alpha: float) -> float:
 
     With v = −var and e = −es (the forecasts as returns, both negative), per day
     −1{y ≤ v}(v − y)/(α e) + v/e + ln(−e) − 1, a strictly consistent scoring function for the pair (VaR, ES).
-    ``var`` and ``es`` are (n,) or scalars, es > 0.
+    ``var`` and ``es`` are (n,) or scalars. A forecast with ES ≤ 0 (no loss expected even in
+    the tail: a collapsed model) has no finite score: the loss is then ``inf``, the worst.
     """
     _check_alpha(alpha)
     y, var, es = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (y, var, es)))
     if np.any(es <= 0):
-        raise ValueError("FZ0 needs ES > 0 (a loss): ln(−e) is undefined otherwise")
+        return float("inf")
     v, e = -var, -es
     loss = (y <= v) * (y - v) / (alpha * e) + v / e + np.log(-e) - 1.0  # −1{y ≤ v}(v − y) written as 1{y ≤ v}(y − v)
     return float(loss.mean())
@@ -378,7 +379,7 @@ def backtest_scores(y, var, es, alpha: float) -> dict[str, float]:
     y = np.asarray(y, dtype=float)
     hits = y <= -np.asarray(var, dtype=float)
     return {"hits": int(hits.sum()), "hit_rate": float(hits.mean()), "kupiec_p": kupiec(hits, alpha)[1],
-            "christoffersen_p": christoffersen(hits)[1], "fz0": fz0_loss(y, var, es, alpha)}
+            "christoffersen_p": christoffersen(hits)[1] if hits.size > 1 else float("nan"), "fz0": fz0_loss(y, var, es, alpha)}
 
 
 def score_paths(fake, real_test, train=None, max_lag: int = 100, window: int = 20) -> dict[str, float]:

@@ -23,7 +23,7 @@ from pydantic import Field, model_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from genforge.core import Checkpoint, OptimizerConfig, PhaseConfig, PreparedData, Section, TrainConfig, Trainer, store
+from genforge.core import Checkpoint, ConfigError, OptimizerConfig, PhaseConfig, PreparedData, Section, TrainConfig, Trainer, store
 
 from .data import load_split
 from .gan import DELTA_CAP, Critic, PathGenerator, Transform, gradient_penalty
@@ -35,7 +35,7 @@ from .models import ScenarioModel
 class GanModelConfig(Section):
     history: int = Field(120, ge=5, description="real days the generator is given before the scenario starts")
     hidden: int = Field(32, ge=4, description="state size of the generator's GRU")
-    noise_dim: int = Field(8, ge=1, description="noise inputs per generated day")
+    noise_dim: int = Field(8, ge=0, description="noise inputs per generated day besides one per asset")
     critic_channels: int = Field(32, ge=4, description="channels of the critic's temporal convolutions")
     critic_context: int = Field(20, ge=1, description="history days the critic sees before the path it judges")
     train_horizon: int = Field(20, ge=1, description="days generated per training window")
@@ -136,6 +136,11 @@ class ScenarioGan(FinanceGenerator):
         nets = {"generator": PathGenerator(assets, m.hidden, m.noise_dim), "critic": Critic(assets, m.critic_context + m.train_horizon, m.critic_channels)}
         # windows: history [t-L, t) and future [t, t+H) inside the training period
         starts = np.arange(max(m.history, m.critic_context), len(train_days) - m.train_horizon + 1)
+        if len(starts) < cfg.batch_size:
+            raise ConfigError(
+                f"{len(starts)} training windows of model.history={m.history} + model.train_horizon={m.train_horizon} days "
+                f"in {len(train_days)} training days; shorten them or give a longer history"
+            )
         device = trainer.device
         v_dev = v.to(device)
         offsets_h = torch.arange(-m.history, 0, device=device)
@@ -147,7 +152,7 @@ class ScenarioGan(FinanceGenerator):
             return v_dev[t + offsets_h], v_dev[t + offsets_f]  # (B, L, A), (B, H, A)
 
         def noise(b: int) -> torch.Tensor:
-            return torch.randn(b, m.train_horizon, m.noise_dim, device=device)
+            return torch.randn(b, m.train_horizon, nets["generator"].noise_dim, device=device)
 
         def critic_loss(n: dict, step: int, repeat: int):
             hist, future = batch(step, repeat, 0)

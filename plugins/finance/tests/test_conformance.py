@@ -110,9 +110,13 @@ def test_the_market_evaluator_passes_its_conformance_check(gaussian_run, tmp_pat
     assert not any(m.name.startswith("backtest_") for m in plain.metrics) and "backtest" not in plain.figures
     assert "fan_chart" in plain.figures
 
+    # another tool's names for as many assets are matched in order; a different number is refused
+    renamed = tmp_path / "renamed"
+    Scenarios().write(rng.standard_normal((10, 25, 1)), renamed)  # core's writer names it asset0
+    assert check_evaluator(ev, Samples("scenarios", renamed / "scenarios.parquet", 10, {}), reference, tmp_path / "renamed-out").metrics
     wrong = tmp_path / "wrong"
-    Scenarios().write(long_form(rng.standard_normal((10, 25, 1)), ["nasdaq"]), wrong)
-    with pytest.raises(DataError, match=r"assets \(nasdaq\) are not the reference's \(sp500\)"):
+    Scenarios().write(long_form(rng.standard_normal((10, 25, 2)), ["sp500", "nasdaq"]), wrong)
+    with pytest.raises(DataError, match=r"2 asset\(s\) \(sp500, nasdaq\), the reference 1 \(sp500\)"):
         MarketEvaluator().evaluate(Samples("scenarios", wrong / "scenarios.parquet", 10, {}), reference, tmp_path / "w", MarketEvaluator.Config())
 
 

@@ -183,8 +183,8 @@ def test_write_prepared_holds_returns_prices_and_one_scenario_references(tmp_pat
     assert stats["days"] == {"train": 498 - 80 - 50, "validation": 50, "test": 80}
     assert stats["periods"]["test"][0] == str(prices.index[420].date())
     train, assets = wide_form(pd.read_parquet(out / "train.parquet"))
-    assert assets == ["spx", "ndx"] and train.shape == (1, 368, 2)
-    assert np.allclose(train[0], frame.loc[frame["split"] == "train", ["spx", "ndx"]].to_numpy())
+    assert assets == ["spx", "ndx"] and train.shape == (1, 418, 2)  # every day before the test period (train + validation)
+    assert np.allclose(train[0], frame.loc[frame["split"] != "test", ["spx", "ndx"]].to_numpy())
     test, _ = wide_form(pd.read_parquet(out / "test.parquet"))
     assert test.shape == (1, 80, 2)
     assert json.loads((out / "stats.json").read_text()) == stats
