@@ -79,11 +79,12 @@ class Transform:
         scale = scale * np.array([s for _, s in fits])  # the latent scale: z / s is the Lambert W variable
         z = (returns - loc) / scale
         u = np.stack([gaussianise(z[:, a], delta[a]) for a in range(z.shape[1])], axis=-1)
-        v = (u - u.mean(0)) / u.std(0)
         # A recurrent generator feeds its days back in: one huge day raises σ, which makes the
-        # next huger. Generated days are held to 1.5 × the largest day seen in training (the
-        # S&P 500's worst, 2008-10-15, is -9.5 %: the limit restores to about -20 %).
-        return cls(loc, scale, delta, u.mean(0), u.std(0), 1.5 * np.abs(v).max(0))
+        # next huger. Generated days are held to 1.5 × the largest move seen in training (the
+        # S&P 500's, 2008-10-13, is +11 %: its limit is ±16.5 %), expressed in network units.
+        largest = 1.5 * np.abs(z).max(0)
+        limit = np.array([gaussianise(largest[a], delta[a]) for a in range(z.shape[1])])
+        return cls(loc, scale, delta, u.mean(0), u.std(0), (limit + np.abs(u.mean(0))) / u.std(0))
 
     def forward(self, returns: np.ndarray) -> np.ndarray:
         z = (returns - self.loc) / self.scale
