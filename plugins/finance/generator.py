@@ -134,11 +134,14 @@ class FinanceGenerator(Generator):
 
     # -- models ---------------------------------------------------------------------------
 
+    # the textbook model this generator fits; its constructor takes the `model` section's fields
+    Model: ClassVar[type[ScenarioModel]]
+
     def make_model(self, config: FinanceConfig) -> ScenarioModel:
-        raise NotImplementedError
+        return self.Model(**config.model.model_dump())
 
     def load_model(self, checkpoint: Checkpoint) -> ScenarioModel:
-        raise NotImplementedError
+        return self.Model.from_state(json.loads(Path(checkpoint.path).read_text())["state"])
 
     def fit(self, data: PreparedData, config: FinanceConfig, trainer: Trainer) -> Checkpoint:
         """Fit on every day before the test period (train and validation), as a desk would."""
@@ -233,12 +236,7 @@ class GaussianScenarios(FinanceGenerator):
     name: ClassVar[str] = "gaussian"
     Config: ClassVar[type[GaussianConfig]] = GaussianConfig
     description: ClassVar[str] = "independent days from a multivariate normal (the textbook baseline)"
-
-    def make_model(self, config: GaussianConfig) -> GaussianModel:
-        return GaussianModel(config.model.mean, config.model.window)
-
-    def load_model(self, checkpoint: Checkpoint) -> GaussianModel:
-        return GaussianModel.from_state(_state(checkpoint))
+    Model: ClassVar[type[ScenarioModel]] = GaussianModel
 
 
 class GarchModelConfig(Section):
@@ -254,12 +252,7 @@ class GarchScenarios(FinanceGenerator):
     name: ClassVar[str] = "garch"
     Config: ClassVar[type[GarchConfig]] = GarchConfig
     description: ClassVar[str] = "GJR-GARCH or GARCH with Student-t innovations (arch), constant conditional correlation"
-
-    def make_model(self, config: GarchConfig) -> GarchModel:
-        return GarchModel(config.model.vol, config.model.mean)
-
-    def load_model(self, checkpoint: Checkpoint) -> GarchModel:
-        return GarchModel.from_state(_state(checkpoint))
+    Model: ClassVar[type[ScenarioModel]] = GarchModel
 
 
 class BootstrapModelConfig(Section):
@@ -275,13 +268,4 @@ class BootstrapScenarios(FinanceGenerator):
     name: ClassVar[str] = "bootstrap"
     Config: ClassVar[type[BootstrapConfig]] = BootstrapConfig
     description: ClassVar[str] = "stationary block bootstrap of recent history (arch's optimal block length)"
-
-    def make_model(self, config: BootstrapConfig) -> BootstrapModel:
-        return BootstrapModel(config.model.window, config.model.block)
-
-    def load_model(self, checkpoint: Checkpoint) -> BootstrapModel:
-        return BootstrapModel.from_state(_state(checkpoint))
-
-
-def _state(checkpoint: Checkpoint) -> dict:
-    return json.loads(Path(checkpoint.path).read_text())["state"]
+    Model: ClassVar[type[ScenarioModel]] = BootstrapModel

@@ -145,3 +145,43 @@ def test_where_scenarios_start(sp500):
     assert start_day(returns, split, "2016-01-03")[1] == "2015-12-31"  # a Sunday: the last trading day before
     with pytest.raises(DataError, match="leaves 3 days of history"):
         start_day(returns, split, "1999-01-07")
+
+
+def test_the_forward_view_refits_on_the_latest_days(genforge_home):
+    """`sample.given=last` is what the desk schedules: the model is refitted on every day, not just the pre-test ones."""
+    spec = {**get_generator("garch").test_spec, "sample": {"n": 20, "horizon": 5, "given": "last", "backtest": False}}
+    run = quick_run("garch", spec)
+    before_test = json.loads((run.path / "model.json").read_text())["state"]["params"][0]
+    steps = Steps(run.path)
+    model = steps.generator.load_model(steps.checkpoint())
+    returns = pd.read_parquet(run.path / "history.parquet").drop(columns="split").to_numpy()
+    model.fit(returns)
+    refitted = model.params[0]
+    assert refitted["omega"] != pytest.approx(before_test["omega"], rel=1e-6)
+    assert run.read_json("samples.json")["details"]["history_end"] == "2018-12-31"
+    # the scenarios are the refitted model's: the same seed through it gives the same paths
+    again = model.simulate(returns, 20, 5, np.random.default_rng(spec["sample"].get("seed", 0)))
+    drawn, _ = wide_form(pd.read_parquet(run.samples_dir / "scenarios.parquet"))
+    assert np.allclose(drawn, again)
+
+
+def test_one_day_scenarios_and_a_repeated_row_from_another_tool(gaussian_run, tmp_path):
+    ev = MarketEvaluator()
+    steps = Steps(gaussian_run.path)
+    reference = steps.generator.reference(steps.prepared(), steps.config)
+    one_day = tmp_path / "one-day"
+    Scenarios().write(np.random.default_rng(0).standard_normal((200, 1, 1)), one_day)
+    result = ev.evaluate(Samples("scenarios", one_day / "scenarios.parquet", 200, {}), reference, tmp_path / "o", ev.Config())
+    assert "w1_1d" in {m.name for m in result.metrics} and "acf" not in result.figures  # no lags to draw
+    frame = long_form(np.zeros((2, 3, 1)), ["sp500"])
+    repeated = tmp_path / "repeated"
+    Scenarios().write(pd.concat([frame, frame.iloc[:1]]), repeated)
+    with pytest.raises(DataError, match="scenario 0, step 0, asset 'sp500' appears more than once"):
+        ev.evaluate(Samples("scenarios", repeated / "scenarios.parquet", 2, {}), reference, tmp_path / "r", ev.Config())
+
+
+def test_finance_generators_train_on_one_device():
+    from genforge.core import ConfigError
+
+    with pytest.raises(ConfigError, match="train.devices"):
+        create_run("garch", overrides=["train.devices=2"])
