@@ -20,11 +20,35 @@ import pandas as pd
 
 from genforge.core import DataError
 
-from .metrics import var_es_rows
+from .metrics import var_es, var_es_rows
 from .models import ScenarioModel
 
 FILENAME = "backtest.parquet"
 PORTFOLIO = "portfolio"  # the equally weighted book of all assets, when there are several
+LEVELS = (("95", 0.05), ("99", 0.01))  # the desk's confidence levels and their tail probabilities
+
+
+def horizon_risk(paths: np.ndarray, assets: list[str]) -> dict[str, dict[str, float]]:
+    """VaR and ES of the horizon P&L (sum of log returns, percent) at 95 % and 99 %, per asset and the equal-weight book.
+
+    ``paths`` (n, horizon, A) -> {asset or PORTFOLIO: {"var_95", "es_95", "var_99", "es_99"}}.
+    """
+    pnl = paths.sum(axis=1)  # (n, A)
+    books = {a: pnl[:, i] for i, a in enumerate(assets)}
+    if len(assets) > 1:
+        books[PORTFOLIO] = pnl.mean(axis=1)
+    out = {}
+    for book, x in books.items():
+        out[book] = {}
+        for level, alpha in LEVELS:
+            out[book][f"var_{level}"], out[book][f"es_{level}"] = var_es(x, alpha)
+    return out
+
+
+def book(assets) -> str:
+    """The book a backtest is scored on: the portfolio when there are several assets, else the one asset."""
+    assets = list(dict.fromkeys(assets))
+    return PORTFOLIO if PORTFOLIO in assets else assets[0]
 
 
 def forecast(

@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
+import shutil
+import tempfile
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -226,6 +228,28 @@ def write_prepared(prices: pd.DataFrame, cfg: MarketDataConfig, out: Path, sourc
     return stats
 
 
+def prepare_once(prices: pd.DataFrame, cfg: MarketDataConfig, out: Path, source: str) -> tuple[dict, str]:
+    """``out`` prepared (see ``write_prepared``) unless it already is: (its stats, "hit" or "miss").
+
+    Written in a temporary folder renamed into place, so ``out`` exists only whole: a bad file
+    leaves nothing behind, and when another process prepares the same data first, theirs is used.
+    """
+    if (out / "stats.json").exists():
+        return json.loads((out / "stats.json").read_text()), "hit"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        stats = write_prepared(prices, cfg, tmp, source)
+        tmp.replace(out)
+        return stats, "miss"
+    except OSError:
+        if not (out / "stats.json").exists():
+            raise
+        return json.loads((out / "stats.json").read_text()), "hit"  # another process was first
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed
+
+
 def long_form(paths: np.ndarray, assets: list[str]) -> pd.DataFrame:
     """(scenarios, steps, assets) returns -> the ``scenarios`` kind's long table, assets by name."""
     s, t, a = paths.shape
@@ -268,17 +292,7 @@ class ArchSeries(DataSource):
         cfg = MarketDataConfig(series=[self.series])
         prices, source = load_prices(cfg)
         out = store.home() / "data" / "finance" / f"{self.series}-{fingerprint(prices, cfg)}"
-        if not (out / "stats.json").exists():
-            import shutil
-            import tempfile
-
-            out.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-            write_prepared(prices, cfg, tmp, source)
-            try:
-                tmp.replace(out)
-            except OSError:  # written by another process meanwhile
-                shutil.rmtree(tmp, ignore_errors=True)
+        prepare_once(prices, cfg, out, source)
         return {"train": out / "train.parquet", "test": out / "test.parquet"}
 
 

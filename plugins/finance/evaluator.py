@@ -86,7 +86,7 @@ class MarketEvaluator(Evaluator):
         for name, value in scores.items():
             better, text = PATH_METRICS.get(name, (None, ""))
             out.append(Metric(name, float(value), better, _floor(floor.get(name)), text))
-        out += horizon_risk_metrics(fake)
+        out += horizon_risk_metrics(fake, assets)
         figures = self._figures(fake, test, assets, reference, out_dir, config, samples.meta.get("history_end"))
         table = samples.path.parent / backtest.FILENAME
         if table.exists():
@@ -120,12 +120,13 @@ def test_windows(test: np.ndarray, length: int, n: int, seed: int) -> np.ndarray
     return np.stack([test[s : s + length] for s in np.sort(starts)])
 
 
-def horizon_risk_metrics(fake: np.ndarray) -> list[Metric]:
+def horizon_risk_metrics(fake: np.ndarray, assets: list[str]) -> list[Metric]:
     """VaR and ES of the horizon P&L at 95 % and 99 % (equal-weight book when several assets): the desk's figures."""
-    pnl = fake.sum(axis=1).mean(axis=1)
+    risks = backtest.horizon_risk(fake, assets)
+    risk = risks[backtest.book(risks)]
     out = []
-    for level, alpha in (("95", 0.05), ("99", 0.01)):
-        var, es = metrics.var_es(pnl, alpha)
+    for level, _ in backtest.LEVELS:
+        var, es = risk[f"var_{level}"], risk[f"es_{level}"]
         out += [
             Metric(f"horizon_var_{level}", var, None, description=f"VaR {level} % of the {fake.shape[1]}-day P&L (percent log return)"),
             Metric(f"horizon_es_{level}", es, None, description=f"expected shortfall {level} % of the {fake.shape[1]}-day P&L"),
@@ -135,7 +136,7 @@ def horizon_risk_metrics(fake: np.ndarray) -> list[Metric]:
 
 def backtest_metrics(frame: pd.DataFrame) -> list[Metric]:
     """Hits, Kupiec and Christoffersen p-values and FZ0 per horizon and level, for the book (the portfolio, or the one asset)."""
-    book = backtest.PORTFOLIO if backtest.PORTFOLIO in set(frame["asset"]) else frame["asset"].iloc[0]
+    book = backtest.book(frame["asset"])
     out = []
     for (h, alpha), part in frame[frame["asset"] == book].groupby(["horizon", "alpha"], sort=True):
         s = metrics.backtest_scores(part["realized"].to_numpy(), part["var"].to_numpy(), part["es"].to_numpy(), float(alpha))
@@ -151,7 +152,7 @@ def backtest_metrics(frame: pd.DataFrame) -> list[Metric]:
 
 
 def backtest_figure(frame: pd.DataFrame, out: Path) -> Path:
-    book = backtest.PORTFOLIO if backtest.PORTFOLIO in set(frame["asset"]) else frame["asset"].iloc[0]
+    book = backtest.book(frame["asset"])
     alpha = float(frame["alpha"].min())
     part = frame[(frame["asset"] == book) & (frame["horizon"] == frame["horizon"].min()) & (frame["alpha"] == alpha)]
     return plots.backtest_plot(pd.to_datetime(part["date"]).to_numpy(), part["realized"].to_numpy(), part["var"].to_numpy(), out, alpha)

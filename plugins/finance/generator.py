@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -37,7 +36,7 @@ from genforge.core import (
 from genforge.core.kinds import Scenarios
 
 from . import backtest
-from .data import MarketDataConfig, as_date_text, fingerprint, load_prices, load_split, long_form, write_prepared
+from .data import MarketDataConfig, as_date_text, fingerprint, load_prices, load_split, long_form, prepare_once
 from .models import BootstrapModel, GarchModel, GaussianModel, ScenarioModel
 
 
@@ -81,14 +80,10 @@ class FinanceConfig(GeneratorConfig):
     sample: ScenarioSampleConfig = Field(default_factory=ScenarioSampleConfig)
 
     @model_validator(mode="after")
-    def _devices(self) -> "FinanceConfig":
-        return _one_device(self)
-
-
-def _one_device(config: "FinanceConfig") -> "FinanceConfig":
-    if config.train.devices > 1:
-        raise ValueError("train.devices: the finance generators train on one device (their networks are small); set train.devices=1")
-    return config
+    def _one_device(self) -> "FinanceConfig":
+        if self.train.devices > 1:
+            raise ValueError("train.devices: the finance generators train on one device (their networks are small); set train.devices=1")
+        return self
 
 
 class FinanceGenerator(Generator):
@@ -111,23 +106,8 @@ class FinanceGenerator(Generator):
         prices, source = load_prices(cfg)
         key = fingerprint(prices, cfg)
         out = run.cache_root / f"finance-{key}"
-        if (out / "stats.json").exists():
-            return PreparedData(out, key, {**json.loads((out / "stats.json").read_text()), "cache": "hit"})
-        run.cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=run.cache_root, prefix=f".{out.name}.tmp-"))
-        try:
-            stats = write_prepared(prices, cfg, tmp, source)  # a bad file stops here: nothing in the cache
-            tmp.replace(out)  # atomic: `out` exists only whole
-        except OSError:
-            if not (out / "stats.json").exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another run prepared the same data first: use theirs
-            return PreparedData(out, key, {**json.loads((out / "stats.json").read_text()), "cache": "hit"})
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return PreparedData(out, key, {**stats, "cache": "miss"})
+        stats, cache = prepare_once(prices, cfg, out, source)  # a bad file stops here: nothing in the cache
+        return PreparedData(out, key, {**stats, "cache": cache})
 
     def reference(self, data: PreparedData, config: FinanceConfig) -> Reference:
         return Reference(self.kind, test=data.path / "test.parquet", train=data.path / "train.parquet", name=data.stats.get("source", ""))
@@ -170,7 +150,9 @@ class FinanceGenerator(Generator):
         paths = model.simulate(returns.to_numpy()[:first], cfg.n, cfg.horizon, rng)
         assets = list(map(str, returns.columns))
         path = Scenarios().write(long_form(paths, assets), run.samples_dir)
-        details = {"history_end": label, "horizon": cfg.horizon, "assets": assets, "risk": horizon_risk(paths, assets)}
+        details = {"history_end": label, "horizon": cfg.horizon, "assets": assets, "risk": {
+            b: {k: round(v, 3) for k, v in row.items()} for b, row in backtest.horizon_risk(paths, assets).items()
+        }}
         if cfg.backtest:
             model = self.load_model(checkpoint)  # as fitted before the test period; the backtest refits as it goes
             table = backtest.forecast(
@@ -200,24 +182,6 @@ def start_day(returns: pd.DataFrame, split: pd.Series, given: str) -> tuple[int,
         if first < 60:
             raise DataError(f"sample.given={given!r} leaves {first} days of history; the data start {returns.index[0].date()}")
     return first, str(returns.index[first - 1].date())
-
-
-def horizon_risk(paths: np.ndarray, assets: list[str]) -> dict[str, dict[str, float]]:
-    """VaR and ES of the horizon P&L (sum of log returns, percent) at 95 % and 99 %, per asset and the equal-weight book."""
-    from .metrics import var_es
-
-    pnl = paths.sum(axis=1)  # (n, A)
-    books = {a: pnl[:, i] for i, a in enumerate(assets)}
-    if len(assets) > 1:
-        books[backtest.PORTFOLIO] = pnl.mean(axis=1)
-    out = {}
-    for book, x in books.items():
-        row = {}
-        for level, alpha in (("95", 0.05), ("99", 0.01)):
-            var, es = var_es(x, alpha)
-            row[f"var_{level}"], row[f"es_{level}"] = round(var, 3), round(es, 3)
-        out[book] = row
-    return out
 
 
 # -- the textbook generators ----------------------------------------------------------------
