@@ -41,7 +41,7 @@ import secrets
 import socket
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -102,6 +102,33 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def prepared_once(out: Path, write: Callable[[Path], dict], stats_name: str = "stats.json") -> tuple[dict, str]:
+    """A prepared-data folder ``out``, written by ``write(folder) -> stats`` unless it exists: (stats, "hit" or "miss").
+
+    ``write`` fills a temporary folder beside ``out`` that is renamed into place when complete,
+    so ``out`` exists only whole: a bad file or a full disk leaves nothing behind, and when
+    another process prepares the same data first, theirs is used. ``write`` must also write
+    ``stats_name`` (the marker of a complete folder).
+    """
+    out = Path(out)
+    if (out / stats_name).exists():
+        return json.loads((out / stats_name).read_text()), "hit"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        stats = write(tmp)
+        tmp.replace(out)
+        return stats, "miss"
+    except OSError:
+        if not (out / stats_name).exists():
+            raise
+        return json.loads((out / stats_name).read_text()), "hit"  # another process was first
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed
 
 
 def read_jsonl(path: Path) -> list[dict]:

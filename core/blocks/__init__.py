@@ -7,13 +7,16 @@ process that trains it, and a process knows nothing of the network's insides:
   (logits at every position), with its ``TransformerConfig``;
 * ``masked_diffusion``: ``MaskedDiffusion``, absorbing-state discrete diffusion over
   token ids: the training loss, the samplers (margin, confidence, ancestral) and
-  infilling with given cells held fixed.
+  infilling with given cells held fixed;
+* ``autoregressive``: ``Autoregressive``, next-token training and left-to-right sampling
+  with given cells, for a ``TransformerDenoiser`` built with ``causal=True``.
 
 A plugin imports them from here (``from genforge.core.blocks import MaskedDiffusion``),
 never from another plugin. They import torch; ``genforge.core`` itself does not import them.
 """
 
+from .autoregressive import Autoregressive
 from .masked_diffusion import STRATEGIES, MaskedDiffusion, Strategy, gumbel_noise
 from .transformer import TransformerConfig, TransformerDenoiser
 
-__all__ = ["STRATEGIES", "MaskedDiffusion", "Strategy", "TransformerConfig", "TransformerDenoiser", "gumbel_noise"]
+__all__ = ["Autoregressive", "STRATEGIES", "MaskedDiffusion", "Strategy", "TransformerConfig", "TransformerDenoiser", "gumbel_noise"]

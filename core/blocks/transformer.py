@@ -1,4 +1,4 @@
-"""A bidirectional transformer denoiser over token ids (any vocabulary: SELFIES symbols, notes, ...).
+"""A transformer denoiser over token ids (any vocabulary: SELFIES symbols, notes, ...); bidirectional, or causal on request.
 
 It sees a partly masked sequence and predicts, at every position, a distribution over
 the vocabulary. It knows nothing of the noise schedule (see ``masked_diffusion.py``): masked
@@ -54,8 +54,10 @@ class Block(nn.Module):
 
 
 class TransformerDenoiser(nn.Module):
-    def __init__(self, config: TransformerConfig, vocab_size: int, max_len: int):
+    def __init__(self, config: TransformerConfig, vocab_size: int, max_len: int, causal: bool = False):
+        """``causal``: each position attends only to itself and earlier ones (an autoregressive model on the same backbone)."""
         super().__init__()
+        self.causal = causal
         if config.d_model % config.n_heads:
             raise ValueError(f"model.d_model ({config.d_model}) must be a multiple of model.n_heads ({config.n_heads})")
         self.config, self.vocab_size, self.max_len = config, vocab_size, max_len
@@ -83,6 +85,8 @@ class TransformerDenoiser(nn.Module):
         n = tokens.shape[1]
         x = self.tok(tokens) + self.pos[:n]
         attn_mask = pad_mask[:, None, None, :]
+        if self.causal:  # (batch, 1, length, length): attend to real tokens at or before each position
+            attn_mask = attn_mask & torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
         for block in self.blocks:
             x = block(x, attn_mask)
         return self.head(self.ln_f(x)).float()

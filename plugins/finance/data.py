@@ -16,8 +16,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-import shutil
-import tempfile
 import json
 from pathlib import Path
 from typing import ClassVar
@@ -229,25 +227,8 @@ def write_prepared(prices: pd.DataFrame, cfg: MarketDataConfig, out: Path, sourc
 
 
 def prepare_once(prices: pd.DataFrame, cfg: MarketDataConfig, out: Path, source: str) -> tuple[dict, str]:
-    """``out`` prepared (see ``write_prepared``) unless it already is: (its stats, "hit" or "miss").
-
-    Written in a temporary folder renamed into place, so ``out`` exists only whole: a bad file
-    leaves nothing behind, and when another process prepares the same data first, theirs is used.
-    """
-    if (out / "stats.json").exists():
-        return json.loads((out / "stats.json").read_text()), "hit"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        stats = write_prepared(prices, cfg, tmp, source)
-        tmp.replace(out)
-        return stats, "miss"
-    except OSError:
-        if not (out / "stats.json").exists():
-            raise
-        return json.loads((out / "stats.json").read_text()), "hit"  # another process was first
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed
+    """``out`` prepared (see ``write_prepared``) unless it already is: (its stats, "hit" or "miss"); whole or not at all."""
+    return store.prepared_once(out, lambda folder: write_prepared(prices, cfg, folder, source))
 
 
 def long_form(paths: np.ndarray, assets: list[str]) -> pd.DataFrame:

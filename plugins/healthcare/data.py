@@ -9,12 +9,8 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
-import http.client
 import io
-import json
 import os
-import tempfile
 import urllib.parse
 import urllib.request
 import zipfile
@@ -25,7 +21,6 @@ from pathlib import Path
 from typing import ClassVar
 
 from genforge.core import DataError, DataSource, store
-from genforge.core.store import redact_url
 
 PACKAGE_DATA = Path(__file__).parent / "moses"  # the shipped MOSES subset
 MOSES_URL = "https://media.githubusercontent.com/media/molecularsets/moses/master/data/{split}.csv"
@@ -149,44 +144,6 @@ def read_smiles(path: str | Path, column: str | None = None) -> Iterator[str]:
                 if i == 0 and field.lower() == "smiles":
                     continue
                 yield field  # a blank line yields "" and is counted as an empty row
-
-
-MAX_DOWNLOAD_MB = float(os.environ.get("GENFORGE_MAX_DOWNLOAD_MB", "4096"))
-
-
-def fetch(path_or_url: str, cache: Path, max_mb: float | None = None) -> Path:
-    """A local path as is; an http(s) URL downloaded once into ``cache``.
-
-    Cached under a hash of the whole URL (two URLs that end in the same file name are two
-    files), streamed to a temporary file and renamed when complete, refused past ``max_mb``
-    (``$GENFORGE_MAX_DOWNLOAD_MB``, default 4096); its size and SHA-256 are recorded beside it.
-    """
-    if not path_or_url.startswith(("http://", "https://")):
-        return Path(path_or_url).expanduser()
-    limit = int((max_mb if max_mb is not None else MAX_DOWNLOAD_MB) * 2**20)
-    key = hashlib.sha256(path_or_url.encode()).hexdigest()[:16]
-    name = path_or_url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "data.smi"
-    target = cache / f"{key}-{name}"
-    if target.exists():
-        return target
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache)
-    digest, size = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(path_or_url, timeout=60) as resp:
-            while chunk := resp.read(1 << 20):
-                size += len(chunk)
-                if size > limit:
-                    raise DataError(f"download of {redact_url(path_or_url)} passed {limit / 2**20:.0f} MB; raise GENFORGE_MAX_DOWNLOAD_MB to allow it")
-                digest.update(chunk)
-                out.write(chunk)
-        os.replace(tmp, target)
-    except (OSError, http.client.HTTPException, ValueError) as exc:  # network, a cut-off body, a malformed URL
-        raise DataError(f"cannot fetch {redact_url(path_or_url)}: {type(exc).__name__}: {exc}") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    store.atomic_write_text(target.with_name(target.name + ".json"), json.dumps({"url": redact_url(path_or_url), "bytes": size, "sha256": digest.hexdigest()}))
-    return target
 
 
 # -- validation ----------------------------------------------------------------------

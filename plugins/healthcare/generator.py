@@ -33,7 +33,9 @@ from genforge.core.plugins import get_dataset
 
 from genforge.core.store import redact_url
 
-from .data import drop_unusable, fetch, read_smiles, validate_all
+from genforge.core.downloads import fetch
+
+from .data import drop_unusable, read_smiles, validate_all
 from genforge.core.blocks import MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser
 from genforge.core.kinds import Molecules
 

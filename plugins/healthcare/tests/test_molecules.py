@@ -231,7 +231,8 @@ def test_downloads_are_cached_by_url_and_capped(tmp_path):
     import http.server
     import threading
 
-    from genforge.plugins.healthcare.data import fetch, redact_url
+    from genforge.core.downloads import fetch
+    from genforge.core.store import redact_url
 
     bodies = {"/a/x/data.smi": b"CCO\n", "/b/y/data.smi": b"c1ccccc1\n" * 200}
 

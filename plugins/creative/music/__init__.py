@@ -1,0 +1,1 @@
+"""Four-voice chorales (soprano, alto, tenor, bass) on a sixteenth-note grid: corpus, representation, outputs, metrics."""

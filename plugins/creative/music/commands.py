@@ -1,0 +1,58 @@
+"""``genforge harmonise``: the music plugin's own command (added through the host's ``genforge_commands`` hook)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+GENERATOR = "chorale-diffusion"
+
+
+def find_run(run_id: str, store: str | None):
+    """A finished ``chorale-diffusion`` run: ``latest`` is the newest such run, else the run named."""
+    from genforge.core import GenforgeError, RunStore
+
+    runs = RunStore(store)
+    if run_id == "latest":
+        done = [r for r in runs.all() if r.generator == GENERATOR and (r.path / "checkpoint.json").exists()]
+        if not done:
+            raise GenforgeError(f"no trained {GENERATOR} run in {runs}; train one first: genforge run {GENERATOR} (or genforge demo {GENERATOR})")
+        return max(done, key=lambda r: r.id)
+    run = runs.get(run_id)
+    if run.generator != GENERATOR:
+        raise GenforgeError(f"run {run.id} is a {run.generator} run; harmonise needs a {GENERATOR} run")
+    return run
+
+
+def harmonise(
+    melody: Annotated[Path, typer.Argument(help="the melody: a MIDI or MusicXML file with one line of notes")],
+    run: Annotated[str, typer.Option(help="a trained chorale-diffusion run (id, prefix, folder) or 'latest'")] = "latest",
+    out: Annotated[Optional[Path], typer.Option(help="folder for the results (default: ./<melody>-harmonised)")] = None,
+    n: Annotated[int, typer.Option(min=1, help="harmonisations to write")] = 1,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    store: Annotated[Optional[str], typer.Option(help="run store (default: $GENFORGE_HOME)")] = None,
+) -> None:
+    """Harmonise a melody in four parts (soprano kept, alto, tenor and bass written): MIDI, MusicXML and a WAV preview."""
+    import torch
+
+    from genforge.core.runner import Steps
+    from genforge.core.training import choose_device
+
+    from .generator import ChoraleDiffusion, generate, write_pieces
+    from .melody import read_melody
+
+    tokens, info = read_melody(melody)
+    the_run = find_run(run, store)
+    steps = Steps(the_run)
+    cfg = steps.config.sample.model_copy(update={"n": n, "seed": seed, "melody": str(melody), "previews": n})
+    device = choose_device(steps.config.train.device)
+    net, meta = ChoraleDiffusion.load_model(steps.checkpoint().path, device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    pieces = generate(net, meta, ChoraleDiffusion.given(n, len(tokens), tokens, device), cfg, gen)
+    folder = out or Path(f"{melody.stem}-harmonised")
+    renderer = write_pieces(list(pieces), folder, cfg)
+    moved = f", moved {info['transposed']:+d} semitones into the soprano range" if info["transposed"] else ""
+    print(f"harmonised {info['file']} ({info['notes']} notes, {info['bars']} bars{moved}) with run {the_run.id} ({meta['model']['order']}):")
+    print(f"  {folder / 'midi'}/  {folder / 'musicxml'}/  {folder / 'wav'}/ (audio by {renderer})")

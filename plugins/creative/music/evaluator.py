@@ -1,0 +1,299 @@
+"""The ``chorale`` evaluator: do generated four-part pieces load back, and do they sound like the held-out chorales?
+
+Every sample file (MIDI or MusicXML) is parsed back with music21 through ``corpus.parse_score``,
+the parser the training data went through: ``loads_back`` is the share that became a four-part
+grid. The pieces are then scored with ``metrics`` (see its docstring for each definition)
+against the reference's held-out real chorales, and every metric's ``floor`` is the same number
+measured on real chorales:
+
+- means over pieces (pitch-class entropy, scale consistency, range, polyphony, note density)
+  and the ``in_band_*`` shares (pieces inside the real pieces' p5-p95 band): floor = the real
+  test pieces themselves (so an in-band floor is about 0.9 by construction);
+- rates pooled over all beats of all pieces (voice crossings, parallel fifths and octaves per
+  100 beats) and out-of-range shares pooled over note-steps: floor = the real test pieces;
+- ``pc_histogram_distance`` (samples' pooled pitch-class histogram vs the test set's) and
+  ``parallels_ratio`` (samples' parallels rate / the test set's): floor = a real set against
+  the test set in the same way: as many training pieces as there are samples when the
+  reference has a training set, else one half of the test pieces against the other (a seeded
+  split). Which one was used is said in the metric's description.
+
+Reference data is a ``.npz`` written by ``save_grids`` (``tokens`` (4, total T): the grids end to
+end; ``lengths`` (n,); optional ``keys``), or a folder of MIDI/MusicXML files.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from pydantic import Field
+
+from genforge.core import DataError, Evaluation, Evaluator, EvaluatorConfig, Metric, Reference, Samples
+
+from . import corpus, metrics, render
+from .data import load_grids
+from . import grid as G
+
+# -- reference data on disk ---------------------------------------------------------------
+
+
+def music_paths(path: Path) -> list[Path]:
+    """The MIDI/MusicXML files ``read_pieces`` reads: the file itself, or those under the folder (only its ``midi/`` when it has one)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist; give a folder of MIDI or MusicXML files, or one such file")
+    if path.is_file():
+        if path.suffix.lower() not in corpus.MUSIC_SUFFIXES:
+            raise DataError(f"{path} is not a MIDI or MusicXML file ({', '.join(corpus.MUSIC_SUFFIXES)})")
+        return [path]
+    if (path / "midi").is_dir():  # a run's samples folder: other renderings beside midi/ would count twice
+        path = path / "midi"
+    return corpus.music_files(path)
+
+
+def parse_files(files: list[Path]) -> tuple[list[np.ndarray], list[Path], Counter]:
+    """Each file through ``corpus.parse_score`` (no key analysis): (grids, the files they came from, skip reasons counted)."""
+    grids, parsed, skipped = [], [], Counter()
+    for f in files:
+        try:
+            grid, _ = corpus.parse_score(f, key_analysis=False)
+        except corpus.SkipPiece as skip:
+            skipped[skip.reason] += 1
+        else:
+            grids.append(grid)
+            parsed.append(Path(f))
+    return grids, parsed, skipped
+
+
+def read_pieces(path: Path, max_files: int | None = None, seed: int = 0) -> tuple[list[np.ndarray], int, Counter]:
+    """A MIDI/MusicXML file or folder (see ``music_paths``) as (grids, files tried, skip reasons counted).
+
+    ``max_files``: a seeded random subset of the files beyond this (kept in name order).
+    Files that do not parse are skipped and counted, never raised.
+    """
+    files = _subset(music_paths(path), max_files, seed)
+    grids, _, skipped = parse_files(files)
+    return grids, len(files), skipped
+
+
+def _subset(items: list, n: int | None, seed: int) -> list:
+    if n is None or len(items) <= n:
+        return list(items)
+    return [items[i] for i in np.sort(np.random.default_rng(seed).choice(len(items), n, replace=False))]
+
+
+def _reasons(skipped: Counter) -> str:
+    return ", ".join(f"{n} {r}" for r, n in skipped.most_common()) or "none skipped"
+
+
+def reference_grids(path: Path, max_pieces: int | None = None, seed: int = 0) -> list[np.ndarray]:
+    """Reference pieces: a ``.npz`` of grids, or MIDI/MusicXML; ``DataError`` when it holds none."""
+    path = Path(path)
+    if path.suffix == ".npz":
+        grids = _subset(load_grids(path), max_pieces, seed)
+        skipped, n = Counter(), len(grids)
+    else:
+        grids, n, skipped = read_pieces(path, max_pieces, seed)
+    if not grids:
+        raise DataError(f"the reference {path} holds no four-part pieces ({n} read, {_reasons(skipped)}); give held-out chorales")
+    return grids
+
+
+# -- numbers over a set of pieces ---------------------------------------------------------
+
+_MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])  # the major scale's pitch classes above its tonic
+
+
+def _normalised(counts: np.ndarray) -> np.ndarray:
+    return counts / counts.sum() if counts.sum() else counts
+
+
+@dataclass
+class PieceSet:
+    """Per-piece numbers of a set of grids, and what pools them: beats and note-steps per piece."""
+
+    values: dict[str, np.ndarray]  # piece_metrics name -> (n,)
+    beats: np.ndarray  # (n,) quarter notes per piece
+    note_steps: np.ndarray  # (n, 4) steps each voice sounds
+    pc_counts: np.ndarray  # (n, 12) note-steps per pitch class, C first
+
+    @classmethod
+    def of(cls, grids: list[np.ndarray]) -> "PieceSet":
+        rows = [metrics.piece_metrics(g) for g in grids]
+        sounding = [G.pitches(g) for g in grids]
+        counts = np.array([np.bincount(p[p >= 0] % 12, minlength=12) for p in sounding], float)
+        return cls(
+            values={name: np.array([r[name] for r in rows], float) for name in rows[0]},
+            beats=np.array([g.shape[1] / G.STEPS_PER_BEAT for g in grids], float),
+            note_steps=np.array([(p >= 0).sum(axis=1) for p in sounding], float),
+            pc_counts=counts,
+        )
+
+    def __len__(self) -> int:
+        return len(self.beats)
+
+    def mean(self, name: str) -> float:
+        return float(self.values[name].mean())
+
+    def rate(self, name: str) -> float:
+        """A per-100-beats metric pooled over every beat of every piece."""
+        return float((self.values[name] * self.beats).sum() / max(self.beats.sum(), 1e-12))
+
+    def out_of_range(self, voice: str | None = None) -> float:
+        """Share of note-steps outside the usual range, pooled over pieces (one voice, or all)."""
+        cols = range(len(G.VOICES)) if voice is None else [G.VOICES.index(voice)]
+        steps = sum(self.note_steps[:, c].sum() for c in cols)
+        outside = sum((self.values[f"out_of_range_{G.VOICES[c]}"] * self.note_steps[:, c]).sum() for c in cols)
+        return float(outside / steps) if steps else 0.0
+
+    def band(self, name: str) -> tuple[float, float]:
+        return float(np.percentile(self.values[name], 5)), float(np.percentile(self.values[name], 95))
+
+    def in_band(self, name: str, band: tuple[float, float]) -> float:
+        v = self.values[name]
+        return float(((v >= band[0]) & (v <= band[1])).mean())
+
+    def histogram(self) -> np.ndarray:
+        """(12,) the pooled pitch-class histogram, C first."""
+        return _normalised(self.pc_counts.sum(axis=0))
+
+    def profile(self) -> np.ndarray:
+        """(12,) the pooled histogram of the pieces each moved to C (its major scale's tonic, or the relative major's)."""
+        fit = np.stack([self.pc_counts[:, (_MAJOR + tonic) % 12].sum(axis=1) for tonic in range(12)], axis=1)  # (n, 12)
+        tonics = fit.argmax(axis=1)
+        return _normalised(sum((np.roll(c, -t) for c, t in zip(self.pc_counts, tonics)), np.zeros(12)))
+
+    def parallels(self) -> float:
+        return self.rate("parallels_per_100_beats")
+
+
+# name -> (piece_metrics name, what it is); floor: the real test pieces' mean; near the floor is best
+MEANS: dict[str, tuple[str, str]] = {
+    "pc_entropy": ("pitch_class_entropy", "mean pitch-class entropy of a piece, bits"),
+    "scale_consistency": ("scale_consistency", "mean largest share of note-steps inside one major or natural-minor scale"),
+    "pitch_range": ("pitch_range", "mean highest minus lowest pitch of a piece, semitones"),
+    "polyphony": ("polyphony", "mean number of voices sounding when any sounds"),
+    "note_density": ("note_density", "mean notes struck per beat, all voices"),
+}
+# name -> (piece_metrics name, of what); share of pieces inside the real test pieces' p5-p95 band
+BANDS: dict[str, tuple[str, str]] = {
+    "in_band_entropy": ("pitch_class_entropy", "pitch-class entropy"),
+    "in_band_scale": ("scale_consistency", "scale consistency"),
+    "in_band_range": ("pitch_range", "pitch range"),
+}
+# name -> (piece_metrics name, what it is); per 100 beats, pooled; lower is better
+RATES: dict[str, tuple[str, str]] = {
+    "voice_crossings": ("voice_crossings_per_100_beats", "voice-crossing events per 100 beats (adjacent voices)"),
+    "parallel_fifths": ("parallel_fifths_per_100_beats", "parallel fifths per 100 beats (any two voices)"),
+    "parallel_octaves": ("parallel_octaves_per_100_beats", "parallel octaves and unisons per 100 beats (any two voices)"),
+}
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+class ChoraleEvalConfig(EvaluatorConfig):
+    max_pieces: int = Field(500, ge=1, description="pieces read from the samples and from each reference set (a seeded random subset beyond this)")
+    rolls: int = Field(4, ge=0, description="sample pieces drawn as piano rolls (0: none)")
+    seed: int = Field(0, description="seed of the subsets and of the test set's split in two halves")
+
+
+class ChoraleEvaluator(Evaluator):
+    name: ClassVar[str] = "chorale"
+    kinds: ClassVar[tuple[str, ...]] = ("music",)
+    Config: ClassVar[type[ChoraleEvalConfig]] = ChoraleEvalConfig
+    description: ClassVar[str] = "MIDI/MusicXML loads back; pitch-class histogram, ranges and counterpoint (parallels, crossings) vs held-out chorales"
+
+    def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: ChoraleEvalConfig) -> Evaluation:
+        files = _subset(music_paths(samples.path), config.max_pieces, config.seed)
+        if not files:
+            raise DataError(f"{samples.path} holds no MIDI or MusicXML files ({', '.join(corpus.MUSIC_SUFFIXES)})")
+        grids, parsed, skipped = parse_files(files)
+        if not grids:
+            raise DataError(f"none of the {len(files)} music files in {samples.path} loads back as a four-part piece ({_reasons(skipped)})")
+        test_grids = reference_grids(reference.test, config.max_pieces, config.seed)
+        train_grids = reference_grids(reference.train, config.max_pieces, config.seed) if reference.train else None
+        fake, test = PieceSet.of(grids), PieceSet.of(test_grids)
+        real_a, real_b, how = _real_pair(test_grids, test, train_grids, len(grids), config.seed)
+
+        out: list[Metric] = []
+
+        def add(name: str, value: float, higher: bool | None, floor: float | None, text: str) -> None:
+            out.append(Metric(name, float(value), higher, _finite(floor), text))
+
+        add("loads_back", len(grids) / len(files), True, None,
+            f"share of the {len(files)} files music21 parsed into a four-part grid (skipped: {_reasons(skipped)})")
+        add("pieces", len(grids), None, None, f"pieces scored; the reference test set has {len(test)}")
+        add("pc_histogram_distance", metrics.histogram_distance(fake.histogram(), test.histogram()), False,
+            metrics.histogram_distance(real_a.histogram(), real_b.histogram()) if real_a is not None else None,
+            f"Jensen-Shannon distance (bits) of the pooled pitch-class histogram vs the test set's (floor: {how})")
+        add("pc_profile_distance", metrics.histogram_distance(fake.profile(), test.profile()), False,
+            metrics.histogram_distance(real_a.profile(), real_b.profile()) if real_a is not None else None,
+            f"the same with each piece first moved to C (the tonic of the major scale that holds most of it), so keys do not count (floor: {how})")
+        for name, (key, text) in MEANS.items():
+            add(name, fake.mean(key), None, test.mean(key), f"{text} (floor: the real test pieces)")
+        for name, (key, words) in BANDS.items():
+            band = test.band(key)
+            add(name, fake.in_band(key, band), True, test.in_band(key, band),
+                f"share of pieces whose {words} lies in the test pieces' p5-p95 band [{band[0]:.3g}, {band[1]:.3g}] (floor: the test pieces)")
+        add("out_of_range", fake.out_of_range(), False, test.out_of_range(), "share of note-steps outside the voice's usual range (grid.RANGES), all voices")
+        for voice in G.VOICES:
+            low, high = G.RANGES[voice]
+            add(f"out_of_range_{voice}", fake.out_of_range(voice), False, test.out_of_range(voice), f"share of {voice} note-steps outside MIDI {low}..{high}")
+        for name, (key, text) in RATES.items():
+            add(name, fake.rate(key), False, test.rate(key), f"{text}, pooled over pieces (floor: the real test pieces)")
+        add("parallels_ratio", _ratio(fake.parallels(), test.parallels()), False,
+            _ratio(real_a.parallels(), real_b.parallels()) if real_a is not None else None,
+            f"(fifths + octaves) per beat, samples / test set (target <= 2; NaN when the test set has none; floor: {how})")
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        figures = {}
+        if config.rolls:
+            figures["piano_rolls"] = render.piano_roll(grids[: config.rolls], out_dir / "piano_rolls.png", titles=[p.name for p in parsed[: config.rolls]])
+        figures["counterpoint"] = counterpoint_chart(fake, test, out_dir / "counterpoint.png")
+        return Evaluation(self.name, out, figures)
+
+
+def _real_pair(test_grids: list[np.ndarray], test: PieceSet, train: list[np.ndarray] | None, n: int, seed: int) -> tuple[PieceSet | None, PieceSet | None, str]:
+    """Two real sets to measure a samples-vs-test comparison on: (compared, compared with, in words)."""
+    if train:
+        pick = _subset(train, n, seed)
+        return PieceSet.of(pick), test, f"{len(pick)} training pieces vs the test set"
+    if len(test_grids) < 2:
+        return None, None, "none, the test set has one piece"
+    order = np.random.default_rng(seed).permutation(len(test_grids))
+    half = len(test_grids) // 2
+    return (PieceSet.of([test_grids[i] for i in order[:half]]), PieceSet.of([test_grids[i] for i in order[half:]]),
+            f"one half of the test pieces vs the other ({half} vs {len(test_grids) - half})")
+
+
+def counterpoint_chart(fake: PieceSet, real: PieceSet, out: Path) -> Path:
+    """Bars of voice crossings, parallel fifths and parallel octaves per 100 beats: samples beside the real test pieces."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sets = (("samples", fake, "tab:red"), ("real test", real, "tab:blue"))
+    fig, axes = plt.subplots(1, len(RATES), figsize=(8, 2.8))
+    for ax, (key, text) in zip(axes, RATES.values()):  # one panel each: crossings outnumber parallels
+        values = [pieces.rate(key) for _, pieces, _ in sets]
+        bars = ax.bar([f"{what}\n({len(pieces)} pieces)" for what, pieces, _ in sets], values, color=[c for *_, c in sets])
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.set_title(text.split(" per ")[0], fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.margins(y=0.15)
+    axes[0].set_ylabel("per 100 beats")
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

@@ -1,0 +1,174 @@
+"""The chorale generator end to end: conformance, both orders, harmonising a melody (CLI too), bad melodies, a broken corpus folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from genforge.core import DataError
+from genforge.core.plugins import get_generator
+from genforge.core.runner import create_run, run_all
+from genforge.plugins.creative.music import grid as G
+from genforge.plugins.creative.music import render
+from genforge.plugins.creative.music.corpus import parse_score
+from genforge.plugins.creative.music.data import load_grids
+from genforge.plugins.creative.music.melody import read_melody
+from genforge.testing import check_generator, quick_run
+from genforge.testing.conformance import check_config_defaults
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def chorale() -> np.ndarray:
+    from music21 import corpus
+
+    return parse_score(corpus.parse("bach/bwv66.6"), key_analysis=False)[0]
+
+
+def _melody_file(tmp_path: Path, soprano_row: np.ndarray, name: str = "melody.mid") -> Path:
+    """A one-part MIDI file of a soprano line (the other voices silent)."""
+    from music21 import converter
+
+    full = np.stack([soprano_row, np.zeros_like(soprano_row), np.zeros_like(soprano_row), np.zeros_like(soprano_row)])
+    score = render.to_score(full)
+    score.remove([p for p in score.parts][1:])
+    path = tmp_path / name
+    score.write("midi", fp=str(path))
+    assert len(converter.parse(str(path)).parts) == 1
+    return path
+
+
+def soprano_notes(row: np.ndarray) -> list[tuple[int, int, int]]:
+    return G.notes(np.stack([row] * 4))[0]
+
+
+def test_defaults_round_trip():
+    check_config_defaults("chorale-diffusion")
+
+
+def test_chorale_diffusion_passes_the_conformance_checks(genforge_home):
+    steps = check_generator("chorale-diffusion")
+    run = steps.run
+    data = run.read_json("data.json")
+    assert data["train"]["read"] == 12 and data["train"]["kept"] + data["train"]["held_out"] + sum(data["train"]["rejected"].values()) == 12
+    training = run.read_json("training.json")
+    assert training["details"]["order"] == "masked" and np.isfinite(training["details"]["heldout_masked_nll"])
+    pieces = load_grids(run.samples_dir / "grids.npz")
+    assert len(pieces) == 4 and all(p.shape == (4, 32) for p in pieces)  # 2 bars of sixteenths
+    assert len(list((run.samples_dir / "midi").glob("*.mid"))) == 4 and len(list((run.samples_dir / "musicxml").glob("*.musicxml"))) == 4
+    assert (run.samples_dir / "wav" / "00000.wav").exists()
+
+
+def test_the_autoregressive_order_on_the_same_backbone(genforge_home):
+    spec = get_generator("chorale-diffusion").test_spec
+    run = quick_run("chorale-diffusion", {**spec, "model": {**spec["model"], "order": "autoregressive"}})
+    training = run.read_json("training.json")
+    assert training["details"]["order"] == "autoregressive" and np.isfinite(training["details"]["heldout_nll"])
+    assert run.read_json("samples.json")["details"]["order"] == "autoregressive"
+    assert run.metrics()["metrics"]["chorale.loads_back"] == 1.0
+
+
+@pytest.mark.parametrize("order", ["masked", "autoregressive"])
+def test_harmonising_keeps_the_melody_exactly(genforge_home, tmp_path, chorale, order):
+    spec = get_generator("chorale-diffusion").test_spec
+    melody = _melody_file(tmp_path, chorale[0, :48])
+    run = quick_run("chorale-diffusion", {**spec, "model": {**spec["model"], "order": order}, "sample": {**spec["sample"], "melody": str(melody)}})
+    tokens, _ = read_melody(melody)
+    for piece in load_grids(run.samples_dir / "grids.npz"):
+        assert G.notes(piece)[0] == soprano_notes(tokens) == soprano_notes(chorale[0, :48])
+    assert run.read_json("samples.json")["details"]["melody"]["notes"] == len(G.notes(chorale[:, :48])[0])
+    metrics = run.metrics()["metrics"]
+    assert metrics["chorale.loads_back"] == 1.0  # every generated file reads back in music21
+    assert (run.figures / "chorale" / "piano_rolls.png").exists() and "piano_rolls" in (run.path / "report.md").read_text()
+
+
+def test_genforge_harmonise_command(genforge_home, tmp_path, chorale):
+    from typer.testing import CliRunner
+
+    from genforge.flows.cli import add_plugin_commands, app
+
+    spec = get_generator("chorale-diffusion").test_spec
+    run = quick_run("chorale-diffusion", spec)
+    melody = _melody_file(tmp_path, chorale[0, :32])
+    add_plugin_commands()
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["harmonise", str(melody), "--run", run.id, "--out", str(out), "--n", "2"])
+    assert result.exit_code == 0, result.output
+    assert "harmonised melody.mid" in result.output
+    assert len(list((out / "midi").glob("*.mid"))) == 2 and len(list((out / "musicxml").glob("*.musicxml"))) == 2
+    written = parse_score(out / "midi" / "00000.mid", key_analysis=False)[0]  # read back as a musician's program would
+    assert G.notes(written)[0] == soprano_notes(read_melody(melody)[0])
+
+
+def test_bad_melodies_are_one_line(tmp_path, chorale):
+    from music21 import chord, note, stream
+
+    def write(s: stream.Stream, name: str) -> Path:
+        path = tmp_path / name
+        s.write("midi", fp=str(path))
+        return path
+
+    empty = stream.Score([stream.Part([note.Rest(quarterLength=4)])])
+    with pytest.raises(DataError, match="holds no notes"):
+        read_melody(write(empty, "empty.mid"))
+    chords = stream.Score([stream.Part([note.Note("C5"), chord.Chord(["C5", "E5"]), note.Note("D5")])])
+    with pytest.raises(DataError, match=r"has chords \(1, the first at beat 2\)"):
+        read_melody(write(chords, "chords.mid"))
+    text = tmp_path / "notes.mid"
+    text.write_text("not a MIDI file")
+    with pytest.raises(DataError, match="cannot read melody .*notes.mid as MIDI or MusicXML"):
+        read_melody(text)
+    wide = stream.Score([stream.Part([note.Note(40), note.Note(90)])])
+    with pytest.raises(DataError, match="spans 50 semitones"):
+        read_melody(write(wide, "wide.mid"))
+    two = stream.Score([stream.Part([note.Note("C5")]), stream.Part([note.Note("C4")])])
+    with pytest.raises(DataError, match="has 2 parts"):
+        read_melody(write(two, "two.mid"))
+    with pytest.raises(DataError, match="does not exist"):
+        read_melody(tmp_path / "missing.mid")
+    # a melody an octave too low is moved into the soprano range, and says so
+    low = stream.Score([stream.Part([note.Note(p - 12) for p in (64, 65, 67, 69)])])
+    tokens, info = read_melody(write(low, "low.mid"))
+    assert info["transposed"] == 12 and [p for _, _, p in soprano_notes(tokens)] == [64, 65, 67, 69]
+
+
+def test_a_bad_melody_stops_the_run_before_training(genforge_home, tmp_path):
+    bad = tmp_path / "bad.mid"
+    bad.write_text("x")
+    run = create_run("chorale-diffusion", spec=get_generator("chorale-diffusion").test_spec, overrides=[f"sample.melody={bad}"])
+    with pytest.raises(DataError, match="cannot read melody"):
+        run_all(run)
+    assert not (run.path / "model.safetensors").exists()
+
+
+def test_a_corpus_folder_with_broken_files_trains_on_the_rest(genforge_home, tmp_path):
+    from music21 import corpus
+
+    folder = tmp_path / "chorales"
+    folder.mkdir()
+    for name in ("bach/bwv66.6", "bach/bwv269", "bach/bwv347", "bach/bwv153.1"):
+        render.write_midi(parse_score(corpus.parse(name), key_analysis=False)[0], folder / f"{name.split('/')[1]}.mid")
+    (folder / "broken.mid").write_bytes(b"MThd garbage")
+    (folder / "notes.musicxml").write_text("<not xml")
+    spec = get_generator("chorale-diffusion").test_spec
+    run = quick_run("chorale-diffusion", {**spec, "data": {"path": str(folder), "transpose": 0, "key_analysis": False}})
+    data = run.read_json("data.json")
+    assert data["train"]["read"] == 6 and sum(data["train"]["rejected"].values()) == 2
+    assert data["train"]["kept"] + data["train"]["held_out"] == 4
+    assert run.status["state"] == "finished"
+
+
+def test_an_empty_corpus_folder_is_one_line(genforge_home, tmp_path):
+    run = create_run("chorale-diffusion", spec=get_generator("chorale-diffusion").test_spec, overrides=[f"data.path={tmp_path}"])
+    with pytest.raises(DataError, match="holds no MIDI or MusicXML files"):
+        run_all(run)

@@ -1,0 +1,152 @@
+"""The chorale evaluator: real chorales written as MIDI score near their floors, random notes far from them;
+files that do not load back are counted; the reference .npz round-trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from genforge.core import DataError, Reference, Samples
+from genforge.plugins.creative.music import corpus as C
+from genforge.plugins.creative.music import grid as G
+from genforge.plugins.creative.music import render as R
+from genforge.plugins.creative.music.data import load_grids, save_grids
+from genforge.plugins.creative.music.evaluator import ChoraleEvaluator, music_paths, read_pieces
+from genforge.testing import check_evaluator
+
+# the first three play the generator's samples, the last three the held-out reference
+# (bwv153.1 holds the only parallel fifth of the six, so the reference's rate is not zero)
+CHORALES = ("bwv66.6", "bwv269", "bwv347", "bwv153.1", "bwv10.7", "bwv4.8")
+BROKEN = b"MThd\x00\x00\x00\x06\x00\x01\x00\x05\x01\xe0MTrk\xff\xff\xff\xffnot a track"
+
+
+def random_grid(seed: int, beats: int = 48) -> np.ndarray:
+    """A bad generator: a random pitch anywhere in the vocabulary for every voice on every eighth note."""
+    rng = np.random.default_rng(seed)
+    grid = np.full((4, beats * G.STEPS_PER_BEAT), G.HOLD, np.int64)
+    grid[:, ::2] = rng.integers(2, G.VOCAB, (4, grid.shape[1] // 2))
+    return grid
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Folders: good/midi (3 chorales), bad/midi (3 random grids), mixed (2 chorales, 1 broken file); test.npz, train.npz."""
+    from music21 import corpus
+
+    root = tmp_path_factory.mktemp("chorale-eval")
+    grids = [C.parse_score(corpus.getWork(f"bach/{name}"), key_analysis=False)[0] for name in CHORALES]
+    for i, g in enumerate(grids[:3]):
+        R.write_midi(g, root / "good" / "midi" / f"{i:05d}.mid")
+        if i < 2:
+            R.write_midi(g, root / "mixed" / f"{i:05d}.mid")
+    (root / "mixed" / "00002.mid").write_bytes(BROKEN)
+    for i in range(3):
+        R.write_midi(random_grid(i), root / "bad" / "midi" / f"{i:05d}.mid")
+    save_grids(root / "test.npz", grids[3:], ["A major", None, "F major"])
+    save_grids(root / "train.npz", grids[:3])
+    return root, grids
+
+
+def evaluate(path, root, train=None, **config):
+    ev = ChoraleEvaluator()
+    samples = Samples("music", path, len(music_paths(path)))
+    reference = Reference("music", root / "test.npz", root / train if train else None)
+    result = check_evaluator(ev, samples, reference, root / "figures" / path.name, ev.Config(**config))
+    return result, {m.name: m for m in result.metrics}
+
+
+def test_grids_round_trip_through_npz(data, tmp_path):
+    root, grids = data
+    back = load_grids(root / "test.npz")
+    assert len(back) == 3 and all(b.dtype == np.int64 and np.array_equal(a, b) for a, b in zip(grids[3:], back))
+    with np.load(root / "test.npz", allow_pickle=False) as z:  # no pickled objects: keys are a unicode array
+        assert z["keys"].dtype.kind == "U" and list(z["keys"]) == ["A major", "", "F major"]
+        assert z["tokens"].shape == (4, sum(g.shape[1] for g in grids[3:])) and list(z["lengths"]) == [g.shape[1] for g in grids[3:]]
+    assert load_grids(save_grids(tmp_path / "empty.npz", [])) == []
+    wide = np.array([[2, 300], [0, 1], [0, 0], [0, 0]])  # ids past uint8 are kept
+    assert np.array_equal(load_grids(save_grids(tmp_path / "wide.npz", [wide]))[0], wide)
+    np.savez(tmp_path / "wrong.npz", tokens=np.zeros((4, 10)), lengths=np.array([4]))
+    for bad in (tmp_path / "wrong.npz", tmp_path / "missing.npz"):
+        with pytest.raises(DataError):
+            load_grids(bad)
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def test_read_pieces_parses_a_folder_back_to_the_same_grids(data):
+    root, grids = data
+    back, n, skipped = read_pieces(root / "good")  # the samples folder: its midi/ is read
+    assert n == 3 and not skipped and all(np.array_equal(a, b) for a, b in zip(grids[:3], back))
+    one, n, _ = read_pieces(root / "good" / "midi" / "00001.mid")
+    assert n == 1 and np.array_equal(one[0], grids[1])
+    back, n, skipped = read_pieces(root / "mixed")
+    assert len(back) == 2 and n == 3 and skipped == {"unreadable": 1}
+
+
+def test_real_chorales_score_near_their_floors(data):
+    root, _ = data
+    result, m = evaluate(root / "good" / "midi", root)
+    assert m["loads_back"].value == 1 and m["pieces"].value == 3
+    assert m["pc_profile_distance"].value < 0.06  # 0.033; the floor, one test piece vs two, 0.065
+    assert m["pc_histogram_distance"].value < 0.25  # 0.17: three pieces in other keys than the test set's three
+    assert m["parallels_ratio"].value < 3 and m["out_of_range"].value == m["out_of_range"].floor == 0
+    for name in ("pc_entropy", "scale_consistency", "pitch_range", "polyphony", "note_density"):
+        assert m[name].value == pytest.approx(m[name].floor, rel=0.15), name
+    assert m["voice_crossings"].value < 3 * m["voice_crossings"].floor
+    assert m["parallel_fifths"].floor > 0 and "half of the test pieces" in m["pc_histogram_distance"].description
+    assert {"in_band_entropy", "in_band_scale", "in_band_range", "out_of_range_bass", "parallel_octaves"} <= set(m)
+    assert set(result.figures) == {"piano_rolls", "counterpoint"}
+
+    # with a training set, the floor compares as many training pieces with the test set: here the samples themselves
+    _, m = evaluate(root / "good", root, train="train.npz", rolls=0)
+    assert "3 training pieces" in m["pc_histogram_distance"].description
+    assert m["pc_histogram_distance"].floor == pytest.approx(m["pc_histogram_distance"].value)
+    assert m["parallels_ratio"].floor == pytest.approx(m["parallels_ratio"].value)
+
+
+def test_random_notes_score_far_worse_than_real_chorales(data):
+    root, _ = data
+    _, m = evaluate(root / "bad" / "midi", root)
+    assert m["loads_back"].value == 1
+    assert m["out_of_range"].value > 0.3 and m["out_of_range"].floor == 0  # 0.63
+    assert m["parallels_ratio"].value > 5  # 12: 3.5 fifths and 3.5 octaves per 100 beats against 0.57 and 0
+    assert m["parallel_fifths"].value > 3 * m["parallel_fifths"].floor and m["parallel_octaves"].value > m["parallel_octaves"].floor
+    assert m["voice_crossings"].value > 20 * m["voice_crossings"].floor  # 148 against 2.8
+    assert m["in_band_entropy"].value == m["in_band_scale"].value == m["in_band_range"].value == 0
+    assert m["pc_profile_distance"].value > m["pc_profile_distance"].floor  # 0.115 against 0.065
+    assert m["pitch_range"].value > 1.5 * m["pitch_range"].floor
+
+
+def test_files_that_do_not_load_back_are_counted(data):
+    root, _ = data
+    result, m = evaluate(root / "mixed", root, rolls=0)
+    assert m["loads_back"].value == pytest.approx(2 / 3) and m["pieces"].value == 2
+    assert "1 unreadable" in m["loads_back"].description
+    assert set(result.figures) == {"counterpoint"}
+
+
+def test_nothing_to_score_is_one_line_data_error(data, tmp_path):
+    root, grids = data
+    ev = ChoraleEvaluator()
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "a.mid").write_bytes(BROKEN)
+    (tmp_path / "broken" / "b.mid").write_bytes(b"")
+    (tmp_path / "none").mkdir()
+    save_grids(tmp_path / "empty.npz", [])
+    cases = [
+        (tmp_path / "broken", root / "test.npz", ("none of the 2 music files", "2 unreadable")),
+        (tmp_path / "none", root / "test.npz", ("holds no MIDI or MusicXML files",)),
+        (root / "good", tmp_path / "empty.npz", ("holds no four-part pieces",)),
+        (root / "good", tmp_path / "broken", ("holds no four-part pieces", "2 unreadable")),
+    ]
+    for samples, test, words in cases:
+        with pytest.raises(DataError) as err:
+            ev.evaluate(Samples("music", samples, 2), Reference("music", test), tmp_path / "figures", ev.Config())
+        assert all(w in str(err.value) for w in words) and "\n" not in str(err.value), str(err.value)
+
+
+def test_a_folder_of_midi_files_is_a_reference_too(data):
+    root, _ = data
+    ev = ChoraleEvaluator()
+    result = ev.evaluate(Samples("music", root / "bad", 3), Reference("music", root / "good"), root / "figures" / "midi-reference", ev.Config(rolls=1))
+    m = {x.name: x for x in result.metrics}
+    assert m["out_of_range"].value > 0.3 and m["out_of_range"].floor == 0 and "1 vs 2" in m["parallels_ratio"].description
