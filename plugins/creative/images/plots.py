@@ -56,7 +56,7 @@ def sample_grid(images: np.ndarray, labels: np.ndarray | None, classes: list[str
             if r == 0 and titles:
                 ax.set_title(titles[c], fontsize=8)
     fig.suptitle("samples" + (" by the class asked for" if titles else ""), fontsize=9)
-    fig.tight_layout(pad=0.2)
+    fig.tight_layout(pad=0.2, rect=(0, 0, 1, 0.96))
     return _save(fig, out)
 
 

@@ -59,8 +59,8 @@ class ChoraleModelConfig(TransformerConfig):
     n_heads: int = Field(4, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     order: Literal["masked", "autoregressive"] = Field("masked", description="masked diffusion (infills anything) or left-to-right on the same backbone")
-    window: int = Field(64, ge=8, description="sixteenths per training window (64: four 4/4 bars); longer pieces are generated window by window")
-    hop: int = Field(16, ge=1, description="sixteenths between training windows' starts (16: a bar)")
+    window: int = Field(32, ge=8, description="sixteenths per training window (32: two 4/4 bars); longer pieces are generated window by window")
+    hop: int = Field(4, ge=1, description="sixteenths between training windows' starts (4: a beat)")
 
     @model_validator(mode="after")
     def _window(self) -> "ChoraleModelConfig":
@@ -70,9 +70,9 @@ class ChoraleModelConfig(TransformerConfig):
 
 
 class ChoraleTrainConfig(TrainConfig):
-    max_steps: int | None = Field(3000, ge=1)
+    max_steps: int | None = Field(4000, ge=1)
     max_minutes: float | None = Field(6.0, gt=0)
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
     checkpoint_every: int = Field(250, ge=1)
@@ -83,8 +83,10 @@ class ChoraleSampleConfig(SampleConfig):
     batch_size: int = Field(64, ge=1)
     bars: int = Field(8, ge=1, le=512, description="length of each piece in 4/4 bars (16 sixteenths each)")
     steps: int = Field(64, ge=1, description="masked: unmasking rounds per window")
-    strategy: Strategy = Field("confidence", description="masked: which cells to reveal each round (see the shared MaskedDiffusion block)")
-    temperature: float = Field(0.9, gt=0, description="softmax temperature")
+    strategy: Strategy = Field(
+        "ancestral", description="masked: which cells to reveal each round (ancestral: MDLM's exact reverse process; confidence and margin reveal held notes first and stall)"
+    )
+    temperature: float = Field(0.8, gt=0, description="softmax temperature (lower: more tonal but more held notes)")
     top_p: float = Field(0.95, gt=0, le=1, description="autoregressive: nucleus sampling mass")
     melody: str | None = Field(None, description="a MIDI or MusicXML melody to harmonise: each piece keeps it as the soprano and fills alto, tenor and bass")
     previews: int = Field(3, ge=0, description="pieces also rendered as WAV audio previews")

@@ -261,3 +261,18 @@ def test_unet_shapes():
     out = net(torch.randn(2, 3, 16, 16), torch.zeros(2))
     assert out.shape == (2, 3, 16, 16)
     assert float(out.detach().abs().max()) == 0.0  # the output layer starts at zero: D(x; σ) starts as c_skip·x
+
+
+def test_the_gpu_config_and_the_deployment_agree(genforge_home):
+    import yaml
+
+    root = Path(__file__).resolve().parents[3]
+    path = root / "plugins/creative/configs/cifar10-32.yaml"
+    config = yaml.safe_load(path.read_text())
+    run = create_run("image-diffusion", config_path=path)  # valid as written
+    assert run.spec["data"]["source"] == "cifar10" and run.spec["train"]["compile"] is True
+    deployments = {d["name"]: d for d in yaml.safe_load((root / "deploy/prefect.yaml").read_text())["deployments"]}
+    spec = deployments["image-diffusion"]["parameters"]["spec"]
+    for section, fields in spec.items():
+        assert fields == {k: v for k, v in config[section].items() if k in fields}, section
+    assert set(spec) == set(config)
