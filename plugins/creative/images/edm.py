@@ -106,20 +106,6 @@ def euler(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor) -> torch
 
 
 @torch.no_grad()
-def heun(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
-    """EDM's Algorithm 1: Euler steps corrected by the trapezoidal rule (none on the last step, to σ = 0)."""
-    x = noise.double() * sigmas[0]
-    for cur, nxt in zip(sigmas[:-1], sigmas[1:]):
-        d = (x - denoise(x.float(), _sigma(cur, x).float()).double()) / cur
-        x_next = x + (nxt - cur) * d
-        if nxt > 0:
-            d2 = (x_next - denoise(x_next.float(), _sigma(nxt, x).float()).double()) / nxt
-            x_next = x + (nxt - cur) * (d + d2) / 2
-        x = x_next
-    return x.float()
-
-
-@torch.no_grad()
 def stochastic(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, churn: float = 40.0, s_noise: float = 1.003,
                s_min: float = 0.05, s_max: float = 50.0, generator: torch.Generator | None = None) -> torch.Tensor:
     """EDM's Algorithm 2: each step first raises σ by a factor γ (adding fresh noise), then takes a Heun step down.
@@ -142,6 +128,14 @@ def stochastic(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, chu
             x_next = x + (nxt - hat) * (d + d2) / 2
         x = x_next
     return x.float()
+
+
+def heun(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """EDM's Algorithm 1: Euler steps corrected by the trapezoidal rule (none on the last step, to σ = 0).
+
+    It is Algorithm 2 without churn: no noise is added back, so no generator is needed.
+    """
+    return stochastic(denoise, noise, sigmas, churn=0.0)
 
 
 SAMPLERS = {"heun": heun, "euler": euler, "stochastic": stochastic}

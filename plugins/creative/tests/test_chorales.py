@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from genforge.core import DataError
 from genforge.core.plugins import get_generator
@@ -18,14 +17,6 @@ from genforge.plugins.creative.music.data import load_grids
 from genforge.plugins.creative.music.melody import read_melody
 from genforge.testing import check_generator, quick_run
 from genforge.testing.conformance import check_config_defaults
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,6 @@ from genforge.plugins.creative.images.features import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def digits():
     """scikit-learn's 8 × 8 digits (values 0..16) as uint8 16 × 16 images, split 80/20 with a fixed seed."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.linalg
-import torch
 
 from genforge.plugins.creative.images.metrics import (
     FeatureSpace,
@@ -16,14 +15,6 @@ from genforge.plugins.creative.images.metrics import (
     pixel_vectors,
     precision_recall,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def gaussian(n, d, seed, shift=0.0):

@@ -22,14 +22,6 @@ from genforge.testing import check_generator, quick_run
 from genforge.testing.conformance import check_config_defaults
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _png(img: Image.Image, format: str = "PNG") -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=format)
