@@ -190,7 +190,9 @@ def _fluidsynth(grid: np.ndarray, step: float, tempo: float, seconds: float) -> 
     fade = min(len(data), int(0.05 * SAMPLE_RATE))
     if fade:
         data[-fade:] *= np.linspace(1, 0, fade)
-    return data
+    peak = np.abs(data).max() if len(data) else 0.0
+    # FluidSynth's default gain (0.2) leaves a choir at about a tenth of full scale: bring the peak to 0.8
+    return data * (0.8 / peak) if peak > 1e-4 else data
 
 
 def render_wav(grid: np.ndarray, path: Path, seconds_max: float = 30, step: float = 0.25, tempo: float = DEFAULT_TEMPO) -> str:
