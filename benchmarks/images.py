@@ -85,7 +85,7 @@ def quality(args: argparse.Namespace) -> None:
                 arrays |= {"labels": labels.numpy(), "classes": np.asarray(classes)}
             path = Images().write(arrays, folder)
             ev = evaluator.evaluate(Samples("images", path, args.n), reference, folder / "eval", ev_config)
-            nfe = evaluations(sampler, steps) * (2 if classes and args.guidance != 1.0 else 1)
+            nfe = evaluations(sampler, steps) * (2 if classes and args.guidance not in (0.0, 1.0) else 1)
             rows.append((sampler, steps, nfe, f"{args.n / seconds:.0f}", {m.name: m.value for m in ev.metrics}))
             floors = floors or {m.name: m.floor for m in ev.metrics}
             print(f"  {sampler} {steps} steps: {seconds:.1f} s, FD {rows[-1][4]['fd']:.3f}", flush=True)

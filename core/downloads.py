@@ -28,7 +28,7 @@ def fetch(path_or_url: str, cache: Path, max_mb: float | None = None) -> Path:
         return Path(path_or_url).expanduser()
     limit = int((max_mb if max_mb is not None else MAX_DOWNLOAD_MB) * 2**20)
     key = hashlib.sha256(path_or_url.encode()).hexdigest()[:16]
-    name = path_or_url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "data.smi"
+    name = path_or_url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
     target = cache / f"{key}-{name}"
     if target.exists():
         return target

@@ -38,6 +38,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import socket
 import tempfile
 from pathlib import Path
@@ -126,8 +127,6 @@ def prepared_once(out: Path, write: Callable[[Path], dict], stats_name: str = "s
             raise
         return json.loads((out / stats_name).read_text()), "hit"  # another process was first
     finally:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed
 
 

@@ -14,8 +14,10 @@ Registered through the ``genforge`` entry-point group like any outside plugin:
 
 from genforge.core import hookimpl
 
+from .images.data import Digits
 from .images.evaluator import ImageEvaluator
 from .images.generator import ImageDiffusion
+from .music.data import BachChorales
 from .music.evaluator import ChoraleEvaluator
 from .music.generator import ChoraleDiffusion
 
@@ -28,6 +30,11 @@ def genforge_generators():
 @hookimpl
 def genforge_evaluators():
     return [ImageEvaluator(), ChoraleEvaluator()]
+
+
+@hookimpl
+def genforge_datasets():
+    return [Digits(), BachChorales()]
 
 
 @hookimpl

@@ -20,12 +20,12 @@ import json
 import tarfile
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from genforge.core import DataError, Section, store
+from genforge.core import DataError, DataSource, Section, store
 from genforge.core.downloads import fetch
 
 PREPARE_VERSION = "images-prepare-1"  # bump when the prepared arrays change for the same inputs
@@ -157,15 +157,18 @@ def folder_files(folder: Path) -> tuple[list[Path], list[str] | None]:
     return files, (sorted(tops) if in_subfolders and len(tops) >= 2 else None)
 
 
-def folder_digest(files: list[Path]) -> str:
+def folder_digest(folder: Path, files: list[Path]) -> str:
+    """The folder's content: each file's path inside it (its class) and bytes."""
     h = hashlib.sha256()
     for p in files:
-        h.update(str(p.name).encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+        h.update(str(p.relative_to(folder)).encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
     return h.hexdigest()
 
 
 def load_folder(folder: Path, cfg: ImageDataConfig, files: list[Path], classes: list[str] | None) -> Loaded:
-    decoded, labels, rejected, converted = [], [], Counter(), Counter()
+    # each file is resized as it is read (a folder of photos never sits in memory at full size);
+    # colour is decided afterwards: grey when every image was
+    squares, grays, labels, rejected, converted = [], [], [], Counter(), Counter()
     for p in files:
         try:
             arr, notes = read_image(p.read_bytes(), p.name)
@@ -176,12 +179,13 @@ def load_folder(folder: Path, cfg: ImageDataConfig, files: list[Path], classes: 
             rejected["unreadable"] += 1
             continue
         converted.update(notes)
-        decoded.append(arr)
+        grays.append(is_gray(arr))
+        squares.append(fit_square(arr, cfg.resolution, gray=cfg.color == "gray"))
         labels.append(classes.index(p.relative_to(folder).parts[0]) if classes else -1)
-    if not decoded:
+    if not squares:
         raise DataError(f"data.path {str(folder)!r}: none of its {len(files)} image files could be read ({_reasons(rejected)})")
-    gray = cfg.color == "gray" or (cfg.color == "auto" and all(is_gray(a) for a in decoded))
-    images = np.stack([fit_square(a, cfg.resolution, gray) for a in decoded])
+    gray = cfg.color == "gray" or (cfg.color == "auto" and all(grays))
+    images = np.stack([sq if sq.ndim == 2 else (sq[..., 0] if gray else sq) for sq in squares])
     return Loaded(images, np.asarray(labels, np.int64), classes or [], f"folder {folder}", len(files), rejected, converted)
 
 
@@ -261,7 +265,7 @@ def source_content(cfg: ImageDataConfig) -> tuple[str, tuple[list[Path], list[st
         return f"cifar10-{given}", None
     folder = Path(cfg.path).expanduser().resolve()
     listing = folder_files(folder)
-    return folder_digest(listing[0]), listing
+    return folder_digest(folder, listing[0]), listing
 
 
 def split(loaded: Loaded, cfg: ImageDataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -274,10 +278,14 @@ def split(loaded: Loaded, cfg: ImageDataConfig) -> dict[str, tuple[np.ndarray, n
     else:
         order = rng.permutation(len(loaded.images))
         test_idx = []
-        for label in np.unique(loaded.labels):  # stratified: every class in both splits
+        for label in np.unique(loaded.labels):  # stratified: every class with two or more images in both splits
             members = order[loaded.labels[order] == label]
-            test_idx.extend(members[: max(1, round(len(members) * cfg.test_fraction))] if len(members) > 1 else [])
-        test_idx = np.sort(np.asarray(test_idx, np.int64)[: cfg.max_test])
+            if len(members) > 1:
+                test_idx.extend(members[: min(len(members) - 1, max(1, round(len(members) * cfg.test_fraction)))])
+        test_idx = np.asarray(test_idx, np.int64)
+        test_idx = np.sort(rng.permutation(test_idx)[: cfg.max_test])  # a cap takes from every class alike
+        if not len(test_idx):
+            raise DataError(f"{loaded.source}: too few images to hold any out for evaluation (every class has one image); add images")
         train_idx = np.setdiff1d(np.arange(len(loaded.images)), test_idx)
         test = (loaded.images[test_idx], loaded.labels[test_idx])
     if cfg.max_images and len(train_idx) > cfg.max_images:
@@ -328,3 +336,16 @@ def load_split(folder: Path, name: str) -> tuple[np.ndarray, np.ndarray, list[st
     """(images uint8, labels int (-1: none), class names) of a prepared split."""
     with np.load(Path(folder) / f"{name}.npz") as z:
         return z["images"], z["labels"], [str(c) for c in z["classes"]]
+
+
+class Digits(DataSource):
+    """scikit-learn's handwritten digits at 16x16 as prepared for ``image-diffusion`` (its default data)."""
+
+    name: ClassVar[str] = "digits"
+    kind: ClassVar[str] = "images"
+    reference_split: ClassVar[str | None] = "test"  # `genforge evaluate images X` compares with the held-out digits
+    description: ClassVar[str] = "scikit-learn's 1,797 handwritten digits, 16x16 grey, 20 % held out by class (the image generator's default)"
+
+    def files(self) -> dict[str, Path]:
+        path, *_ = prepare(ImageDataConfig(), store.home() / "data")
+        return {"train": path / "train.npz", "test": path / "test.npz"}

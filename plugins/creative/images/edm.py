@@ -13,8 +13,8 @@ Kept apart from the network (``unet.py``), as diffusers keeps schedulers apart f
 
 Why EDM rather than DDPM with v-prediction: the preconditioning and the log-normal σ put the
 training effort where samples are decided, and its Heun sampler reaches a given quality in
-far fewer network evaluations (measured on the digits: 17 evaluations against Euler/DDIM's
-100 for the same Fréchet distance), which is what makes a CPU demo and a fast GPU
+far fewer network evaluations (measured on the digits: Heun at 20 levels, 39 evaluations,
+matches Heun at 100; Euler/DDIM at 100 evaluations is still 4 % behind), which is what makes a CPU demo and a fast GPU
 evaluation possible; ``sample.steps`` trades time for quality without retraining.
 
 Images are in [-1, 1] (σ_data = 0.5 is EDM's value for such data).
@@ -82,6 +82,8 @@ def guided(edm: EDM, net: nn.Module, labels: torch.Tensor | None, scale: float, 
     if labels is None or scale == 1.0:
         return lambda x, sigma: edm.denoise(net, x, sigma, labels)
     null = torch.full_like(labels, null_label)
+    if scale == 0.0:  # the unconditional model alone
+        return lambda x, sigma: edm.denoise(net, x, sigma, null)
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         both = edm.denoise(net, torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([labels, null]))

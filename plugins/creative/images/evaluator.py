@@ -82,14 +82,21 @@ class ImageEvaluator(Evaluator):
     def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: ImageEvalConfig) -> Evaluation:
         fake, asked, _ = _load(samples.path, config.max_samples, config.seed)
         test, test_labels, classes = _load(reference.test, config.max_reference, config.seed)
-        train_path = reference.train or reference.test
-        train, train_labels, _ = _load(train_path, 10**9, config.seed)
+        if reference.train is not None:
+            train_path = Path(reference.train)
+            train, train_labels, _ = _load(train_path, 10**9, config.seed)
+        else:  # one reference set only: half of it stands in for the training images (classifier, floor, memorisation)
+            train_path = Path(out_dir) / "reference-half"  # the feature network is kept in out_dir
+            half = np.random.default_rng(config.seed).permutation(len(test))
+            keep, other = np.sort(half[: len(test) // 2]), np.sort(half[len(test) // 2 :])
+            train, train_labels = test[other], (test_labels[other] if test_labels is not None else None)
+            test, test_labels = test[keep], (test_labels[keep] if test_labels is not None else None)
         if fake.shape[1:] != test.shape[1:]:
             raise DataError(f"the samples are {fake.shape[1:]} images, the reference {test.shape[1:]}; generate at the reference's size and colour")
-        if len(fake) < 2:
-            raise DataError(f"{len(fake)} sample(s): the image metrics need at least 2")
+        if len(fake) <= config.k or len(test) <= config.k:
+            raise DataError(f"{len(fake)} sample(s) and {len(test)} reference image(s): the image metrics need more than evaluate.image.k={config.k} of each (raise sample.n)")
 
-        net, kind, accuracy = self.feature_net(train, train_labels, classes, test, test_labels, Path(train_path), out_dir, config)
+        net, kind, accuracy = self.feature_net(train, train_labels, classes, test, test_labels, train_path, out_dir, config)
         f_fake, p_fake = feats.extract(net, fake)
         f_test, p_test = feats.extract(net, test)
         rng = np.random.default_rng(config.seed)
@@ -116,7 +123,7 @@ class ImageEvaluator(Evaluator):
         d_fake, nn_idx = metrics.nearest(metrics.pixel_vectors(fake), px_train)
         d_test, _ = metrics.nearest(metrics.pixel_vectors(test), px_train)
         add("nn_distance", d_fake.mean(), d_test.mean(), None, "mean per-pixel RMS distance of a sample to its nearest training image (floor: held-out test images)")
-        add("nn_ratio", d_fake.mean() / max(d_test.mean(), 1e-12), 1.0, True, "nn_distance / that of test images: well below 1 means copies of the training set")
+        add("nn_ratio", d_fake.mean() / max(d_test.mean(), 1e-12), 1.0, None, "nn_distance / that of test images: well below 1 means copies of the training set (about 1 is right)")
         add("samples", len(fake), None, None, "images scored")
 
         if p_fake is not None:

@@ -83,9 +83,9 @@ class ImageDiffusionConfig(GeneratorConfig):
         return self
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W[, C]) -> float (N, C, H, W) in [-1, 1]."""
-    x = torch.from_numpy(images).float() / 127.5 - 1
+def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (N, H, W[, C]) -> float (N, C, H, W) in [-1, 1] (on the input's device)."""
+    x = torch.as_tensor(images).float() / 127.5 - 1
     return x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2).contiguous()
 
 
@@ -136,14 +136,16 @@ class ImageDiffusion(Generator):
         conditional = config.model.conditional and bool(classes) and bool((labels >= 0).all())
         classes = classes if conditional else []
         resolve_label(config.sample.label, classes)  # a wrong label stops here, before training
-        x_all = to_tensor(images)  # (N, C, H, W)
+        # kept as uint8 (N, H, W[, C]); each batch is converted to [-1, 1] floats where it is used
+        x_all = torch.from_numpy(images)
         y_all = torch.from_numpy(labels)
+        channels = 1 if images.ndim == 3 else images.shape[-1]
         device, cfg, edm = trainer.device, config.train, EDM()
         channels_last = device.type == "cuda"
         if device.type == "cuda":  # the whole training set on the GPU; batches are gathered there
             x_all, y_all = x_all.to(device), y_all.to(device)
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
-        net = UNet(config.model, x_all.shape[1], config.data.resolution, len(classes))
+        net = UNet(config.model, channels, config.data.resolution, len(classes))
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         flips, dropout, null = config.data.flips(), config.model.label_dropout, len(classes)
@@ -152,7 +154,7 @@ class ImageDiffusion(Generator):
             # the batch depends on (seed, step) alone, so a resumed run sees the same batches
             idx = trainer.shard(np.random.default_rng([cfg.seed, step]).integers(0, len(x_all), cfg.batch_size))
             idx = torch.from_numpy(idx).to(x_all.device)
-            x = x_all[idx].to(device, non_blocking=True)
+            x = to_tensor(x_all[idx].to(device, non_blocking=True))
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if flips:
@@ -171,12 +173,12 @@ class ImageDiffusion(Generator):
         save_file({k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}, str(weights))
         meta = {
             "model": UNetConfig(**config.model.model_dump(include=set(UNetConfig.model_fields))).model_dump(),
-            "image_channels": int(x_all.shape[1]), "resolution": config.data.resolution, "classes": classes,
+            "image_channels": channels, "resolution": config.data.resolution, "classes": classes,
             "edm": EDM().__dict__, "step": result.step,
         }
         store.atomic_write_text(trainer.run_dir / META, json.dumps(meta, indent=1))
         params = sum(p.numel() for p in net.parameters())
-        details = {"parameters": params, "resolution": config.data.resolution, "channels": int(x_all.shape[1]),
+        details = {"parameters": params, "resolution": config.data.resolution, "channels": channels,
                    "classes": len(classes) or "unconditional", "flip": flips}
         return Checkpoint(weights, result.step, details=details)
 
@@ -222,7 +224,7 @@ class ImageDiffusion(Generator):
             arrays["labels"] = wanted.astype(np.int64)
             arrays["classes"] = np.asarray(classes, dtype=str)
         path = Images().write(arrays, run.samples_dir)
-        per_image = evaluations(cfg.sampler, cfg.steps) * (2 if classes and cfg.guidance != 1.0 else 1)
+        per_image = evaluations(cfg.sampler, cfg.steps) * (2 if classes and cfg.guidance not in (0.0, 1.0) else 1)
         details = {"sampler": cfg.sampler, "steps": cfg.steps, "network_evaluations_per_image": per_image,
                    "guidance": cfg.guidance if classes else None, "label": classes[label] if label is not None else ("all classes" if classes else None)}
         return Samples(self.kind, path, done, details)

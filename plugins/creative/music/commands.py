@@ -33,6 +33,7 @@ def harmonise(
     n: Annotated[int, typer.Option(min=1, help="harmonisations to write")] = 1,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     store: Annotated[Optional[str], typer.Option(help="run store (default: $GENFORGE_HOME)")] = None,
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda")] = "auto",
 ) -> None:
     """Harmonise a melody in four parts (soprano kept, alto, tenor and bass written): MIDI, MusicXML and a WAV preview."""
     import torch
@@ -47,7 +48,7 @@ def harmonise(
     the_run = find_run(run, store)
     steps = Steps(the_run)
     cfg = steps.config.sample.model_copy(update={"n": n, "seed": seed, "melody": str(melody), "previews": n})
-    device = choose_device(steps.config.train.device)
+    device = choose_device(device)
     net, meta = ChoraleDiffusion.load_model(steps.checkpoint().path, device)
     gen = torch.Generator(device=device).manual_seed(seed)
     pieces = generate(net, meta, ChoraleDiffusion.given(n, len(tokens), tokens, device), cfg, gen)

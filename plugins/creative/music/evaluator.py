@@ -104,7 +104,6 @@ def reference_grids(path: Path, max_pieces: int | None = None, seed: int = 0) ->
 
 # -- numbers over a set of pieces ---------------------------------------------------------
 
-_MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])  # the major scale's pitch classes above its tonic
 
 
 def _normalised(counts: np.ndarray) -> np.ndarray:
@@ -162,7 +161,7 @@ class PieceSet:
 
     def profile(self) -> np.ndarray:
         """(12,) the pooled histogram of the pieces each moved to C (its major scale's tonic, or the relative major's)."""
-        fit = np.stack([self.pc_counts[:, (_MAJOR + tonic) % 12].sum(axis=1) for tonic in range(12)], axis=1)  # (n, 12)
+        fit = np.stack([self.pc_counts[:, (metrics.MAJOR_SCALE + tonic) % 12].sum(axis=1) for tonic in range(12)], axis=1)  # (n, 12)
         tonics = fit.argmax(axis=1)
         return _normalised(sum((np.roll(c, -t) for c, t in zip(self.pc_counts, tonics)), np.zeros(12)))
 

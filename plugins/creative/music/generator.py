@@ -64,8 +64,8 @@ class ChoraleModelConfig(TransformerConfig):
 
     @model_validator(mode="after")
     def _window(self) -> "ChoraleModelConfig":
-        if self.window % 4:
-            raise ValueError(f"model.window ({self.window}) must be a whole number of beats (a multiple of 4 sixteenths)")
+        if self.window % 8:
+            raise ValueError(f"model.window ({self.window}) must be an even number of beats (a multiple of 8 sixteenths): generation moves on by half a window")
         return self
 
 
@@ -134,12 +134,22 @@ def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Cho
     x, length, start = given.clone(), given.shape[2], 0
     while True:
         end = min(start + window, length)
-        seq = flatten(x[:, :, start:end])
+        part = x[:, :, start:end].clone()
+        first = part[:, :, 0].clone()
+        if start > 0:  # a note held into the window is struck at its start, as in the training windows (grid.crop)
+            held = first == G.HOLD
+            if held.any():
+                sounding = torch.from_numpy(np.stack([G.pitches(g)[:, start] for g in x[:, :, : start + 1].cpu().numpy()])).to(x.device)
+                part[:, :, 0] = torch.where(held & (sounding >= 0), sounding - G.PITCH_LOW + 2, torch.where(held, G.REST, first))
+        seq = flatten(part)
         if order == "masked":
             seq = DIFFUSION.sample(net, steps=cfg.steps, temperature=cfg.temperature, strategy=cfg.strategy, generator=generator, given=seq)
         else:
             seq = AUTOREGRESSIVE.sample(net, seq, unknown_id=G.MASK, temperature=cfg.temperature, top_p=cfg.top_p, generator=generator)
-        x[:, :, start:end] = unflatten(seq)
+        out = unflatten(seq)
+        if start > 0:
+            out[:, :, 0] = torch.where(first == G.MASK, out[:, :, 0], first)  # given cells stay as they were
+        x[:, :, start:end] = out
         if end >= length:
             break
         start += window // 2  # the next window is given the last half of this one

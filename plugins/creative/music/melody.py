@@ -2,12 +2,14 @@
 
 What a musician gives is checked and said back in one line: a file music21 cannot read,
 one with no notes, with several parts, or with chords is refused. A melody outside the
-soprano's range (``grid.RANGES``) is moved by whole octaves into it when its span fits
-(the output says so); one whose span is wider than the range is refused.
+soprano's range (``grid.RANGES``) is moved by whole octaves into it when it fits so
+(the output says so); otherwise, or when its span is wider than the range, it is refused.
+Notes are read as the corpus parser reads them (ties merged, sixteenths rounded alike).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ import numpy as np
 from genforge.core import DataError
 
 from . import grid as G
+from .corpus import _part_notes, _quantise
 
 STEP = 0.25  # quarter notes per sixteenth
 
@@ -24,7 +27,7 @@ def read_melody(path: Path) -> tuple[np.ndarray, dict]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"melody {path} does not exist")
-    from music21 import chord, converter, note
+    from music21 import chord, converter
 
     try:
         score = converter.parse(str(path))
@@ -39,25 +42,25 @@ def read_melody(path: Path) -> tuple[np.ndarray, dict]:
     chords = [e for e in events if isinstance(e, chord.Chord)]
     if chords:
         raise DataError(f"melody {path} has chords ({len(chords)}, the first at beat {float(chords[0].offset) + 1:g}); give one note at a time")
-    notes = [(float(e.offset), float(e.offset + e.quarterLength), e.pitch.midi) for e in events if isinstance(e, note.Note) and e.quarterLength > 0]
-    if not notes:
+    counts: Counter = Counter()
+    # the corpus parser's own reading: ties merged, grace notes skipped, rounded to sixteenths the same way
+    [line] = _quantise([_part_notes(parts[0], 0, counts)], STEP, counts)
+    if not line:
         raise DataError(f"melody {path} holds no notes")
+    if counts["chords_reduced"]:  # notes that start on the same sixteenth
+        raise DataError(f"melody {path} has {counts['chords_reduced']} notes struck together with another; give one note at a time")
     low, high = G.RANGES["soprano"]
-    pitches = [p for _, _, p in notes]
+    pitches = [p for _, _, p in line]
     lo, hi = min(pitches), max(pitches)
     if hi - lo > high - low:
         raise DataError(f"melody {path} spans {hi - lo} semitones (MIDI {lo}-{hi}); a soprano line spans at most {high - low} ({low}-{high})")
-    shift = 0
-    while lo + shift < low:
-        shift += 12
-    while hi + shift > high:
-        shift -= 12
-    if lo + shift < low:  # fits in span but not in any octave placement: move it to the bottom of the range
-        shift = low - lo
-    line = [(round(s / STEP), max(round(e / STEP), round(s / STEP) + 1), p + shift) for s, e, p in notes]
-    overlapping = sum(1 for a, b in zip(line, line[1:]) if b[0] < a[1] and b[0] == a[0])
-    if overlapping:
-        raise DataError(f"melody {path} has {overlapping} notes struck together; give one note at a time")
+    fits = [k for k in range(-48, 49, 12) if low <= lo + k and hi + k <= high]
+    if not fits:
+        raise DataError(
+            f"melody {path} (MIDI {lo}-{hi}) cannot be moved by whole octaves into the soprano range ({low}-{high}); transpose it into that range first"
+        )
+    shift = min(fits, key=abs)
+    line = [(a, b, p + shift) for a, b, p in line]
     length = -(-max(e for _, e, _ in line) // 16) * 16  # whole bars
     tokens = G.encode_notes([line, [], [], []], length)[0]
     info = {"file": path.name, "notes": len(line), "bars": length // 16, "transposed": shift}

@@ -33,8 +33,8 @@ import numpy as np
 
 from . import grid as G
 
-_MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
-_MINOR = np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
+MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])  # pitch classes above the tonic
+MINOR_SCALE = np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
 
 
 def _beats(grid: np.ndarray) -> float:
@@ -64,7 +64,7 @@ def scale_consistency(grid: np.ndarray) -> float:
     h = pitch_class_histogram(grid)
     if not h.any():
         return 0.0
-    return float(max(h[(scale + tonic) % 12].sum() for scale in (_MAJOR, _MINOR) for tonic in range(12)))
+    return float(max(h[(scale + tonic) % 12].sum() for scale in (MAJOR_SCALE, MINOR_SCALE) for tonic in range(12)))
 
 
 def pitch_range(grid: np.ndarray) -> int:

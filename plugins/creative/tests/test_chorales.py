@@ -163,3 +163,33 @@ def test_an_empty_corpus_folder_is_one_line(genforge_home, tmp_path):
     run = create_run("chorale-diffusion", spec=get_generator("chorale-diffusion").test_spec, overrides=[f"data.path={tmp_path}"])
     with pytest.raises(DataError, match="holds no MIDI or MusicXML files"):
         run_all(run)
+
+
+def test_melodies_move_only_by_whole_octaves_and_ties_are_one_note(tmp_path):
+    from music21 import note, stream, tie
+
+    def write(s: stream.Stream, name: str, fmt: str = "midi") -> Path:
+        path = tmp_path / name
+        s.write(fmt, fp=str(path))
+        return path
+
+    between = stream.Score([stream.Part([note.Note(50), note.Note(70)])])  # no octave shift fits 57-81
+    with pytest.raises(DataError, match="cannot be moved by whole octaves"):
+        read_melody(write(between, "between.mid"))
+    a, b = note.Note("E5", quarterLength=2), note.Note("E5", quarterLength=2)
+    a.tie, b.tie = tie.Tie("start"), tie.Tie("stop")
+    tied = stream.Score([stream.Part([a, b, note.Note("D5")])])
+    tokens, info = read_melody(write(tied, "tied.musicxml", "musicxml"))
+    assert info["notes"] == 2 and soprano_notes(tokens) == [(0, 16, 76), (16, 20, 74)]
+
+
+def test_too_few_pieces_and_an_odd_window_are_one_line(genforge_home, tmp_path, chorale):
+    from genforge.core import ConfigError
+
+    spec = get_generator("chorale-diffusion").test_spec
+    render.write_midi(chorale, tmp_path / "only.mid")
+    run = create_run("chorale-diffusion", spec={**spec, "data": {"path": str(tmp_path), "key_analysis": False}})
+    with pytest.raises(DataError, match=r"1 usable piece\(s\); at least 2 are needed"):
+        run_all(run)
+    with pytest.raises(ConfigError, match="model.window .12. must be an even number of beats"):
+        create_run("chorale-diffusion", spec={**spec, "model": {**spec["model"], "window": 12}})

@@ -268,3 +268,37 @@ def test_the_gpu_config_and_the_deployment_agree(genforge_home):
     for section, fields in spec.items():
         assert fields == {k: v for k, v in config[section].items() if k in fields}, section
     assert set(spec) == set(config)
+
+
+def test_the_test_split_keeps_every_class_under_a_cap_and_refuses_an_empty_one():
+    from collections import Counter
+
+    from genforge.plugins.creative.images.data import Loaded, split
+
+    labels = np.repeat(np.arange(10), 200)
+    loaded = Loaded(np.zeros((len(labels), 8, 8), np.uint8), labels, [str(i) for i in range(10)], "test", len(labels), Counter(), Counter())
+    parts = split(loaded, ImageDataConfig(test_fraction=0.8, max_test=100))
+    test_labels = parts["test"][1]
+    assert len(test_labels) == 100 and set(test_labels) == set(range(10))  # the cap takes from every class
+    assert set(parts["train"][1]) == set(range(10))
+    two = Loaded(np.zeros((2, 8, 8), np.uint8), np.array([0, 1]), ["a", "b"], "two pictures", 2, Counter(), Counter())
+    with pytest.raises(DataError, match="too few images to hold any out"):
+        split(two, ImageDataConfig(path="/x"))
+
+
+def test_the_image_evaluator_without_a_training_set(genforge_home, tmp_path):
+    """`genforge evaluate images X --reference test.npz` alone: half the reference stands in for the training images."""
+    from genforge.core import Reference, Samples
+    from genforge.core.kinds import Images
+    from genforge.plugins.creative.images.evaluator import ImageEvaluator
+
+    cfg = ImageDataConfig(resolution=8)
+    folder, *_ = image_data.prepare(cfg, tmp_path / "cache")
+    test = folder / "test.npz"
+    samples = Images().write(image_data.load_split(folder, "train")[0][:60], tmp_path / "s")
+    ev = ImageEvaluator()
+    result = ev.evaluate(Samples("images", samples, 60), Reference("images", test=test), tmp_path / "out", ev.Config(classifier_steps=30))
+    values = {m.name: m.value for m in result.metrics}
+    assert np.isfinite(values["fd"]) and 0.3 < values["nn_ratio"] < 3
+    with pytest.raises(DataError, match=r"more than evaluate.image.k=3 of each \(raise sample.n\)"):
+        ev.evaluate(Samples("images", Images().write(np.zeros((3, 8, 8), np.uint8), tmp_path / "few"), 3), Reference("images", test=test), tmp_path / "o2", ev.Config())
