@@ -66,7 +66,7 @@ from torch import nn
 
 from .config import OptimizerConfig, PhaseConfig, TrainConfig
 from .errors import ConfigError, TrainingDiverged
-from .store import atomic_write_bytes
+from .store import atomic_write_bytes, atomic_write_text
 
 LossFn = Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, "float | torch.Tensor"]]]
 PhaseLossFn = Callable[[dict[str, nn.Module], int, int], tuple[torch.Tensor, dict[str, "float | torch.Tensor"]]]
@@ -524,3 +524,28 @@ class Trainer:
             f"training stopped {where}: the loss or gradients became NaN/infinite ({shown}); {kept}. "
             "Lower train.lr, set train.grad_clip, or check the data, then `genforge resume` the run."
         )
+
+
+def save_weights(network: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
+    """A trained network for the sample step: float32 safetensors at ``path`` and ``meta`` (what rebuilds it) as JSON beside it.
+
+    Both written atomically; the JSON is ``path`` with the suffix ``.json`` (``model.safetensors`` -> ``model.json``).
+    """
+    import json
+
+    from safetensors.torch import save
+
+    path = Path(path)
+    atomic_write_bytes(path, save({k: v.detach().float().cpu().contiguous() for k, v in network.state_dict().items()}))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    return path
+
+
+def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """What ``save_weights`` wrote: the state dict and the meta."""
+    import json
+
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    return load_file(str(path)), json.loads(path.with_suffix(".json").read_text())

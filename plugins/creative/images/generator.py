@@ -11,14 +11,12 @@ the ``images`` kind (``images.npz`` with the labels asked for, and one PNG each)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, model_validator
-from safetensors.torch import load_file, save_file
 
 from genforge.core import (
     Checkpoint,
@@ -32,16 +30,16 @@ from genforge.core import (
     Samples,
     TrainConfig,
     Trainer,
-    store,
 )
 from genforge.core.kinds import Images
+from genforge.core.training import load_weights, save_weights
 
 from . import data as image_data
 from .data import ImageDataConfig
 from .edm import EDM, SAMPLERS, evaluations, guided, stochastic
 from .unet import UNet, UNetConfig
 
-WEIGHTS, META = "model.safetensors", "model.json"
+WEIGHTS = "model.safetensors"  # with model.json beside it (core.training.save_weights)
 
 
 class ImageModelConfig(UNetConfig):
@@ -170,13 +168,12 @@ class ImageDiffusion(Generator):
         weights = trainer.run_dir / WEIGHTS
         if not trainer.is_main:
             return Checkpoint(weights, result.step)
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}, str(weights))
         meta = {
             "model": UNetConfig(**config.model.model_dump(include=set(UNetConfig.model_fields))).model_dump(),
             "image_channels": channels, "resolution": config.data.resolution, "classes": classes,
             "edm": EDM().__dict__, "step": result.step,
         }
-        store.atomic_write_text(trainer.run_dir / META, json.dumps(meta, indent=1))
+        save_weights(net, weights, meta)
         params = sum(p.numel() for p in net.parameters())
         details = {"parameters": params, "resolution": config.data.resolution, "channels": channels,
                    "classes": len(classes) or "unconditional", "flip": flips}
@@ -185,9 +182,9 @@ class ImageDiffusion(Generator):
     # -- sample -------------------------------------------------------------------------------
     @staticmethod
     def load_model(weights: Path, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
-        meta = json.loads((Path(weights).parent / META).read_text())
+        state, meta = load_weights(weights)
         net = UNet(UNetConfig(**meta["model"]), meta["image_channels"], meta["resolution"], len(meta["classes"]))
-        net.load_state_dict(load_file(str(weights)))
+        net.load_state_dict(state)
         return net.to(device).eval(), meta
 
     def sample(self, checkpoint: Checkpoint, config: ImageDiffusionConfig, run: Run) -> Samples:

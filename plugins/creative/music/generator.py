@@ -18,14 +18,12 @@ measured after training on the test pieces' windows (``training.json``, ``detail
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 from pydantic import Field, model_validator
-from safetensors.torch import load_file, save_file
 
 from genforge.core import (
     Checkpoint,
@@ -38,17 +36,17 @@ from genforge.core import (
     Samples,
     TrainConfig,
     Trainer,
-    store,
 )
 from genforge.core.blocks import Autoregressive, MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser
 from genforge.core.kinds import Music
+from genforge.core.training import load_weights, save_weights
 
 from . import data as chorale_data
 from . import grid as G
 from . import render
 from .data import ChoraleDataConfig
 
-WEIGHTS, META = "model.safetensors", "model.json"
+WEIGHTS = "model.safetensors"  # with model.json beside it (core.training.save_weights)
 DIFFUSION = MaskedDiffusion(mask_id=G.MASK)  # no padding: windows are whole
 AUTOREGRESSIVE = Autoregressive(start_id=G.MASK)  # the mask id doubles as the start token: never a target
 
@@ -203,8 +201,7 @@ class ChoraleDiffusion(Generator):
         weights = trainer.run_dir / WEIGHTS
         if not trainer.is_main:
             return Checkpoint(weights, result.step)
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in net.state_dict().items()}, str(weights))
-        store.atomic_write_text(trainer.run_dir / META, json.dumps({"model": m.model_dump(), "step": result.step}, indent=1))
+        save_weights(net, weights, {"model": m.model_dump(), "step": result.step})
         details = {"order": m.order, "parameters": net.num_parameters(), "training_windows": len(windows), **self.heldout(net.to(device).eval(), data, m, device)}
         return Checkpoint(weights, result.step, details=details)
 
@@ -223,9 +220,9 @@ class ChoraleDiffusion(Generator):
     # -- sample -------------------------------------------------------------------------------
     @staticmethod
     def load_model(weights: Path, device: torch.device | str = "cpu") -> tuple[TransformerDenoiser, dict]:
-        meta = json.loads((Path(weights).parent / META).read_text())
+        state, meta = load_weights(weights)
         net = build(meta["model"])
-        net.load_state_dict(load_file(str(weights)))
+        net.load_state_dict(state)
         return net.to(device).eval(), meta
 
     def sample(self, checkpoint: Checkpoint, config: ChoraleDiffusionConfig, run: Run) -> Samples:
