@@ -20,7 +20,7 @@ from .config import GeneratorConfig, load_spec, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
 from .errors import ConfigError, DataError, TrainingFailed
 from .plugins import evaluators, get_generator, get_kind, get_plugin_manager, versions
-from .store import Run, RunStore, read_jsonl
+from .store import Run, RunStore, read_jsonl, redact_secrets, unredact
 from .training import Trainer, TrainResult
 
 log = logging.getLogger("genforge")
@@ -69,6 +69,24 @@ def pin_data_paths(config: GeneratorConfig) -> GeneratorConfig:
     return config
 
 
+def give_redacted(run: Run, overrides: list[str] | tuple[str, ...]) -> None:
+    """Give a run's redacted URLs again (``genforge resume RUN --set data.path=URL``) for this process.
+
+    Only fields recorded redacted are accepted, and only with a URL whose redacted form is the
+    recorded one (the same place, new credentials): a resume keeps the run's spec otherwise.
+    """
+    spec = run.spec
+    for item in overrides:
+        name, sep, value = item.partition("=")
+        node: Any = spec
+        for part in name.strip().split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not sep or not isinstance(node, str) or "<redacted>" not in node:
+            raise ConfigError(f"--set {name.strip()}: a resume keeps the run's spec; only a URL recorded redacted can be given again")
+        if redact_secrets(value.strip()) != node:
+            raise ConfigError(f"--set {name.strip()}: the run recorded {node}; give that URL (its credentials or token may be new)")
+
+
 def create_run(
     generator: str,
     config_path: str | Path | None = None,
@@ -100,7 +118,8 @@ class Steps:
     def __init__(self, run: Run | str | Path, pm: pluggy.PluginManager | None = None):
         self.run = run if isinstance(run, Run) else Run(Path(run))
         self.pm = pm or get_plugin_manager()
-        spec = self.run.spec
+        # URLs with credentials are recorded redacted: restored from this process's memory, else named in ``unresolved``.
+        spec, self.unresolved = unredact(self.run.spec)
         self.generator_cls: type[Generator] = get_generator(spec["generator"], self.pm)
         self.generator = self.generator_cls()
         model = spec_model(self.generator_cls.Config, [ev for _, ev in evaluators(self.pm, self.generator_cls.kind)], strict=False)
@@ -128,8 +147,16 @@ class Steps:
 
     def prepare(self) -> PreparedData:
         """Prepare the data; a run prepared before (a resume, a retry) must find the same data, or stops."""
-        data = self.generator.prepare(self.config, self.run)
         before = self.run.read_json("data.json")
+        if self.unresolved:  # a URL genforge did not record: the run's pinned data, where this machine has it
+            if before and Path(before.get("path", "")).exists():
+                return self._recorded(before)
+            fields = ", ".join(self.unresolved)
+            raise ConfigError(
+                f"run {self.run.id}'s {fields} held credentials or a token, which genforge does not record, and its prepared data "
+                f"is not on this machine: give it again, `genforge resume {self.run.id} --set {self.unresolved[0]}=URL`"
+            )
+        data = self.generator.prepare(self.config, self.run)
         if before and before.get("fingerprint") != data.fingerprint:
             raise DataError(
                 f"the data of run {self.run.id} changed since it was prepared (fingerprint {before.get('fingerprint')}, now {data.fingerprint}, "
@@ -148,6 +175,10 @@ class Steps:
         d = self.run.read_json("data.json")
         if d is None or not Path(d["path"]).exists():
             return self.prepare()
+        return self._recorded(d)
+
+    @staticmethod
+    def _recorded(d: dict[str, Any]) -> PreparedData:
         stats = {k: v for k, v in d.items() if k not in ("path", "fingerprint", "details")}
         return PreparedData(Path(d["path"]), d["fingerprint"], {**stats, **d.get("details", {})})
 

@@ -35,6 +35,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -53,6 +54,8 @@ _held_locks: dict[str, list] = {}  # run folder -> [open lock file, depth], for 
 _REMOTE_MARKER = ".remote"  # in a mirrored run folder: the run's URL
 _SMALL = 1 << 20  # files under 1 MiB are always pushed (they change in place: status, metrics)
 _storage_options: dict[str, Any] = {}
+_unredacted: dict[str, str] = {}  # redacted URL -> the URL as given; this process's memory only, never written
+LEASE_SECONDS = 60.0  # a shared store's run lease: renewed every third of it while held ($GENFORGE_LEASE_SECONDS)
 
 
 def is_url(root: str | Path) -> bool:
@@ -155,7 +158,8 @@ class Run:
         self.id = self.path.name
         marker = self.path / _REMOTE_MARKER
         if remote is None and marker.exists():
-            remote = marker.read_text().strip()
+            redact_secrets(store_root())  # the marker holds the store URL without credentials: this store's own, as configured
+            remote, _ = unredact(marker.read_text().strip())
         self.remote = remote
 
     # -- shared storage -------------------------------------------------------------
@@ -191,10 +195,10 @@ class Run:
         fs = filesystem(self.remote)
         base = _strip(fs, self.remote)
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / _REMOTE_MARKER).write_text(self.remote)
+        self._mark_remote()
         for p, info in _find(fs, base).items():
             rel = _rel(p, base)
-            if names and rel not in names:
+            if (names and rel not in names) or rel.startswith("."):  # the lease and other markers stay where they are
                 continue
             dest = self.path / rel
             if dest.exists() and dest.stat().st_size == info.get("size") and info.get("size", 0) >= _SMALL:
@@ -207,6 +211,10 @@ class Run:
                 os.replace(tmp, dest)
             finally:
                 Path(tmp).unlink(missing_ok=True)
+
+    def _mark_remote(self) -> None:
+        if self.remote:
+            (self.path / _REMOTE_MARKER).write_text(redact_secrets(self.remote))
 
     # -- locations ----------------------------------------------------------------
     @property
@@ -248,7 +256,9 @@ class Run:
         return yaml.safe_load((self.path / "spec.yaml").read_text())
 
     def write_spec(self, generator: str, config: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "spec.yaml", yaml.safe_dump({"generator": generator, **config}, sort_keys=False))
+        """spec.yaml: URLs recorded without credentials or query strings (see ``redact_secrets``)."""
+        spec = redact_secrets({"generator": generator, **config})
+        atomic_write_text(self.path / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
         self.push("spec.yaml")
 
     @property
@@ -293,8 +303,9 @@ class Run:
 
         An OS lock (``flock``) on ``.lock`` in the run folder, released when the holder exits
         however it exits; re-entrant within one process (the pipeline's tasks run in the
-        flow's process). It guards one machine's folder: on a URL store, two machines each
-        lock their own mirror.
+        flow's process). On a URL store each machine locks its own mirror, so the run also
+        holds a lease on the store (``.lease.json`` in the run's folder there, see ``Lease``):
+        another machine is refused while it is fresh.
         """
         import fcntl
 
@@ -316,9 +327,13 @@ class Run:
                 fh.seek(0)
                 holder = fh.read().strip() or "another process"
                 raise RunBusy(f"run {self.id} is busy: {holder}; wait for it to finish, or stop that process and `genforge resume` it") from None
+            holder = f"{what} by pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}"
+            lease = Lease(self, holder) if self.remote else None
+            if lease is not None:
+                lease.acquire()
             fh.seek(0)
             fh.truncate()
-            fh.write(f"{what} by pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}")
+            fh.write(holder)
             fh.flush()
             _held_locks[key] = [fh, 1]
             try:
@@ -327,11 +342,103 @@ class Run:
                 del _held_locks[key]
                 fh.seek(0)
                 fh.truncate()  # no stale holder left to read once released
+                if lease is not None:
+                    lease.release()
         finally:
             fh.close()
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
+
+
+class Lease:
+    """A run's claim on a shared store, so that two machines never train one run.
+
+    ``.lease.json`` in the run's folder on the store holds the holder, a random token and an
+    expiry ``GENFORGE_LEASE_SECONDS`` (default 60) ahead; a thread renews it every third of
+    that while the run executes, and release deletes it. Taking it: refused while another
+    holder's lease is unexpired; else write ours, wait a moment and read it back (object
+    stores have no compare-and-swap: of two machines writing at once, the one whose token
+    is not read back gives way). A machine that dies stops renewing, so its lease lapses
+    within a minute: before Prefect's crash automation (90 s without a heartbeat) restarts
+    the run elsewhere. Expiry compares wall clocks: keep the machines' clocks in sync (NTP).
+    """
+
+    SETTLE = 0.5  # seconds between writing a lease and reading it back
+
+    def __init__(self, run: Run, holder: str):
+        import threading
+
+        self.run = run
+        self.fs = filesystem(run.remote)
+        self.url = f"{_strip(self.fs, run.remote)}/.lease.json"
+        self.holder = holder
+        self.token = secrets.token_hex(8)
+        self.seconds = float(os.environ.get("GENFORGE_LEASE_SECONDS") or LEASE_SECONDS)
+        self._stop = threading.Event()
+        self._thread: Any = None
+
+    def _read(self) -> dict | None:
+        try:
+            with self.fs.open(self.url, "rb") as fh:
+                lease = json.loads(fh.read())
+            return lease if isinstance(lease, dict) else None
+        except FileNotFoundError:
+            return None
+        except (ValueError, UnicodeDecodeError):  # a half-written lease from a crashed writer: no claim
+            return None
+
+    def _write(self) -> None:
+        now = dt.datetime.now(dt.timezone.utc).timestamp()
+        lease = {"holder": self.holder, "token": self.token, "renewed": now, "expires": now + self.seconds}
+        self.fs.makedirs(self.url.rsplit("/", 1)[0], exist_ok=True)
+        with self.fs.open(self.url, "wb") as fh:
+            fh.write(json.dumps(lease).encode())
+
+    def _refuse(self, lease: dict) -> RunBusy:
+        left = lease.get("expires", 0) - dt.datetime.now(dt.timezone.utc).timestamp()
+        return RunBusy(
+            f"run {self.run.id} is busy on another machine: {lease.get('holder', 'unknown holder')} "
+            f"(its lease on the shared store lapses in {max(0, left):.0f} s unless renewed); wait for it to finish, "
+            "or stop it and `genforge resume` the run"
+        )
+
+    def acquire(self) -> None:
+        import threading
+        import time
+
+        lease = self._read()
+        if lease and lease.get("token") != self.token and lease.get("expires", 0) > dt.datetime.now(dt.timezone.utc).timestamp():
+            raise self._refuse(lease)
+        self._write()
+        time.sleep(self.SETTLE)
+        lease = self._read()
+        if not lease or lease.get("token") != self.token:
+            raise self._refuse(lease or {})
+        self._thread = threading.Thread(target=self._renew, name=f"genforge-lease-{self.run.id}", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                lease = self._read()
+                if lease and lease.get("token") != self.token:
+                    logging.getLogger("genforge").error("run %s: another machine took the lease (%s)", self.run.id, lease.get("holder"))
+                    return
+                self._write()
+            except OSError as exc:  # the store unreachable for a moment: try again at the next renewal
+                logging.getLogger("genforge").warning("run %s: lease not renewed (%s)", self.run.id, exc)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        try:
+            lease = self._read()
+            if lease and lease.get("token") == self.token:
+                self.fs.rm_file(self.url)
+        except OSError:  # it lapses by itself
+            pass
 
 
 class RunStore:
@@ -340,6 +447,8 @@ class RunStore:
     def __init__(self, root: str | Path | None = None):
         root = str(root) if root else store_root()
         self.url = root.rstrip("/") if is_url(root) else None
+        if self.url:
+            redact_secrets(self.url)  # so a run's marker, which holds it redacted, finds it again
         self.root = mirror_dir(self.url) if self.url else Path(root).expanduser()
         self.runs = self.root / "runs"
         self.cache = self.root / "cache"
@@ -358,8 +467,7 @@ class RunStore:
             run_id = f"{stamp}-{generator}-{secrets.token_hex(3)}"
         run = self._run(run_id)
         run.path.mkdir(parents=True)
-        if run.remote:
-            (run.path / _REMOTE_MARKER).write_text(run.remote)
+        run._mark_remote()
         run.set_status("created", created=dt.datetime.now(dt.timezone.utc).isoformat())
         return run
 
@@ -413,7 +521,7 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # fullmatch: no trail
 
 
 def redact_url(url: str) -> str:
-    """A URL fit to print or record: user:password and the query string (tokens of presigned links) removed."""
+    """A URL fit to print or record: user:password and the query string (tokens of presigned links) replaced by ``<redacted>``."""
     import urllib.parse
 
     if "://" not in str(url):  # a local path
@@ -421,8 +529,48 @@ def redact_url(url: str) -> str:
     parts = urllib.parse.urlsplit(str(url))
     host = parts.hostname or ""
     host = f"[{host}]" if ":" in host else host  # IPv6
-    netloc = host + (f":{parts.port}" if parts.port else "")
+    netloc = ("<redacted>@" if parts.username or parts.password else "") + host + (f":{parts.port}" if parts.port else "")
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "<redacted>" if parts.query else "", ""))
+
+
+def redact_secrets(obj: Any) -> Any:
+    """``obj`` (a spec, a list, a string) with every URL redacted, the originals remembered by this process only.
+
+    What genforge writes (spec.yaml, markers, logs) holds the redacted form; ``unredact`` gives the
+    original back within the process that saw it (a run, a resume given the URL again).
+    """
+    if isinstance(obj, dict):
+        return {k: redact_secrets(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_secrets(v) for v in obj]
+    if isinstance(obj, str) and "://" in obj:
+        redacted = redact_url(obj)
+        if redacted != obj:
+            _unredacted[redacted] = obj
+        return redacted
+    return obj
+
+
+def unredact(obj: Any, where: str = "") -> tuple[Any, list[str]]:
+    """``obj`` with redacted URLs this process knows restored, and the dotted names of those it does not know."""
+    missing: list[str] = []
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out[k], m = unredact(v, f"{where}.{k}" if where else str(k))
+            missing += m
+        return out, missing
+    if isinstance(obj, list):
+        items = [unredact(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+        return [v for v, _ in items], [n for _, m in items for n in m]
+    if isinstance(obj, str) and "<redacted>" in obj:
+        if obj in _unredacted:
+            return _unredacted[obj], []
+        for redacted, url in _unredacted.items():  # a URL under a known one (a run under its store)
+            if obj.startswith(redacted.rstrip("/") + "/"):
+                return url.rstrip("/") + obj[len(redacted.rstrip("/")):], []
+        return obj, [where]
+    return obj, []
 
 
 def _valid_id(run_id: str) -> bool:

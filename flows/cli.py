@@ -243,9 +243,13 @@ def resume(
     run_id: Annotated[str, typer.Argument(help="run id, unique prefix, folder, or 'latest'")],
     prefect: PrefectOpt = True,
     store: StoreOpt = None,
+    overrides: Annotated[list[str], typer.Option("--set", "-s", help="a URL the run recorded redacted (credentials, a token), given again: --set data.path=URL")] = [],
 ) -> None:
     """Continue an interrupted run from its newest checkpoint, then sample and evaluate."""
+    from genforge.core.runner import give_redacted
+
     the_run = RunStore(store).get(run_id)
+    give_redacted(the_run, overrides)
     if prefect:
         check_prefect_api()
     from genforge.core.training import list_checkpoints

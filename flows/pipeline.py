@@ -24,7 +24,7 @@ from prefect.runtime import flow_run as current_flow_run
 from genforge.core import GenforgeError, Run, RunStore, TrainingFailed
 from genforge.core import store as store_module
 from genforge.core.plugins import get_plugin_manager
-from genforge.core.runner import Steps, create_run
+from genforge.core.runner import Steps, create_run, give_redacted
 
 from .bridge import PrefectBridge
 
@@ -145,6 +145,7 @@ def pipeline(
     spec: sections data/model/train/sample/evaluate, validated by the generator's config.
     overrides: `--set`-style changes on top of ``spec``, e.g. ["train.max_steps=50"]: a quick try of a
         deployment keeps its spec and changes only these (``--param spec=`` would replace the whole spec).
+        With ``run``: only a URL the run recorded redacted, given again (``data.path=https://...?token``).
     run: an existing run (id or folder) to resume instead of starting a new one.
     store: the run store's root (default $GENFORGE_HOME).
     name: the flow run's name (default: the generator's).
@@ -158,8 +159,11 @@ def pipeline(
     if attempt > MAX_RESTARTS + 1:
         raise GenforgeError(f"flow run restarted {attempt - 1} times (GENFORGE_MAX_RESTARTS={MAX_RESTARTS}); not restarting again")
     run_id = None if run else run_id_for_flow_run(generator)
+    # URLs with credentials are recorded redacted; this process remembers the ones its parameters give (a restart needs them).
+    store_module.redact_secrets([spec or {}, [o.partition("=")[2].strip() for o in overrides or []]])
     if run:
         the_run = runs.get(run)
+        give_redacted(the_run, overrides or [])
     elif run_id and runs.exists(run_id):  # this flow run crashed before and was rescheduled
         the_run = runs.get(run_id)
         logger.warning("attempt %d of this flow run: resuming run %s", attempt, run_id)

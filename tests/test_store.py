@@ -83,7 +83,64 @@ def test_run_ids_never_leave_the_store(tmp_path, monkeypatch, genforge_pm, url):
 def test_urls_are_recorded_and_shown_without_credentials():
     from genforge.core.store import redact_url
 
-    assert redact_url("https://user:pw@host:8443/p/f.smi?X-Amz-Signature=abc") == "https://host:8443/p/f.smi?<redacted>"
-    assert redact_url("s3://KEY:SECRET@bucket/genforge") == "s3://bucket/genforge"
+    assert redact_url("https://user:pw@host:8443/p/f.smi?X-Amz-Signature=abc") == "https://<redacted>@host:8443/p/f.smi?<redacted>"
+    assert redact_url("s3://KEY:SECRET@bucket/genforge") == "s3://<redacted>@bucket/genforge"
     assert redact_url("http://[::1]:4200/api") == "http://[::1]:4200/api" and redact_url("data/x.smi") == "data/x.smi"
-    assert str(RunStore("s3://KEY:SECRET@bucket/genforge")) == "s3://bucket/genforge"
+    assert str(RunStore("s3://KEY:SECRET@bucket/genforge")) == "s3://<redacted>@bucket/genforge"
+
+
+def test_a_store_url_with_credentials_is_not_written_into_the_mirror(tmp_path, monkeypatch, genforge_pm):
+    """The mirror's marker holds the store URL redacted; runs found through it still push to the store."""
+    from genforge.core import Run
+    from genforge.core import store as store_module
+
+    url = f"file://user:pw@{tmp_path}/bucket/genforge".replace("@/", "@localhost/")
+    monkeypatch.setenv("GENFORGE_HOME", url)
+    monkeypatch.setenv("GENFORGE_MIRROR", str(tmp_path / "mirror"))
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()))
+    assert not [p for p in (tmp_path / "mirror").rglob("*") if p.is_file() and b"pw" in p.read_bytes()]
+    store_module._unredacted.clear()  # another process of this machine: the store URL comes from GENFORGE_HOME
+    assert Run(run.path).remote == run.remote
+
+
+def test_a_run_on_a_shared_store_is_leased_so_two_machines_never_train_it(tmp_path, monkeypatch, genforge_pm):
+    """Each machine locks its own mirror; the lease on the store refuses a second machine while it is fresh."""
+    import time
+
+    from genforge.core import RunBusy
+
+    url = f"file://{tmp_path}/bucket/genforge"
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()), root=url)
+    monkeypatch.setenv("GENFORGE_MIRROR", str(tmp_path / "machine-b"))
+    on_b = RunStore(url).get(run.id)
+    assert on_b.path != run.path
+    lease = tmp_path / "bucket" / "genforge" / "runs" / run.id / ".lease.json"
+    with run.lock("train"):
+        assert json.loads(lease.read_text())["holder"].startswith("train by pid")
+        with pytest.raises(RunBusy, match=rf"run {run.id} is busy on another machine: train by pid \d+ on .* lapses in \d+ s"):
+            with on_b.lock("resume"):
+                pass
+    assert not lease.exists()  # released
+    with on_b.lock("resume"):  # free now
+        pass
+    # A machine that died leaves its lease behind; once it has lapsed, another machine takes over.
+    lease.write_text(json.dumps({"holder": "train by pid 1 on lost-host", "token": "x", "expires": time.time() - 1}))
+    with on_b.lock("resume"):
+        assert json.loads(lease.read_text())["holder"].startswith("resume by pid")
+    lease.write_text(json.dumps({"holder": "train by pid 1 on live-host", "token": "x", "expires": time.time() + 60}))
+    with pytest.raises(RunBusy, match="live-host"):
+        with on_b.lock("resume"):
+            pass
+
+
+def test_a_held_lease_is_renewed(tmp_path, monkeypatch, genforge_pm):
+    import time
+
+    monkeypatch.setenv("GENFORGE_LEASE_SECONDS", "1.5")
+    url = f"file://{tmp_path}/bucket/genforge"
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()), root=url)
+    lease = tmp_path / "bucket" / "genforge" / "runs" / run.id / ".lease.json"
+    with run.lock("train"):
+        first = json.loads(lease.read_text())["expires"]
+        time.sleep(1.6)
+        assert json.loads(lease.read_text())["expires"] > first

@@ -260,7 +260,55 @@ def test_downloads_are_cached_by_url_and_capped(tmp_path):
         assert not list(tmp_path.glob(".*.tmp"))
     finally:
         server.shutdown()
-    assert redact_url("https://user:pw@host:8443/p/f.smi?X-Amz-Signature=abc") == "https://host:8443/p/f.smi?<redacted>"
+    assert redact_url("https://user:pw@host:8443/p/f.smi?X-Amz-Signature=abc") == "https://<redacted>@host:8443/p/f.smi?<redacted>"
+
+
+def test_a_data_url_token_is_never_written_and_a_resume_takes_the_url_again(tmp_path, store, tiny):
+    """A presigned link in data.path: spec.yaml, data.json, show --json hold it redacted; a resume elsewhere asks for it."""
+    import http.server
+    import shutil
+    import threading
+
+    from genforge.core import ConfigError
+    from genforge.core import store as store_module
+    from genforge.core.runner import give_redacted
+
+    body = ("smiles\n" + "\n".join(moses(300)) + "\n").encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            ok = self.path.startswith("/bucket/train.smi?")
+            self.send_response(200 if ok else 404)
+            self.end_headers()
+            self.wfile.write(body if ok else b"")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/bucket/train.smi"
+    try:
+        run = create_run("molecule-diffusion", overrides=tiny + [f"data.path={url}?X-Amz-Signature=SECRET1"])
+        first = Steps(run).prepare()
+        written = [p for p in store.rglob("*") if p.is_file() and b"SECRET1" in p.read_bytes()]
+        assert written == [] and run.spec["data"]["path"] == f"{url}?<redacted>"
+
+        store_module._unredacted.clear()  # another process: it never saw the URL
+        assert Steps(run).prepare().path == first.path  # the run's pinned data, where this machine has it
+        shutil.rmtree(first.path)
+        with pytest.raises(ConfigError, match=rf"data.path held credentials or a token.*genforge resume {run.id} --set data.path=URL"):
+            Steps(run).prepare()
+        with pytest.raises(ConfigError, match="the run recorded"):
+            give_redacted(run, [f"data.path={url.replace('train', 'other')}?X-Amz-Signature=NEW"])
+        with pytest.raises(ConfigError, match="a resume keeps the run's spec"):
+            give_redacted(run, ["sample.n=5"])
+        give_redacted(run, [f"data.path={url}?X-Amz-Signature=SECRET2"])  # a fresh link to the same file
+        again = Steps(run).prepare()
+        assert again.fingerprint == first.fingerprint and again.path.exists()
+        assert not [p for p in store.rglob("*") if p.is_file() and b"SECRET2" in p.read_bytes()]
+    finally:
+        server.shutdown()
 
 
 def test_a_file_that_is_not_molecules_stops_with_its_counts(tmp_path, store, tiny):
