@@ -70,6 +70,7 @@ def sweep(
     deployment: str,
     grid: dict[str, list[Any]] | None = None,
     spec: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
     metrics: list[str] | None = None,
     poll_seconds: float = 5.0,
     timeout_minutes: float = 24 * 60,
@@ -79,10 +80,15 @@ def sweep(
     deployment: "<flow name>/<deployment name>" of a genforge pipeline deployment.
     grid: dotted spec fields -> values to try; the runs are every combination.
     spec: the base spec (default: the deployment's own ``spec`` parameter); grid values override it.
+    overrides: `--set`-style changes for every run, e.g. ["train.max_minutes=0.5"] (a quick sweep that keeps the
+        deployment's spec otherwise); a field may be in the grid or here, not both.
     metrics: the columns of the table (default: every metric the runs report).
     """
     logger = get_run_logger()
     points = grid_points(grid or {"train.seed": [0, 1]})
+    both = sorted({o.partition("=")[0].strip() for o in overrides or []} & set(points[0]))
+    if both:
+        raise ConfigError(f"{', '.join(both)} is in both grid and overrides; give each field in one of them")
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(deployment)
         base = spec if spec is not None else dep.parameters.get("spec") or {}
@@ -93,7 +99,7 @@ def sweep(
     for point in points:
         child = f"{generator}-" + "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in point.items())
         fr = run_deployment(
-            name=deployment, parameters={"generator": generator, "spec": spec_for(base, point), "name": child}, timeout=0,
+            name=deployment, parameters={"generator": generator, "spec": spec_for(base, point), "overrides": overrides or [], "name": child}, timeout=0,
             as_subflow=True, flow_run_name=child,
         )
         logger.info("submitted %s: %s", fr.name, point)
