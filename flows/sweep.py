@@ -29,8 +29,14 @@ from genforge.core.config import apply_override
 from .bridge import artifact_key
 
 
-def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """{"train.seed": [0, 1], "train.lr": [1e-3]} -> [{"train.seed": 0, "train.lr": 1e-3}, {"train.seed": 1, ...}]."""
+def grid_points(grid: dict[str, list[Any]], overrides: list[str] | None = None) -> list[dict[str, Any]]:
+    """{"train.seed": [0, 1], "train.lr": [1e-3]} -> [{"train.seed": 0, "train.lr": 1e-3}, {"train.seed": 1, ...}].
+
+    ``overrides`` (the sweep's `--set`-style changes for every run) may not name a field of the grid.
+    """
+    both = sorted({o.partition("=")[0].strip() for o in overrides or []} & set(grid))
+    if both:
+        raise ConfigError(f"{', '.join(both)} is in both grid and overrides; give each field in one of them")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"grid[{key!r}] must be a non-empty list of values, got {values!r}")
@@ -85,10 +91,7 @@ def sweep(
     metrics: the columns of the table (default: every metric the runs report).
     """
     logger = get_run_logger()
-    points = grid_points(grid or {"train.seed": [0, 1]})
-    both = sorted({o.partition("=")[0].strip() for o in overrides or []} & set(points[0]))
-    if both:
-        raise ConfigError(f"{', '.join(both)} is in both grid and overrides; give each field in one of them")
+    points = grid_points(grid or {"train.seed": [0, 1]}, overrides)
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(deployment)
         base = spec if spec is not None else dep.parameters.get("spec") or {}

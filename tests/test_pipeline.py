@@ -90,3 +90,15 @@ def test_a_deployment_cannot_point_a_worker_at_another_store(harness, store, tmp
     monkeypatch.setenv("GENFORGE_ALLOWED_STORES", f"{tmp_path / 'team'}")
     with pytest.raises(Exception, match="train.max_step"):  # allowed: it gets as far as validating the spec
         pipeline(generator="molecule-diffusion", store=str(tmp_path / "team"), spec={"train": {"max_step": 3}})
+
+
+def test_sweep_grid_points_and_overrides():
+    from genforge.core import ConfigError
+    from genforge.flows.sweep import grid_points
+
+    assert grid_points({"train.seed": [0, 1], "train.lr": [1e-3]}, ["sample.n=10"]) == [
+        {"train.seed": 0, "train.lr": 1e-3}, {"train.seed": 1, "train.lr": 1e-3}]
+    with pytest.raises(ConfigError, match="train.seed is in both grid and overrides"):
+        grid_points({"train.seed": [0, 1]}, ["train.seed=3"])
+    with pytest.raises(ConfigError, match="non-empty list"):
+        grid_points({"train.seed": 3})
