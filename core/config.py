@@ -73,6 +73,10 @@ class TrainConfig(Section):
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="the cosine schedule ends at lr * min_lr_ratio")
     grad_clip: float | None = Field(1.0, gt=0, description="clip the global gradient norm (None: no clipping)")
     ema: float | None = Field(0.999, gt=0, lt=1, description="EMA decay of the weights used for sampling (None: no EMA)")
+    ema_warmup: bool = Field(
+        True, description="let the EMA catch up early (decay min(ema, (1+step)/(10+step))); false when the weights start from a "
+        "checkpoint's EMA (fine-tuning), so the average keeps them instead of following the first steps"
+    )
     ema_networks: list[str] | None = Field(None, description="networks that keep an EMA of their weights (None: every trained network)")
     optimizers: dict[str, OptimizerConfig] = Field(
         default_factory=dict, description="named optimizers for several networks (empty: one optimizer over every network)"

@@ -458,7 +458,7 @@ class Trainer:
                         counts[key] = counts.get(key, 0) + 1
             step += 1
             if ema:
-                decay = min(cfg.ema, (1 + step) / (10 + step))  # short runs: let EMA catch up early
+                decay = min(cfg.ema, (1 + step) / (10 + step)) if cfg.ema_warmup else cfg.ema  # short runs: let EMA catch up early
                 with torch.no_grad():
                     torch._foreach_lerp_(ema_list, [p.detach().float() for p in live_list], 1 - decay)
             for k, v in values.items():

@@ -163,3 +163,18 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_said(tmp_path):
     assert newest.with_name(newest.name + ".damaged").exists()  # set aside: neither "newest" again nor pruning good ones
     notes = training_record(result, Checkpoint(tmp_path / "x", 20))["notes"]
     assert notes == ["checkpoint(s) at step 10 could not be loaded and were skipped; training resumed from step 5"]
+
+
+def test_without_ema_warmup_the_average_keeps_the_starting_weights(tmp_path):
+    """Fine-tuning: the EMA starts at the loaded weights and keeps them (decay from step 0) instead of following the first steps."""
+    start = make_model()
+    w0 = weights(start)
+
+    def drift(ema_warmup: bool) -> float:
+        model = make_model()
+        model.load_state_dict(w0)
+        Trainer(config(ema=0.99, ema_warmup=ema_warmup, checkpoint_every=100), tmp_path / str(ema_warmup)).fit(model, loss_fn)
+        return sum(float((v - w0[k]).norm()) for k, v in weights(model).items())
+
+    anchored, warm = drift(False), drift(True)
+    assert 0 < anchored < 0.4 * warm  # 0.99**20 = 0.82 of the average is still the starting weights
