@@ -82,6 +82,23 @@ def test_read_pieces_parses_a_folder_back_to_the_same_grids(data):
     assert len(back) == 2 and n == 3 and skipped == {"unreadable": 1}
 
 
+def test_short_pieces_are_compared_with_stretches_of_bach_as_long(data, tmp_path):
+    """8-bar excerpts of real chorales are scored against the test pieces cut to 8 bars, not against whole chorales."""
+    from genforge.plugins.creative.music.evaluator import windows
+
+    root, grids = data
+    eight_bars = 8 * 4 * G.STEPS_PER_BEAT
+    assert [w.shape[1] for w in windows([np.zeros((4, 300))], 128)] == [128, 128]  # a shorter tail is dropped
+    assert [w.shape[1] for w in windows([np.zeros((4, 100))], 128)] == [100]  # a shorter piece is kept whole
+    for i, g in enumerate(grids[:3]):
+        for j, w in enumerate(windows([g], eight_bars)[:3]):
+            R.write_midi(w, tmp_path / "midi" / f"{i}{j}.mid")
+    _, m = evaluate(tmp_path / "midi", root)
+    assert "windows of 32 beats" in m["pitch_range"].description and "windows of 32 beats" in m["in_band_range"].description
+    assert m["pitch_range"].value == pytest.approx(m["pitch_range"].floor, abs=2.5)
+    assert m["in_band_range"].value >= 0.6 and m["in_band_entropy"].value >= 0.6
+
+
 def test_real_chorales_score_near_their_floors(data):
     root, _ = data
     result, m = evaluate(root / "good" / "midi", root)
