@@ -139,3 +139,10 @@ def test_a_causal_denoiser_does_not_see_ahead_and_autoregressive_sampling_keeps_
         loss.backward()
         opt.step()
     assert loss.item() < 0.2 * first
+    # a target mask: only the marked positions count (a sequence and its end token, not the padding after it)
+    targets = torch.zeros_like(seq, dtype=torch.bool)
+    targets[:, :5] = True
+    with torch.no_grad():
+        logits = net(ar._inputs(seq), torch.ones_like(seq, dtype=torch.bool))
+        by_hand = torch.nn.functional.cross_entropy(logits[:, :5].transpose(1, 2), seq[:, :5])
+        assert torch.allclose(ar.loss(net, seq, targets)[0], by_hand, atol=1e-6)

@@ -27,11 +27,14 @@ class Autoregressive:
         start = torch.full_like(tokens[:, :1], self.start_id)
         return torch.cat([start, tokens[:, :-1]], dim=1)
 
-    def loss(self, model: torch.nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean next-token cross-entropy in nats per token. tokens: (batch, length)."""
+    def loss(self, model: torch.nn.Module, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean next-token cross-entropy in nats per token. tokens: (batch, length); targets: (batch, length) True where
+        a position's token counts (None: all; e.g. a sequence and the end token after it, not the padding beyond)."""
         logits = model(self._inputs(tokens), torch.ones_like(tokens, dtype=torch.bool))
-        loss = F.cross_entropy(logits.transpose(1, 2), tokens)
-        return loss, {}
+        if targets is None:
+            return F.cross_entropy(logits.transpose(1, 2), tokens), {}
+        ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")
+        return (ce * targets).sum() / targets.sum().clamp(min=1), {}
 
     @torch.no_grad()
     def nll(self, model: torch.nn.Module, tokens: torch.Tensor) -> float:

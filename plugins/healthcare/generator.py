@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from genforge.core import (
     Checkpoint,
+    ConfigError,
     DataError,
     Generator,
     GeneratorConfig,
@@ -36,7 +37,7 @@ from genforge.core.store import redact_url
 from genforge.core.downloads import fetch
 
 from .data import drop_unusable, read_smiles, validate_all
-from genforge.core.blocks import MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser
+from genforge.core.blocks import Autoregressive, MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser
 from genforge.core.kinds import Molecules
 
 from .tokens import MASK_ID, PAD_ID, Tokenizer
@@ -45,6 +46,8 @@ PREPARE_VERSION = "molecules-prepare-2"  # bump when prepare's output changes fo
 PRETRAINED = Path(__file__).parent / "pretrained"
 # Masked diffusion over the tokenizer's ids (the shared block; the molecule tokens fix the special ids).
 DIFFUSION = MaskedDiffusion(mask_id=MASK_ID, pad_id=PAD_ID)
+# Left to right on the same backbone: the mask id doubles as the start token (never a target); <pad> ends a molecule.
+AUTOREGRESSIVE = Autoregressive(start_id=MASK_ID)
 PRETRAINED_NAMES = {"moses-pretrained": PRETRAINED / "moses-selfies.safetensors"}
 
 
@@ -134,6 +137,10 @@ class MoleculeDataConfig(Section):
 
 
 class MoleculeModelConfig(TransformerConfig):
+    order: Literal["masked", "autoregressive"] = Field(
+        "masked", description="masked diffusion (any order; infills and conditions) or left to right on the same backbone (causal, "
+        "next-token loss; the molecule ends at its first <pad>; sample.steps and sample.strategy do not apply)"
+    )
     init_from: str | None = Field(
         None,
         description="start from trained weights: 'moses-pretrained' (shipped), a run folder or a model.safetensors; "
@@ -310,16 +317,21 @@ class MoleculeDiffusion(Generator):
         tokens = torch.from_numpy(arrays["tokens"].astype(np.int64))
         lengths_np = arrays["lengths"]
         tokenizer = Tokenizer.from_dict(json.loads((data.path / "tokenizer.json").read_text()))
-        arch = TransformerConfig(**config.model.model_dump(exclude={"init_from"}))
+        arch = TransformerConfig(**config.model.model_dump(exclude={"init_from", "order"}))
+        order = config.model.order
         max_len, init = tokens.shape[1], None
         if config.model.init_from:
             init_path = resolve_init(config.model.init_from)
             init = init_meta(init_path)
             if init["tokenizer"]["tokens"] != tokenizer.tokens:
                 raise DataError("model.init_from's vocabulary differs from the prepared data's; prepare again with the same init_from")
+            if init.get("order", "masked") != order:
+                raise ConfigError(f"model.init_from holds a {init.get('order', 'masked')} model; set model.order={init.get('order', 'masked')}")
             arch, max_len = TransformerConfig(**init["model"]), init["max_len"]
+        # Left to right needs room for the <pad> that ends the longest molecule.
+        max_len = max_len + 1 if order == "autoregressive" and init is None else max_len
         torch.manual_seed(config.train.seed)  # the initial weights depend on the seed alone
-        model = TransformerDenoiser(arch, tokenizer.vocab_size, max_len)
+        model = TransformerDenoiser(arch, tokenizer.vocab_size, max_len, causal=order == "autoregressive")
         if init is not None:
             model.load_state_dict({k: v.float() for k, v in load_file(str(init_path)).items()})
         device = trainer.device
@@ -333,6 +345,13 @@ class MoleculeDiffusion(Generator):
             idx = np.random.default_rng([seed, step]).integers(0, len(lengths_np), bs)
             idx = trainer.shard(idx)  # this process's rows of the global batch (all of it on one device)
             n = int(lengths_np[idx].max())  # trim the batch to its longest molecule
+            if order == "autoregressive":  # every molecule followed by the <pad> that ends it
+                x = tokens[torch.from_numpy(idx).to(device), :n]
+                x = torch.cat([x, torch.full_like(x[:, :1], PAD_ID)], dim=1)
+                ends = x != PAD_ID
+                ends[:, 1:] |= x[:, :-1] != PAD_ID  # the targets: each token and the first <pad>
+                loss, metrics = AUTOREGRESSIVE.loss(model, x, ends)
+                return loss, {**metrics, "tokens": ends.sum()}
             x = tokens[torch.from_numpy(idx).to(device), :n]
             pad_mask = x != PAD_ID
             loss, metrics = DIFFUSION.loss(model, x, pad_mask)
@@ -350,6 +369,7 @@ class MoleculeDiffusion(Generator):
         # What the sampler needs (the host's training.json records the training itself).
         meta = {
             "model": arch.model_dump(),
+            "order": order,
             "tokenizer": tokenizer.to_dict(),
             "max_len": int(max_len),
             "init_from": started_from,
@@ -373,7 +393,8 @@ class MoleculeDiffusion(Generator):
     def load_model(weights: Path, device: torch.device | str = "cpu") -> tuple[TransformerDenoiser, Tokenizer, dict]:
         meta = init_meta(weights)
         tokenizer = Tokenizer.from_dict(meta["tokenizer"])
-        model = TransformerDenoiser(TransformerConfig(**meta["model"]), tokenizer.vocab_size, meta["max_len"])
+        causal = meta.get("order", "masked") == "autoregressive"
+        model = TransformerDenoiser(TransformerConfig(**meta["model"]), tokenizer.vocab_size, meta["max_len"], causal=causal)
         model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
         return model.to(device).eval(), tokenizer, meta
 
@@ -383,6 +404,7 @@ class MoleculeDiffusion(Generator):
         cfg = config.sample
         device = choose_device(config.train.device)
         model, tokenizer, meta = self.load_model(checkpoint.path, device)
+        order = meta.get("order", "masked")
         hist = torch.tensor(meta["length_histogram"], dtype=torch.float)
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
         cpu_gen = torch.Generator().manual_seed(cfg.seed)
@@ -393,12 +415,20 @@ class MoleculeDiffusion(Generator):
         with Molecules().stream(run.samples_dir) as write, autocast:
             while done < cfg.n:
                 b = min(cfg.batch_size, cfg.n - done)
-                lengths = torch.multinomial(hist, b, replacement=True, generator=cpu_gen).to(device)
-                x = DIFFUSION.sample(model, lengths, cfg.steps, cfg.temperature, cfg.strategy, generator=gen)
+                if order == "autoregressive":  # drawn left to right; a molecule ends at its first <pad>
+                    x = AUTOREGRESSIVE.sample(model, torch.full((b, meta["max_len"]), MASK_ID, device=device), MASK_ID,
+                                              cfg.temperature, generator=gen)
+                    ended = (x == PAD_ID).cumsum(dim=1) > 0
+                    x = torch.where(ended, torch.full_like(x, PAD_ID), x)
+                else:
+                    lengths = torch.multinomial(hist, b, replacement=True, generator=cpu_gen).to(device)
+                    x = DIFFUSION.sample(model, lengths, cfg.steps, cfg.temperature, cfg.strategy, generator=gen)
                 write([tokenizer.decode(row[row != PAD_ID].tolist()) for row in x.cpu()])
                 done += b
                 run.report_progress("sample", done, cfg.n)
         path = run.samples_dir / Molecules.filename
+        if order == "autoregressive":
+            return Samples("molecules", path, done, {"order": order, "temperature": cfg.temperature})
         return Samples("molecules", path, done, {"strategy": cfg.strategy, "steps": cfg.steps, "temperature": cfg.temperature})
 
     def reference(self, data: PreparedData, config: MoleculeDiffusionConfig) -> Reference:

@@ -358,3 +358,21 @@ def test_samples_stream_to_disk_batch_by_batch_with_progress(store, tiny):
     assert all(lines == done for _, done, _, lines in seen if lines is not None)  # written as they came
     assert samples.count == 90 and len((run.path / "samples" / "samples.smi").read_text().splitlines()) == 90
     assert not list((run.path / "samples").glob(".*.tmp"))
+
+
+def test_the_autoregressive_order_trains_and_samples_left_to_right_on_the_same_backbone(store, tiny):
+    """model.order=autoregressive: a causal model, molecules end at their first <pad>, and a masked checkpoint is not its start."""
+    from genforge.core import ConfigError
+    from genforge.plugins.healthcare.generator import MoleculeDiffusion
+
+    run = create_run("molecule-diffusion", overrides=tiny + ["model.order=autoregressive", "train.max_steps=20", "sample.n=16"])
+    run_all(run)
+    meta = json.loads((run.path / "model.json").read_text())
+    assert meta["order"] == "autoregressive" and meta["max_len"] == max(i for i, n in enumerate(meta["length_histogram"]) if n) + 1
+    model, tokenizer, _ = MoleculeDiffusion.load_model(run.path / "model.safetensors")
+    assert model.causal
+    samples = (run.path / "samples" / "samples.smi").read_text().splitlines()
+    assert len(samples) == 16 and json.loads((run.path / "samples.json").read_text())["details"]["order"] == "autoregressive"
+    assert run.metrics()["metrics"]["validity"] == 1.0  # SELFIES: every string decodes
+    with pytest.raises(ConfigError, match="holds a masked model; set model.order=masked"):
+        Steps(create_run("molecule-diffusion", overrides=tiny + ["model.order=autoregressive", "model.init_from=moses-pretrained"])).train()
