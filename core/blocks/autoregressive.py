@@ -47,11 +47,18 @@ class Autoregressive:
         """Fill the cells of ``given`` (batch, length) equal to ``unknown_id``, left to right; others are kept."""
         x = given.clone()
         b, n = x.shape
+        # A key/value cache (TransformerDenoiser.decode): one position's compute per token; else the whole prefix each time.
+        caches = [{} for _ in model.blocks] if hasattr(model, "decode") else None
+        fed = 0  # positions whose inputs the cache holds
         for i in range(n):
             todo = x[:, i] == unknown_id
             if not todo.any():
                 continue
-            logits = model(self._inputs(x[:, : i + 1]), torch.ones_like(x[:, : i + 1], dtype=torch.bool))[:, i].float()
+            if caches is not None:
+                logits = model.decode(self._inputs(x[:, : i + 1])[:, fed:], caches)[:, -1].float()
+                fed = i + 1
+            else:
+                logits = model(self._inputs(x[:, : i + 1]), torch.ones_like(x[:, : i + 1], dtype=torch.bool))[:, i].float()
             for j in (unknown_id, self.start_id, *self.forbid):
                 logits[:, j] = -math.inf
             probs = (logits / max(temperature, 1e-6)).softmax(-1)

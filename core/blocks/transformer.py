@@ -44,9 +44,14 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(d, mlp_ratio * d), nn.GELU(), nn.Linear(mlp_ratio * d, d))
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, cache: dict | None = None) -> torch.Tensor:
+        """``cache`` (decoding only): this block's keys and values of the positions before ``x``, extended in place."""
         b, n, d = x.shape  # (batch, length, d_model)
         q, k, v = self.qkv(self.ln1(x)).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if cache is not None:
+            if "k" in cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
         # q, k, v: (batch, heads, length, head_dim); attn_mask: (batch, 1, 1, length), True = attend
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0)
         x = x + self.proj(y.transpose(1, 2).reshape(b, n, d))
@@ -89,6 +94,23 @@ class TransformerDenoiser(nn.Module):
             attn_mask = attn_mask & torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
         for block in self.blocks:
             x = block(x, attn_mask)
+        return self.head(self.ln_f(x)).float()
+
+    def decode(self, tokens: torch.Tensor, caches: list[dict]) -> torch.Tensor:
+        """Causal models: logits (batch, m, vocab) of the next ``m`` positions given ``tokens`` (batch, m) there.
+
+        ``caches`` (one dict per block, start with ``[{} for _ in model.blocks]``) hold the keys
+        and values of every earlier position and grow with each call, so drawing a sequence
+        token by token costs one position's compute per token instead of the whole prefix's.
+        Every position is taken as a real token (no padding inside the prefix).
+        """
+        if not self.causal:
+            raise ValueError("decode needs a causal model: a bidirectional one sees positions that are not drawn yet")
+        start, m = (caches[0]["k"].shape[2] if "k" in caches[0] else 0), tokens.shape[1]
+        x = self.tok(tokens) + self.pos[start : start + m]
+        attn_mask = None if m == 1 else torch.ones(m, start + m, dtype=torch.bool, device=tokens.device).tril(start)
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, attn_mask, cache)
         return self.head(self.ln_f(x)).float()
 
     def num_parameters(self) -> int:
