@@ -226,20 +226,15 @@ def test_a_failed_prepare_leaves_no_temporary_folder(tmp_path, store, tiny, monk
     assert not [p for p in run.cache_root.iterdir() if ".tmp-" in p.name]
 
 
-def test_downloads_are_cached_by_url_and_capped(tmp_path):
-    """Two URLs ending in the same file name are two downloads; a download past the cap is refused; nothing half-written stays."""
+def serve(body_of):
+    """A local HTTP server answering GET PATH with ``body_of(PATH)`` (None: 404): (server, base URL); shut it down after."""
     import http.server
     import threading
 
-    from genforge.core.downloads import fetch
-    from genforge.core.store import redact_url
-
-    bodies = {"/a/x/data.smi": b"CCO\n", "/b/y/data.smi": b"c1ccccc1\n" * 200}
-
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
-            body = bodies.get(self.path.split("?")[0])
-            self.send_response(200 if body else 404)
+            body = body_of(self.path)
+            self.send_response(200 if body is not None else 404)
             self.end_headers()
             self.wfile.write(body or b"")
 
@@ -248,7 +243,16 @@ def test_downloads_are_cached_by_url_and_capped(tmp_path):
 
     server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}"
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+def test_downloads_are_cached_by_url_and_capped(tmp_path):
+    """Two URLs ending in the same file name are two downloads; a download past the cap is refused; nothing half-written stays."""
+    from genforge.core.downloads import fetch
+    from genforge.core.store import redact_url
+
+    bodies = {"/a/x/data.smi": b"CCO\n", "/b/y/data.smi": b"c1ccccc1\n" * 200}
+    server, base = serve(lambda path: bodies.get(path.split("?")[0]))
     try:
         a = fetch(f"{base}/a/x/data.smi", tmp_path)
         b = fetch(f"{base}/b/y/data.smi?token=SECRET", tmp_path)
@@ -265,29 +269,15 @@ def test_downloads_are_cached_by_url_and_capped(tmp_path):
 
 def test_a_data_url_token_is_never_written_and_a_resume_takes_the_url_again(tmp_path, store, tiny):
     """A presigned link in data.path: spec.yaml, data.json, show --json hold it redacted; a resume elsewhere asks for it."""
-    import http.server
     import shutil
-    import threading
 
     from genforge.core import ConfigError
     from genforge.core import store as store_module
     from genforge.core.runner import give_redacted
 
     body = ("smiles\n" + "\n".join(moses(300)) + "\n").encode()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            ok = self.path.startswith("/bucket/train.smi?")
-            self.send_response(200 if ok else 404)
-            self.end_headers()
-            self.wfile.write(body if ok else b"")
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_port}/bucket/train.smi"
+    server, base = serve(lambda path: body if path.startswith("/bucket/train.smi?") else None)
+    url = f"{base}/bucket/train.smi"
     try:
         run = create_run("molecule-diffusion", overrides=tiny + [f"data.path={url}?X-Amz-Signature=SECRET1"])
         first = Steps(run).prepare()
