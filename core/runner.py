@@ -161,7 +161,7 @@ class Steps:
             raise DataError(
                 f"the data of run {self.run.id} changed since it was prepared (fingerprint {before.get('fingerprint')}, now {data.fingerprint}, "
                 f"source {before.get('source')}); resuming would train on other data. Restore the data, or start a new run with "
-                f"`genforge run {self.run.generator} --config {self.run.path / 'spec.yaml'}`"
+                f"`genforge run {self.run.generator} --config {self.run.path / 'spec.yaml'}` (a URL recorded <redacted> given again with --set)"
             )
         check_rejections(data.stats, getattr(self.config.data, "max_rejected", MAX_REJECTED))
         core = {k: data.stats[k] for k in DATA_KEYS if k in data.stats}

@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import DataError, RunBusy, RunNotFound
+from .errors import ConfigError, DataError, RunBusy, RunNotFound
 
 
 _held_locks: dict[str, list] = {}  # run folder -> [open lock file, depth], for this process
@@ -55,6 +55,7 @@ _REMOTE_MARKER = ".remote"  # in a mirrored run folder: the run's URL
 _SMALL = 1 << 20  # files under 1 MiB are always pushed (they change in place: status, metrics)
 _storage_options: dict[str, Any] = {}
 _unredacted: dict[str, str] = {}  # redacted URL -> the URL as given; this process's memory only, never written
+_stores: dict[str, str] = {}  # the same for run stores' roots: a run's URL under one is restored by its prefix
 LEASE_SECONDS = 60.0  # a shared store's run lease: renewed every third of it while held ($GENFORGE_LEASE_SECONDS)
 
 
@@ -158,8 +159,13 @@ class Run:
         self.id = self.path.name
         marker = self.path / _REMOTE_MARKER
         if remote is None and marker.exists():
-            redact_secrets(store_root())  # the marker holds the store URL without credentials: this store's own, as configured
-            remote, _ = unredact(marker.read_text().strip())
+            remember_store(store_root())  # the marker holds the run's URL without credentials: under this store, as configured
+            remote, missing = unredact(marker.read_text().strip())
+            if missing:
+                raise ConfigError(
+                    f"{self.path} belongs to the store {remote.rsplit('/runs/', 1)[0]}, whose credentials this process was not given; "
+                    "set GENFORGE_HOME (or --store) to that store's URL"
+                )
         self.remote = remote
 
     # -- shared storage -------------------------------------------------------------
@@ -338,6 +344,13 @@ class Run:
             _held_locks[key] = [fh, 1]
             try:
                 yield
+            except KeyboardInterrupt:
+                if lease is not None and lease.lost:  # interrupted by the lease's thread: say why
+                    raise RunBusy(
+                        f"run {self.id} was taken over by another machine ({lease.lost}) after this one missed renewing its lease; "
+                        "this machine stopped training it"
+                    ) from None
+                raise
             finally:
                 del _held_locks[key]
                 fh.seek(0)
@@ -361,7 +374,9 @@ class Lease:
     stores have no compare-and-swap: of two machines writing at once, the one whose token
     is not read back gives way). A machine that dies stops renewing, so its lease lapses
     within a minute: before Prefect's crash automation (90 s without a heartbeat) restarts
-    the run elsewhere. Expiry compares wall clocks: keep the machines' clocks in sync (NTP).
+    the run elsewhere. A machine that stalls past its lease and finds it taken stops its
+    own run (``RunBusy``). Leases are written whole (beside, then moved). Expiry compares
+    wall clocks: keep the machines' clocks in sync (NTP).
     """
 
     SETTLE = 0.5  # seconds between writing a lease and reading it back
@@ -374,7 +389,8 @@ class Lease:
         self.url = f"{_strip(self.fs, run.remote)}/.lease.json"
         self.holder = holder
         self.token = secrets.token_hex(8)
-        self.seconds = float(os.environ.get("GENFORGE_LEASE_SECONDS") or LEASE_SECONDS)
+        self.seconds = max(3.0, float(os.environ.get("GENFORGE_LEASE_SECONDS") or LEASE_SECONDS))
+        self.lost: str | None = None  # who took the lease from this holder, when that happens
         self._stop = threading.Event()
         self._thread: Any = None
 
@@ -389,11 +405,14 @@ class Lease:
             return None
 
     def _write(self) -> None:
+        """Written beside it, then moved over it: a reader never sees half a lease (an object store's put is whole anyway)."""
         now = dt.datetime.now(dt.timezone.utc).timestamp()
         lease = {"holder": self.holder, "token": self.token, "renewed": now, "expires": now + self.seconds}
-        self.fs.makedirs(self.url.rsplit("/", 1)[0], exist_ok=True)
-        with self.fs.open(self.url, "wb") as fh:
-            fh.write(json.dumps(lease).encode())
+        folder = self.url.rsplit("/", 1)[0]
+        self.fs.makedirs(folder, exist_ok=True)
+        tmp = f"{folder}/.lease.{self.token}.tmp"
+        self.fs.pipe_file(tmp, json.dumps(lease).encode())
+        self.fs.mv(tmp, self.url)
 
     def _refuse(self, lease: dict) -> RunBusy:
         left = lease.get("expires", 0) - dt.datetime.now(dt.timezone.utc).timestamp()
@@ -419,26 +438,32 @@ class Lease:
         self._thread.start()
 
     def _renew(self) -> None:
+        import _thread
+
         while not self._stop.wait(self.seconds / 3):
             try:
                 lease = self._read()
                 if lease and lease.get("token") != self.token:
-                    logging.getLogger("genforge").error("run %s: another machine took the lease (%s)", self.run.id, lease.get("holder"))
+                    # This machine stalled past its lease and another took the run over: stop here, like Ctrl-C
+                    # (the run is marked interrupted), rather than train it twice.
+                    self.lost = str(lease.get("holder"))
+                    logging.getLogger("genforge").error("run %s: another machine took the lease (%s); stopping this one", self.run.id, self.lost)
+                    _thread.interrupt_main()
                     return
                 self._write()
-            except OSError as exc:  # the store unreachable for a moment: try again at the next renewal
+            except Exception as exc:  # the store unreachable for a moment: try again at the next renewal
                 logging.getLogger("genforge").warning("run %s: lease not renewed (%s)", self.run.id, exc)
 
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=60)  # a renewal in flight finishes before the lease is deleted
         try:
             lease = self._read()
             if lease and lease.get("token") == self.token:
                 self.fs.rm_file(self.url)
-        except OSError:  # it lapses by itself
-            pass
+        except Exception as exc:  # it lapses by itself; the run's own outcome is what matters here
+            logging.getLogger("genforge").warning("run %s: lease not released (%s); it lapses within %.0f s", self.run.id, exc, self.seconds)
 
 
 class RunStore:
@@ -448,7 +473,7 @@ class RunStore:
         root = str(root) if root else store_root()
         self.url = root.rstrip("/") if is_url(root) else None
         if self.url:
-            redact_secrets(self.url)  # so a run's marker, which holds it redacted, finds it again
+            remember_store(self.url)  # so a run's marker, which holds it redacted, finds it again
         self.root = mirror_dir(self.url) if self.url else Path(root).expanduser()
         self.runs = self.root / "runs"
         self.cache = self.root / "cache"
@@ -521,16 +546,29 @@ _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # fullmatch: no trail
 
 
 def redact_url(url: str) -> str:
-    """A URL fit to print or record: user:password and the query string (tokens of presigned links) replaced by ``<redacted>``."""
+    """A URL fit to print or record: user:password and the query string (tokens of presigned links) replaced by ``<redacted>``.
+
+    Each part of a chained fsspec URL (``simplecache::s3://...``) is redacted; a URL without
+    either is returned as given.
+    """
     import urllib.parse
 
-    if "://" not in str(url):  # a local path
-        return str(url)
-    parts = urllib.parse.urlsplit(str(url))
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host  # IPv6
-    netloc = ("<redacted>@" if parts.username or parts.password else "") + host + (f":{parts.port}" if parts.port else "")
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "<redacted>" if parts.query else "", ""))
+    url = str(url)
+    if "://" not in url:  # a local path
+        return url
+    chained = re.split(r"::(?=[A-Za-z][A-Za-z0-9+.-]*(?:::|://|$))", url)  # fsspec chains; not IPv6's [::1]
+    if len(chained) > 1:
+        return "::".join(redact_url(part) for part in chained)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        secret = parts.username or parts.password or parts.query
+    except ValueError:  # not a URL urllib reads (a bad port, brackets): cut by pattern
+        return re.sub(r"\?.*$", "?<redacted>", re.sub(r"^([^:/]+://)[^/]*@", r"\1<redacted>@", url))
+    if not secret:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    netloc = "<redacted>@" + netloc if "@" in parts.netloc else netloc
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "<redacted>" if parts.query else "", parts.fragment))
 
 
 def redact_secrets(obj: Any) -> Any:
@@ -551,6 +589,14 @@ def redact_secrets(obj: Any) -> Any:
     return obj
 
 
+def remember_store(url: str) -> None:
+    """A run store's root URL, for ``unredact`` to restore the URLs of runs under it."""
+    if is_url(url):
+        redacted = redact_url(url.rstrip("/"))
+        if redacted != url.rstrip("/"):
+            _stores[redacted] = url.rstrip("/")
+
+
 def unredact(obj: Any, where: str = "") -> tuple[Any, list[str]]:
     """``obj`` with redacted URLs this process knows restored, and the dotted names of those it does not know."""
     missing: list[str] = []
@@ -566,9 +612,10 @@ def unredact(obj: Any, where: str = "") -> tuple[Any, list[str]]:
     if isinstance(obj, str) and "<redacted>" in obj:
         if obj in _unredacted:
             return _unredacted[obj], []
-        for redacted, url in _unredacted.items():  # a URL under a known one (a run under its store)
-            if obj.startswith(redacted.rstrip("/") + "/"):
-                return url.rstrip("/") + obj[len(redacted.rstrip("/")):], []
+        for redacted, url in _stores.items():  # a run's URL under a store this process knows
+            rest = obj[len(redacted.rstrip("/")):]
+            if obj.startswith(redacted.rstrip("/") + "/") and "<redacted>" not in rest:
+                return url.rstrip("/") + rest, []
         return obj, [where]
     return obj, []
 

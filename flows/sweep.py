@@ -25,6 +25,7 @@ from prefect.deployments import run_deployment
 
 from genforge.core import ConfigError, Evaluation, GenforgeError, Metric, Report
 from genforge.core.config import apply_override
+from genforge.core.store import redact_secrets, redact_url
 
 from .bridge import artifact_key
 
@@ -95,17 +96,18 @@ def sweep(
     with get_client(sync_client=True) as client:
         dep = client.read_deployment_by_name(deployment)
         base = spec if spec is not None else dep.parameters.get("spec") or {}
+        base_overrides = list(dep.parameters.get("overrides") or [])  # the target's own, then the sweep's
         generator = dep.parameters.get("generator")
         if not generator:
             raise GenforgeError(f"deployment {deployment!r} has no 'generator' parameter: is it a genforge-pipeline deployment?")
     children = []
     for point in points:
-        child = f"{generator}-" + "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in point.items())
+        child = f"{generator}-" + "-".join(f"{k.rsplit('.', 1)[-1]}{redact_url(str(v))}" for k, v in point.items())
         fr = run_deployment(
-            name=deployment, parameters={"generator": generator, "spec": spec_for(base, point), "overrides": overrides or [], "name": child}, timeout=0,
-            as_subflow=True, flow_run_name=child,
+            name=deployment, parameters={"generator": generator, "spec": spec_for(base, point), "overrides": base_overrides + list(overrides or []),
+                                         "name": child}, timeout=0, as_subflow=True, flow_run_name=child,
         )
-        logger.info("submitted %s: %s", fr.name, point)
+        logger.info("submitted %s: %s", fr.name, redact_secrets(point))
         children.append((point, fr.id))
 
     deadline = time.monotonic() + timeout_minutes * 60
@@ -129,7 +131,7 @@ def sweep(
                 time.sleep(poll_seconds)
         for point, fr_id in children:
             fr = client.read_flow_run(fr_id)
-            row = {**point, "flow_run": fr.name, "state": fr.state.name if fr.state else "unknown"}
+            row = {**redact_secrets(point), "flow_run": fr.name, "state": fr.state.name if fr.state else "unknown"}
             found = _metrics_of(client, fr_id)
             for name, value in found.items():
                 if metrics is None or name in metrics:

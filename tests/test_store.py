@@ -87,20 +87,29 @@ def test_urls_are_recorded_and_shown_without_credentials():
     assert redact_url("s3://KEY:SECRET@bucket/genforge") == "s3://<redacted>@bucket/genforge"
     assert redact_url("http://[::1]:4200/api") == "http://[::1]:4200/api" and redact_url("data/x.smi") == "data/x.smi"
     assert str(RunStore("s3://KEY:SECRET@bucket/genforge")) == "s3://<redacted>@bucket/genforge"
+    assert redact_url("simplecache::s3://K:S@b/x") == "simplecache::s3://<redacted>@b/x"  # each part of an fsspec chain
+    assert redact_url("memory://Foo/Bar#x") == "memory://Foo/Bar#x"  # nothing secret: as given
+    assert redact_url("http://u:p@h:notaport/x?t=1") == "http://<redacted>@h:notaport/x?<redacted>"
 
 
 def test_a_store_url_with_credentials_is_not_written_into_the_mirror(tmp_path, monkeypatch, genforge_pm):
     """The mirror's marker holds the store URL redacted; runs found through it still push to the store."""
-    from genforge.core import Run
+    from genforge.core import ConfigError, Run
     from genforge.core import store as store_module
 
-    url = f"file://user:pw@{tmp_path}/bucket/genforge".replace("@/", "@localhost/")
+    url = f"memory://user:pw@bucket-{tmp_path.name}/genforge"  # credentials in the URL; nothing on disk outside tmp_path
     monkeypatch.setenv("GENFORGE_HOME", url)
     monkeypatch.setenv("GENFORGE_MIRROR", str(tmp_path / "mirror"))
     run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()))
     assert not [p for p in (tmp_path / "mirror").rglob("*") if p.is_file() and b"pw" in p.read_bytes()]
     store_module._unredacted.clear()  # another process of this machine: the store URL comes from GENFORGE_HOME
+    store_module._stores.clear()
     assert Run(run.path).remote == run.remote
+    monkeypatch.setenv("GENFORGE_HOME", str(tmp_path / "elsewhere"))  # a process that does not know that store: one clear line
+    store_module._unredacted.clear()
+    store_module._stores.clear()
+    with pytest.raises(ConfigError, match="belongs to the store memory://<redacted>@"):
+        Run(run.path)
 
 
 def test_a_run_on_a_shared_store_is_leased_so_two_machines_never_train_it(tmp_path, monkeypatch, genforge_pm):
@@ -144,3 +153,21 @@ def test_a_held_lease_is_renewed(tmp_path, monkeypatch, genforge_pm):
         first = json.loads(lease.read_text())["expires"]
         time.sleep(1.6)
         assert json.loads(lease.read_text())["expires"] > first
+
+
+def test_a_machine_whose_lease_was_taken_stops_its_run(tmp_path, monkeypatch, genforge_pm):
+    """A holder that stalled past its lease and finds another machine's token stops (RunBusy), instead of training on."""
+    import time
+
+    from genforge.core import RunBusy
+
+    monkeypatch.setenv("GENFORGE_LEASE_SECONDS", "3")  # renewed every second
+    url = f"file://{tmp_path}/bucket/genforge"
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()), root=url)
+    lease = tmp_path / "bucket" / "genforge" / "runs" / run.id / ".lease.json"
+    with pytest.raises(RunBusy, match=r"taken over by another machine \(train by pid 9 on other-host\)"):
+        with run.lock("train"):
+            lease.write_text(json.dumps({"holder": "train by pid 9 on other-host", "token": "theirs", "expires": time.time() + 60}))
+            for _ in range(50):  # the renewal finds it taken within a second and interrupts this thread
+                time.sleep(0.1)
+    assert json.loads(lease.read_text())["token"] == "theirs"  # theirs is left alone

@@ -100,7 +100,8 @@ def replay_dir():
             os.killpg(pid, signal.SIGKILL)  # the server and the worker, with their children
         except ProcessLookupError:
             pass
-    services.kill_pids(services.flow_run_processes(api_url=os.environ.get("GENFORGE_REPLAY_API")))
+    if (base / "api").exists():  # the flow-run processes of this server only
+        services.kill_pids(services.flow_run_processes(api_url=(base / "api").read_text()))
     data = base / "pg" / "data"
     if data.exists():
         subprocess.run(services._as_postgres([services.pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), capture_output=True)
@@ -114,7 +115,7 @@ def test_the_team_setup_runs_as_written(replay_dir, monkeypatch):
     commands = bash_blocks((ROOT / "docs" / "deploy.md").read_text(), SECTIONS)
     pg_port, api_port = services.free_port(), services.free_port()
     api = f"http://127.0.0.1:{api_port}/api"
-    monkeypatch.setenv("GENFORGE_REPLAY_API", api)
+    (replay_dir / "api").write_text(api)
     script = replay_dir / "replay.sh"
     script.write_text(replay_script(commands, replay_dir, pg_port, api_port))
     (replay_dir / "home").mkdir()

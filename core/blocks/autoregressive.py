@@ -48,7 +48,7 @@ class Autoregressive:
         x = given.clone()
         b, n = x.shape
         # A key/value cache (TransformerDenoiser.decode): one position's compute per token; else the whole prefix each time.
-        caches = [{} for _ in model.blocks] if hasattr(model, "decode") else None
+        caches = [{} for _ in model.blocks] if getattr(model, "causal", False) and hasattr(model, "decode") else None
         fed = 0  # positions whose inputs the cache holds
         for i in range(n):
             todo = x[:, i] == unknown_id

@@ -228,7 +228,8 @@ class MoleculeDiffusion(Generator):
         if config.model.init_from:  # the pretrained model's vocabulary and length limit
             meta = init_meta(resolve_init(config.model.init_from))
             fixed = Tokenizer.from_dict(meta["tokenizer"])
-            max_length = min(max_length, meta["max_len"])
+            # a left-to-right model's positions hold each molecule and the <pad> that ends it
+            max_length = min(max_length, meta["max_len"] - (meta.get("order") == "autoregressive"))
             if fixed.representation != cfg.representation or fixed.group_indices != cfg.group_indices:
                 raise DataError(
                     f"model.init_from uses {fixed.representation} tokens (group_indices={fixed.group_indices}); "
@@ -236,6 +237,7 @@ class MoleculeDiffusion(Generator):
                 )
         key = {
             "vocabulary": hashlib.sha256(json.dumps(fixed.tokens).encode()).hexdigest() if fixed else None,
+            "max_length": max_length,  # the limit in force (a checkpoint's may be shorter than data.max_length)
             "version": PREPARE_VERSION,
             "train": _file_digest(train_file),
             "test": _file_digest(test_file) if test_file else None,
@@ -330,6 +332,8 @@ class MoleculeDiffusion(Generator):
             arch, max_len = TransformerConfig(**init["model"]), init["max_len"]
         # Left to right needs room for the <pad> that ends the longest molecule.
         max_len = max_len + 1 if order == "autoregressive" and init is None else max_len
+        if tokens.shape[1] + (order == "autoregressive") > max_len:
+            raise DataError(f"the prepared molecules need {tokens.shape[1]} positions, the model has {max_len}; prepare again with this init_from")
         torch.manual_seed(config.train.seed)  # the initial weights depend on the seed alone
         model = TransformerDenoiser(arch, tokenizer.vocab_size, max_len, causal=order == "autoregressive")
         if init is not None:

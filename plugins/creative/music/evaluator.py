@@ -273,7 +273,7 @@ def windows(grids: list[np.ndarray], length: int) -> list[np.ndarray]:
         if g.shape[1] <= length:
             out.append(g)
         else:
-            out += [g[:, start : start + length] for start in range(0, g.shape[1] - length + 1, length)]
+            out += [G.crop(g, start, length) for start in range(0, g.shape[1] - length + 1, length)]  # held notes re-struck at a window's start
     return out
 
 

@@ -366,3 +366,7 @@ def test_the_autoregressive_order_trains_and_samples_left_to_right_on_the_same_b
     assert run.metrics()["metrics"]["validity"] == 1.0  # SELFIES: every string decodes
     with pytest.raises(ConfigError, match="holds a masked model; set model.order=masked"):
         Steps(create_run("molecule-diffusion", overrides=tiny + ["model.order=autoregressive", "model.init_from=moses-pretrained"])).train()
+    # continued from itself: its positions already include the ending <pad>, none added twice
+    again = create_run("molecule-diffusion", overrides=tiny + ["model.order=autoregressive", f"model.init_from={run.path}", "train.max_steps=3", "sample.n=4"])
+    run_all(again)
+    assert json.loads((again.path / "model.json").read_text())["max_len"] == meta["max_len"]
