@@ -88,8 +88,8 @@ def test_short_pieces_are_compared_with_stretches_of_bach_as_long(data, tmp_path
 
     root, grids = data
     eight_bars = 8 * 4 * G.STEPS_PER_BEAT
-    assert [w.shape[1] for w in windows([np.zeros((4, 300))], 128)] == [128, 128]  # a shorter tail is dropped
-    assert [w.shape[1] for w in windows([np.zeros((4, 100))], 128)] == [100]  # a shorter piece is kept whole
+    assert [w.shape[1] for w in windows([np.zeros((4, 300), np.int64)], 128)] == [128, 128]  # a shorter tail is dropped
+    assert [w.shape[1] for w in windows([np.zeros((4, 100), np.int64)], 128)] == [100]  # a shorter piece is kept whole
     for i, g in enumerate(grids[:3]):
         for j, w in enumerate(windows([g], eight_bars)[:3]):
             R.write_midi(w, tmp_path / "midi" / f"{i}{j}.mid")
