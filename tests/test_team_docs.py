@@ -109,7 +109,7 @@ def replay_dir():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def test_the_team_setup_runs_as_written(replay_dir, monkeypatch):
+def test_the_team_setup_runs_as_written(replay_dir):
     if not shutil.which("initdb") and not Path("/usr/lib/postgresql").exists():
         pytest.skip("PostgreSQL's server programs are not installed")
     commands = bash_blocks((ROOT / "docs" / "deploy.md").read_text(), SECTIONS)
@@ -129,11 +129,12 @@ def test_the_team_setup_runs_as_written(replay_dir, monkeypatch):
     assert "Password:" not in out.stdout + out.stderr  # nothing waited at a prompt
 
     # What the commands started must now finish: the quick try, the sweep and its two children.
-    monkeypatch.setenv("PREFECT_API_URL", api)
+    # (Prefect's settings were loaded when an earlier test imported it: this server's address goes in explicitly.)
     from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
     deadline = time.monotonic() + 1200
-    with get_client(sync_client=True) as client:
+    with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as client:
         ours = {client.read_deployment_by_name(n).id for n in ("genforge-pipeline/molecule-diffusion-cpu", "genforge-sweep/molecule-diffusion-sweep")}
         while True:  # (the scheduled deployments' future runs are not the docs' to wait for)
             runs = [r for r in client.read_flow_runs() if r.deployment_id in ours]
