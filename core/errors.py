@@ -42,3 +42,7 @@ class TrainingFailed(GenforgeError):
 
 class RunBusy(GenforgeError):
     """Another process holds the run (it is training it)."""
+
+
+class LeaseLost(RunBusy):
+    """Raised in the thread that holds a run whose lease on a shared store another machine took: this one stops."""

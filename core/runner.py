@@ -18,7 +18,7 @@ import pluggy
 from . import distributed
 from .config import GeneratorConfig, load_spec, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
-from .errors import ConfigError, DataError, TrainingFailed
+from .errors import ConfigError, DataError, LeaseLost, TrainingFailed
 from .plugins import evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore, read_jsonl, redact_secrets, unredact
 from .training import Trainer, TrainResult
@@ -334,6 +334,9 @@ class Steps:
     def failed(self, error: BaseException) -> None:
         """Record how the run ended: ``interrupted`` (Ctrl-C, SIGTERM, a cancellation: resumable) or ``failed``."""
         state = "interrupted" if type(error).__name__ in INTERRUPTIONS else "failed"
+        if isinstance(error, LeaseLost):  # another machine trains the run now: its status is that machine's to write
+            self.hook.genforge_run_failed(run=self.info, error=error)
+            return
         try:
             self.run.set_status(state, error=f"{type(error).__name__}: {error}")
         except OSError:  # a full disk that caused the failure may refuse the status too; the error still reaches the user

@@ -47,7 +47,7 @@ from typing import Any, Callable
 
 import yaml
 
-from .errors import ConfigError, DataError, RunBusy, RunNotFound
+from .errors import ConfigError, DataError, LeaseLost, RunBusy, RunNotFound
 
 
 _held_locks: dict[str, list] = {}  # run folder -> [open lock file, depth], for this process
@@ -344,13 +344,11 @@ class Run:
             _held_locks[key] = [fh, 1]
             try:
                 yield
-            except KeyboardInterrupt:
-                if lease is not None and lease.lost:  # interrupted by the lease's thread: say why
-                    raise RunBusy(
-                        f"run {self.id} was taken over by another machine ({lease.lost}) after this one missed renewing its lease; "
-                        "this machine stopped training it"
-                    ) from None
-                raise
+            except LeaseLost:  # raised in this thread by the lease's renewal thread: say why
+                raise LeaseLost(
+                    f"run {self.id} was taken over by another machine ({lease.lost if lease else 'unknown'}) after this one missed "
+                    "renewing its lease; this machine stopped training it"
+                ) from None
             finally:
                 del _held_locks[key]
                 fh.seek(0)
@@ -375,7 +373,7 @@ class Lease:
     is not read back gives way). A machine that dies stops renewing, so its lease lapses
     within a minute: before Prefect's crash automation (90 s without a heartbeat) restarts
     the run elsewhere. A machine that stalls past its lease and finds it taken stops its
-    own run (``RunBusy``). Leases are written whole (beside, then moved). Expiry compares
+    own run (``LeaseLost``, raised in the holding thread; its status is left to the new holder). Leases are written whole (beside, then moved). Expiry compares
     wall clocks: keep the machines' clocks in sync (NTP).
     """
 
@@ -393,6 +391,7 @@ class Lease:
         self.lost: str | None = None  # who took the lease from this holder, when that happens
         self._stop = threading.Event()
         self._thread: Any = None
+        self.holder_thread = threading.get_ident()  # the thread that runs the locked work
 
     def _read(self) -> dict | None:
         try:
@@ -438,7 +437,7 @@ class Lease:
         self._thread.start()
 
     def _renew(self) -> None:
-        import _thread
+        import ctypes
 
         while not self._stop.wait(self.seconds / 3):
             try:
@@ -448,7 +447,9 @@ class Lease:
                     # (the run is marked interrupted), rather than train it twice.
                     self.lost = str(lease.get("holder"))
                     logging.getLogger("genforge").error("run %s: another machine took the lease (%s); stopping this one", self.run.id, self.lost)
-                    _thread.interrupt_main()
+                    # LeaseLost raised in the holder's thread at its next Python instruction (a signal could be ignored there)
+                    if not self._stop.is_set():  # (not once the holder is releasing it anyway)
+                        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.holder_thread), ctypes.py_object(LeaseLost))
                     return
                 self._write()
             except Exception as exc:  # the store unreachable for a moment: try again at the next renewal

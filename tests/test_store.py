@@ -156,7 +156,7 @@ def test_a_held_lease_is_renewed(tmp_path, monkeypatch, genforge_pm):
 
 
 def test_a_machine_whose_lease_was_taken_stops_its_run(tmp_path, monkeypatch, genforge_pm):
-    """A holder that stalled past its lease and finds another machine's token stops (RunBusy), instead of training on."""
+    """A holder that stalled past its lease and finds another machine's token stops (LeaseLost, a RunBusy), instead of training on."""
     import time
 
     from genforge.core import RunBusy
@@ -165,9 +165,15 @@ def test_a_machine_whose_lease_was_taken_stops_its_run(tmp_path, monkeypatch, ge
     url = f"file://{tmp_path}/bucket/genforge"
     run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()), root=url)
     lease = tmp_path / "bucket" / "genforge" / "runs" / run.id / ".lease.json"
-    with pytest.raises(RunBusy, match=r"taken over by another machine \(train by pid 9 on other-host\)"):
-        with run.lock("train"):
-            lease.write_text(json.dumps({"holder": "train by pid 9 on other-host", "token": "theirs", "expires": time.time() + 60}))
-            for _ in range(50):  # the renewal finds it taken within a second and interrupts this thread
-                time.sleep(0.1)
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a worker's flow-run process: no Ctrl-C to borrow
+    try:
+        with pytest.raises(RunBusy, match=r"taken over by another machine \(train by pid 9 on other-host\)"):
+            with run.lock("train"):
+                lease.write_text(json.dumps({"holder": "train by pid 9 on other-host", "token": "theirs", "expires": time.time() + 60}))
+                for _ in range(50):  # the renewal finds it taken within a second and interrupts this thread
+                    time.sleep(0.1)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert json.loads(lease.read_text())["token"] == "theirs"  # theirs is left alone
