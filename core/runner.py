@@ -16,7 +16,7 @@ from typing import Any
 import pluggy
 
 from . import distributed
-from .config import GeneratorConfig, load_spec, spec_model
+from .config import GeneratorConfig, load_spec, parse_override, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
 from .errors import ConfigError, DataError, LeaseLost, TrainingFailed
 from .plugins import evaluators, get_generator, get_kind, get_plugin_manager, versions
@@ -77,14 +77,14 @@ def give_redacted(run: Run, overrides: list[str] | tuple[str, ...]) -> None:
     """
     spec = run.spec
     for item in overrides:
-        name, sep, value = item.partition("=")
-        node: Any = spec
-        for part in name.strip().split("."):
+        path, value = parse_override(item)
+        name, node = ".".join(path), spec
+        for part in path:
             node = node.get(part) if isinstance(node, dict) else None
-        if not sep or not isinstance(node, str) or "<redacted>" not in node:
-            raise ConfigError(f"--set {name.strip()}: a resume keeps the run's spec; only a URL recorded redacted can be given again")
-        if redact_secrets(value.strip()) != node:
-            raise ConfigError(f"--set {name.strip()}: the run recorded {node}; give that URL (its credentials or token may be new)")
+        if not isinstance(node, str) or "<redacted>" not in node:
+            raise ConfigError(f"--set {name}: a resume keeps the run's spec; only a URL recorded redacted can be given again")
+        if redact_secrets(str(value)) != node:
+            raise ConfigError(f"--set {name}: the run recorded {node}; give that URL (its credentials or token may be new)")
 
 
 def create_run(

@@ -24,6 +24,7 @@ from prefect.runtime import flow_run as current_flow_run
 from genforge.core import GenforgeError, Run, RunStore, TrainingFailed
 from genforge.core import store as store_module
 from genforge.core.plugins import get_plugin_manager
+from genforge.core.config import parse_override
 from genforge.core.runner import Steps, create_run, give_redacted
 
 from .bridge import PrefectBridge
@@ -160,7 +161,7 @@ def pipeline(
         raise GenforgeError(f"flow run restarted {attempt - 1} times (GENFORGE_MAX_RESTARTS={MAX_RESTARTS}); not restarting again")
     run_id = None if run else run_id_for_flow_run(generator)
     # URLs with credentials are recorded redacted; this process remembers the ones its parameters give (a restart needs them).
-    store_module.redact_secrets([spec or {}, [o.partition("=")[2].strip() for o in overrides or []]])
+    store_module.redact_secrets([spec or {}, [parse_override(o)[1] for o in overrides or []]])
     if run:
         the_run = runs.get(run)
         give_redacted(the_run, overrides or [])

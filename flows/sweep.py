@@ -24,7 +24,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 from prefect.deployments import run_deployment
 
 from genforge.core import ConfigError, Evaluation, GenforgeError, Metric, Report
-from genforge.core.config import apply_override
+from genforge.core.config import apply_override, parse_override
 from genforge.core.store import redact_secrets, redact_url
 
 from .bridge import artifact_key
@@ -35,7 +35,7 @@ def grid_points(grid: dict[str, list[Any]], overrides: list[str] | None = None) 
 
     ``overrides`` (the sweep's `--set`-style changes for every run) may not name a field of the grid.
     """
-    both = sorted({o.partition("=")[0].strip() for o in overrides or []} & set(grid))
+    both = sorted({".".join(parse_override(o)[0]) for o in overrides or []} & set(grid))
     if both:
         raise ConfigError(f"{', '.join(both)} is in both grid and overrides; give each field in one of them")
     for key, values in grid.items():
