@@ -310,6 +310,9 @@ class Trainer:
 
     def _resume(self, networks: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer]) -> tuple[int, float, dict | None, int | None]:
         self.damaged: list[int] = []
+        if self.is_main:  # half-written checkpoints of a process killed mid-write (the run's lock is held: none is ours)
+            for tmp in self.checkpoint_dir.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
         for step, path in reversed(list_checkpoints(self.checkpoint_dir)):
             try:
                 state = load_checkpoint(path, self.device)

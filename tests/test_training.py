@@ -178,3 +178,11 @@ def test_without_ema_warmup_the_average_keeps_the_starting_weights(tmp_path):
 
     anchored, warm = drift(False), drift(True)
     assert 0 < anchored < 0.4 * warm  # 0.99**20 = 0.82 of the average is still the starting weights
+
+
+def test_a_checkpoint_half_written_by_a_killed_process_is_removed_on_resume(tmp_path):
+    Trainer(config(max_steps=10), tmp_path).fit(make_model(), loss_fn)
+    stale = tmp_path / "checkpoints" / ".step-00000015.pt.abc123.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    result = Trainer(config(max_steps=12), tmp_path).fit(make_model(), loss_fn)
+    assert result.resumed_from == 10 and not stale.exists()
