@@ -1,4 +1,4 @@
-"""Compare samplers of a trained molecule-diffusion model: strategy x temperature x steps.
+"""Compare samplers of a trained molecule-diffusion model: strategy x temperature x steps x top-p.
 
     python benchmarks/molecule_sampler.py RUN_OR_WEIGHTS [--n 2000] [--device auto]
 
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--temperatures", default="0.9,1.0")
     ap.add_argument("--steps", default="16,32,64")
+    ap.add_argument("--top-p", default="1.0", help="nucleus masses to try, comma-separated (1: the whole distribution)")
     ap.add_argument("--no-moses", action="store_true", help="skip FCD/SNN/IntDiv/Filters (the MOSES suite)")
     ap.add_argument("--reference", help="SMILES file to compare with (default: the run's prepared test set)")
     args = ap.parse_args()
@@ -52,10 +53,10 @@ def main() -> None:
         print(f"reference: heavy atoms {ref['heavy_atoms'].mean():.2f}, aromatic rings {ref['aromatic_rings'].mean():.2f}")
     print(f"model: {model.num_parameters():,} parameters on {device}")
     hist = torch.tensor(meta["length_histogram"], dtype=torch.float)
-    print("strategy    T     steps  valid   unique  novel   heavy  arom   mol/s      FCD/Test  SNN    IntDiv  Filters")
+    print("strategy    T     steps  top_p  valid   unique  novel   heavy  arom   mol/s      FCD/Test  SNN    IntDiv  Filters")
     for strategy in args.strategies.split(","):
         for temp in map(float, args.temperatures.split(",")):
-            for steps in map(int, args.steps.split(",")):
+            for steps, top_p in [(s, p) for s in map(int, args.steps.split(",")) for p in map(float, args.top_p.split(","))]:
                 gen = torch.Generator(device=device).manual_seed(0)
                 cpu_gen = torch.Generator().manual_seed(0)
                 out: list[str] = []
@@ -66,7 +67,7 @@ def main() -> None:
                     while len(out) < args.n:
                         b = min(args.batch_size, args.n - len(out))
                         lengths = torch.multinomial(hist, b, replacement=True, generator=cpu_gen).to(device)
-                        x = DIFFUSION.sample(model, lengths, steps, temp, strategy, generator=gen)
+                        x = DIFFUSION.sample(model, lengths, steps, temp, strategy, generator=gen, top_p=top_p)
                         out.extend(tokenizer.decode(r[r != PAD_ID].tolist()) for r in x.cpu())
                 rate = len(out) / (time.perf_counter() - t0)
                 mols = [parse(s) for s in out]
@@ -80,7 +81,7 @@ def main() -> None:
                     **moses_metrics(out, references=("test",), device=device.type)
                 )
                 print(
-                    f"{strategy:11s} {temp:4.2f} {steps:5d}  {len(valid) / len(out):.3f}   {len(canon) / max(len(valid), 1):.3f}   "
+                    f"{strategy:11s} {temp:4.2f} {steps:5d}  {top_p:4.2f}   {len(valid) / len(out):.3f}   {len(canon) / max(len(valid), 1):.3f}   "
                     f"{novel}   {props['heavy_atoms'].mean():5.2f}  {props['aromatic_rings'].mean():.2f}   {rate:8.1f}{suite}",
                     flush=True,
                 )

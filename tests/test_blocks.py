@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from genforge.core.blocks import MaskedDiffusion, TransformerConfig, TransformerDenoiser, gumbel_noise
+from genforge.core.blocks import MaskedDiffusion, TransformerConfig, TransformerDenoiser, gumbel_noise, nucleus
 
 MASK_ID, PAD_ID = 1, 0
 DIFFUSION = MaskedDiffusion(mask_id=MASK_ID, pad_id=PAD_ID)
@@ -54,6 +54,36 @@ def test_samplers_reveal_the_surest_position_first():
     assert len(first.unique()) == 8  # the noise spreads the rest over every position
     with pytest.raises(ValueError, match="margin, confidence, ancestral"):
         DIFFUSION.sample(margin, lengths[:2], strategy="greedy")
+
+
+def test_nucleus_sampling_keeps_the_smallest_set_that_holds_top_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05], [0.05, 0.15, 0.3, 0.5]])
+    assert torch.allclose(nucleus(probs, 0.8), torch.tensor([[0.625, 0.375, 0, 0], [0, 0, 0.375, 0.625]]))
+    assert torch.allclose(nucleus(probs, 0.81), torch.tensor([[0.5, 0.3, 0.15, 0], [0, 0.15, 0.3, 0.5]]) / 0.95)
+    assert torch.equal(nucleus(probs, 1.0), probs)
+    assert torch.equal(nucleus(probs, 1e-6), torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 1.0]]))  # always the top token
+    # In the sampler: uniform predictions everywhere but the sure position, whose near-certain token a
+    # tiny nucleus always draws; elsewhere the nucleus of a uniform distribution is one token (the first in sort order)
+    model = _OneSurePosition()
+    x = DIFFUSION.sample(model, torch.full((50,), 8), steps=8, temperature=1.0, generator=torch.Generator().manual_seed(0), top_p=1e-3)
+    assert (x[:, _OneSurePosition.SURE] == 2).all()
+    assert len(x[:, 0].unique()) == 1
+
+
+def test_flat_weighting_is_the_mean_masked_cross_entropy():
+    torch.manual_seed(0)
+    net = TransformerDenoiser(TransformerConfig(d_model=32, n_layers=1, n_heads=2), 12, 10)
+    tokens = torch.randint(2, 12, (64, 10))
+    pad_mask = torch.arange(10)[None, :] < torch.randint(3, 11, (64,))[:, None]
+    torch.manual_seed(1)
+    flat, m_flat = MaskedDiffusion(MASK_ID, PAD_ID, weighting="flat").loss(net, tokens, pad_mask)
+    torch.manual_seed(1)
+    elbo, m_elbo = DIFFUSION.loss(net, tokens, pad_mask)
+    assert flat == m_flat["masked_ce"] == m_elbo["masked_ce"]  # the same draws, the masked cross-entropy itself
+    # the bound: sum over masked cells of ce / t, per real token; its expectation over the masks is the mean ce
+    assert not torch.isclose(elbo, flat) and 0.5 < float(elbo / flat) < 2
+    flat.backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
 
 
 def test_gumbel_noise_is_finite_and_standard():

@@ -16,7 +16,7 @@ never from another plugin. They import torch; ``genforge.core`` itself does not 
 """
 
 from .autoregressive import Autoregressive
-from .masked_diffusion import STRATEGIES, MaskedDiffusion, Strategy, gumbel_noise
+from .masked_diffusion import STRATEGIES, MaskedDiffusion, Strategy, Weighting, gumbel_noise, nucleus
 from .transformer import TransformerConfig, TransformerDenoiser
 
-__all__ = ["Autoregressive", "STRATEGIES", "MaskedDiffusion", "Strategy", "TransformerConfig", "TransformerDenoiser", "gumbel_noise"]
+__all__ = ["Autoregressive", "STRATEGIES", "MaskedDiffusion", "Strategy", "TransformerConfig", "Weighting", "TransformerDenoiser", "gumbel_noise", "nucleus"]

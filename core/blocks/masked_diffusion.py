@@ -7,7 +7,9 @@ module called as ``model(tokens, pad_mask) -> logits`` of shape (batch, length, 
 
 Forward process: each real token is replaced by the mask independently with probability
 ``t`` (the log-linear schedule of MDLM, alpha_t = 1 - t). The network predicts the clean
-token at masked positions; the MDLM bound weights the cross-entropy at time t by 1/t.
+token at masked positions; the MDLM bound weights the cross-entropy at time t by 1/t
+(``weighting="elbo"``); ``weighting="flat"`` averages it over the masked positions instead
+(MaskGIT's objective: no bound, but no 1/t variance from nearly clean sequences).
 
 Samplers start from masks (every real position, or only the cells not ``given``) and
 reveal tokens over ``steps`` rounds:
@@ -20,6 +22,8 @@ reveal tokens over ``steps`` rounds:
   confidence so that samples stay diverse;
 * ``ancestral``: the exact reverse process of MDLM; each masked position is revealed
   with probability (t - s) / t.
+
+Any strategy can draw its tokens from the nucleus (``top_p``) of the denoiser's prediction.
 
 Infilling: pass ``given`` (batch, length) ids with ``mask_id`` where the sampler should
 generate; every other cell is kept as given (a melody to harmonise, a scaffold to
@@ -37,11 +41,26 @@ import torch.nn.functional as F
 
 Strategy = Literal["margin", "confidence", "ancestral"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
+Weighting = Literal["elbo", "flat"]
 
 
 def gumbel_noise(u: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel draws from uniforms in [0, 1): -log(-log u), finite at both ends."""
     return -torch.log((-torch.log(u.clamp(1e-20, 1.0))).clamp(min=1e-20))
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Top-p (nucleus) filtering of probabilities over the last axis (Holtzman et al. 2020).
+
+    Keeps the smallest set of most probable tokens whose mass reaches ``top_p`` (always the
+    most probable one) and renormalises; ``top_p`` >= 1 returns ``probs`` unchanged.
+    """
+    if top_p >= 1.0:
+        return probs
+    sorted_p, order = probs.sort(-1, descending=True)
+    keep = sorted_p.cumsum(-1) - sorted_p < top_p
+    out = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
+    return out / out.sum(-1, keepdim=True)
 
 
 @dataclass(frozen=True)
@@ -52,18 +71,21 @@ class MaskedDiffusion:
     pad_id: the id past each sequence's end, never masked nor generated (None: no padding).
     forbid: further ids the samplers never emit (e.g. a beginning-of-sequence token).
     t_min: the smallest masking rate drawn in training (keeps the 1/t weight finite).
+    weighting: the training loss: "elbo" (MDLM's bound, cross-entropy weighted by 1/t, in
+        nats per real token) or "flat" (mean cross-entropy over the masked positions).
     """
 
     mask_id: int
     pad_id: int | None = None
     forbid: tuple[int, ...] = ()
     t_min: float = 1e-3
+    weighting: Weighting = "elbo"
 
     # -- training --------------------------------------------------------------------
     def loss(
         self, model: torch.nn.Module, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """MDLM loss in nats per real token, and the cross-entropy at masked positions.
+        """The training loss (``weighting``), and the cross-entropy at masked positions.
 
         tokens: (batch, length) clean ids.
         pad_mask: (batch, length) True on real tokens (None: every position is real).
@@ -78,12 +100,12 @@ class MaskedDiffusion:
         noisy = torch.where(masked, torch.full_like(tokens, self.mask_id), tokens)
         logits = model(noisy, pad_mask)  # (batch, length, vocab)
         ce = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # (batch, length)
-        weighted = (ce * masked / t[:, None]).sum()
-        n_real = pad_mask.sum().clamp(min=1)
-        loss = weighted / n_real
-        with torch.no_grad():  # a tensor, not a float: reading it would wait for the GPU
-            masked_ce = (ce * masked).sum() / masked.sum().clamp(min=1)
-        return loss, {"masked_ce": masked_ce}
+        masked_ce = (ce * masked).sum() / masked.sum().clamp(min=1)
+        if self.weighting == "flat":
+            return masked_ce, {"masked_ce": masked_ce.detach()}
+        loss = (ce * masked / t[:, None]).sum() / pad_mask.sum().clamp(min=1)
+        # a tensor, not a float: reading it would wait for the GPU
+        return loss, {"masked_ce": masked_ce.detach()}
 
     @torch.no_grad()
     def masked_nll(
@@ -120,6 +142,7 @@ class MaskedDiffusion:
         strategy: Strategy = "margin",
         generator: torch.Generator | None = None,
         given: torch.Tensor | None = None,
+        top_p: float = 1.0,
     ) -> torch.Tensor:
         """Draw sequences. Returns (batch, length) ids, ``pad_id`` past each sequence's end.
 
@@ -127,6 +150,9 @@ class MaskedDiffusion:
             and no ``lengths``, every position of ``given`` is real.
         given: (batch, length) ids with ``mask_id`` where to generate; other cells are kept.
         generator: the sampler's random stream (reproducible on any device).
+        top_p: nucleus sampling: each drawn token comes from the smallest set of most probable
+            tokens holding this much of the mass (1: the whole distribution). The reveal order
+            (margin, confidence) is scored on the unfiltered probabilities.
         """
         if lengths is None and given is None:
             raise ValueError("sample needs lengths, given, or both")
@@ -152,7 +178,7 @@ class MaskedDiffusion:
             probs = logits.softmax(-1)  # (batch, length, vocab)
             # Inverse-CDF sampling with our own generator keeps runs reproducible on any device.
             u = rand(b, n, 1)
-            drawn = (probs.cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)  # (batch, length)
+            drawn = (nucleus(probs, top_p).cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)  # (batch, length)
             if strategy == "ancestral":
                 t, s = 1 - k / steps, 1 - (k + 1) / steps
                 reveal = still & (rand(b, n) < (t - s) / t)

@@ -184,6 +184,9 @@ class RDKitConfig(EvaluatorConfig):
 class MosesConfig(EvaluatorConfig):
     kl_score: bool = Field(True, description="GuacaMol's KL-divergence score against MOSES test molecules")
     max_reference: int = Field(2000, ge=10, description="MOSES test molecules the KL score compares with")
+    ref_molecules: int = Field(
+        10_000, ge=2, description="a reference that is not MOSES's test set: at most this many of its molecules (a seeded subset) for FCD/Ref, SNN/Ref, ..."
+    )
     workers: int | None = Field(None, ge=1, description="processes for the MOSES suite (default: all cores)")
 
 
@@ -237,11 +240,54 @@ class MoleculeEvaluator(Evaluator):
         return Evaluation(self.name, metrics, figures)
 
 
+MOSES_TEST_REFERENCES = ("moses-test", "moses-full-test")  # the reference names of MOSES's own test split
+
+
+def is_moses_test(reference: Reference) -> bool:
+    """Whether the reference is MOSES's test split (its data sources' ``test``), whose statistics genforge ships."""
+    return reference.name in MOSES_TEST_REFERENCES
+
+
+def own_reference_statistics(path: Path, max_n: int, workers: int | None):
+    """The MOSES suite's statistics of a reference file, cached by its content under ``$GENFORGE_HOME/cache/references``.
+
+    A changed file is a new digest (never a stale cache); an unreadable cache is a miss.
+    """
+    import hashlib
+
+    from genforge.core.store import home
+
+    from .moses_metrics import read_reference, reference_statistics, save_reference
+
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    cache = home() / "cache" / "references" / f"moses-{digest}-{max_n}.npz"
+    try:
+        return read_reference(cache)
+    except (OSError, ValueError, KeyError):
+        pass
+    smiles = [s for s in read_samples(path) if s]
+    if len(smiles) > max_n:  # a seeded random subset: files may be ordered
+        smiles = [smiles[i] for i in sorted(np.random.default_rng(0).choice(len(smiles), max_n, replace=False))]
+    stats = reference_statistics(smiles, "Ref", n_jobs=workers)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
+        save_reference(stats, tmp)
+        os.replace(tmp, cache)
+    except OSError:  # a read-only store: compute again next time
+        pass
+    return stats
+
+
 class MosesEvaluator(Evaluator):
-    """The MOSES benchmark suite (and GuacaMol's KL score) against MOSES's own test sets.
+    """The MOSES benchmark suite (and GuacaMol's KL score) against MOSES's own test sets, and against the run's reference.
 
     Metric names are MOSES's (``FCD/Test``, ``SNN/TestSF``, ``IntDiv2``, ...), so any model's
-    numbers can be put in the MOSES table. Novelty is against the run's training data.
+    numbers can be put in the MOSES table. When the reference is not MOSES's test split (a
+    user's library given with ``--reference``, ``data.test_path``, or the part of a user's
+    file held out), the suite is also computed against it, named with ``/Ref`` (``FCD/Ref``,
+    ``SNN/Ref``, ``Frag/Ref``, ``Scaf/Ref``, ``logP/Ref``, ...), so that nobody mistakes them
+    for MOSES-Test figures. Novelty is against the run's training data.
     """
 
     name: ClassVar[str] = "moses"
@@ -255,14 +301,18 @@ class MosesEvaluator(Evaluator):
         raw = read_samples(samples.path)
         train = training_set(reference)
         timings: dict[str, float] = {}
-        values = moses_metrics(raw, train, n_jobs=config.workers, timings=timings)
+        sets: list = ["test", "test_scaffolds"]
+        if not is_moses_test(reference):
+            sets.append(own_reference_statistics(reference.test, config.ref_molecules, config.workers))
+        values = moses_metrics(raw, train, tuple(sets), n_jobs=config.workers, timings=timings)
         higher = {"validity": True, "novelty": True, "IntDiv": True, "IntDiv2": True, "Filters": True}
         metrics = []
         for key, v in values.items():
             better = higher.get(key, key.startswith(("unique@", "SNN/", "Frag/", "Scaf/")) or None)
-            if key.startswith("FCD/") or key in ("logP", "SA", "QED", "weight"):
+            if key.startswith(("FCD/", "logP", "SA", "QED", "weight")):
                 better = False
-            metrics.append(Metric(key, v, better, None, "MOSES"))
+            against = "the given reference" if key.endswith("/Ref") else "MOSES"
+            metrics.append(Metric(key, v, better, None, f"MOSES suite, against {against}"))
         if config.kl_score:
             test = gzip.open(DATA / "moses_test.smi.gz", "rt").read().split()
             score, _ = guacamol_kl_score(raw, test[: config.max_reference], config.workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -37,7 +38,7 @@ from genforge.core.store import redact_url
 from genforge.core.downloads import fetch
 
 from .data import drop_unusable, read_smiles, validate_all
-from genforge.core.blocks import Autoregressive, MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser
+from genforge.core.blocks import Autoregressive, MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser, Weighting
 from genforge.core.kinds import Molecules
 
 from .tokens import MASK_ID, PAD_ID, Tokenizer
@@ -153,6 +154,9 @@ class MoleculeTrainConfig(TrainConfig):
     max_minutes: float | None = Field(3.0, gt=0)
     batch_size: int = Field(128, ge=1)
     lr: float = Field(2e-3, gt=0)
+    weighting: Weighting = Field(
+        "elbo", description="masked order's loss: MDLM's bound (cross-entropy weighted by 1/t) or flat (mean over masked tokens)"
+    )
 
 
 class MoleculeSampleConfig(SampleConfig):
@@ -161,6 +165,9 @@ class MoleculeSampleConfig(SampleConfig):
     temperature: float = Field(0.8, gt=0, description="softmax temperature of the denoiser's predictions")
     strategy: Strategy = Field(
         "margin", description="which masked tokens to reveal each round: surest by top-2 margin, by sampled-token probability, or MDLM's random reverse process"
+    )
+    top_p: float = Field(
+        1.0, gt=0, le=1, description="nucleus sampling: each token drawn from the smallest set of most probable tokens holding this much probability (1: all)"
     )
 
 
@@ -343,6 +350,7 @@ class MoleculeDiffusion(Generator):
 
         if device.type == "cuda":  # keep the whole token table on the GPU; batches are gathered there
             tokens = tokens.to(device)
+        diffusion = dataclasses.replace(DIFFUSION, weighting=config.train.weighting)
 
         def loss_fn(model: TransformerDenoiser, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             # The batch depends on (seed, step) alone, so a resumed run sees the same batches.
@@ -358,7 +366,7 @@ class MoleculeDiffusion(Generator):
                 return loss, {**metrics, "tokens": ends.sum()}
             x = tokens[torch.from_numpy(idx).to(device), :n]
             pad_mask = x != PAD_ID
-            loss, metrics = DIFFUSION.loss(model, x, pad_mask)
+            loss, metrics = diffusion.loss(model, x, pad_mask)
             return loss, {**metrics, "tokens": pad_mask.sum()}
 
         result = trainer.fit(model, loss_fn, count="tokens")
@@ -421,19 +429,28 @@ class MoleculeDiffusion(Generator):
                 b = min(cfg.batch_size, cfg.n - done)
                 if order == "autoregressive":  # drawn left to right; a molecule ends at its first <pad>
                     x = AUTOREGRESSIVE.sample(model, torch.full((b, meta["max_len"]), MASK_ID, device=device), MASK_ID,
-                                              cfg.temperature, generator=gen)
+                                              cfg.temperature, top_p=cfg.top_p, generator=gen)
                     ended = (x == PAD_ID).cumsum(dim=1) > 0
                     x = torch.where(ended, torch.full_like(x, PAD_ID), x)
                 else:
                     lengths = torch.multinomial(hist, b, replacement=True, generator=cpu_gen).to(device)
-                    x = DIFFUSION.sample(model, lengths, cfg.steps, cfg.temperature, cfg.strategy, generator=gen)
+                    x = DIFFUSION.sample(model, lengths, cfg.steps, cfg.temperature, cfg.strategy, generator=gen, top_p=cfg.top_p)
                 write([tokenizer.decode(row[row != PAD_ID].tolist()) for row in x.cpu()])
                 done += b
                 run.report_progress("sample", done, cfg.n)
         path = run.samples_dir / Molecules.filename
         if order == "autoregressive":
-            return Samples("molecules", path, done, {"order": order, "temperature": cfg.temperature})
-        return Samples("molecules", path, done, {"strategy": cfg.strategy, "steps": cfg.steps, "temperature": cfg.temperature})
+            return Samples("molecules", path, done, {"order": order, "temperature": cfg.temperature, "top_p": cfg.top_p})
+        return Samples("molecules", path, done, {"strategy": cfg.strategy, "steps": cfg.steps, "temperature": cfg.temperature, "top_p": cfg.top_p})
 
     def reference(self, data: PreparedData, config: MoleculeDiffusionConfig) -> Reference:
-        return Reference("molecules", test=data.path / "test.smi", train=data.path / "train.smi", name=data.stats.get("source", ""))
+        # Named as `genforge evaluate --reference` names it: SOURCE-test for a data source's test split
+        # (the MOSES evaluator knows MOSES's own by that name), else the file it came from.
+        cfg = config.data
+        if cfg.test_path:
+            name = redact_url(str(cfg.test_path))
+        elif cfg.path:
+            name = f"{data.stats.get('source', redact_url(str(cfg.path)))} (held out)"
+        else:
+            name = f"{cfg.source}-test"
+        return Reference("molecules", test=data.path / "test.smi", train=data.path / "train.smi", name=name)

@@ -304,17 +304,19 @@ def chemnet_activations(smiles: list[str], device: str | None = None, batch_size
 
 @dataclass
 class MosesReference:
-    name: str  # "test" or "test_scaffolds"
+    """What the suite compares samples with: MOSES's own sets, or any set of reference molecules."""
+
+    suffix: str  # the metric names' suffix: "Test" and "TestSF" (MOSES's sets), "Ref" for a user's reference
     fcd_mu: np.ndarray
     fcd_sigma: np.ndarray
     fps: np.ndarray  # packed Morgan fingerprints of the whole set (n, 128) uint8
     frag: dict[str, int]
     scaf: dict[str, int]
-    values: dict[str, np.ndarray]  # logP, SA, QED, weight
+    values: dict[str, np.ndarray] | None  # logP, SA, QED, weight (None: no property distances, as for TestSF)
 
-    @property
-    def suffix(self) -> str:
-        return REFERENCE_SETS[self.name]
+    def property_name(self, key: str) -> str:
+        """MOSES names its property distances to its test set plainly (``logP``); any other set's carry its suffix."""
+        return key if self.suffix == "Test" else f"{key}/{self.suffix}"
 
 
 @lru_cache(maxsize=2)
@@ -324,10 +326,49 @@ def load_reference(name: str) -> MosesReference:
         raise ValueError(f"unknown MOSES reference {name!r}; one of {', '.join(REFERENCE_SETS)}")
     stats = np.load(DATA / f"stats_{name}.npz")
     return MosesReference(
-        name, stats["fcd_mu"], stats["fcd_sigma"], stats["fps"],
+        REFERENCE_SETS[name], stats["fcd_mu"], stats["fcd_sigma"], stats["fps"],
         json.loads(str(stats["frag"])), json.loads(str(stats["scaf"])),
-        {k: stats[k] for k in ("logP", "SA", "QED", "weight")},
+        {k: stats[k] for k in ("logP", "SA", "QED", "weight")} if name == "test" else None,
     )
+
+
+def reference_statistics(smiles: list[str], suffix: str = "Ref", n_jobs: int | None = None, device: str | None = None) -> MosesReference:
+    """The suite's statistics of any reference molecules, computed as MOSES computes them for its test set.
+
+    Invalid SMILES are dropped (canonicalised first, as for samples). Raises ValueError when
+    fewer than two are valid: a Fréchet distance needs a covariance.
+    """
+    n_jobs = n_jobs or os.cpu_count() or 1
+    canon = [c for c in pmap(canonical_smiles, smiles, n_jobs) if c is not None]
+    if len(canon) < 2:
+        raise ValueError(f"the reference has {len(canon)} valid molecule(s) of {len(smiles)}; the suite needs at least 2")
+    per = pmap(_per_molecule, canon, n_jobs)
+    fps = np.concatenate(pmap(morgan_fingerprints, [canon[i : i + 2000] for i in range(0, len(canon), 2000)], n_jobs, chunksize=1))
+    act = chemnet_activations(canon, device)
+    return MosesReference(
+        suffix, act.mean(0), np.cov(act.T), fps,
+        dict(Counter(f for p in per for f in p["frag"])), dict(Counter(p["scaf"] for p in per if p["scaf"] is not None)),
+        {k: np.array([p[k] for p in per]) for k in ("logP", "SA", "QED", "weight")},
+    )
+
+
+def save_reference(ref: MosesReference, path: Path) -> None:
+    """Write a reference's statistics as one ``.npz`` (no pickles), the form ``moses/stats_*.npz`` have."""
+    arrays = {"fcd_mu": ref.fcd_mu, "fcd_sigma": ref.fcd_sigma, "fps": ref.fps,
+              "frag": np.array(json.dumps(ref.frag)), "scaf": np.array(json.dumps(ref.scaf)), "suffix": np.array(ref.suffix)}
+    arrays |= ref.values or {}
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def read_reference(path: Path) -> MosesReference:
+    with np.load(path, allow_pickle=False) as stats:
+        keys = ("logP", "SA", "QED", "weight")
+        return MosesReference(
+            str(stats["suffix"]), stats["fcd_mu"], stats["fcd_sigma"], stats["fps"],
+            json.loads(str(stats["frag"])), json.loads(str(stats["scaf"])),
+            {k: stats[k] for k in keys} if all(k in stats for k in keys) else None,
+        )
 
 
 # -- the suite -------------------------------------------------------------------------
@@ -336,12 +377,18 @@ def load_reference(name: str) -> MosesReference:
 def moses_metrics(
     samples: list[str],
     train: set[str] | None = None,
-    references: tuple[str, ...] = ("test", "test_scaffolds"),
+    references: tuple[str | MosesReference, ...] = ("test", "test_scaffolds"),
     n_jobs: int | None = None,
     device: str | None = None,
     timings: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """All MOSES metrics (and GuacaMol's KL score against the test set) for raw samples."""
+    """All MOSES metrics for raw samples, against each reference.
+
+    ``references``: MOSES's sets by name (``test`` gives ``FCD/Test``, ..., and the property
+    distances ``logP``, ``SA``, ``QED``, ``weight``; ``test_scaffolds`` gives ``FCD/TestSF``, ...)
+    and any ``MosesReference`` (``reference_statistics``), whose figures carry its suffix
+    (``FCD/Ref``, ..., ``logP/Ref``).
+    """
     import time
 
     from scipy.stats import wasserstein_distance
@@ -378,7 +425,7 @@ def moses_metrics(
     scaf = Counter(p["scaf"] for p in per if p["scaf"] is not None)
     values = {k: np.array([p[k] for p in per]) for k in ("logP", "SA", "QED", "weight")}
     for name in references:
-        ref = load_reference(name)
+        ref = load_reference(name) if isinstance(name, str) else name
         lap("reference sets")
         m[f"FCD/{ref.suffix}"] = frechet_distance(mu, sigma, ref.fcd_mu, ref.fcd_sigma)
         lap("FCD")
@@ -387,9 +434,9 @@ def moses_metrics(
         m[f"Frag/{ref.suffix}"] = cos_similarity(ref.frag, frag)
         m[f"Scaf/{ref.suffix}"] = cos_similarity(ref.scaf, scaf)
         lap("Frag/Scaf")
-        if name == "test":
+        if ref.values is not None:
             for k, v in values.items():
-                m[k] = float(wasserstein_distance(ref.values[k], v))
+                m[ref.property_name(k)] = float(wasserstein_distance(ref.values[k], v))
     t1, t2 = agg_tanimoto(fps, fps, "mean", (1, 2))
     m["IntDiv"], m["IntDiv2"] = float(1 - t1.mean()), float(1 - t2.mean())
     lap("IntDiv")

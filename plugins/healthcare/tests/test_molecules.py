@@ -370,3 +370,23 @@ def test_the_autoregressive_order_trains_and_samples_left_to_right_on_the_same_b
     again = create_run("molecule-diffusion", overrides=tiny + ["model.order=autoregressive", f"model.init_from={run.path}", "train.max_steps=3", "sample.n=4"])
     run_all(again)
     assert json.loads((again.path / "model.json").read_text())["max_len"] == meta["max_len"]
+
+
+def test_the_reference_is_named_so_that_the_moses_suite_knows_moses_own_test_split(tmp_path):
+    from genforge.core import PreparedData
+    from genforge.plugins.healthcare.evaluator import is_moses_test
+    from genforge.plugins.healthcare.generator import MoleculeDiffusion, MoleculeDiffusionConfig
+
+    gen = MoleculeDiffusion()
+    data = PreparedData(tmp_path, "f" * 16, {"source": "my-library.smi"})
+
+    def ref(**fields):
+        return gen.reference(data, MoleculeDiffusionConfig.model_validate({"data": fields}))
+
+    assert ref().name == "moses-test" and is_moses_test(ref())
+    assert ref(source="moses-full").name == "moses-full-test" and is_moses_test(ref(source="moses-full"))
+    # a user's file (its held-out part) or a given test file: the suite also runs against it, as FCD/Ref, ...
+    assert ref(path="my-library.smi").name == "my-library.smi (held out)" and not is_moses_test(ref(path="my-library.smi"))
+    tokened = ref(test_path="https://h.example/in-house.smi?X-Amz-Signature=abc")
+    assert tokened.name == "https://h.example/in-house.smi?<redacted>" and not is_moses_test(tokened)
+    assert tokened.test == tmp_path / "test.smi"
