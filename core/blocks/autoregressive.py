@@ -10,10 +10,13 @@ model cannot see given cells that lie ahead of the position it draws.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .masked_diffusion import nucleus
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,16 @@ class Autoregressive:
 
     @torch.no_grad()
     def sample(self, model: torch.nn.Module, given: torch.Tensor, unknown_id: int, temperature: float = 1.0,
-               top_p: float = 1.0, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Fill the cells of ``given`` (batch, length) equal to ``unknown_id``, left to right; others are kept."""
+               top_p: float = 1.0, generator: torch.Generator | None = None,
+               constraint: Callable[[torch.Tensor, int], torch.Tensor | None] | None = None) -> torch.Tensor:
+        """Fill the cells of ``given`` (batch, length) equal to ``unknown_id``, left to right; others are kept.
+
+        constraint: called as ``constraint(x, i)`` before position ``i`` is drawn, with ``x`` the
+            tokens so far (positions ``>= i`` not yet drawn, except given cells); returns a
+            (batch, vocab) bool tensor of tokens that must not be drawn there (None: no rule).
+            A rule of the domain (a counterpoint rule, a grammar); a row that forbids every token
+            draws from the unconstrained prediction.
+        """
         x = given.clone()
         b, n = x.shape
         # A key/value cache (TransformerDenoiser.decode): one position's compute per token; else the whole prefix each time.
@@ -61,12 +72,13 @@ class Autoregressive:
                 logits = model(self._inputs(x[:, : i + 1]), torch.ones_like(x[:, : i + 1], dtype=torch.bool))[:, i].float()
             for j in (unknown_id, self.start_id, *self.forbid):
                 logits[:, j] = -math.inf
+            if constraint is not None:
+                banned = constraint(x, i)
+                if banned is not None:
+                    ruled = logits.masked_fill(banned.to(logits.device), -math.inf)
+                    logits = torch.where((ruled == -math.inf).all(-1, keepdim=True), logits, ruled)
             probs = (logits / max(temperature, 1e-6)).softmax(-1)
-            if top_p < 1.0:  # nucleus: keep the smallest set of tokens whose mass reaches top_p
-                sorted_p, order = probs.sort(-1, descending=True)
-                keep = sorted_p.cumsum(-1) - sorted_p < top_p
-                probs = torch.zeros_like(probs).scatter(-1, order, sorted_p * keep)
-                probs = probs / probs.sum(-1, keepdim=True)
+            probs = nucleus(probs, top_p)
             u = torch.rand((b, 1), device=x.device, generator=generator)
             drawn = (probs.cumsum(-1) < u).sum(-1).clamp(max=probs.shape[-1] - 1)
             x[:, i] = torch.where(todo, drawn, x[:, i])

@@ -44,6 +44,7 @@ from genforge.core.training import load_weights, save_weights
 from . import data as chorale_data
 from . import grid as G
 from . import render
+from .counterpoint import no_parallels
 from .data import ChoraleDataConfig
 
 WEIGHTS = "model.safetensors"  # with model.json beside it (core.training.save_weights)
@@ -86,6 +87,9 @@ class ChoraleSampleConfig(SampleConfig):
     )
     temperature: float = Field(0.8, gt=0, description="softmax temperature (lower: more tonal but more held notes)")
     top_p: float = Field(0.95, gt=0, le=1, description="autoregressive: nucleus sampling mass")
+    avoid_parallels: bool = Field(
+        True, description="autoregressive: never draw a note that makes parallel fifths or octaves with a voice above it (the rule the evaluator counts)"
+    )
     melody: str | None = Field(None, description="a MIDI or MusicXML melody to harmonise: each piece keeps it as the soprano and fills alto, tenor and bass")
     previews: int = Field(3, ge=0, description="pieces also rendered as WAV audio previews")
     tempo: float = Field(80, gt=10, le=300, description="quarter notes per minute in the MIDI, MusicXML and audio")
@@ -143,7 +147,8 @@ def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Cho
         if order == "masked":
             seq = DIFFUSION.sample(net, steps=cfg.steps, temperature=cfg.temperature, strategy=cfg.strategy, generator=generator, given=seq)
         else:
-            seq = AUTOREGRESSIVE.sample(net, seq, unknown_id=G.MASK, temperature=cfg.temperature, top_p=cfg.top_p, generator=generator)
+            rule = no_parallels(x[:, :, :start]) if cfg.avoid_parallels else None
+            seq = AUTOREGRESSIVE.sample(net, seq, unknown_id=G.MASK, temperature=cfg.temperature, top_p=cfg.top_p, generator=generator, constraint=rule)
         out = unflatten(seq)
         if start > 0:
             out[:, :, 0] = torch.where(first == G.MASK, out[:, :, 0], first)  # given cells stay as they were

@@ -193,3 +193,22 @@ def test_too_few_pieces_and_an_odd_window_are_one_line(genforge_home, tmp_path, 
         run_all(run)
     with pytest.raises(ConfigError, match="model.window .12. must be an even number of beats"):
         create_run("chorale-diffusion", spec={**spec, "model": {**spec["model"], "window": 12}})
+
+
+def test_left_to_right_sampling_avoids_parallels_by_rule_across_windows():
+    import torch
+
+    from genforge.plugins.creative.music import metrics as M
+    from genforge.plugins.creative.music.generator import ChoraleModelConfig, ChoraleSampleConfig, build, generate
+
+    model = ChoraleModelConfig(d_model=32, n_heads=2, n_layers=1, window=16, hop=8, order="autoregressive")
+    torch.manual_seed(0)
+    net = build(model).eval()  # untrained: notes at random, so parallels abound without the rule
+    meta = {"model": model.model_dump()}
+    given = torch.full((16, 4, 40), G.MASK)  # 40 steps: three windows of 16 that overlap by half
+    counts = {}
+    for avoid in (False, True):
+        cfg = ChoraleSampleConfig(n=16, bars=3, temperature=1.0, top_p=1.0, avoid_parallels=avoid)
+        pieces = generate(net, meta, given, cfg, torch.Generator().manual_seed(0))
+        counts[avoid] = sum(sum(M.parallels(p).values()) for p in pieces)
+    assert counts[False] > 10 and counts[True] == 0

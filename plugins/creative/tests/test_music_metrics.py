@@ -98,3 +98,29 @@ def test_out_of_range_share():
     assert share == {"overall": 4 / 32, "soprano": 0.25, "alto": 0.0, "tenor": 0.0, "bass": 0.0}
     assert M.voice_ranges(grid) == {"soprano": 12, "alto": 0, "tenor": 0, "bass": 0}
     assert M.polyphony(grid) == 2 and M.note_density(grid) == pytest.approx(3 / 4)
+
+
+def test_the_sampling_rule_bans_exactly_the_notes_the_parallels_metric_counts():
+    """For every pair of voices, the struck notes the rule would have banned are the parallels the metric counts."""
+    import torch
+
+    from genforge.plugins.creative.music.counterpoint import banned_pitches, decode
+
+    rng = np.random.default_rng(0)
+    total = 0
+    for _ in range(150):
+        steps = 24
+        # narrow pitches and frequent strikes: many fifths and octaves in similar motion
+        g = np.where(rng.random((4, steps)) < 0.4, G.HOLD, G.pitch_token(60) + rng.integers(0, 8, (4, steps)))
+        g[rng.random((4, steps)) < 0.08] = G.REST
+        for u in range(4):
+            for j in range(u + 1, 4):
+                pair = np.full_like(g, G.REST)
+                pair[u], pair[j] = g[u], g[j]
+                p, struck = decode(torch.from_numpy(pair)[None])
+                banned = 0
+                for t in np.flatnonzero(struck[0, j].numpy()):
+                    banned += int(banned_pitches(p, struck, int(t), j)[0, int(p[0, j, t]) - G.PITCH_LOW])
+                assert banned == sum(M.parallels(pair).values())
+                total += banned
+    assert total > 50  # the check saw many parallels (64 here), not a vacuous agreement

@@ -1,0 +1,75 @@
+"""Counterpoint as a sampling rule: no parallel fifths or octaves, the rule ``metrics.parallels`` counts.
+
+Left-to-right sampling draws the grid time-major (step t: soprano, alto, tenor, bass), so
+when voice j is drawn at step t every voice above it is already decided at t and every voice
+at every earlier step. ``no_parallels`` is the ``constraint`` of ``Autoregressive.sample``: it
+forbids the pitch tokens for voice j at step t that would, with any voice above, make a
+parallel fifth or octave (unison included) by the evaluator's definition — both voices
+sounding since their previous sonority, both moving in the same direction, the interval mod
+12 a fifth (7) or an octave (0) at both sonorities. Holding, resting, oblique and contrary
+motion are never forbidden, so there is always a token left to draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from . import grid as G
+
+PERFECT = (0, 7)  # unison/octave and fifth, mod 12
+
+
+def decode(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 4, L) tokens -> (pitch sounding or -1, struck) per cell, as ``grid.pitches``/``onsets`` (MASK is silence)."""
+    struck = (tokens >= 2) & (tokens < G.VOCAB)
+    own = torch.where(struck, tokens - 2 + G.PITCH_LOW, torch.full_like(tokens, -1))
+    steps = torch.arange(tokens.shape[-1], device=tokens.device).expand_as(tokens)
+    last = torch.where(tokens != G.HOLD, steps, torch.zeros_like(steps)).cummax(-1).values
+    return own.gather(-1, last), struck
+
+
+def banned_pitches(p: torch.Tensor, struck: torch.Tensor, t: int, j: int) -> torch.Tensor:
+    """(B, n_pitches) bool: the pitches voice ``j`` may not strike at step ``t`` (voices above decided at t).
+
+    p, struck: (B, 4, >= t + 1) from ``decode``; column t of voice j is ignored.
+    """
+    cand = torch.arange(G.PITCH_LOW, G.PITCH_HIGH + 1, device=p.device)
+    banned = torch.zeros(p.shape[0], len(cand), dtype=torch.bool, device=p.device)
+    if t == 0:
+        return banned
+    steps = torch.arange(t, device=p.device)
+    pj = p[:, j, :t]
+    for u in range(j):
+        pu = p[:, u, : t + 1]
+        both = (pu[:, :t] >= 0) & (pj >= 0)
+        sonority = both & (struck[:, u, :t] | struck[:, j, :t])
+        last_gap = torch.where(~both, steps, torch.full_like(steps, -1)).amax(-1)
+        a = torch.where(sonority, steps, torch.full_like(steps, -1)).amax(-1)  # the pair's previous sonority
+        ok = (a > last_gap) & (pu[:, t] >= 0)  # both sounding from it up to t, and voice u sounds at t
+        a = a.clamp(min=0)[:, None]
+        pu_a, pj_a = pu.gather(1, a)[:, 0], pj.gather(1, a)[:, 0]
+        du = pu[:, t] - pu_a
+        before = (pu_a - pj_a).abs() % 12
+        after = (pu[:, t, None] - cand[None]).abs() % 12
+        dj = cand[None] - pj_a[:, None]
+        perfect = (before == PERFECT[0]) | (before == PERFECT[1])
+        banned |= (ok & (du != 0) & perfect)[:, None] & (torch.sign(dj) == torch.sign(du)[:, None]) & (after == before[:, None])
+    return banned
+
+
+def no_parallels(before: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor | None]:
+    """The rule for one window of time-major tokens, ``before``: (B, 4, S) the piece's steps ahead of the window."""
+
+    def rule(seq: torch.Tensor, i: int) -> torch.Tensor | None:
+        t, j = divmod(i, 4)
+        if j == 0:  # the soprano has no voice above it
+            return None
+        window = seq[:, : 4 * (t + 1)].reshape(len(seq), t + 1, 4).transpose(1, 2)
+        p, struck = decode(torch.cat([before.to(seq.device), window], dim=2))
+        out = torch.zeros(len(seq), G.N_TOKENS, dtype=torch.bool, device=seq.device)
+        out[:, 2 : G.VOCAB] = banned_pitches(p, struck, before.shape[2] + t, j)
+        return out
+
+    return rule
