@@ -167,7 +167,7 @@ class MoleculeSampleConfig(SampleConfig):
         "margin", description="which masked tokens to reveal each round: surest by top-2 margin, by sampled-token probability, or MDLM's random reverse process"
     )
     top_p: float = Field(
-        1.0, gt=0, le=1, description="nucleus sampling: each token drawn from the smallest set of most probable tokens holding this much probability (1: all)"
+        0.95, gt=0, le=1, description="nucleus sampling: each token drawn from the smallest set of most probable tokens holding this much probability (1: all)"
     )
 
 

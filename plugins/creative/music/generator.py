@@ -4,12 +4,14 @@ A chorale is a (4, T) grid of tokens (``grid.py``) read time-major as one sequen
 (step 0: S A T B, step 1: S A T B, ...). One backbone, the core ``TransformerDenoiser``,
 trained one of two ways (``model.order``):
 
-- ``masked`` (default): absorbing-state masked diffusion (``genforge.core.blocks.MaskedDiffusion``,
+- ``autoregressive`` (default): the network causal, trained on the next token
+  (``genforge.core.blocks.Autoregressive``); at equal CPU budget it reaches better
+  likelihood and more idiomatic pieces, and its sampler keeps the counterpoint rule
+  (``counterpoint.py``: no parallel fifths or octaves); it sees given cells only behind the
+  position it draws, and writes them as given.
+- ``masked``: absorbing-state masked diffusion (``genforge.core.blocks.MaskedDiffusion``,
   the block the molecule generator uses). It infills any subset of cells: a melody to
   harmonise, a phrase to continue, a part to re-voice — it sees the given cells on both sides.
-- ``autoregressive``: the same network, causal, trained on the next token
-  (``genforge.core.blocks.Autoregressive``); it reached better likelihood sooner at equal
-  CPU budget, but sees given cells only behind the position it draws.
 
 Pieces longer than the training window (``model.window`` sixteenths) are generated window
 by window, each new window given the last half of the one before. Held-out likelihood is
@@ -57,7 +59,9 @@ class ChoraleModelConfig(TransformerConfig):
     n_layers: int = Field(4, ge=1)
     n_heads: int = Field(4, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    order: Literal["masked", "autoregressive"] = Field("masked", description="masked diffusion (infills anything) or left-to-right on the same backbone")
+    order: Literal["masked", "autoregressive"] = Field(
+        "autoregressive", description="left to right (with the counterpoint rule at sampling) or masked diffusion (infills seeing both sides), on the same backbone"
+    )
     window: int = Field(32, ge=8, description="sixteenths per training window (32: two 4/4 bars); longer pieces are generated window by window")
     hop: int = Field(4, ge=1, description="sixteenths between training windows' starts (4: a beat)")
 
