@@ -6,8 +6,8 @@ Registered through the ``genforge`` entry-point group like any outside plugin:
   user's own folder of images) and the ``image`` evaluator (Fréchet distance, KID,
   precision/recall and a memorisation check on features of a classifier trained on the
   reference data);
-- music: the ``chorale-diffusion`` generator (four-part chorales, masked diffusion or
-  autoregressive on the shared transformer, melody harmonisation), the ``chorale``
+- music: the ``chorale-diffusion`` generator (four-part chorales, left to right
+  with a counterpoint rule or masked diffusion on the shared transformer, melody harmonisation), the ``chorale``
   evaluator (music21: tonality, ranges, voice crossings, parallel fifths and octaves) and
   the ``genforge harmonise`` command.
 """

@@ -167,7 +167,7 @@ class ChoraleDiffusion(Generator):
     name: ClassVar[str] = "chorale-diffusion"
     kind: ClassVar[str] = "music"
     Config: ClassVar[type[ChoraleDiffusionConfig]] = ChoraleDiffusionConfig
-    description: ClassVar[str] = "four-part chorales: masked diffusion (or autoregressive) over the voice x sixteenth grid, shared transformer; harmonises melodies"
+    description: ClassVar[str] = "four-part chorales over the voice x sixteenth grid: left to right with a counterpoint rule (or masked diffusion), shared transformer; harmonises melodies"
     libraries: ClassVar[tuple[str, ...]] = ("torch", "music21")
     test_spec: ClassVar[dict] = {  # seconds on 2 cores: the first 12 files of the corpus
         "data": {"max_pieces": 12, "transpose": 1, "key_analysis": False},
