@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--temperatures", default="0.9,1.0")
     ap.add_argument("--steps", default="16,32,64")
-    ap.add_argument("--top-p", default="1.0", help="nucleus masses to try, comma-separated (1: the whole distribution)")
+    ap.add_argument("--top-p", default="0.95", help="nucleus masses to try, comma-separated (1: the whole distribution; 0.95: the generator's default)")
     ap.add_argument("--no-moses", action="store_true", help="skip FCD/SNN/IntDiv/Filters (the MOSES suite)")
     ap.add_argument("--reference", help="SMILES file to compare with (default: the run's prepared test set)")
     args = ap.parse_args()

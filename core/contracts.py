@@ -98,7 +98,8 @@ class Evaluation:
     """What one evaluator says of one set of samples: metrics and figures (PNG files).
 
     ``error`` is set by the host when the evaluator raised: its metrics are then empty,
-    and every other evaluator's results are kept.
+    and every other evaluator's results are kept. ``notes`` are sentences for the report
+    and the summary (e.g. a part of the evaluation that could not be computed, and why).
     """
 
     evaluator: str
@@ -106,6 +107,7 @@ class Evaluation:
     figures: dict[str, Path] = field(default_factory=dict)
     plugin: str = ""
     error: str | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass

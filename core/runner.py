@@ -366,6 +366,7 @@ def evaluate_samples(
         try:
             result: Evaluation = ev.evaluate(samples, reference, out_dir, settings)
             result.evaluator, result.plugin = ev.name, plugin  # an evaluator speaks only for itself
+            report.notes.extend(f"{ev.name}: {note}" for note in result.notes)
         except Exception as exc:  # an evaluator's bug costs only its own metrics
             message = f"evaluator {ev.name!r} of plugin {plugin!r} failed on {samples.kind}: {type(exc).__name__}: {exc}"
             log.debug(message, exc_info=True)  # the note reaches the report, the summary and the Prefect log

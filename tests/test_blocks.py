@@ -67,7 +67,37 @@ def test_nucleus_sampling_keeps_the_smallest_set_that_holds_top_p():
     model = _OneSurePosition()
     x = DIFFUSION.sample(model, torch.full((50,), 8), steps=8, temperature=1.0, generator=torch.Generator().manual_seed(0), top_p=1e-3)
     assert (x[:, _OneSurePosition.SURE] == 2).all()
-    assert len(x[:, 0].unique()) == 1
+
+
+def test_a_sampling_constraint_is_obeyed_keeps_given_cells_and_never_leaves_nothing_to_draw():
+    from genforge.core.blocks import Autoregressive
+
+    torch.manual_seed(0)
+    net = TransformerDenoiser(TransformerConfig(d_model=32, n_heads=2, n_layers=1), vocab_size=8, max_len=12, causal=True).eval()
+    process = Autoregressive(start_id=0)
+    given = torch.zeros(64, 12, dtype=torch.long)
+    given[:, 5] = 3  # a given cell, kept whatever the rule says
+    seen = []
+
+    def rule(x: torch.Tensor, i: int) -> torch.Tensor:
+        seen.append(i)
+        banned = torch.zeros(len(x), 8, dtype=torch.bool)
+        if i % 2:
+            banned[:, 1:] = True  # odd positions: everything banned -> the unconstrained prediction
+        else:
+            banned[:, 1:5] = True  # even positions: only 5, 6, 7 allowed
+            banned[:, 5] = x[:, i - 1] == 5 if i else False  # and never 5 after a 5: the rule sees what was drawn
+        return banned
+
+    x = process.sample(net, given, unknown_id=0, temperature=1.0, generator=torch.Generator().manual_seed(0), constraint=rule)
+    assert seen == [i for i in range(12) if i != 5]  # asked for each cell it draws, in order, not for the given one
+    assert (x[:, 5] == 3).all()
+    even = x[:, [0, 2, 4, 6, 8, 10]]
+    assert ((even >= 5) & (even <= 7)).all()
+    after_five = torch.stack([x[:, i - 1] == 5 for i in (2, 4, 8, 10)], 1)
+    assert after_five.any() and not (after_five & torch.stack([x[:, i] == 5 for i in (2, 4, 8, 10)], 1)).any()
+    odd = x[:, [1, 3, 7, 9, 11]]
+    assert ((odd >= 1) & (odd <= 7)).all() and len(odd.unique()) > 3  # all banned: drawn freely (not the unknown id)
 
 
 def test_flat_weighting_is_the_mean_masked_cross_entropy():
@@ -84,6 +114,8 @@ def test_flat_weighting_is_the_mean_masked_cross_entropy():
     assert not torch.isclose(elbo, flat) and 0.5 < float(elbo / flat) < 2
     flat.backward()
     assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="unknown loss weighting 'mdlm'; use one of elbo, flat"):
+        MaskedDiffusion(MASK_ID, PAD_ID, weighting="mdlm")
 
 
 def test_gumbel_noise_is_finite_and_standard():

@@ -53,7 +53,7 @@ class Autoregressive:
         constraint: called as ``constraint(x, i)`` before position ``i`` is drawn, with ``x`` the
             tokens so far (positions ``>= i`` not yet drawn, except given cells); returns a
             (batch, vocab) bool tensor of tokens that must not be drawn there (None: no rule).
-            A rule of the domain (a counterpoint rule, a grammar); a row that forbids every token
+            A rule of the domain (a grammar, a constraint between positions); a row that forbids every token
             draws from the unconstrained prediction.
         """
         x = given.clone()

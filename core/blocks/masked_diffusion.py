@@ -81,6 +81,10 @@ class MaskedDiffusion:
     t_min: float = 1e-3
     weighting: Weighting = "elbo"
 
+    def __post_init__(self) -> None:
+        if self.weighting not in get_args(Weighting):
+            raise ValueError(f"unknown loss weighting {self.weighting!r}; use one of {', '.join(get_args(Weighting))}")
+
     # -- training --------------------------------------------------------------------
     def loss(
         self, model: torch.nn.Module, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None

@@ -248,32 +248,38 @@ def is_moses_test(reference: Reference) -> bool:
     return reference.name in MOSES_TEST_REFERENCES
 
 
+REFERENCE_STATS_VERSION = 1  # in the cache's name: a change to the suite's statistics is a new name, never a stale file
+
+
 def own_reference_statistics(path: Path, max_n: int, workers: int | None):
     """The MOSES suite's statistics of a reference file, cached by its content under ``$GENFORGE_HOME/cache/references``.
 
-    A changed file is a new digest (never a stale cache); an unreadable cache is a miss.
+    A changed file is a new digest (never a stale cache); a cache that cannot be read (cut
+    short, damaged) is deleted and computed again; it is written whole or not at all.
     """
     import hashlib
+    import io
 
-    from genforge.core.store import home
+    from genforge.core.store import atomic_write_bytes, home
 
     from .moses_metrics import read_reference, reference_statistics, save_reference
 
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-    cache = home() / "cache" / "references" / f"moses-{digest}-{max_n}.npz"
-    try:
-        return read_reference(cache)
-    except (OSError, ValueError, KeyError):
-        pass
+    cache = home() / "cache" / "references" / f"moses-v{REFERENCE_STATS_VERSION}-{digest}-{max_n}.npz"
+    if cache.exists():
+        try:
+            return read_reference(cache)
+        except Exception:  # noqa: BLE001 - any unreadable cache (BadZipFile, EOFError, ...) is a miss
+            cache.unlink(missing_ok=True)
     smiles = [s for s in read_samples(path) if s]
     if len(smiles) > max_n:  # a seeded random subset: files may be ordered
         smiles = [smiles[i] for i in sorted(np.random.default_rng(0).choice(len(smiles), max_n, replace=False))]
     stats = reference_statistics(smiles, "Ref", n_jobs=workers)
+    buffer = io.BytesIO()
+    save_reference(stats, buffer)
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.tmp-{os.getpid()}")
-        save_reference(stats, tmp)
-        os.replace(tmp, cache)
+        atomic_write_bytes(cache, buffer.getvalue())
     except OSError:  # a read-only store: compute again next time
         pass
     return stats
@@ -293,7 +299,7 @@ class MosesEvaluator(Evaluator):
     name: ClassVar[str] = "moses"
     kinds: ClassVar[tuple[str, ...]] = ("molecules",)
     Config: ClassVar[type[MosesConfig]] = MosesConfig
-    description: ClassVar[str] = "the MOSES suite (FCD, SNN, Frag, Scaf, IntDiv, Filters) and GuacaMol's KL score against MOSES's test sets"
+    description: ClassVar[str] = "the MOSES suite (FCD, SNN, Frag, Scaf, IntDiv, Filters) and GuacaMol's KL score against MOSES's test sets, and against your own reference (/Ref)"
 
     def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: MosesConfig) -> Evaluation:
         from .moses_metrics import DATA, guacamol_kl_score, moses_metrics
@@ -302,8 +308,12 @@ class MosesEvaluator(Evaluator):
         train = training_set(reference)
         timings: dict[str, float] = {}
         sets: list = ["test", "test_scaffolds"]
+        notes = []
         if not is_moses_test(reference):
-            sets.append(own_reference_statistics(reference.test, config.ref_molecules, config.workers))
+            try:
+                sets.append(own_reference_statistics(reference.test, config.ref_molecules, config.workers))
+            except ValueError as exc:  # e.g. fewer than 2 valid reference molecules: the MOSES figures still come
+                notes.append(f"no /Ref figures against {reference.name}: {exc}")
         values = moses_metrics(raw, train, tuple(sets), n_jobs=config.workers, timings=timings)
         higher = {"validity": True, "novelty": True, "IntDiv": True, "IntDiv2": True, "Filters": True}
         metrics = []
@@ -311,10 +321,10 @@ class MosesEvaluator(Evaluator):
             better = higher.get(key, key.startswith(("unique@", "SNN/", "Frag/", "Scaf/")) or None)
             if key.startswith(("FCD/", "logP", "SA", "QED", "weight")):
                 better = False
-            against = "the given reference" if key.endswith("/Ref") else "MOSES"
-            metrics.append(Metric(key, v, better, None, f"MOSES suite, against {against}"))
+            against = {"validity": "", "novelty": ", against the training data"}.get(key, ", against the given reference" if key.endswith("/Ref") else ", against MOSES")
+            metrics.append(Metric(key, v, better, None, f"MOSES suite{'' if key.startswith('unique@') or key.startswith('IntDiv') or key == 'Filters' else against}"))
         if config.kl_score:
             test = gzip.open(DATA / "moses_test.smi.gz", "rt").read().split()
             score, _ = guacamol_kl_score(raw, test[: config.max_reference], config.workers)
             metrics.append(Metric("KL", score, True, None, "GuacaMol KL-divergence score vs MOSES test"))
-        return Evaluation(self.name, metrics)
+        return Evaluation(self.name, metrics, notes=notes)

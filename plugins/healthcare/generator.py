@@ -178,6 +178,16 @@ class MoleculeDiffusionConfig(GeneratorConfig):
     sample: MoleculeSampleConfig = Field(default_factory=MoleculeSampleConfig)
 
 
+def _reference_name(cfg: MoleculeDataConfig, source: str, held_out_from_train: bool) -> str:
+    """How the evaluation reference is named, as `genforge evaluate --reference` names one: SOURCE-test for a data
+    source's test split (the MOSES evaluator knows MOSES's own by that name), else where it came from."""
+    if cfg.test_path:
+        return redact_url(str(cfg.test_path))
+    if held_out_from_train:
+        return f"{source} (held out)"
+    return f"{source}-test"
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -295,6 +305,7 @@ class MoleculeDiffusion(Generator):
 
         stats = {
             "source": source,
+            "reference": _reference_name(cfg, source, held_out_from_train=test_file is None),
             "representation": cfg.representation,
             "train": {"read": len(raw_train), "kept": len(kept), "held_out": held_out, "rejected": dict(rejected.most_common())},
             "test": test_stats,
@@ -446,11 +457,7 @@ class MoleculeDiffusion(Generator):
     def reference(self, data: PreparedData, config: MoleculeDiffusionConfig) -> Reference:
         # Named as `genforge evaluate --reference` names it: SOURCE-test for a data source's test split
         # (the MOSES evaluator knows MOSES's own by that name), else the file it came from.
-        cfg = config.data
-        if cfg.test_path:
-            name = redact_url(str(cfg.test_path))
-        elif cfg.path:
-            name = f"{data.stats.get('source', redact_url(str(cfg.path)))} (held out)"
-        else:
-            name = f"{cfg.source}-test"
+        # Recorded by prepare (a prepared folder carries the name of the reference it was made with);
+        # data prepared before the name was recorded: worked out from the config.
+        name = data.stats.get("reference") or _reference_name(config.data, data.stats.get("source", ""), held_out_from_train="held_out_from" in (data.stats.get("test") or {}))
         return Reference("molecules", test=data.path / "test.smi", train=data.path / "train.smi", name=name)

@@ -352,11 +352,14 @@ def reference_statistics(smiles: list[str], suffix: str = "Ref", n_jobs: int | N
     )
 
 
-def save_reference(ref: MosesReference, path: Path) -> None:
-    """Write a reference's statistics as one ``.npz`` (no pickles), the form ``moses/stats_*.npz`` have."""
+def save_reference(ref: MosesReference, path) -> None:
+    """Write a reference's statistics as one ``.npz`` (no pickles), the form ``moses/stats_*.npz`` have; a path or a binary file."""
     arrays = {"fcd_mu": ref.fcd_mu, "fcd_sigma": ref.fcd_sigma, "fps": ref.fps,
               "frag": np.array(json.dumps(ref.frag)), "scaf": np.array(json.dumps(ref.scaf)), "suffix": np.array(ref.suffix)}
     arrays |= ref.values or {}
+    if hasattr(path, "write"):
+        np.savez(path, **arrays)
+        return
     with open(path, "wb") as f:
         np.savez(f, **arrays)
 

@@ -253,7 +253,8 @@ class ChoraleDiffusion(Generator):
             done += b
             run.report_progress("sample", done, cfg.n)
         details = {"order": meta["model"]["order"], "bars": cfg.bars if melody is None else round(len(melody) / 16, 2),
-                   "steps": cfg.steps if meta["model"]["order"] == "masked" else None, "temperature": cfg.temperature}
+                   "steps": cfg.steps if meta["model"]["order"] == "masked" else None, "temperature": cfg.temperature,
+                   **({"top_p": cfg.top_p, "avoid_parallels": cfg.avoid_parallels} if meta["model"]["order"] == "autoregressive" else {})}
         if melody is not None:
             details["melody"] = melody_info
         details["renderer"] = write_pieces(pieces, run.samples_dir, cfg)

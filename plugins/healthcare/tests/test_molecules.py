@@ -114,6 +114,9 @@ def test_an_exported_prepared_folder_trains_elsewhere(tmp_path, store, tiny):
     run = create_run("molecule-diffusion", overrides=tiny + [f"data.path={packed}"])
     data = Steps(run).prepare()
     assert data.path == packed and data.stats["cache"] == "prepared folder" and data.stats["train"]["kept"] == prepared.stats["train"]["kept"]
+    # the folder keeps the name of the reference it was prepared with: still MOSES's test split (no /Ref figures)
+    steps = Steps(run)
+    assert steps.generator.reference(data, steps.config).name == "moses-test"
     run_all(run)
     assert json.loads((run.path / "samples.json").read_text())["count"] == 40
     assert "novelty" not in run.metrics()  # the export left train.smi behind: no novelty, no failure
@@ -375,18 +378,24 @@ def test_the_autoregressive_order_trains_and_samples_left_to_right_on_the_same_b
 def test_the_reference_is_named_so_that_the_moses_suite_knows_moses_own_test_split(tmp_path):
     from genforge.core import PreparedData
     from genforge.plugins.healthcare.evaluator import is_moses_test
-    from genforge.plugins.healthcare.generator import MoleculeDiffusion, MoleculeDiffusionConfig
+    from genforge.plugins.healthcare.generator import MoleculeDiffusion, MoleculeDiffusionConfig, _reference_name
 
-    gen = MoleculeDiffusion()
-    data = PreparedData(tmp_path, "f" * 16, {"source": "my-library.smi"})
+    def name(source="moses", held_out=False, **fields):
+        return _reference_name(MoleculeDiffusionConfig.model_validate({"data": fields}).data, source, held_out)
 
-    def ref(**fields):
-        return gen.reference(data, MoleculeDiffusionConfig.model_validate({"data": fields}))
+    assert name() == "moses-test" and name("moses-full") == "moses-full-test"
+    # a user's file (its held-out part), a source without a test split, or a given test file: not MOSES's own
+    assert name("my-library.smi", True, path="my-library.smi") == "my-library.smi (held out)"
+    assert name("zinc", True) == "zinc (held out)"
+    assert name(test_path="https://h.example/in-house.smi?X-Amz-Signature=abc") == "https://h.example/in-house.smi?<redacted>"
 
-    assert ref().name == "moses-test" and is_moses_test(ref())
-    assert ref(source="moses-full").name == "moses-full-test" and is_moses_test(ref(source="moses-full"))
-    # a user's file (its held-out part) or a given test file: the suite also runs against it, as FCD/Ref, ...
-    assert ref(path="my-library.smi").name == "my-library.smi (held out)" and not is_moses_test(ref(path="my-library.smi"))
-    tokened = ref(test_path="https://h.example/in-house.smi?X-Amz-Signature=abc")
-    assert tokened.name == "https://h.example/in-house.smi?<redacted>" and not is_moses_test(tokened)
-    assert tokened.test == tmp_path / "test.smi"
+    gen, config = MoleculeDiffusion(), MoleculeDiffusionConfig()
+
+    def ref(stats):
+        return gen.reference(PreparedData(tmp_path, "f" * 16, stats), config)
+
+    # the name prepare recorded wins (a prepared folder carries it); older prepared data: from its stats
+    assert ref({"source": "moses", "reference": "moses-full-test"}).name == "moses-full-test"
+    assert is_moses_test(ref({"source": "moses", "test": {"read": 10}}))
+    mine = ref({"source": "my.smi", "test": {"read": 5, "held_out_from": "train"}})
+    assert mine.name == "my.smi (held out)" and not is_moses_test(mine) and mine.test == tmp_path / "test.smi"

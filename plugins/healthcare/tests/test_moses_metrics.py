@@ -179,3 +179,39 @@ def test_reference_statistics_round_trip_and_need_two_molecules(tmp_path):
     assert set(back.values) == {"logP", "SA", "QED", "weight"}
     with pytest.raises(ValueError, match="1 valid molecule"):
         reference_statistics(["CCO", "C1CC("], n_jobs=1)
+
+
+def test_own_reference_statistics_are_cached_by_content_and_a_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
+    from genforge.core import Reference, Samples
+    from genforge.plugins.healthcare import evaluator as E
+    from genforge.plugins.healthcare import moses_metrics as MM
+
+    monkeypatch.setenv("GENFORGE_HOME", str(tmp_path / "home"))
+    ref = tmp_path / "in-house.smi"
+    ref.write_text("\n".join(MOSES_TEST + MOSES_GEN[-2:]) + "\n")
+    first = E.own_reference_statistics(ref, 100, 1)
+    (cache,) = (tmp_path / "home" / "cache" / "references").iterdir()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("computed again")
+
+    monkeypatch.setattr(MM, "reference_statistics", refuse)
+    assert np.allclose(E.own_reference_statistics(ref, 100, 1).fcd_mu, first.fcd_mu)  # from the cache
+    monkeypatch.undo()
+    monkeypatch.setenv("GENFORGE_HOME", str(tmp_path / "home"))
+    cache.write_bytes(cache.read_bytes()[:100])  # cut short: a crash mid-copy, a full disk
+    assert np.allclose(E.own_reference_statistics(ref, 100, 1).fcd_mu, first.fcd_mu)
+    assert MM.read_reference(cache).suffix == "Ref"  # rebuilt whole
+    ref.write_text("\n".join(MOSES_TEST) + "\n")  # another content: another cache, never the stale one
+    E.own_reference_statistics(ref, 100, 1)
+    assert len(list(cache.parent.iterdir())) == 2
+
+    # a reference with fewer than two valid molecules costs only the /Ref figures, with a note saying why
+    samples = tmp_path / "samples.smi"
+    samples.write_text("\n".join(MOSES_GEN) + "\n")
+    one = tmp_path / "one.smi"
+    one.write_text("CCO\nnot-a-smiles\n")
+    ev = E.MosesEvaluator().evaluate(Samples("molecules", samples, 6), Reference("molecules", one, name="one.smi"), tmp_path, E.MosesConfig(kl_score=False, workers=1))
+    names = {m.name for m in ev.metrics}
+    assert "FCD/Test" in names and not any(n.endswith("/Ref") for n in names)
+    assert ev.notes == ["no /Ref figures against one.smi: the reference has 1 valid molecule(s) of 2; the suite needs at least 2"]
