@@ -285,6 +285,15 @@ def own_reference_statistics(path: Path, max_n: int, workers: int | None):
     return stats
 
 
+def _suite_description(key: str) -> str:
+    """What a MOSES-suite figure is measured against."""
+    if key == "novelty":
+        return "MOSES suite, against the training data"
+    if "/" in key or key in ("logP", "SA", "QED", "weight"):  # FCD/Test, SNN/Ref, logP, logP/Ref, ...
+        return "MOSES suite, against the given reference" if key.endswith("/Ref") else "MOSES suite, against MOSES"
+    return "MOSES suite"  # validity, uniqueness, IntDiv, Filters: of the samples alone
+
+
 class MosesEvaluator(Evaluator):
     """The MOSES benchmark suite (and GuacaMol's KL score) against MOSES's own test sets, and against the run's reference.
 
@@ -321,8 +330,7 @@ class MosesEvaluator(Evaluator):
             better = higher.get(key, key.startswith(("unique@", "SNN/", "Frag/", "Scaf/")) or None)
             if key.startswith(("FCD/", "logP", "SA", "QED", "weight")):
                 better = False
-            against = {"validity": "", "novelty": ", against the training data"}.get(key, ", against the given reference" if key.endswith("/Ref") else ", against MOSES")
-            metrics.append(Metric(key, v, better, None, f"MOSES suite{'' if key.startswith('unique@') or key.startswith('IntDiv') or key == 'Filters' else against}"))
+            metrics.append(Metric(key, v, better, None, _suite_description(key)))
         if config.kl_score:
             test = gzip.open(DATA / "moses_test.smi.gz", "rt").read().split()
             score, _ = guacamol_kl_score(raw, test[: config.max_reference], config.workers)

@@ -332,8 +332,24 @@ def load_reference(name: str) -> MosesReference:
     )
 
 
+def _set_statistics(canon: list[str], suffix: str, n_jobs: int, device: str | None, lap=lambda name: None) -> tuple[MosesReference, list[dict]]:
+    """The suite's statistics of valid canonical SMILES — the same for samples and for a reference — and the per-molecule records."""
+    per = pmap(_per_molecule, canon, n_jobs)
+    lap("per-molecule (fragments, scaffolds, filters, properties)")
+    fps = np.concatenate(pmap(morgan_fingerprints, [canon[i : i + 2000] for i in range(0, len(canon), 2000)], n_jobs, chunksize=1))
+    lap("fingerprints")
+    act = chemnet_activations(canon, device)
+    lap("ChemNet activations")
+    stats = MosesReference(
+        suffix, act.mean(0), np.cov(act.T), fps,
+        dict(Counter(f for p in per for f in p["frag"])), dict(Counter(p["scaf"] for p in per if p["scaf"] is not None)),
+        {k: np.array([p[k] for p in per]) for k in ("logP", "SA", "QED", "weight")},
+    )
+    return stats, per
+
+
 def reference_statistics(smiles: list[str], suffix: str = "Ref", n_jobs: int | None = None, device: str | None = None) -> MosesReference:
-    """The suite's statistics of any reference molecules, computed as MOSES computes them for its test set.
+    """The suite's statistics of any reference molecules, computed as for the samples (and as MOSES does for its test set).
 
     Invalid SMILES are dropped (canonicalised first, as for samples). Raises ValueError when
     fewer than two are valid: a Fréchet distance needs a covariance.
@@ -342,26 +358,14 @@ def reference_statistics(smiles: list[str], suffix: str = "Ref", n_jobs: int | N
     canon = [c for c in pmap(canonical_smiles, smiles, n_jobs) if c is not None]
     if len(canon) < 2:
         raise ValueError(f"the reference has {len(canon)} valid molecule(s) of {len(smiles)}; the suite needs at least 2")
-    per = pmap(_per_molecule, canon, n_jobs)
-    fps = np.concatenate(pmap(morgan_fingerprints, [canon[i : i + 2000] for i in range(0, len(canon), 2000)], n_jobs, chunksize=1))
-    act = chemnet_activations(canon, device)
-    return MosesReference(
-        suffix, act.mean(0), np.cov(act.T), fps,
-        dict(Counter(f for p in per for f in p["frag"])), dict(Counter(p["scaf"] for p in per if p["scaf"] is not None)),
-        {k: np.array([p[k] for p in per]) for k in ("logP", "SA", "QED", "weight")},
-    )
+    return _set_statistics(canon, suffix, n_jobs, device)[0]
 
 
 def save_reference(ref: MosesReference, path) -> None:
     """Write a reference's statistics as one ``.npz`` (no pickles), the form ``moses/stats_*.npz`` have; a path or a binary file."""
     arrays = {"fcd_mu": ref.fcd_mu, "fcd_sigma": ref.fcd_sigma, "fps": ref.fps,
               "frag": np.array(json.dumps(ref.frag)), "scaf": np.array(json.dumps(ref.scaf)), "suffix": np.array(ref.suffix)}
-    arrays |= ref.values or {}
-    if hasattr(path, "write"):
-        np.savez(path, **arrays)
-        return
-    with open(path, "wb") as f:
-        np.savez(f, **arrays)
+    np.savez(path, **arrays | (ref.values or {}))
 
 
 def read_reference(path: Path) -> MosesReference:
@@ -417,30 +421,21 @@ def moses_metrics(
     lap("validity/unique/novelty")
     if len(gen) < 2:
         return m
-    per = pmap(_per_molecule, gen, n_jobs)
-    lap("per-molecule (fragments, scaffolds, filters, properties)")
-    fps = np.concatenate(pmap(morgan_fingerprints, [gen[i : i + 2000] for i in range(0, len(gen), 2000)], n_jobs, chunksize=1))
-    lap("fingerprints")
-    act = chemnet_activations(gen, device)
-    mu, sigma = act.mean(0), np.cov(act.T)
-    lap("ChemNet activations")
-    frag = Counter(f for p in per for f in p["frag"])
-    scaf = Counter(p["scaf"] for p in per if p["scaf"] is not None)
-    values = {k: np.array([p[k] for p in per]) for k in ("logP", "SA", "QED", "weight")}
+    own, per = _set_statistics(gen, "", n_jobs, device, lap)
     for name in references:
         ref = load_reference(name) if isinstance(name, str) else name
         lap("reference sets")
-        m[f"FCD/{ref.suffix}"] = frechet_distance(mu, sigma, ref.fcd_mu, ref.fcd_sigma)
+        m[f"FCD/{ref.suffix}"] = frechet_distance(own.fcd_mu, own.fcd_sigma, ref.fcd_mu, ref.fcd_sigma)
         lap("FCD")
-        m[f"SNN/{ref.suffix}"] = float(agg_tanimoto(ref.fps, fps, "max").mean())
+        m[f"SNN/{ref.suffix}"] = float(agg_tanimoto(ref.fps, own.fps, "max").mean())
         lap("SNN")
-        m[f"Frag/{ref.suffix}"] = cos_similarity(ref.frag, frag)
-        m[f"Scaf/{ref.suffix}"] = cos_similarity(ref.scaf, scaf)
+        m[f"Frag/{ref.suffix}"] = cos_similarity(ref.frag, own.frag)
+        m[f"Scaf/{ref.suffix}"] = cos_similarity(ref.scaf, own.scaf)
         lap("Frag/Scaf")
         if ref.values is not None:
-            for k, v in values.items():
+            for k, v in own.values.items():
                 m[ref.property_name(k)] = float(wasserstein_distance(ref.values[k], v))
-    t1, t2 = agg_tanimoto(fps, fps, "mean", (1, 2))
+    t1, t2 = agg_tanimoto(own.fps, own.fps, "mean", (1, 2))
     m["IntDiv"], m["IntDiv2"] = float(1 - t1.mean()), float(1 - t2.mean())
     lap("IntDiv")
     m["Filters"] = float(np.mean([p["filters"] for p in per]))

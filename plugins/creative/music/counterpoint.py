@@ -22,12 +22,9 @@ PERFECT = (0, 7)  # unison/octave and fifth, mod 12
 
 
 def decode(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 4, L) tokens -> (pitch sounding or -1, struck) per cell, as ``grid.pitches``/``onsets`` (MASK is silence)."""
-    struck = (tokens >= 2) & (tokens < G.VOCAB)
-    own = torch.where(struck, tokens - 2 + G.PITCH_LOW, torch.full_like(tokens, -1))
-    steps = torch.arange(tokens.shape[-1], device=tokens.device).expand_as(tokens)
-    last = torch.where(tokens != G.HOLD, steps, torch.zeros_like(steps)).cummax(-1).values
-    return own.gather(-1, last), struck
+    """(B, 4, L) tokens -> (pitch sounding or -1, struck) per cell: ``grid.pitches`` and ``grid.onsets``, on the tokens' device."""
+    grids = tokens.cpu().numpy()
+    return torch.from_numpy(G.pitches(grids)).to(tokens.device), torch.from_numpy(G.onsets(grids)).to(tokens.device)
 
 
 def banned_pitches(p: torch.Tensor, struck: torch.Tensor, t: int, j: int) -> torch.Tensor:

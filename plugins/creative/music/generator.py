@@ -145,7 +145,7 @@ def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Cho
         if start > 0:  # a note held into the window is struck at its start, as in the training windows (grid.crop)
             held = first == G.HOLD
             if held.any():
-                sounding = torch.from_numpy(np.stack([G.pitches(g)[:, start] for g in x[:, :, : start + 1].cpu().numpy()])).to(x.device)
+                sounding = torch.from_numpy(G.pitches(x[:, :, : start + 1].cpu().numpy())[:, :, start]).to(x.device)
                 part[:, :, 0] = torch.where(held & (sounding >= 0), sounding - G.PITCH_LOW + 2, torch.where(held, G.REST, first))
         seq = flatten(part)
         if order == "masked":

@@ -82,26 +82,28 @@ def encode_notes(voices: Sequence[Iterable[tuple[int, int, int]]], length: int |
     return grid
 
 
-def _check(grid: np.ndarray) -> np.ndarray:
+def _check(grid: np.ndarray, batch: bool = False) -> np.ndarray:
+    """An int grid (4, T); with ``batch``, also a stack of them (..., 4, T)."""
     grid = np.asarray(grid)
-    if grid.ndim != 2 or grid.shape[0] != len(VOICES) or not np.issubdtype(grid.dtype, np.integer):
+    if (grid.ndim != 2 and not (batch and grid.ndim > 2)) or grid.shape[-2] != len(VOICES) or not np.issubdtype(grid.dtype, np.integer):
         raise ValueError(f"a grid is an int array (4, T); got {grid.dtype} {grid.shape}")
     return grid
 
 
 def pitches(grid: np.ndarray) -> np.ndarray:
-    """(4, T) int: the MIDI pitch each voice sounds at each step, -1 where silent (``HOLD`` resolved)."""
-    grid = _check(grid)
+    """(4, T) int — or (..., 4, T) for a stack of grids: the MIDI pitch each voice sounds at each step, -1 where
+    silent (``HOLD`` resolved; a ``MASK`` is silence)."""
+    grid = _check(grid, batch=True)
     struck = (grid >= 2) & (grid < VOCAB)
     own = np.where(struck, grid - 2 + PITCH_LOW, -1)  # what each step says by itself
     # a HOLD reads the last step before it that is not a HOLD (a rest there, or a leading HOLD: silence)
-    last = np.maximum.accumulate(np.where(grid != HOLD, np.arange(grid.shape[1]), 0), axis=1)
-    return np.take_along_axis(own, last, axis=1).astype(np.int64)
+    last = np.maximum.accumulate(np.where(grid != HOLD, np.arange(grid.shape[-1]), 0), axis=-1)
+    return np.take_along_axis(own, last, axis=-1).astype(np.int64)
 
 
 def onsets(grid: np.ndarray) -> np.ndarray:
-    """(4, T) bool: where a note is struck (a pitch token)."""
-    grid = _check(grid)
+    """(4, T) bool — or (..., 4, T): where a note is struck (a pitch token)."""
+    grid = _check(grid, batch=True)
     return (grid >= 2) & (grid < VOCAB)
 
 
