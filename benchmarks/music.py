@@ -53,7 +53,7 @@ def main() -> None:
     from genforge.plugins.creative.music.corpus import parse_score
     from genforge.plugins.creative.music.data import load_grids
     from genforge.plugins.creative.music.evaluator import ChoraleEvaluator
-    from genforge.plugins.creative.music.generator import ChoraleDiffusion, generate, write_pieces
+    from genforge.plugins.creative.music.generator import ChoraleDiffusion, compose, write_pieces
 
     given_runs = dict(item.split("=", 1) for item in args.run)
     evaluator, ev_config = ChoraleEvaluator(), ChoraleEvaluator.Config(rolls=0)
@@ -82,7 +82,7 @@ def main() -> None:
         # unconditional
         gen = torch.Generator().manual_seed(0)
         t0 = time.time()
-        pieces = generate(net, meta, ChoraleDiffusion.given(args.n, length, None, torch.device("cpu")), cfg, gen)
+        pieces, _ = compose(net, meta, ChoraleDiffusion.given(args.n, length, None, torch.device("cpu")), cfg, gen)
         seconds = time.time() - t0
         folder = out_root / f"{order}-free"
         write_pieces(list(pieces), folder, cfg)
@@ -97,7 +97,7 @@ def main() -> None:
         given = ChoraleDiffusion.given(len(sopranos), length, None, torch.device("cpu"))
         given[:, 0] = torch.from_numpy(sopranos)
         t0 = time.time()
-        harmonised = generate(net, meta, given, cfg, torch.Generator().manual_seed(0))
+        harmonised, _ = compose(net, meta, given, cfg, torch.Generator().manual_seed(0))
         seconds = time.time() - t0
         folder = out_root / f"{order}-harmonised"
         write_pieces(list(harmonised), folder, cfg)

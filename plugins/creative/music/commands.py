@@ -41,7 +41,7 @@ def harmonise(
     from genforge.core.runner import Steps
     from genforge.core.training import choose_device
 
-    from .generator import ChoraleDiffusion, generate, write_pieces
+    from .generator import ChoraleDiffusion, compose, write_pieces
     from .melody import read_melody
 
     tokens, info = read_melody(melody)
@@ -51,7 +51,7 @@ def harmonise(
     device = choose_device(device)
     net, meta = ChoraleDiffusion.load_model(steps.checkpoint().path, device)
     gen = torch.Generator(device=device).manual_seed(seed)
-    pieces = generate(net, meta, ChoraleDiffusion.given(n, len(tokens), tokens, device), cfg, gen)
+    pieces, _ = compose(net, meta, ChoraleDiffusion.given(n, len(tokens), tokens, device), cfg, gen)
     folder = out or Path(f"{melody.stem}-harmonised")
     renderer = write_pieces(list(pieces), folder, cfg)
     moved = f", moved {info['transposed']:+d} semitones into the soprano range" if info["transposed"] else ""

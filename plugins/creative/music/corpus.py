@@ -316,6 +316,67 @@ def transpose_key(key: str | None, semitones: int) -> str | None:
     return f"{(_MINOR_TONICS if mode == 'minor' else _MAJOR_TONICS)[pc]} {mode}"
 
 
+def grid_key(grid: np.ndarray, step: float = 0.25) -> str | None:
+    """music21's key analysis (Krumhansl-Schmuckler) of the notes of a grid, any voices given ("G minor"); None for a silent grid."""
+    from music21 import note, stream
+
+    s = stream.Stream()
+    for voice in G.notes(grid):
+        for start, end, pitch in voice:
+            s.insert(start * step, note.Note(pitch, quarterLength=(end - start) * step))
+    if not s.notes:
+        return None
+    k = s.analyze("key")
+    return f"{k.tonic.name} {k.mode}"
+
+
+HOME_KEYS = {"major": 0, "minor": 9}  # the tonic pitch class each mode is moved to: C major, A minor (one scale, no accidentals)
+
+
+def _outside(grid: np.ndarray, k: int) -> int:
+    """Notes of the grid that a move by ``k`` semitones would put outside their voice's usual range."""
+    return sum(int(((row[row >= 0] + k < G.RANGES[v][0]) | (row[row >= 0] + k > G.RANGES[v][1])).sum()) for row, v in zip(G.pitches(grid), G.VOICES))
+
+
+def nearest_shift(grid: np.ndarray, up: int) -> int:
+    """The move by ``up`` semitones, up or down an octave (-6..6), that leaves fewest of the grid's notes out of range (then the smaller)."""
+    up %= 12
+    return min((k for k in (up, up - 12) if -6 <= k <= 6), key=lambda k: (_outside(grid, k), abs(k)))
+
+
+def draw_shift(grid: np.ndarray, offsets: dict[str, int], rng: np.random.Generator) -> int:
+    """A move (-6..6) to a key drawn from ``offsets`` ({"semitones": how many pieces}) among those that leave fewest notes out of range."""
+    moves = {k: nearest_shift(grid, int(k)) for k in offsets}
+    outside = {k: _outside(grid, m) for k, m in moves.items()}
+    best = [k for k in offsets if outside[k] == min(outside.values())]
+    weights = np.array([offsets[k] for k in best], float)
+    return moves[best[rng.choice(len(best), p=weights / weights.sum())]]
+
+
+def home_shift(grid: np.ndarray, key: str | None) -> int:
+    """Semitones (-6..6, ``nearest_shift``) that move a piece in ``key`` to C major or A minor.
+
+    ``key`` as ``parse_score`` gives it ("F# minor"; a mode other than minor counts as major); None:
+    the grid's own key (``grid_key``); a silent grid stays where it is (0).
+    """
+    key = key or grid_key(grid)
+    if key is None:
+        return 0
+    from music21 import pitch
+
+    tonic, mode = key.rsplit(" ", 1)
+    return nearest_shift(grid, HOME_KEYS.get(mode, 0) - pitch.Pitch(tonic).pitchClass)
+
+
+def to_home_key(grids: Iterable[np.ndarray], keys: Iterable[str | None]) -> tuple[list[np.ndarray], list[int]]:
+    """Each piece moved to C major or A minor by its key (``home_shift``; None: its analysed key): (grids, semitones each moved).
+
+    A note the move would take out of the grid's vocabulary goes an octave back into it.
+    """
+    moved = [(g, home_shift(g, k)) for g, k in zip(grids, keys)]
+    return [G.transpose(g, k, fold=True) for g, k in moved], [k for _, k in moved]
+
+
 def augment(
     grids: Iterable[np.ndarray], semitones: Iterable[int] = range(-5, 7), infos: Sequence[dict] | None = None, *, range_slack: int = 2
 ) -> tuple[list[np.ndarray], list[dict]]:

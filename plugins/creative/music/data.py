@@ -3,8 +3,9 @@
 prepare parses every piece into a (4, T) grid on sixteenths (``corpus.py``; cached by
 music21 version and parser version, so the corpus is parsed once per machine), holds out
 ``test_fraction`` of the pieces (whole pieces, by a seeded permutation) as the evaluation
-reference, and transposes the training pieces into every key that keeps each voice in
-its range (``data.transpose``). It writes ``train.npz`` and ``test.npz`` (the grids
+reference, and, when asked (``data.transpose``; the default model learns in one key,
+``model.home_key``, so none), transposes the training pieces into the keys that keep each
+voice in its range. It writes ``train.npz`` and ``test.npz`` (the grids
 concatenated in time, with their lengths and keys) and ``stats.json``.
 """
 
@@ -31,7 +32,9 @@ class ChoraleDataConfig(Section):
     source: Literal["bach"] = Field("bach", description="bach: the Bach chorales in music21's corpus (used when data.path is unset)")
     path: str | None = Field(None, description="a folder of four-part MIDI/MusicXML files to train on instead (searched recursively)")
     test_fraction: float = Field(0.1, gt=0, lt=1, description="share of the pieces held out as the evaluation reference")
-    transpose: int = Field(6, ge=0, le=6, description="training pieces also transposed by -transpose+1 .. +transpose semitones where every voice stays in range (0: no augmentation)")
+    transpose: int = Field(
+        0, ge=0, le=6, description="training pieces also transposed by -transpose+1 .. +transpose semitones where every voice stays in range (0: none; 6 with model.home_key=false: every key)"
+    )
     max_pieces: int | None = Field(None, ge=2, description="use only the first this many files (quick trials and tests)")
     key_analysis: bool = Field(True, description="record each piece's key by music21's analysis (else the key signature)")
     seed: int = 0
@@ -73,6 +76,14 @@ def load_grids(path: Path) -> list[np.ndarray]:
         raise DataError(f"{path}: 'tokens' {tokens.shape} and 'lengths' (sum {int(lengths.sum())}) do not fit; tokens must be (4, sum of lengths)")
     tokens = tokens.astype(np.int64)
     return [tokens[:, a:b] for a, b in zip(np.cumsum(lengths) - lengths, np.cumsum(lengths))]
+
+
+def load_keys(path: Path) -> list[str | None]:
+    """The key of each grid in a ``.npz`` written by ``save_grids`` ("F# minor"; None where unknown or not recorded)."""
+    with np.load(Path(path), allow_pickle=False) as z:
+        keys = [str(k) or None for k in z["keys"]] if "keys" in z else None
+        n = len(z["lengths"])
+    return keys if keys is not None else [None] * n
 
 
 def prepare(cfg: ChoraleDataConfig, cache_root: Path, progress=None) -> tuple[Path, str, dict, str]:

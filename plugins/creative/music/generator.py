@@ -14,12 +14,17 @@ trained one of two ways (``model.order``):
   harmonise, a phrase to continue, a part to re-voice — it sees the given cells on both sides.
 
 Pieces longer than the training window (``model.window`` sixteenths) are generated window
-by window, each new window given the last half of the one before. Held-out likelihood is
+by window, each new window given the last half of the one before. Seeing one bar back, a
+model that knows every key drifts from one to another between windows; so by default
+(``model.home_key``) it learns in one: training pieces are moved to C major or A minor by
+their key, and ``compose`` moves each sample from there to a key of the corpus (a melody to
+harmonise goes there and back by its own key). Held-out likelihood is
 measured after training on the test pieces' windows (``training.json``, ``details``).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -43,6 +48,7 @@ from genforge.core.blocks import Autoregressive, MaskedDiffusion, Strategy, Tran
 from genforge.core.kinds import Music
 from genforge.core.training import load_weights, save_weights
 
+from . import corpus
 from . import data as chorale_data
 from . import grid as G
 from . import render
@@ -61,6 +67,9 @@ class ChoraleModelConfig(TransformerConfig):
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     order: Literal["masked", "autoregressive"] = Field(
         "autoregressive", description="left to right (with the counterpoint rule at sampling) or masked diffusion (infills seeing both sides), on the same backbone"
+    )
+    home_key: bool = Field(
+        True, description="learn in one key: training pieces moved to C major or A minor by their key, samples moved from there to keys drawn from the training pieces' own (a melody: back to its own), so no piece wanders between keys from window to window"
     )
     window: int = Field(32, ge=8, description="sixteenths per training window (32: two 4/4 bars); longer pieces are generated window by window")
     hop: int = Field(4, ge=1, description="sixteenths between training windows' starts (4: a beat)")
@@ -89,7 +98,7 @@ class ChoraleSampleConfig(SampleConfig):
     strategy: Strategy = Field(
         "ancestral", description="masked: which cells to reveal each round (ancestral: MDLM's exact reverse process; confidence and margin reveal held notes first and stall)"
     )
-    temperature: float = Field(0.8, gt=0, description="softmax temperature (lower: more tonal but more held notes)")
+    temperature: float = Field(0.9, gt=0, description="softmax temperature (lower: more tonal, plainer; with model.home_key 0.9 sits nearest the real pieces)")
     top_p: float = Field(0.95, gt=0, le=1, description="autoregressive: nucleus sampling mass")
     avoid_parallels: bool = Field(
         True, description="autoregressive: never draw a note that makes parallel fifths or octaves with a voice above it (the rule the evaluator counts)"
@@ -106,9 +115,14 @@ class ChoraleDiffusionConfig(GeneratorConfig):
     sample: ChoraleSampleConfig = Field(default_factory=ChoraleSampleConfig)
 
     @model_validator(mode="after")
-    def _hop(self) -> "ChoraleDiffusionConfig":
+    def _sections_agree(self) -> "ChoraleDiffusionConfig":
         if self.model.hop > self.model.window:
             raise ValueError(f"model.hop ({self.model.hop}) cannot exceed model.window ({self.model.window})")
+        if self.model.home_key and self.data.transpose:
+            raise ValueError(
+                f"data.transpose ({self.data.transpose}) adds nothing when model.home_key moves every training piece to C major / A minor; "
+                "set data.transpose=0, or model.home_key=false to learn every key from transposed copies"
+            )
         return self
 
 
@@ -163,6 +177,32 @@ def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Cho
     return np.stack([G.clean(g) for g in x.cpu().numpy()])
 
 
+def compose(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: ChoraleSampleConfig, generator: torch.Generator) -> tuple[np.ndarray, list[int]]:
+    """``generate`` in the key the model was trained in: (pieces, the semitones each was moved by afterwards).
+
+    A model trained with ``model.home_key`` knows C major and A minor only (``key_offsets`` in its
+    ``model.json``): a piece with a given soprano is moved there by the soprano's own key, filled,
+    and moved back by exactly as much, so the soprano comes back note for note; a free piece is
+    moved to a key drawn from the training pieces' own (how far each was from home) among those,
+    and up or down the octave, that leave fewest notes outside their voice's range. Other models: ``generate`` as it is, moves 0.
+    """
+    offsets = meta.get("key_offsets")
+    if not offsets:
+        return generate(net, meta, given, cfg, generator), [0] * len(given)
+    x = given.cpu().numpy()
+    melodic = (x[:, 0] != G.MASK).any(axis=1)
+    home = [corpus.home_shift(g, None) if m else 0 for g, m in zip(x, melodic)]
+    pieces = generate(net, meta, torch.from_numpy(_move(x, home)).to(given.device), cfg, generator)
+    rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
+    away = [-h if m else corpus.draw_shift(p, offsets, rng) for p, h, m in zip(pieces, home, melodic)]
+    return _move(pieces, away), away
+
+
+def _move(grids: np.ndarray, shifts: list[int]) -> np.ndarray:
+    """Each grid transposed by its shift; a note that would leave the vocabulary goes an octave back into it."""
+    return np.stack([G.transpose(g, k, fold=True) for g, k in zip(grids, shifts)])
+
+
 class ChoraleDiffusion(Generator):
     name: ClassVar[str] = "chorale-diffusion"
     kind: ClassVar[str] = "music"
@@ -170,7 +210,7 @@ class ChoraleDiffusion(Generator):
     description: ClassVar[str] = "four-part chorales over the voice x sixteenth grid: left to right with a counterpoint rule (or masked diffusion), shared transformer; harmonises melodies"
     libraries: ClassVar[tuple[str, ...]] = ("torch", "music21")
     test_spec: ClassVar[dict] = {  # seconds on 2 cores: the first 12 files of the corpus
-        "data": {"max_pieces": 12, "transpose": 1, "key_analysis": False},
+        "data": {"max_pieces": 12, "key_analysis": False},
         "model": {"d_model": 32, "n_heads": 2, "n_layers": 1, "window": 16, "hop": 8},
         "train": {"max_steps": 12, "max_minutes": None, "batch_size": 16, "checkpoint_every": 5, "log_every": 2},
         "sample": {"n": 4, "bars": 2, "steps": 4, "previews": 1},
@@ -193,7 +233,8 @@ class ChoraleDiffusion(Generator):
 
             read_melody(Path(config.sample.melody))  # a bad melody file stops here, before training
         m, cfg, device = config.model, config.train, trainer.device
-        windows = torch.from_numpy(training_windows(chorale_data.load_grids(data.path / "train.npz"), m.window, m.hop))
+        pieces, offsets = self.pieces(data.path / "train.npz", m)
+        windows = torch.from_numpy(training_windows(pieces, m.window, m.hop))
         if device.type == "cuda":
             windows = windows.to(device)
         torch.manual_seed(cfg.seed)
@@ -210,21 +251,33 @@ class ChoraleDiffusion(Generator):
         weights = trainer.run_dir / WEIGHTS
         if not trainer.is_main:
             return Checkpoint(weights, result.step)
-        save_weights(net, weights, {"model": m.model_dump(), "step": result.step})
+        save_weights(net, weights, {"model": m.model_dump(), "step": result.step, "key_offsets": offsets})
         details = {"order": m.order, "parameters": net.num_parameters(), "training_windows": len(windows), **self.heldout(net.to(device).eval(), data, m, device)}
         return Checkpoint(weights, result.step, details=details)
 
     @staticmethod
+    def pieces(path: Path, m: ChoraleModelConfig) -> tuple[list[np.ndarray], dict[str, int] | None]:
+        """The grids of a prepared ``.npz`` as the model sees them: with ``home_key``, moved to C major / A minor, and
+        how far each piece was from there, counted ({"-2": 59, ...}: the keys ``compose`` sends samples back to)."""
+        grids = chorale_data.load_grids(path)
+        if not m.home_key:
+            return grids, None
+        grids, shifts = corpus.to_home_key(grids, chorale_data.load_keys(path))
+        return grids, {str(k): n for k, n in sorted(Counter(-k for k in shifts).items())}
+
+    @staticmethod
     def heldout(net: TransformerDenoiser, data: PreparedData, m: ChoraleModelConfig, device: torch.device) -> dict[str, float]:
         """Likelihood of the held-out pieces' windows: masked-cell NLL at rate 0.5 (masked) or next-token NLL (autoregressive)."""
-        test = torch.from_numpy(training_windows(chorale_data.load_grids(data.path / "test.npz"), m.window, m.window)).to(device)
+        pieces, _ = ChoraleDiffusion.pieces(data.path / "test.npz", m)
+        where = ", moved to C major / A minor as the training pieces were" if m.home_key else ""
+        test = torch.from_numpy(training_windows(pieces, m.window, m.window)).to(device)
         gen = torch.Generator(device=device).manual_seed(0)
         with torch.no_grad():
             if m.order == "masked":
                 nll = np.mean([DIFFUSION.masked_nll(net, test[i : i + 256], rate=0.5, generator=gen) for i in range(0, len(test), 256)])
-                return {"heldout_masked_nll": round(float(nll), 4), "heldout_note": "nats per cell, half the cells of held-out windows masked, the rest given"}
+                return {"heldout_masked_nll": round(float(nll), 4), "heldout_note": f"nats per cell, half the cells of held-out windows masked, the rest given{where}"}
             nll = np.mean([AUTOREGRESSIVE.nll(net, test[i : i + 256]) for i in range(0, len(test), 256)])
-            return {"heldout_nll": round(float(nll), 4), "heldout_note": "nats per cell, next-cell likelihood of held-out windows"}
+            return {"heldout_nll": round(float(nll), 4), "heldout_note": f"nats per cell, next-cell likelihood of held-out windows{where}"}
 
     # -- sample -------------------------------------------------------------------------------
     @staticmethod
@@ -246,15 +299,19 @@ class ChoraleDiffusion(Generator):
 
             melody, melody_info = read_melody(Path(cfg.melody))
         gen = torch.Generator(device=device).manual_seed(cfg.seed)
-        pieces, done = [], 0
+        pieces, moves, done = [], [], 0
         while done < cfg.n:
             b = min(cfg.batch_size, cfg.n - done)
-            pieces.extend(generate(net, meta, self.given(b, cfg.bars * 16 if melody is None else len(melody), melody, device), cfg, gen))
+            made, moved = compose(net, meta, self.given(b, cfg.bars * 16 if melody is None else len(melody), melody, device), cfg, gen)
+            pieces.extend(made)
+            moves.extend(moved)
             done += b
             run.report_progress("sample", done, cfg.n)
         details = {"order": meta["model"]["order"], "bars": cfg.bars if melody is None else round(len(melody) / 16, 2),
                    "steps": cfg.steps if meta["model"]["order"] == "masked" else None, "temperature": cfg.temperature,
                    **({"top_p": cfg.top_p, "avoid_parallels": cfg.avoid_parallels} if meta["model"]["order"] == "autoregressive" else {})}
+        if meta.get("key_offsets"):
+            details["home_key"] = "trained in C major / A minor; pieces moved from there by " + ", ".join(f"{k:+d}" for k in moves[:16]) + (" ..." if len(moves) > 16 else "") + " semitones"
         if melody is not None:
             details["melody"] = melody_info
         details["renderer"] = write_pieces(pieces, run.samples_dir, cfg)

@@ -133,16 +133,21 @@ def clean(grid: np.ndarray) -> np.ndarray:
     return encode_notes(notes(grid), grid.shape[1])
 
 
-def transpose(grid: np.ndarray, semitones: int) -> np.ndarray | None:
-    """The grid moved by ``semitones``; None when some pitch would leave ``PITCH_LOW..PITCH_HIGH``."""
+def transpose(grid: np.ndarray, semitones: int, *, fold: bool = False) -> np.ndarray | None:
+    """The grid moved by ``semitones``; when some pitch would leave ``PITCH_LOW..PITCH_HIGH``: None,
+    or with ``fold``, that note moved by octaves back into the vocabulary."""
     grid = _check(grid)
     struck = (grid >= 2) & (grid < VOCAB)
-    if struck.any():
+    if struck.any() and not fold:
         low, high = grid[struck].min() - 2 + PITCH_LOW, grid[struck].max() - 2 + PITCH_LOW
         if low + semitones < PITCH_LOW or high + semitones > PITCH_HIGH:
             return None
     out = grid.copy()
     out[struck] += int(semitones)
+    if fold:
+        while ((out < 2) & struck).any() or ((out >= VOCAB) & struck).any():
+            out[struck & (out < 2)] += 12
+            out[struck & (out >= VOCAB)] -= 12
     return out
 
 

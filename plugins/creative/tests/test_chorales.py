@@ -54,6 +54,10 @@ def test_chorale_diffusion_passes_the_conformance_checks(genforge_home):
     assert data["train"]["read"] == 12 and data["train"]["kept"] + data["train"]["held_out"] + sum(data["train"]["rejected"].values()) == 12
     training = run.read_json("training.json")
     assert training["details"]["order"] == "autoregressive" and np.isfinite(training["details"]["heldout_nll"])
+    # trained in C major / A minor (model.home_key): how far each training piece was from there, to send samples back
+    offsets = run.read_json("model.json")["key_offsets"]
+    assert sum(offsets.values()) == data["train"]["kept"] and all(-6 <= int(k) <= 6 for k in offsets)
+    assert "C major / A minor" in training["details"]["heldout_note"] and "home_key" in run.read_json("samples.json")["details"]
     pieces = load_grids(run.samples_dir / "grids.npz")
     assert len(pieces) == 4 and all(p.shape == (4, 32) for p in pieces)  # 2 bars of sixteenths
     assert len(list((run.samples_dir / "midi").glob("*.mid"))) == 4 and len(list((run.samples_dir / "musicxml").glob("*.musicxml"))) == 4
@@ -195,6 +199,9 @@ def test_too_few_pieces_and_an_odd_window_are_one_line(genforge_home, tmp_path, 
         run_all(run)
     with pytest.raises(ConfigError, match="model.window .12. must be an even number of beats"):
         create_run("chorale-diffusion", spec={**spec, "model": {**spec["model"], "window": 12}})
+    with pytest.raises(ConfigError, match="data.transpose .6. adds nothing when model.home_key"):
+        create_run("chorale-diffusion", spec={**spec, "data": {**spec["data"], "transpose": 6}})
+    create_run("chorale-diffusion", spec={**spec, "data": {**spec["data"], "transpose": 6}, "model": {**spec["model"], "home_key": False}})
 
 
 def test_left_to_right_sampling_avoids_parallels_by_rule_across_windows():
@@ -214,3 +221,44 @@ def test_left_to_right_sampling_avoids_parallels_by_rule_across_windows():
         pieces = generate(net, meta, given, cfg, torch.Generator().manual_seed(0))
         counts[avoid] = sum(sum(M.parallels(p).values()) for p in pieces)
     assert counts[False] > 10 and counts[True] == 0
+
+
+def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale):
+    import torch
+
+    from genforge.plugins.creative.music.corpus import grid_key
+    from genforge.plugins.creative.music.generator import ChoraleModelConfig, ChoraleSampleConfig, build, compose, generate
+
+    model = ChoraleModelConfig(d_model=32, n_heads=2, n_layers=1, window=16, hop=8)
+    torch.manual_seed(0)
+    net = build(model).eval()
+    cfg = ChoraleSampleConfig(n=4, bars=2)
+    given = torch.full((4, 4, 32), G.MASK)
+    given[2:, 0] = torch.from_numpy(chorale[0, :32])  # two pieces harmonise bwv66.6's soprano (F# minor: +3 to A minor)
+    assert grid_key(chorale[:1, :32].repeat(4, axis=0)) in ("F# minor", "A major")  # relative keys: one scale, one move home
+
+    # not trained in a home key: generate as it is
+    plain, moves = compose(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0))
+    assert moves == [0] * 4 and (plain == generate(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0))).all()
+
+    # trained in C major / A minor, every piece 2 semitones above home in the corpus
+    seen = []
+    real_generate = generate
+
+    def spy(net_, meta_, given_, cfg_, gen_):
+        seen.append(given_.clone())
+        return real_generate(net_, meta_, given_, cfg_, gen_)
+
+    import genforge.plugins.creative.music.generator as gen_module
+
+    gen_module.generate = spy
+    try:
+        pieces, moves = compose(net, {"model": model.model_dump(), "key_offsets": {"2": 5}}, given, cfg, torch.Generator().manual_seed(0))
+    finally:
+        gen_module.generate = real_generate
+    assert moves[2:] == [-3, -3]  # the melody went up 3 to A minor and comes back down by as much
+    assert all((G.pitches(g.numpy()) == G.pitches(h.numpy()) + 3)[0][G.pitches(h.numpy())[0] >= 0].all() for g, h in zip(seen[0][2:], given[2:]))
+    assert (seen[0][:, 1:] == G.MASK).all()
+    for piece in pieces[2:]:
+        assert G.notes(piece)[0] == soprano_notes(chorale[0, :32])
+    assert moves[:2] == [2, 2]

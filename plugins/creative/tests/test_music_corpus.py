@@ -185,3 +185,32 @@ def test_augment_transposes_within_ranges_and_keeps_the_key(chorales):
     assert dict(zip(shifts, (i["key"] for i in out_infos)))[2] == "G# minor"
     assert C.transpose_key("B- major", 1) == "B major" and C.transpose_key("C minor", -1) == "B minor"
     assert C.augment([grid], semitones=[40])[0] == []  # out of every range
+
+
+def test_home_key_moves_each_piece_to_c_major_or_a_minor(chorales):
+    grids = [g for g, _ in chorales.values()]
+    keys = [i["key"] for _, i in chorales.values()]
+    out, shifts = C.to_home_key(grids, keys)
+    assert C.to_home_key(grids, [None] * len(grids))[1] == shifts  # no key given: the same key by music21's analysis of the notes
+    for g, moved, key, k in zip(grids, out, keys, shifts):
+        assert -6 <= k <= 6 and C.transpose_key(key, k) == ("A minor" if key.endswith("minor") else "C major")
+        p = G.pitches(g)
+        assert ((G.pitches(moved) - p)[p >= 0] == k).all()
+    # a piece without a key is analysed from its notes: bwv66.6 is in F# minor, so it goes down 9 or up 3
+    grid, info = chorales["bwv66.6"]
+    assert info["key"] == "F# minor" and C.grid_key(grid) == "F# minor"
+    assert C.home_shift(grid, None) == C.home_shift(grid, "F# minor") == 3
+    # D# minor is 6 semitones from A minor either way: a low piece goes up, a high one down
+    assert C.home_shift(G.transpose(grid, -3), "D# minor") == 6 and C.home_shift(G.transpose(grid, 9), "D# minor") == -6
+    assert C.nearest_shift(grid, 13) == 1 and C.nearest_shift(grid, -11) == 1
+
+
+def test_samples_go_to_a_corpus_key_that_keeps_them_in_range(chorales):
+    grid, _ = chorales["bwv66.6"]
+    high = G.transpose(grid, 4)  # near the top of every range: moving up a further 5 would leave it
+    assert C._outside(high, 5) > C._outside(high, -2)
+    rng = np.random.default_rng(0)
+    drawn = Counter(C.draw_shift(high, {"5": 50, "-2": 1, "-3": 1}, rng) for _ in range(40))
+    assert set(drawn) <= {-2, -3} and len(drawn) == 2  # the common key is refused, the two that fit are drawn by their counts
+    drawn = Counter(C.draw_shift(grid, {"2": 3, "-1": 1, "3": 9}, rng) for _ in range(400))
+    assert set(drawn) == {2, -1} and 250 < drawn[2] < 350  # both fit (+3 would not): drawn 3 : 1

@@ -62,6 +62,10 @@ def test_transpose_round_trip_and_vocabulary_edge():
     assert G.transpose(grid, G.PITCH_HIGH - 69 + 1) is None  # A4 would leave the top
     assert G.transpose(grid, -(48 - G.PITCH_LOW) - 1) is None  # C3 would leave the bottom
     assert G.transpose(grid, G.PITCH_HIGH - 69) is not None
+    folded = G.transpose(grid, G.PITCH_HIGH - 69 + 1, fold=True)  # A4 goes an octave down instead of off the top
+    shift = G.PITCH_HIGH - 69 + 1
+    assert G.pitches(folded)[0, 8] == 69 + shift - 12 and G.pitches(folded)[0, 0] == 67 + shift and (folded[grid < 2] == grid[grid < 2]).all()
+    assert (G.transpose(grid, 3, fold=True) == G.transpose(grid, 3)).all()
 
 
 def test_crop_strikes_a_note_already_sounding():
