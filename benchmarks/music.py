@@ -108,11 +108,12 @@ def main() -> None:
         rows.append((order, f"harmonise {len(sopranos)} held-out sopranos", f"{len(harmonised) / seconds:.1f}", nll, values))
 
     rows.insert(0, ("real", "held-out Bach chorales", "", None, floors))
-    header = ["order", "task", "pieces/s", "held-out NLL"] + [h for _, h, _ in COLUMNS] + ["soprano kept"]
+    header = ["order", "task", "pieces/s", "held-out NLL"] + [h for _, h, _ in COLUMNS] + ["out of range S/A/T/B %", "soprano kept"]
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for order, task, rate, nll, values in rows:
         cells = [fmt.format(values[k]) if values.get(k) is not None and np.isfinite(values[k]) else "–" for k, _, fmt in COLUMNS]
+        cells.append(" / ".join(f"{values[f'out_of_range_{v}'] * 100:.1f}" for v in G.VOICES) if f"out_of_range_{G.VOICES[0]}" in values else "–")
         kept = values.get("soprano_kept")
         print("| " + " | ".join(map(str, [order, task, rate, "–" if nll is None else nll] + cells + ["–" if kept is None else f"{kept:.2f}"])) + " |")
 

@@ -16,7 +16,8 @@ a reason; the loaders count skipped pieces by reason. The rules, decided here on
   for the bass, so the outer voices keep their outer notes (counted as ``chords_reduced``).
 - A pitch outside the grid's vocabulary (28..96): "pitch out of vocabulary". A file music21
   cannot read: "unreadable".
-- Key: music21's key analysis (Krumhansl-Schmuckler) of the piece, as "tonic mode" in
+- Key: music21's key analysis of the piece (``analyze("key")``: Krumhansl-Schmuckler's method with
+  Aarden-Essen's weights), as "tonic mode" in
   music21's spelling ("F# minor", "B- major"); with ``key_analysis=False``, the first key
   signature (major when it has no mode), or None.
 
@@ -317,7 +318,7 @@ def transpose_key(key: str | None, semitones: int) -> str | None:
 
 
 def grid_key(grid: np.ndarray, step: float = 0.25) -> str | None:
-    """music21's key analysis (Krumhansl-Schmuckler) of the notes of a grid, any voices given ("G minor"); None for a silent grid."""
+    """music21's key analysis of the notes of a grid, any voices given ("G minor"; as ``parse_score``'s); None for a silent grid."""
     from music21 import note, stream
 
     s = stream.Stream()

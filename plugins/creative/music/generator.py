@@ -98,7 +98,7 @@ class ChoraleSampleConfig(SampleConfig):
     strategy: Strategy = Field(
         "ancestral", description="masked: which cells to reveal each round (ancestral: MDLM's exact reverse process; confidence and margin reveal held notes first and stall)"
     )
-    temperature: float = Field(0.9, gt=0, description="softmax temperature (lower: more tonal, plainer; with model.home_key 0.9 sits nearest the real pieces)")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature (lower: more tonal, plainer, more held notes)")
     top_p: float = Field(0.95, gt=0, le=1, description="autoregressive: nucleus sampling mass")
     avoid_parallels: bool = Field(
         True, description="autoregressive: never draw a note that makes parallel fifths or octaves with a voice above it (the rule the evaluator counts)"
@@ -184,7 +184,8 @@ def compose(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Chor
     ``model.json``): a piece with a given soprano is moved there by the soprano's own key, filled,
     and moved back by exactly as much, so the soprano comes back note for note; a free piece is
     moved to a key drawn from the training pieces' own (how far each was from home) among those,
-    and up or down the octave, that leave fewest notes outside their voice's range. Other models: ``generate`` as it is, moves 0.
+    and up or down the octave, that leave fewest notes outside their voice's range. Other
+    models: ``generate`` as it is, moves 0.
     """
     offsets = meta.get("key_offsets")
     if not offsets:
