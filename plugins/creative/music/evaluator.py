@@ -226,7 +226,11 @@ class ChoraleEvaluator(Evaluator):
         length = int(np.median([g.shape[1] for g in grids]))
         cut = PieceSet.of(windows(test_grids, length))  # the test pieces at the samples' length
         cut_words = f"the test pieces cut into {len(cut)} windows of {length / G.STEPS_PER_BEAT:g} beats, the samples' median length"
-        real_a, real_b, how = _real_pair(test_grids, test, train_grids, len(grids), config.seed)
+        pairs, how = _real_pairs(test_grids, test, train_grids, len(grids), config.seed)
+
+        def floor(measure) -> float | None:  # a real-vs-real figure: its mean over the draws
+            return float(np.mean([measure(a, b) for a, b in pairs])) if pairs else None
+
 
         out: list[Metric] = []
 
@@ -237,10 +241,10 @@ class ChoraleEvaluator(Evaluator):
             f"share of the {len(files)} files music21 parsed into a four-part grid (skipped: {_reasons(skipped)})")
         add("pieces", len(grids), None, None, f"pieces scored; the reference test set has {len(test)}")
         add("pc_histogram_distance", metrics.histogram_distance(fake.histogram(), test.histogram()), False,
-            metrics.histogram_distance(real_a.histogram(), real_b.histogram()) if real_a is not None else None,
+            floor(lambda a, b: metrics.histogram_distance(a.histogram(), b.histogram())),
             f"Jensen-Shannon distance (bits) of the pooled pitch-class histogram vs the test set's (floor: {how})")
         add("pc_profile_distance", metrics.histogram_distance(fake.profile(), test.profile()), False,
-            metrics.histogram_distance(real_a.profile(), real_b.profile()) if real_a is not None else None,
+            floor(lambda a, b: metrics.histogram_distance(a.profile(), b.profile())),
             f"the same with each piece first moved to C (the tonic of the major scale that holds most of it), so keys do not count (floor: {how})")
         for name, (key, text) in MEANS.items():
             add(name, fake.mean(key), None, cut.mean(key), f"{text} (floor: {cut_words})")
@@ -255,7 +259,7 @@ class ChoraleEvaluator(Evaluator):
         for name, (key, text) in RATES.items():
             add(name, fake.rate(key), False, test.rate(key), f"{text}, pooled over pieces (floor: the real test pieces)")
         add("parallels_ratio", _ratio(fake.parallels(), test.parallels()), False,
-            _ratio(real_a.parallels(), real_b.parallels()) if real_a is not None else None,
+            floor(lambda a, b: _ratio(a.parallels(), b.parallels())),
             f"(fifths + octaves) per beat, samples / test set (target <= 2; NaN when the test set has none; floor: {how})")
 
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -277,17 +281,23 @@ def windows(grids: list[np.ndarray], length: int) -> list[np.ndarray]:
     return out
 
 
-def _real_pair(test_grids: list[np.ndarray], test: PieceSet, train: list[np.ndarray] | None, n: int, seed: int) -> tuple[PieceSet | None, PieceSet | None, str]:
-    """Two real sets to measure a samples-vs-test comparison on: (compared, compared with, in words)."""
+FLOOR_DRAWS = 8  # real-vs-real floors are means over this many random draws: one draw of 64 pieces' keys moved a distance 4x
+
+
+def _real_pairs(test_grids: list[np.ndarray], test: PieceSet, train: list[np.ndarray] | None, n: int, seed: int) -> tuple[list[tuple[PieceSet, PieceSet]], str]:
+    """Pairs of real sets to measure a samples-vs-test comparison on, drawn ``FLOOR_DRAWS`` times: (pairs, in words)."""
     if train:
-        pick = _subset(train, n, seed)
-        return PieceSet.of(pick), test, f"{len(pick)} training pieces vs the test set"
+        if len(train) <= n:
+            return [(PieceSet.of(train), test)], f"the {len(train)} training pieces vs the test set"
+        return [(PieceSet.of(_subset(train, n, seed + i)), test) for i in range(FLOOR_DRAWS)], f"{n} training pieces vs the test set, mean of {FLOOR_DRAWS} draws"
     if len(test_grids) < 2:
-        return None, None, "none, the test set has one piece"
-    order = np.random.default_rng(seed).permutation(len(test_grids))
+        return [], "none, the test set has one piece"
     half = len(test_grids) // 2
-    return (PieceSet.of([test_grids[i] for i in order[:half]]), PieceSet.of([test_grids[i] for i in order[half:]]),
-            f"one half of the test pieces vs the other ({half} vs {len(test_grids) - half})")
+    pairs = []
+    for i in range(FLOOR_DRAWS):
+        order = np.random.default_rng(seed + i).permutation(len(test_grids))
+        pairs.append((PieceSet.of([test_grids[j] for j in order[:half]]), PieceSet.of([test_grids[j] for j in order[half:]])))
+    return pairs, f"one half of the test pieces vs the other ({half} vs {len(test_grids) - half}), mean of {FLOOR_DRAWS} draws"
 
 
 def counterpoint_chart(fake: PieceSet, real: PieceSet, out: Path) -> Path:
