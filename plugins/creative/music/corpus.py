@@ -335,18 +335,18 @@ HOME_KEYS = {"major": 0, "minor": 9}  # the tonic pitch class each mode is moved
 
 
 def _outside(grid: np.ndarray, k: int) -> int:
-    """Notes of the grid that a move by ``k`` semitones would put outside their voice's usual range."""
+    """Note-steps (sounding sixteenths) of the grid that a move by ``k`` semitones would put outside their voice's usual range."""
     return sum(int(((row[row >= 0] + k < G.RANGES[v][0]) | (row[row >= 0] + k > G.RANGES[v][1])).sum()) for row, v in zip(G.pitches(grid), G.VOICES))
 
 
 def nearest_shift(grid: np.ndarray, up: int) -> int:
-    """The move by ``up`` semitones, up or down an octave (-6..6), that leaves fewest of the grid's notes out of range (then the smaller)."""
+    """``up`` semitones as the shorter move (-5..6; at 6 semitones either way, whichever leaves fewer note-steps out of range)."""
     up %= 12
     return min((k for k in (up, up - 12) if -6 <= k <= 6), key=lambda k: (_outside(grid, k), abs(k)))
 
 
 def draw_shift(grid: np.ndarray, offsets: dict[str, int], rng: np.random.Generator) -> int:
-    """A move (-6..6) to a key drawn from ``offsets`` ({"semitones": how many pieces}) among those that leave fewest notes out of range."""
+    """A move (-6..6, ``nearest_shift``) to a key drawn from ``offsets`` ({"semitones": how many pieces}) among those that leave fewest note-steps out of range."""
     moves = {k: nearest_shift(grid, int(k)) for k in offsets}
     outside = {k: _outside(grid, m) for k, m in moves.items()}
     best = [k for k in offsets if outside[k] == min(outside.values())]

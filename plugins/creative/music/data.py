@@ -83,6 +83,8 @@ def load_keys(path: Path) -> list[str | None]:
     with np.load(Path(path), allow_pickle=False) as z:
         keys = [str(k) or None for k in z["keys"]] if "keys" in z else None
         n = len(z["lengths"])
+    if keys is not None and len(keys) != n:
+        raise DataError(f"{path}: {len(keys)} keys for {n} grids; rewrite it with save_grids")
     return keys if keys is not None else [None] * n
 
 

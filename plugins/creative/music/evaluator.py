@@ -16,8 +16,9 @@ measured on real chorales:
 - ``pc_histogram_distance`` (samples' pooled pitch-class histogram vs the test set's) and
   ``parallels_ratio`` (samples' parallels rate / the test set's): floor = a real set against
   the test set in the same way: as many training pieces as there are samples when the
-  reference has a training set, else one half of the test pieces against the other (a seeded
-  split). Which one was used is said in the metric's description.
+  reference has a training set, else one half of the test pieces against the other; the mean
+  over ``FLOOR_DRAWS`` seeded draws (a single draw of 64 pieces moved the histogram floor 4x,
+  by which keys it happened to hold). Which one was used is said in the metric's description.
 
 Reference data is a ``.npz`` written by ``save_grids`` (``tokens`` (4, total T): the grids end to
 end; ``lengths`` (n,); optional ``keys``), or a folder of MIDI/MusicXML files.
@@ -230,7 +231,6 @@ class ChoraleEvaluator(Evaluator):
 
         def floor(measure) -> float | None:  # a real-vs-real figure: its mean over the draws
             return float(np.mean([measure(a, b) for a, b in pairs])) if pairs else None
-
 
         out: list[Metric] = []
 

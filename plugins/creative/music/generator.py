@@ -17,8 +17,8 @@ Pieces longer than the training window (``model.window`` sixteenths) are generat
 by window, each new window given the last half of the one before. Seeing one bar back, a
 model that knows every key drifts from one to another between windows; so by default
 (``model.home_key``) it learns in one: training pieces are moved to C major or A minor by
-their key, and ``compose`` moves each sample from there to a key of the corpus (a melody to
-harmonise goes there and back by its own key). Held-out likelihood is
+their key, and ``compose`` moves each sample from there to a key of the corpus (given cells —
+a melody to harmonise — go there and back by their own key). Held-out likelihood is
 measured after training on the test pieces' windows (``training.json``, ``details``).
 """
 
@@ -68,8 +68,8 @@ class ChoraleModelConfig(TransformerConfig):
     order: Literal["masked", "autoregressive"] = Field(
         "autoregressive", description="left to right (with the counterpoint rule at sampling) or masked diffusion (infills seeing both sides), on the same backbone"
     )
-    home_key: bool = Field(
-        True, description="learn in one key: training pieces moved to C major or A minor by their key, samples moved from there to keys drawn from the training pieces' own (a melody: back to its own), so no piece wanders between keys from window to window"
+    home_key: bool | None = Field(
+        None, description="learn in one key: training pieces moved to C major or A minor by their key, samples moved from there to keys drawn from the training pieces' own (given cells: back to theirs), so no piece wanders between keys from window to window (unset: on, unless data.transpose asks for transposed copies)"
     )
     window: int = Field(32, ge=8, description="sixteenths per training window (32: two 4/4 bars); longer pieces are generated window by window")
     hop: int = Field(4, ge=1, description="sixteenths between training windows' starts (4: a beat)")
@@ -114,6 +114,11 @@ class ChoraleDiffusionConfig(GeneratorConfig):
     train: ChoraleTrainConfig = Field(default_factory=ChoraleTrainConfig)
     sample: ChoraleSampleConfig = Field(default_factory=ChoraleSampleConfig)
 
+    @property
+    def home_key(self) -> bool:
+        """Whether the model learns in one key: ``model.home_key``, or when unset, unless ``data.transpose`` asks for copies in other keys (runs saved before it)."""
+        return self.model.home_key if self.model.home_key is not None else not self.data.transpose
+
     @model_validator(mode="after")
     def _sections_agree(self) -> "ChoraleDiffusionConfig":
         if self.model.hop > self.model.window:
@@ -121,7 +126,7 @@ class ChoraleDiffusionConfig(GeneratorConfig):
         if self.model.home_key and self.data.transpose:
             raise ValueError(
                 f"data.transpose ({self.data.transpose}) adds nothing when model.home_key moves every training piece to C major / A minor; "
-                "set data.transpose=0, or model.home_key=false to learn every key from transposed copies"
+                "set data.transpose=0, or model.home_key=false (or leave it unset) to learn every key from transposed copies"
             )
         return self
 
@@ -181,21 +186,26 @@ def compose(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Chor
     """``generate`` in the key the model was trained in: (pieces, the semitones each was moved by afterwards).
 
     A model trained with ``model.home_key`` knows C major and A minor only (``key_offsets`` in its
-    ``model.json``): a piece with a given soprano is moved there by the soprano's own key, filled,
-    and moved back by exactly as much, so the soprano comes back note for note; a free piece is
-    moved to a key drawn from the training pieces' own (how far each was from home) among those,
-    and up or down the octave, that leave fewest notes outside their voice's range. Other
-    models: ``generate`` as it is, moves 0.
+    ``model.json``): a piece with given cells (a melody, a part to re-voice) is moved there by the
+    key music21 hears in them, filled, and moved back by exactly as much, so the given cells come
+    back note for note; a free piece is moved to a key drawn from the training pieces' own (how
+    far each was from home) among those that leave fewest note-steps outside their voice's range.
+    Other models: ``generate`` as it is, moves 0.
     """
     offsets = meta.get("key_offsets")
     if not offsets:
         return generate(net, meta, given, cfg, generator), [0] * len(given)
     x = given.cpu().numpy()
-    melodic = (x[:, 0] != G.MASK).any(axis=1)
-    home = [corpus.home_shift(g, None) if m else 0 for g, m in zip(x, melodic)]
+    known = (x != G.MASK).any(axis=(1, 2))
+    shifts: dict[bytes, int] = {}  # one key analysis per distinct given grid (a melody is given to every piece alike)
+    for g, k in zip(x, known):
+        if k and g.tobytes() not in shifts:
+            h = corpus.home_shift(g, None)
+            shifts[g.tobytes()] = h if G.transpose(g, h) is not None else 0  # given cells move unfolded, so they come back exactly
+    home = [shifts[g.tobytes()] if k else 0 for g, k in zip(x, known)]
     pieces = generate(net, meta, torch.from_numpy(_move(x, home)).to(given.device), cfg, generator)
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
-    away = [-h if m else corpus.draw_shift(p, offsets, rng) for p, h, m in zip(pieces, home, melodic)]
+    away = [-h if k else corpus.draw_shift(p, offsets, rng) for p, h, k in zip(pieces, home, known)]
     return _move(pieces, away), away
 
 
@@ -234,7 +244,7 @@ class ChoraleDiffusion(Generator):
 
             read_melody(Path(config.sample.melody))  # a bad melody file stops here, before training
         m, cfg, device = config.model, config.train, trainer.device
-        pieces, offsets = self.pieces(data.path / "train.npz", m)
+        pieces, offsets = self.pieces(data.path / "train.npz", config.home_key)
         windows = torch.from_numpy(training_windows(pieces, m.window, m.hop))
         if device.type == "cuda":
             windows = windows.to(device)
@@ -253,24 +263,24 @@ class ChoraleDiffusion(Generator):
         if not trainer.is_main:
             return Checkpoint(weights, result.step)
         save_weights(net, weights, {"model": m.model_dump(), "step": result.step, "key_offsets": offsets})
-        details = {"order": m.order, "parameters": net.num_parameters(), "training_windows": len(windows), **self.heldout(net.to(device).eval(), data, m, device)}
+        details = {"order": m.order, "parameters": net.num_parameters(), "training_windows": len(windows), **self.heldout(net.to(device).eval(), data, m, config.home_key, device)}
         return Checkpoint(weights, result.step, details=details)
 
     @staticmethod
-    def pieces(path: Path, m: ChoraleModelConfig) -> tuple[list[np.ndarray], dict[str, int] | None]:
+    def pieces(path: Path, home_key: bool) -> tuple[list[np.ndarray], dict[str, int] | None]:
         """The grids of a prepared ``.npz`` as the model sees them: with ``home_key``, moved to C major / A minor, and
         how far each piece was from there, counted ({"-2": 59, ...}: the keys ``compose`` sends samples back to)."""
         grids = chorale_data.load_grids(path)
-        if not m.home_key:
+        if not home_key:
             return grids, None
         grids, shifts = corpus.to_home_key(grids, chorale_data.load_keys(path))
         return grids, {str(k): n for k, n in sorted(Counter(-k for k in shifts).items())}
 
     @staticmethod
-    def heldout(net: TransformerDenoiser, data: PreparedData, m: ChoraleModelConfig, device: torch.device) -> dict[str, float]:
+    def heldout(net: TransformerDenoiser, data: PreparedData, m: ChoraleModelConfig, home_key: bool, device: torch.device) -> dict[str, float]:
         """Likelihood of the held-out pieces' windows: masked-cell NLL at rate 0.5 (masked) or next-token NLL (autoregressive)."""
-        pieces, _ = ChoraleDiffusion.pieces(data.path / "test.npz", m)
-        where = ", moved to C major / A minor as the training pieces were" if m.home_key else ""
+        pieces, _ = ChoraleDiffusion.pieces(data.path / "test.npz", home_key)
+        where = ", moved to C major / A minor as the training pieces were" if home_key else ""
         test = torch.from_numpy(training_windows(pieces, m.window, m.window)).to(device)
         gen = torch.Generator(device=device).manual_seed(0)
         with torch.no_grad():

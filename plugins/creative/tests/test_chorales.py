@@ -200,8 +200,12 @@ def test_too_few_pieces_and_an_odd_window_are_one_line(genforge_home, tmp_path, 
     with pytest.raises(ConfigError, match="model.window .12. must be an even number of beats"):
         create_run("chorale-diffusion", spec={**spec, "model": {**spec["model"], "window": 12}})
     with pytest.raises(ConfigError, match="data.transpose .6. adds nothing when model.home_key"):
-        create_run("chorale-diffusion", spec={**spec, "data": {**spec["data"], "transpose": 6}})
-    create_run("chorale-diffusion", spec={**spec, "data": {**spec["data"], "transpose": 6}, "model": {**spec["model"], "home_key": False}})
+        create_run("chorale-diffusion", spec={**spec, "data": {**spec["data"], "transpose": 6}, "model": {**spec["model"], "home_key": True}})
+    # transposed copies without a word on home_key (and every run saved before it): the model that learns every key
+    from genforge.core.runner import Steps
+
+    every_key = create_run("chorale-diffusion", spec={**spec, "data": {**spec["data"], "transpose": 6}})
+    assert Steps(every_key).config.home_key is False and Steps(create_run("chorale-diffusion", spec=spec)).config.home_key is True
 
 
 def test_left_to_right_sampling_avoids_parallels_by_rule_across_windows():
@@ -223,42 +227,40 @@ def test_left_to_right_sampling_avoids_parallels_by_rule_across_windows():
     assert counts[False] > 10 and counts[True] == 0
 
 
-def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale):
+def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale, monkeypatch):
     import torch
 
-    from genforge.plugins.creative.music.corpus import grid_key
+    import genforge.plugins.creative.music.generator as gen_module
     from genforge.plugins.creative.music.generator import ChoraleModelConfig, ChoraleSampleConfig, build, compose, generate
 
     model = ChoraleModelConfig(d_model=32, n_heads=2, n_layers=1, window=16, hop=8)
     torch.manual_seed(0)
     net = build(model).eval()
-    cfg = ChoraleSampleConfig(n=4, bars=2)
-    given = torch.full((4, 4, 32), G.MASK)
-    given[2:, 0] = torch.from_numpy(chorale[0, :32])  # two pieces harmonise bwv66.6's soprano (F# minor: +3 to A minor)
-    assert grid_key(chorale[:1, :32].repeat(4, axis=0)) in ("F# minor", "A major")  # relative keys: one scale, one move home
+    cfg = ChoraleSampleConfig(n=5, bars=2)
+    given = torch.full((5, 4, 32), G.MASK)
+    given[2:4, 0] = torch.from_numpy(chorale[0, :32])  # two pieces harmonise bwv66.6's soprano (F# minor, or A major: +3 home)
+    given[4, 3] = torch.from_numpy(chorale[3, :32])  # one re-voices the upper parts over its bass
 
     # not trained in a home key: generate as it is
     plain, moves = compose(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0))
-    assert moves == [0] * 4 and (plain == generate(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0))).all()
+    assert moves == [0] * 5 and (plain == generate(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0))).all()
 
-    # trained in C major / A minor, every piece 2 semitones above home in the corpus
+    # trained in C major / A minor, every training piece 2 semitones above home
     seen = []
-    real_generate = generate
 
-    def spy(net_, meta_, given_, cfg_, gen_):
-        seen.append(given_.clone())
-        return real_generate(net_, meta_, given_, cfg_, gen_)
+    def spy(*args):
+        seen.append((args[2].clone(), generate(*args)))
+        return seen[-1][1]
 
-    import genforge.plugins.creative.music.generator as gen_module
-
-    gen_module.generate = spy
-    try:
-        pieces, moves = compose(net, {"model": model.model_dump(), "key_offsets": {"2": 5}}, given, cfg, torch.Generator().manual_seed(0))
-    finally:
-        gen_module.generate = real_generate
-    assert moves[2:] == [-3, -3]  # the melody went up 3 to A minor and comes back down by as much
-    assert all((G.pitches(g.numpy()) == G.pitches(h.numpy()) + 3)[0][G.pitches(h.numpy())[0] >= 0].all() for g, h in zip(seen[0][2:], given[2:]))
-    assert (seen[0][:, 1:] == G.MASK).all()
-    for piece in pieces[2:]:
-        assert G.notes(piece)[0] == soprano_notes(chorale[0, :32])
-    assert moves[:2] == [2, 2]
+    monkeypatch.setattr(gen_module, "generate", spy)
+    pieces, moves = compose(net, {"model": model.model_dump(), "key_offsets": {"2": 5}}, given, cfg, torch.Generator().manual_seed(0))
+    went_in, came_out = seen[0]
+    assert moves[2:4] == [-3, -3]  # the melody went up 3 to A minor and comes back down by as much
+    for i in (2, 3):
+        assert (G.pitches(went_in[i].numpy()) - G.pitches(given[i].numpy()))[0][G.pitches(given[i].numpy())[0] >= 0].tolist() == [3] * int((G.pitches(given[i].numpy())[0] >= 0).sum())
+        assert G.notes(pieces[i])[0] == soprano_notes(chorale[0, :32])
+    assert (went_in[:2] == G.MASK).all() and (went_in[2:4, 1:] == G.MASK).all()
+    assert G.notes(pieces[4])[3] == G.notes(chorale[:, :32])[3]  # the given bass, exactly
+    for i in (0, 1):  # free pieces: moved 2 up from what the model wrote (an untrained model's notes at the very top fold an octave down)
+        written, out = G.pitches(came_out[i]), G.pitches(pieces[i])
+        assert moves[i] == 2 and ((out - written)[written >= 0] % 12 == 2).all() and (out[written < 0] == -1).all()

@@ -66,6 +66,10 @@ def test_transpose_round_trip_and_vocabulary_edge():
     shift = G.PITCH_HIGH - 69 + 1
     assert G.pitches(folded)[0, 8] == 69 + shift - 12 and G.pitches(folded)[0, 0] == 67 + shift and (folded[grid < 2] == grid[grid < 2]).all()
     assert (G.transpose(grid, 3, fold=True) == G.transpose(grid, 3)).all()
+    masked = grid.copy()
+    masked[1, :4] = G.MASK
+    down = G.transpose(masked, -(48 - G.PITCH_LOW) - 1, fold=True)  # C3 would leave the bottom: it goes up an octave
+    assert G.pitches(down)[3, 0] == 48 - (48 - G.PITCH_LOW) - 1 + 12 and (down[masked >= G.VOCAB] == G.MASK).all()
 
 
 def test_crop_strikes_a_note_already_sounding():
