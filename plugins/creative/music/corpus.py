@@ -336,22 +336,33 @@ HOME_KEYS = {"major": 0, "minor": 9}  # the tonic pitch class each mode is moved
 
 def _outside(grid: np.ndarray, k: int) -> int:
     """Note-steps (sounding sixteenths) of the grid that a move by ``k`` semitones would put outside their voice's usual range."""
-    return sum(int(((row[row >= 0] + k < G.RANGES[v][0]) | (row[row >= 0] + k > G.RANGES[v][1])).sum()) for row, v in zip(G.pitches(grid), G.VOICES))
+    return _count_outside(G.pitches(grid), k)
+
+
+def _count_outside(sounding: np.ndarray, k: int) -> int:
+    return sum(int(((row[row >= 0] + k < G.RANGES[v][0]) | (row[row >= 0] + k > G.RANGES[v][1])).sum()) for row, v in zip(sounding, G.VOICES))
+
+
+def _placed(sounding: np.ndarray, up: int) -> tuple[int, int]:
+    """(note-steps left out of range, move): ``up`` semitones as the shorter move, either way at 6."""
+    up %= 12
+    outside, _, down = min((_count_outside(sounding, k), abs(k), -k) for k in (up, up - 12) if -6 <= k <= 6)  # a tie at 6: up
+    return outside, -down
 
 
 def nearest_shift(grid: np.ndarray, up: int) -> int:
     """``up`` semitones as the shorter move (-5..6; at 6 semitones either way, whichever leaves fewer note-steps out of range)."""
-    up %= 12
-    return min((k for k in (up, up - 12) if -6 <= k <= 6), key=lambda k: (_outside(grid, k), abs(k)))
+    return _placed(G.pitches(grid), up)[1]
 
 
 def draw_shift(grid: np.ndarray, offsets: dict[str, int], rng: np.random.Generator) -> int:
     """A move (-6..6, ``nearest_shift``) to a key drawn from ``offsets`` ({"semitones": how many pieces}) among those that leave fewest note-steps out of range."""
-    moves = {k: nearest_shift(grid, int(k)) for k in offsets}
-    outside = {k: _outside(grid, m) for k, m in moves.items()}
-    best = [k for k in offsets if outside[k] == min(outside.values())]
+    sounding = G.pitches(grid)
+    placed = {k: _placed(sounding, int(k)) for k in offsets}  # key -> (outside, move), the pitches decoded once
+    fewest = min(outside for outside, _ in placed.values())
+    best = [k for k in offsets if placed[k][0] == fewest]
     weights = np.array([offsets[k] for k in best], float)
-    return moves[best[rng.choice(len(best), p=weights / weights.sum())]]
+    return placed[best[rng.choice(len(best), p=weights / weights.sum())]][1]
 
 
 def home_shift(grid: np.ndarray, key: str | None) -> int:
