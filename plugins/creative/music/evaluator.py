@@ -7,10 +7,13 @@ against the reference's held-out real chorales, and every metric's ``floor`` is 
 measured on real chorales:
 
 - means over pieces (pitch-class entropy, scale consistency, range, polyphony, note density)
-  and the ``in_band_*`` shares (pieces inside the real pieces' p5-p95 band): floor = the real
-  test pieces cut into consecutive windows as long as the samples (their median length), so
-  that an 8-bar sample is compared with 8-bar stretches of Bach, not whole chorales (range
-  and entropy grow with length); an in-band floor is about 0.9 by construction;
+  and the ``in_band_*`` shares (pieces inside the real pieces' p5-p95 band): floor = every
+  stretch of the real test pieces as long as the samples (their median length) that starts a
+  whole number of 4/4 bars (16 sixteenths) into its piece, so that an 8-bar sample is compared
+  with 8-bar stretches of Bach, not whole chorales (range and entropy grow with length); an
+  in-band floor is about 0.9 by construction. Overlapping stretches, not only consecutive
+  ones: the 37 held-out chorales hold 45 consecutive 8-bar windows, too few to place a p5 and
+  a p95 (two or three pieces on each side), and 208 stretches a bar apart;
 - rates pooled over all beats of all pieces (voice crossings, parallel fifths and octaves per
   100 beats) and out-of-range shares pooled over note-steps: floor = the real test pieces;
 - ``pc_histogram_distance`` (samples' pooled pitch-class histogram vs the test set's) and
@@ -225,8 +228,8 @@ class ChoraleEvaluator(Evaluator):
         train_grids = reference_grids(reference.train, config.max_pieces, config.seed) if reference.train else None
         fake, test = PieceSet.of(grids), PieceSet.of(test_grids)
         length = int(np.median([g.shape[1] for g in grids]))
-        cut = PieceSet.of(windows(test_grids, length))  # the test pieces at the samples' length
-        cut_words = f"the test pieces cut into {len(cut)} windows of {length / G.STEPS_PER_BEAT:g} beats, the samples' median length"
+        cut = PieceSet.of(windows(test_grids, length, hop=BAR))  # the test pieces at the samples' length
+        cut_words = f"{len(cut)} stretches of the test pieces, {length / G.STEPS_PER_BEAT:g} beats long (the samples' median length), starting a bar apart"
         pairs, how = _real_pairs(test_grids, test, train_grids, len(grids), config.seed)
 
         def floor(measure) -> float | None:  # a real-vs-real figure: its mean over the draws
@@ -270,14 +273,20 @@ class ChoraleEvaluator(Evaluator):
         return Evaluation(self.name, out, figures)
 
 
-def windows(grids: list[np.ndarray], length: int) -> list[np.ndarray]:
-    """Each piece cut into consecutive windows of ``length`` steps (a piece shorter than that: whole; a shorter tail: dropped)."""
+BAR = 4 * G.STEPS_PER_BEAT  # a 4/4 bar, in grid steps
+
+
+def windows(grids: list[np.ndarray], length: int, hop: int | None = None) -> list[np.ndarray]:
+    """Each piece cut into windows of ``length`` steps starting every ``hop`` steps (None: ``length``, consecutive windows).
+
+    A piece no longer than ``length`` is kept whole; steps after the last whole window are dropped.
+    """
     out = []
     for g in grids:
         if g.shape[1] <= length:
             out.append(g)
         else:
-            out += [G.crop(g, start, length) for start in range(0, g.shape[1] - length + 1, length)]  # held notes re-struck at a window's start
+            out += [G.crop(g, start, length) for start in range(0, g.shape[1] - length + 1, hop or length)]  # held notes re-struck at a window's start
     return out
 
 
