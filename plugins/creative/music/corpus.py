@@ -365,6 +365,23 @@ def draw_shift(grid: np.ndarray, offsets: dict[str, int], rng: np.random.Generat
     return placed[best[rng.choice(len(best), p=weights / weights.sum())]][1]
 
 
+def plan_shifts(offsets: dict[str, int], n: int, rng: np.random.Generator) -> list[int]:
+    """``n`` moves to keys of ``offsets`` ({"semitones": how many pieces}) in proportion to their counts, in random order.
+
+    Each key gets its whole share; the pieces left over go to keys drawn by their fractions'
+    weights, so a set of pieces holds the corpus's mix of keys, not a random draw from it.
+    """
+    keys = list(offsets)
+    quota = n * np.array([offsets[k] for k in keys], float) / sum(offsets.values())
+    counts = np.floor(quota).astype(int)
+    if left := n - int(counts.sum()):
+        frac = quota - counts
+        counts[rng.choice(len(keys), left, replace=False, p=frac / frac.sum())] += 1
+    moves = np.repeat([int(k) for k in keys], counts)
+    rng.shuffle(moves)
+    return moves.tolist()
+
+
 def home_shift(grid: np.ndarray, key: str | None) -> int:
     """Semitones (-6..6, ``nearest_shift``) that move a piece in ``key`` to C major or A minor.
 

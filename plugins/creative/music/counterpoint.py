@@ -1,13 +1,22 @@
-"""Counterpoint as a sampling rule: no parallel fifths or octaves, the rule ``metrics.parallels`` counts.
+"""Counterpoint as sampling rules: the faults the evaluator counts, never drawn.
 
 Left-to-right sampling draws the grid time-major (step t: soprano, alto, tenor, bass), so
 when voice j is drawn at step t every voice above it is already decided at t and every voice
-at every earlier step. ``no_parallels`` is the ``constraint`` of ``Autoregressive.sample``: it
-forbids the pitch tokens for voice j at step t that would, with any voice above, make a
-parallel fifth or octave (unison included) by the evaluator's definition — both voices
-sounding since their previous sonority, both moving in the same direction, the interval mod
-12 a fifth (7) or an octave (0) at both sonorities. Holding, resting, oblique and contrary
-motion are never forbidden, so there is always a token left to draw.
+at every earlier step. ``voice_rules`` is the ``constraint`` of ``Autoregressive.sample``; it
+forbids, for voice j at step t:
+
+- parallels (``banned_pitches``): the pitch tokens that would, with any voice above, make a
+  parallel fifth or octave (unison included) by the evaluator's definition (``metrics.parallels``)
+  — both voices sounding since their previous sonority, both moving in the same direction,
+  the interval mod 12 a fifth (7) or an octave (0) at both sonorities;
+- crossings (``metrics.voice_crossings``): a pitch above the voice just above it at t, or
+  holding a note that the voice above has moved below (so a voice never sounds above the
+  one over it);
+- range: a pitch outside bounds given per piece and voice (a voice's usual range, moved with
+  the key the piece will be written in).
+
+``REST`` is never forbidden, so there is always a token left to draw; holding, resting,
+oblique and contrary motion are never forbidden by the parallels rule.
 """
 
 from __future__ import annotations
@@ -56,17 +65,36 @@ def banned_pitches(p: torch.Tensor, struck: torch.Tensor, t: int, j: int) -> tor
     return banned
 
 
-def no_parallels(before: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor | None]:
-    """The rule for one window of time-major tokens, ``before``: (B, 4, S) the piece's steps ahead of the window."""
+def voice_rules(before: torch.Tensor, *, parallels: bool = True, crossings: bool = True, bounds: torch.Tensor | None = None
+                ) -> Callable[[torch.Tensor, int], torch.Tensor | None] | None:
+    """The rules for one window of time-major tokens (None when none is asked for).
+
+    before: (B, 4, S) the piece's steps ahead of the window. bounds: (B, 4, 2) the lowest and
+    highest MIDI pitch each voice of each piece may strike (None: no range rule).
+    """
+    if not (parallels or crossings or bounds is not None):
+        return None
+    cand = torch.arange(G.PITCH_LOW, G.PITCH_HIGH + 1)
 
     def rule(seq: torch.Tensor, i: int) -> torch.Tensor | None:
         t, j = divmod(i, 4)
-        if j == 0:  # the soprano has no voice above it
+        if j == 0 and bounds is None:  # the soprano has no voice above it
             return None
         window = seq[:, : 4 * (t + 1)].reshape(len(seq), t + 1, 4).transpose(1, 2)
         p, struck = decode(torch.cat([before.to(seq.device), window], dim=2))
+        now, pitches = before.shape[2] + t, cand.to(seq.device)
         out = torch.zeros(len(seq), G.N_TOKENS, dtype=torch.bool, device=seq.device)
-        out[:, 2 : G.VOCAB] = banned_pitches(p, struck, before.shape[2] + t, j)
+        banned = out[:, 2 : G.VOCAB]  # a view: the pitch tokens
+        if parallels and j:
+            banned |= banned_pitches(p, struck, now, j)
+        if crossings and j:
+            upper = p[:, j - 1, now]
+            banned |= (upper[:, None] >= 0) & (pitches[None] > upper[:, None])
+            if now:
+                out[:, G.HOLD] = (upper >= 0) & (p[:, j, now - 1] > upper)
+        if bounds is not None:
+            low, high = bounds[:, j, 0].to(seq.device), bounds[:, j, 1].to(seq.device)
+            banned |= (pitches[None] < low[:, None]) | (pitches[None] > high[:, None])
         return out
 
     return rule

@@ -52,7 +52,7 @@ from . import corpus
 from . import data as chorale_data
 from . import grid as G
 from . import render
-from .counterpoint import no_parallels
+from .counterpoint import voice_rules
 from .data import ChoraleDataConfig
 
 WEIGHTS = "model.safetensors"  # with model.json beside it (core.training.save_weights)
@@ -102,6 +102,12 @@ class ChoraleSampleConfig(SampleConfig):
     top_p: float = Field(0.95, gt=0, le=1, description="autoregressive: nucleus sampling mass")
     avoid_parallels: bool = Field(
         True, description="autoregressive: never draw a note that makes parallel fifths or octaves with a voice above it (the rule the evaluator counts)"
+    )
+    avoid_crossings: bool = Field(
+        True, description="autoregressive: never draw a note above the voice over it, nor hold one that voice has moved below (voice crossings, which the evaluator counts)"
+    )
+    keep_range: bool = Field(
+        True, description="autoregressive: never draw a note outside its voice's usual range in the key the piece is written in (with model.home_key, free pieces' keys are then drawn before sampling, in proportion to the training pieces')"
     )
     melody: str | None = Field(None, description="a MIDI or MusicXML melody to harmonise: each piece keeps it as the soprano and fills alto, tenor and bass")
     previews: int = Field(3, ge=0, description="pieces also rendered as WAV audio previews")
@@ -153,8 +159,13 @@ def build(model: ChoraleModelConfig | dict) -> TransformerDenoiser:
 
 
 @torch.no_grad()
-def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: ChoraleSampleConfig, generator: torch.Generator) -> np.ndarray:
-    """Fill the ``MASK`` cells of ``given`` (N, 4, T), window by window; returns (N, 4, T) tokens, cleaned."""
+def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: ChoraleSampleConfig, generator: torch.Generator,
+             bounds: torch.Tensor | None = None) -> np.ndarray:
+    """Fill the ``MASK`` cells of ``given`` (N, 4, T), window by window; returns (N, 4, T) tokens, cleaned.
+
+    Autoregressive: with the rules ``cfg`` asks for (``counterpoint.voice_rules``); ``bounds``
+    (N, 4, 2), the pitches each voice may strike, is the range rule (None: none).
+    """
     window, order = meta["model"]["window"], meta["model"]["order"]
     x, length, start = given.clone(), given.shape[2], 0
     while True:
@@ -170,7 +181,7 @@ def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Cho
         if order == "masked":
             seq = DIFFUSION.sample(net, steps=cfg.steps, temperature=cfg.temperature, strategy=cfg.strategy, generator=generator, given=seq)
         else:
-            rule = no_parallels(x[:, :, :start]) if cfg.avoid_parallels else None
+            rule = voice_rules(x[:, :, :start], parallels=cfg.avoid_parallels, crossings=cfg.avoid_crossings, bounds=bounds)
             seq = AUTOREGRESSIVE.sample(net, seq, unknown_id=G.MASK, temperature=cfg.temperature, top_p=cfg.top_p, generator=generator, constraint=rule)
         out = unflatten(seq)
         if start > 0:
@@ -188,13 +199,17 @@ def compose(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Chor
     A model trained with ``model.home_key`` knows C major and A minor only (``key_offsets`` in its
     ``model.json``): a piece with given cells (a melody, a part to re-voice) is moved there by the
     key music21 hears in them, filled, and moved back by exactly as much, so the given cells come
-    back note for note; a free piece is moved to a key drawn from the training pieces' own (how
-    far each was from home) among those that leave fewest note-steps outside their voice's range.
+    back note for note; a free piece is moved to a key of the training pieces (how far each was
+    from home). With the range rule (``keep_range``, autoregressive) the free pieces' keys are
+    drawn first, in proportion to the training pieces' (``corpus.plan_shifts``), and each voice is
+    kept to its usual range moved to its piece's key; without it, each free piece goes to a key
+    drawn among those that leave fewest of its note-steps out of range (``corpus.draw_shift``).
     Other models: ``generate`` as it is, moves 0.
     """
     offsets = meta.get("key_offsets")
+    ruled = meta["model"]["order"] == "autoregressive" and cfg.keep_range
     if not offsets:
-        return generate(net, meta, given, cfg, generator), [0] * len(given)
+        return generate(net, meta, given, cfg, generator, _bounds([0] * len(given)) if ruled else None), [0] * len(given)
     x = given.cpu().numpy()
     known = (x != G.MASK).any(axis=(1, 2))
     shifts: dict[bytes, int] = {}  # one key analysis per distinct given grid (a melody is given to every piece alike)
@@ -203,10 +218,22 @@ def compose(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Chor
             h = corpus.home_shift(g, None)
             shifts[g.tobytes()] = h if G.transpose(g, h) is not None else 0  # given cells move unfolded, so they come back exactly
     home = [shifts[g.tobytes()] if k else 0 for g, k in zip(x, known)]
-    pieces = generate(net, meta, torch.from_numpy(_move(x, home)).to(given.device), cfg, generator)
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
-    away = [-h if k else corpus.draw_shift(p, offsets, rng) for p, h, k in zip(pieces, home, known)]
+    at_home = torch.from_numpy(_move(x, home)).to(given.device)
+    if ruled:
+        planned = iter(corpus.plan_shifts(offsets, int((~known).sum()), rng))
+        away = [-h if k else next(planned) for h, k in zip(home, known)]
+        pieces = generate(net, meta, at_home, cfg, generator, _bounds(away))
+    else:
+        pieces = generate(net, meta, at_home, cfg, generator)
+        away = [-h if k else corpus.draw_shift(p, offsets, rng) for p, h, k in zip(pieces, home, known)]
     return _move(pieces, away), away
+
+
+def _bounds(away: list[int]) -> torch.Tensor:
+    """(N, 4, 2): each voice's usual range (``grid.RANGES``) where a piece to be moved by ``away`` semitones must write it."""
+    ranges = torch.tensor([G.RANGES[v] for v in G.VOICES])
+    return torch.stack([ranges - k for k in away])
 
 
 def _move(grids: np.ndarray, shifts: list[int]) -> np.ndarray:
@@ -320,7 +347,7 @@ class ChoraleDiffusion(Generator):
             run.report_progress("sample", done, cfg.n)
         details = {"order": meta["model"]["order"], "bars": cfg.bars if melody is None else round(len(melody) / 16, 2),
                    "steps": cfg.steps if meta["model"]["order"] == "masked" else None, "temperature": cfg.temperature,
-                   **({"top_p": cfg.top_p, "avoid_parallels": cfg.avoid_parallels} if meta["model"]["order"] == "autoregressive" else {})}
+                   **({"top_p": cfg.top_p, "avoid_parallels": cfg.avoid_parallels, "avoid_crossings": cfg.avoid_crossings, "keep_range": cfg.keep_range} if meta["model"]["order"] == "autoregressive" else {})}
         if meta.get("key_offsets"):
             details["home_key"] = "trained in C major / A minor; pieces moved from there by " + ", ".join(f"{k:+d}" for k in moves[:16]) + (" ..." if len(moves) > 16 else "") + " semitones"
         if melody is not None:

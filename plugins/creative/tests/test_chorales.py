@@ -208,23 +208,30 @@ def test_too_few_pieces_and_an_odd_window_are_one_line(genforge_home, tmp_path, 
     assert Steps(every_key).config.home_key is False and Steps(create_run("chorale-diffusion", spec=spec)).config.home_key is True
 
 
-def test_left_to_right_sampling_avoids_parallels_by_rule_across_windows():
+def test_left_to_right_sampling_keeps_each_rule_across_windows():
     import torch
 
     from genforge.plugins.creative.music import metrics as M
-    from genforge.plugins.creative.music.generator import ChoraleModelConfig, ChoraleSampleConfig, build, generate
+    from genforge.plugins.creative.music.generator import ChoraleModelConfig, ChoraleSampleConfig, _bounds, build, generate
 
     model = ChoraleModelConfig(d_model=32, n_heads=2, n_layers=1, window=16, hop=8, order="autoregressive")
     torch.manual_seed(0)
-    net = build(model).eval()  # untrained: notes at random, so parallels abound without the rule
+    net = build(model).eval()  # untrained: notes at random, so every fault abounds without the rules
     meta = {"model": model.model_dump()}
     given = torch.full((16, 4, 40), G.MASK)  # 40 steps: three windows of 16 that overlap by half
-    counts = {}
-    for avoid in (False, True):
-        cfg = ChoraleSampleConfig(n=16, bars=3, temperature=1.0, top_p=1.0, avoid_parallels=avoid)
-        pieces = generate(net, meta, given, cfg, torch.Generator().manual_seed(0))
-        counts[avoid] = sum(sum(M.parallels(p).values()) for p in pieces)
-    assert counts[False] > 10 and counts[True] == 0
+    away = [k % 13 - 6 for k in range(16)]  # each piece to be written 6 below .. 6 above where the model writes it
+
+    def faults(avoid: bool) -> tuple[int, int, int]:
+        cfg = ChoraleSampleConfig(n=16, bars=3, temperature=1.0, top_p=1.0, avoid_parallels=avoid, avoid_crossings=avoid)
+        pieces = generate(net, meta, given, cfg, torch.Generator().manual_seed(0), _bounds(away) if avoid else None)
+        outside = sum(int(((p[v][p[v] >= 0] + k < low) | (p[v][p[v] >= 0] + k > high)).sum())
+                      for g, k in zip(pieces, away) for p in [G.pitches(g)] for v, (low, high) in enumerate(G.RANGES.values()))
+        sounding = sum(int((G.pitches(g) >= 0).sum()) for g in pieces)
+        assert sounding > 16 * 40 * 2  # the rules leave notes to draw: most cells sound, not rest
+        return sum(sum(M.parallels(p).values()) for p in pieces), sum(M.voice_crossings(p) for p in pieces), outside
+
+    loose, ruled = faults(False), faults(True)
+    assert min(loose) > 10 and ruled == (0, 0, 0), (loose, ruled)
 
 
 def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale, monkeypatch):
@@ -243,7 +250,8 @@ def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale, monkey
 
     # not trained in a home key: generate as it is
     plain, moves = compose(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0))
-    assert moves == [0] * 5 and (plain == generate(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0))).all()
+    usual = gen_module._bounds([0] * 5)  # the range rule: the voices' usual ranges as they are
+    assert moves == [0] * 5 and (plain == generate(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0), usual)).all()
 
     # trained in C major / A minor, every training piece 2 semitones above home
     seen = []

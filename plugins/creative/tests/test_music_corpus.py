@@ -214,3 +214,14 @@ def test_samples_go_to_a_corpus_key_that_keeps_them_in_range(chorales):
     assert set(drawn) <= {-2, -3} and len(drawn) == 2  # the common key is refused, the two that fit are drawn by their counts
     drawn = Counter(C.draw_shift(grid, {"2": 3, "-1": 1, "3": 9}, rng) for _ in range(400))
     assert set(drawn) == {2, -1} and 250 < drawn[2] < 350  # both fit (+3 would not): drawn 3 : 1
+
+
+def test_planned_keys_hold_the_corpus_mix_in_random_order():
+    rng = np.random.default_rng(0)
+    offsets = {"-2": 60, "0": 30, "5": 10}
+    plan = C.plan_shifts(offsets, 50, rng)
+    assert Counter(plan) == {-2: 30, 0: 15, 5: 5} and plan != sorted(plan)  # exact shares, shuffled
+    for n in (1, 7, 64):  # what is left after the whole shares goes to keys by their fractions: never more than one extra each
+        for _ in range(20):
+            plan = Counter(C.plan_shifts(offsets, n, rng))
+            assert sum(plan.values()) == n and all(abs(plan[int(k)] - n * c / 100) < 1 for k, c in offsets.items())
