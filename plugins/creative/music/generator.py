@@ -95,11 +95,14 @@ class ChoraleSampleConfig(SampleConfig):
     batch_size: int = Field(64, ge=1)
     bars: int = Field(8, ge=1, le=512, description="length of each piece in 4/4 bars (16 sixteenths each)")
     steps: int = Field(64, ge=1, description="masked: unmasking rounds per window")
+    hop: int | None = Field(
+        None, ge=1, description="sixteenths each generated window moves on from the one before, whose rest it is given as context (unset: half of model.window, one bar; smaller: more context, more windows)"
+    )
     strategy: Strategy = Field(
         "ancestral", description="masked: which cells to reveal each round (ancestral: MDLM's exact reverse process; confidence and margin reveal held notes first and stall)"
     )
     temperature: float = Field(1.0, gt=0, description="softmax temperature (lower: more tonal, plainer, more held notes)")
-    top_p: float = Field(0.95, gt=0, le=1, description="autoregressive: nucleus sampling mass")
+    top_p: float = Field(0.98, gt=0, le=1, description="autoregressive: nucleus sampling mass")
     avoid_parallels: bool = Field(
         True, description="autoregressive: never draw a note that makes parallel fifths or octaves with a voice above it (the rule the evaluator counts)"
     )
@@ -127,6 +130,8 @@ class ChoraleDiffusionConfig(GeneratorConfig):
 
     @model_validator(mode="after")
     def _sections_agree(self) -> "ChoraleDiffusionConfig":
+        if self.sample.hop and self.sample.hop >= self.model.window:
+            raise ValueError(f"sample.hop ({self.sample.hop}) must be shorter than model.window ({self.model.window}): each generated window is given the rest of the one before")
         if self.model.hop > self.model.window:
             raise ValueError(f"model.hop ({self.model.hop}) cannot exceed model.window ({self.model.window})")
         if self.model.home_key and self.data.transpose:
@@ -167,6 +172,9 @@ def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Cho
     (N, 4, 2), the pitches each voice may strike, is the range rule (None: none).
     """
     window, order = meta["model"]["window"], meta["model"]["order"]
+    hop = cfg.hop or window // 2
+    if hop >= window:
+        raise ValueError(f"sample.hop ({hop}) must be shorter than the model's window ({window} sixteenths): each window is given the rest of the one before")
     x, length, start = given.clone(), given.shape[2], 0
     while True:
         end = min(start + window, length)
@@ -189,7 +197,7 @@ def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Cho
         x[:, :, start:end] = out
         if end >= length:
             break
-        start += window // 2  # the next window is given the last half of this one
+        start += hop  # the next window is given the rest of this one
     return np.stack([G.clean(g) for g in x.cpu().numpy()])
 
 

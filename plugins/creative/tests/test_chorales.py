@@ -199,6 +199,8 @@ def test_too_few_pieces_and_an_odd_window_are_one_line(genforge_home, tmp_path, 
         run_all(run)
     with pytest.raises(ConfigError, match="model.window .12. must be an even number of beats"):
         create_run("chorale-diffusion", spec={**spec, "model": {**spec["model"], "window": 12}})
+    with pytest.raises(ConfigError, match=r"sample.hop \(16\) must be shorter than model.window \(16\)"):
+        create_run("chorale-diffusion", spec={**spec, "sample": {**spec["sample"], "hop": 16}})
     with pytest.raises(ConfigError, match="data.transpose .6. adds nothing when model.home_key"):
         create_run("chorale-diffusion", spec={**spec, "data": {**spec["data"], "transpose": 6}, "model": {**spec["model"], "home_key": True}})
     # transposed copies without a word on home_key (and every run saved before it): the model that learns every key
@@ -221,8 +223,8 @@ def test_left_to_right_sampling_keeps_each_rule_across_windows():
     given = torch.full((16, 4, 40), G.MASK)  # 40 steps: three windows of 16 that overlap by half
     away = [k % 13 - 6 for k in range(16)]  # each piece to be written 6 below .. 6 above where the model writes it
 
-    def faults(avoid: bool) -> tuple[int, int, int]:
-        cfg = ChoraleSampleConfig(n=16, bars=3, temperature=1.0, top_p=1.0, avoid_parallels=avoid, avoid_crossings=avoid)
+    def faults(avoid: bool, hop: int | None = None) -> tuple[int, int, int]:
+        cfg = ChoraleSampleConfig(n=16, bars=3, temperature=1.0, top_p=1.0, avoid_parallels=avoid, avoid_crossings=avoid, hop=hop)
         pieces = generate(net, meta, given, cfg, torch.Generator().manual_seed(0), _bounds(away) if avoid else None)
         outside = sum(int(((p[v][p[v] >= 0] + k < low) | (p[v][p[v] >= 0] + k > high)).sum())
                       for g, k in zip(pieces, away) for p in [G.pitches(g)] for v, (low, high) in enumerate(G.RANGES.values()))
@@ -232,6 +234,7 @@ def test_left_to_right_sampling_keeps_each_rule_across_windows():
 
     loose, ruled = faults(False), faults(True)
     assert min(loose) > 10 and ruled == (0, 0, 0), (loose, ruled)
+    assert faults(True, hop=4) == (0, 0, 0)  # windows moving on a beat at a time: seven of them, each given three quarters of the one before
 
 
 def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale, monkeypatch):
