@@ -7,7 +7,7 @@ Registered through the ``genforge`` entry-point group like any outside plugin:
   precision/recall and a memorisation check on features of a classifier trained on the
   reference data);
 - music: the ``chorale-diffusion`` generator (four-part chorales, left to right
-  with a counterpoint rule or masked diffusion on the shared transformer, melody harmonisation), the ``chorale``
+  with counterpoint rules or masked diffusion on the shared transformer, melody harmonisation), the ``chorale``
   evaluator (music21: tonality, ranges, voice crossings, parallel fifths and octaves) and
   the ``genforge harmonise`` command.
 """

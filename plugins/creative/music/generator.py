@@ -6,8 +6,9 @@ trained one of two ways (``model.order``):
 
 - ``autoregressive`` (default): the network causal, trained on the next token
   (``genforge.core.blocks.Autoregressive``); at equal CPU budget it reaches better
-  likelihood and more idiomatic pieces, and its sampler keeps the counterpoint rule
-  (``counterpoint.py``: no parallel fifths or octaves); it sees given cells only behind the
+  likelihood and more idiomatic pieces, and its sampler keeps the counterpoint rules
+  (``counterpoint.py``: no parallel fifths or octaves, no voice crossings, every voice in its
+  range); it sees given cells only behind the
   position it draws, and writes them as given.
 - ``masked``: absorbing-state masked diffusion (``genforge.core.blocks.MaskedDiffusion``,
   the block the molecule generator uses). It infills any subset of cells: a melody to
@@ -66,7 +67,7 @@ class ChoraleModelConfig(TransformerConfig):
     n_heads: int = Field(4, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     order: Literal["masked", "autoregressive"] = Field(
-        "autoregressive", description="left to right (with the counterpoint rule at sampling) or masked diffusion (infills seeing both sides), on the same backbone"
+        "autoregressive", description="left to right (with the counterpoint rules at sampling) or masked diffusion (infills seeing both sides), on the same backbone"
     )
     home_key: bool | None = Field(
         None, description="learn in one key: training pieces moved to C major or A minor by their key, samples moved from there to keys drawn from the training pieces' own (given cells: back to theirs), so no piece wanders between keys from window to window (unset: on, unless data.transpose asks for transposed copies)"
@@ -253,7 +254,7 @@ class ChoraleDiffusion(Generator):
     name: ClassVar[str] = "chorale-diffusion"
     kind: ClassVar[str] = "music"
     Config: ClassVar[type[ChoraleDiffusionConfig]] = ChoraleDiffusionConfig
-    description: ClassVar[str] = "four-part chorales over the voice x sixteenth grid: left to right with a counterpoint rule (or masked diffusion), shared transformer; harmonises melodies"
+    description: ClassVar[str] = "four-part chorales over the voice x sixteenth grid: left to right with counterpoint rules (or masked diffusion), shared transformer; harmonises melodies"
     libraries: ClassVar[tuple[str, ...]] = ("torch", "music21")
     test_spec: ClassVar[dict] = {  # seconds on 2 cores: the first 12 files of the corpus
         "data": {"max_pieces": 12, "key_analysis": False},
