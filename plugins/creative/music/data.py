@@ -117,7 +117,7 @@ def prepare(cfg: ChoraleDataConfig, cache_root: Path, progress=None) -> tuple[Pa
             "source": source,
             "train": {"read": sum(skipped.values()) + len(grids), "kept": len(train_idx), "held_out": len(test_idx), "rejected": dict(skipped)},
             "test": {"read": len(test_idx), "kept": len(test_idx), "held_out": 0, "rejected": {}},
-            "transposed_copies": len(train),
+            "training_grids": len(train),  # the pieces in train.npz: with data.transpose, every kept transposed copy (originals included)
             "sixteenths": {"train": int(sum(g.shape[1] for g in train)), "test": int(sum(grids[i].shape[1] for i in test_idx))},
         }
         store.atomic_write_text(folder / "stats.json", json.dumps(stats, indent=1))
