@@ -10,8 +10,9 @@ forbids, for voice j at step t:
   — both voices sounding since their previous sonority, both moving in the same direction,
   the interval mod 12 a fifth (7) or an octave (0) at both sonorities;
 - crossings (``metrics.voice_crossings``): a pitch above the voice just above it at t, or
-  holding a note that the voice above has moved below (so a voice never sounds above the
-  one over it);
+  holding a note that the voice above has moved below; and where the voice just below is
+  given at t (a bass to re-voice over), a pitch or a held note below it — so no drawn voice
+  sounds above the one over it or below a given one under it;
 - range: a pitch outside bounds given per piece and voice (a voice's usual range, moved with
   the key the piece will be written in).
 
@@ -75,26 +76,31 @@ def voice_rules(before: torch.Tensor, *, parallels: bool = True, crossings: bool
     if not (parallels or crossings or bounds is not None):
         return None
     cand = torch.arange(G.PITCH_LOW, G.PITCH_HIGH + 1)
+    outside = None if bounds is None else (cand[None, None] < bounds[:, :, :1]) | (cand[None, None] > bounds[:, :, 1:])  # (B, 4, pitches)
 
     def rule(seq: torch.Tensor, i: int) -> torch.Tensor | None:
         t, j = divmod(i, 4)
-        if j == 0 and bounds is None:  # the soprano has no voice above it
-            return None
-        window = seq[:, : 4 * (t + 1)].reshape(len(seq), t + 1, 4).transpose(1, 2)
-        p, struck = decode(torch.cat([before.to(seq.device), window], dim=2))
-        now, pitches = before.shape[2] + t, cand.to(seq.device)
         out = torch.zeros(len(seq), G.N_TOKENS, dtype=torch.bool, device=seq.device)
         banned = out[:, 2 : G.VOCAB]  # a view: the pitch tokens
+        if outside is not None:
+            banned |= outside[:, j].to(seq.device)
+        below = crossings and j < len(G.VOICES) - 1 and bool((seq[:, i + 1] != G.MASK).any())  # the voice below given here
+        if j == 0 and not below:  # the soprano has no voice above it
+            return out if outside is not None else None
+        window = seq[:, : 4 * (t + 1)].reshape(len(seq), t + 1, 4).transpose(1, 2)
+        p, struck = decode(torch.cat([before.to(seq.device), window], dim=2))  # cells not drawn yet read as rests
+        now, pitches = before.shape[2] + t, cand.to(seq.device)
+        held = p[:, j, now - 1] if now else torch.full_like(p[:, j, 0], -1)  # what a HOLD would sound
         if parallels and j:
             banned |= banned_pitches(p, struck, now, j)
         if crossings and j:
             upper = p[:, j - 1, now]
             banned |= (upper[:, None] >= 0) & (pitches[None] > upper[:, None])
-            if now:
-                out[:, G.HOLD] = (upper >= 0) & (p[:, j, now - 1] > upper)
-        if bounds is not None:
-            low, high = bounds[:, j, 0].to(seq.device), bounds[:, j, 1].to(seq.device)
-            banned |= (pitches[None] < low[:, None]) | (pitches[None] > high[:, None])
+            out[:, G.HOLD] |= (upper >= 0) & (held > upper)
+        if below:
+            lower = p[:, j + 1, now]  # sounding only where given: the voice below is drawn after this one
+            banned |= (lower[:, None] >= 0) & (pitches[None] < lower[:, None])
+            out[:, G.HOLD] |= (lower >= 0) & (held >= 0) & (held < lower)
         return out
 
     return rule

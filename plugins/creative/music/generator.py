@@ -218,7 +218,7 @@ def compose(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Chor
     offsets = meta.get("key_offsets")
     ruled = meta["model"]["order"] == "autoregressive" and cfg.keep_range
     if not offsets:
-        return generate(net, meta, given, cfg, generator, _bounds([0] * len(given)) if ruled else None), [0] * len(given)
+        return generate(net, meta, given, cfg, generator, range_bounds([0] * len(given)) if ruled else None), [0] * len(given)
     x = given.cpu().numpy()
     known = (x != G.MASK).any(axis=(1, 2))
     shifts: dict[bytes, int] = {}  # one key analysis per distinct given grid (a melody is given to every piece alike)
@@ -232,14 +232,14 @@ def compose(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Chor
     if ruled:
         planned = iter(corpus.plan_shifts(offsets, int((~known).sum()), rng))
         away = [-h if k else next(planned) for h, k in zip(home, known)]
-        pieces = generate(net, meta, at_home, cfg, generator, _bounds(away))
+        pieces = generate(net, meta, at_home, cfg, generator, range_bounds(away))
     else:
         pieces = generate(net, meta, at_home, cfg, generator)
         away = [-h if k else corpus.draw_shift(p, offsets, rng) for p, h, k in zip(pieces, home, known)]
     return _move(pieces, away), away
 
 
-def _bounds(away: list[int]) -> torch.Tensor:
+def range_bounds(away: list[int]) -> torch.Tensor:
     """(N, 4, 2): each voice's usual range (``grid.RANGES``) where a piece to be moved by ``away`` semitones must write it."""
     ranges = torch.tensor([G.RANGES[v] for v in G.VOICES])
     return torch.stack([ranges - k for k in away])

@@ -214,7 +214,7 @@ def test_left_to_right_sampling_keeps_each_rule_across_windows():
     import torch
 
     from genforge.plugins.creative.music import metrics as M
-    from genforge.plugins.creative.music.generator import ChoraleModelConfig, ChoraleSampleConfig, _bounds, build, generate
+    from genforge.plugins.creative.music.generator import ChoraleModelConfig, ChoraleSampleConfig, range_bounds, build, generate
 
     model = ChoraleModelConfig(d_model=32, n_heads=2, n_layers=1, window=16, hop=8, order="autoregressive")
     torch.manual_seed(0)
@@ -225,7 +225,7 @@ def test_left_to_right_sampling_keeps_each_rule_across_windows():
 
     def faults(avoid: bool, hop: int | None = None) -> tuple[int, int, int]:
         cfg = ChoraleSampleConfig(n=16, bars=3, temperature=1.0, top_p=1.0, avoid_parallels=avoid, avoid_crossings=avoid, hop=hop)
-        pieces = generate(net, meta, given, cfg, torch.Generator().manual_seed(0), _bounds(away) if avoid else None)
+        pieces = generate(net, meta, given, cfg, torch.Generator().manual_seed(0), range_bounds(away) if avoid else None)
         outside = sum(int(((p[v][p[v] >= 0] + k < low) | (p[v][p[v] >= 0] + k > high)).sum())
                       for g, k in zip(pieces, away) for p in [G.pitches(g)] for v, (low, high) in enumerate(G.RANGES.values()))
         sounding = sum(int((G.pitches(g) >= 0).sum()) for g in pieces)
@@ -253,25 +253,29 @@ def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale, monkey
 
     # not trained in a home key: generate as it is
     plain, moves = compose(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0))
-    usual = gen_module._bounds([0] * 5)  # the range rule: the voices' usual ranges as they are
+    usual = gen_module.range_bounds([0] * 5)  # the range rule: the voices' usual ranges as they are
     assert moves == [0] * 5 and (plain == generate(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0), usual)).all()
 
     # trained in C major / A minor, every training piece 2 semitones above home
     seen = []
 
     def spy(*args):
-        seen.append((args[2].clone(), generate(*args)))
+        seen.append((args[2].clone(), generate(*args), args[5]))
         return seen[-1][1]
 
     monkeypatch.setattr(gen_module, "generate", spy)
     pieces, moves = compose(net, {"model": model.model_dump(), "key_offsets": {"2": 5}}, given, cfg, torch.Generator().manual_seed(0))
-    went_in, came_out = seen[0]
+    went_in, came_out, bounds = seen[0]
+    assert (bounds == gen_module.range_bounds(moves)).all()  # each piece kept to the ranges of the key it goes to
     assert moves[2:4] == [-3, -3]  # the melody went up 3 to A minor and comes back down by as much
     for i in (2, 3):
         assert (G.pitches(went_in[i].numpy()) - G.pitches(given[i].numpy()))[0][G.pitches(given[i].numpy())[0] >= 0].tolist() == [3] * int((G.pitches(given[i].numpy())[0] >= 0).sum())
         assert G.notes(pieces[i])[0] == soprano_notes(chorale[0, :32])
     assert (went_in[:2] == G.MASK).all() and (went_in[2:4, 1:] == G.MASK).all()
     assert G.notes(pieces[4])[3] == G.notes(chorale[:, :32])[3]  # the given bass, exactly
-    for i in (0, 1):  # free pieces: moved 2 up from what the model wrote (an untrained model's notes at the very top fold an octave down)
+    tenor, bass = G.pitches(pieces[4])[2:]
+    assert not ((tenor >= 0) & (bass >= 0) & (tenor < bass)).any()  # nothing drawn sounds below the given bass
+    for i in (0, 1):  # free pieces: moved 2 up from what the model wrote, into every voice's range
         written, out = G.pitches(came_out[i]), G.pitches(pieces[i])
-        assert moves[i] == 2 and ((out - written)[written >= 0] % 12 == 2).all() and (out[written < 0] == -1).all()
+        assert moves[i] == 2 and ((out - written)[written >= 0] == 2).all() and (out[written < 0] == -1).all()
+        assert all(((row[row >= 0] >= low) & (row[row >= 0] <= high)).all() for row, (low, high) in zip(out, G.RANGES.values()))
