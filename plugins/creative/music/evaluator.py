@@ -161,7 +161,9 @@ class PieceSet:
         """The p5-p95 band of a metric over the pieces (weighted: the inverse of the weighted distribution function)."""
         if self.weights is None:
             return float(np.percentile(self.values[name], 5)), float(np.percentile(self.values[name], 95))
-        low, high = np.percentile(self.values[name], [5, 95], weights=self.weights, method="inverted_cdf")
+        order = np.argsort(self.values[name], kind="stable")
+        cdf = np.cumsum(self.weights[order]) / self.weights.sum()
+        low, high = (self.values[name][order][min(np.searchsorted(cdf, q * (1 - 1e-12)), len(cdf) - 1)] for q in (0.05, 0.95))  # the first value whose CDF reaches q
         return float(low), float(high)
 
     def in_band(self, name: str, band: tuple[float, float]) -> float:
