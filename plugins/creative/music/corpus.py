@@ -42,6 +42,7 @@ import numpy as np
 from genforge.core import DataError, store
 
 from . import grid as G
+from . import metrics
 
 PARSER_VERSION = "chorale-grid-1"  # bump when parse_score's output changes for the same file
 MUSIC_SUFFIXES = (".mid", ".midi", ".musicxml", ".xml", ".mxl")
@@ -340,7 +341,7 @@ def _outside(grid: np.ndarray, k: int) -> int:
 
 
 def _count_outside(sounding: np.ndarray, k: int) -> int:
-    return sum(int(((row[row >= 0] + k < G.RANGES[v][0]) | (row[row >= 0] + k > G.RANGES[v][1])).sum()) for row, v in zip(sounding, G.VOICES))
+    return int(metrics.out_of_range_counts(sounding, k).sum())
 
 
 def _placed(sounding: np.ndarray, up: int) -> tuple[int, int]:

@@ -83,16 +83,20 @@ def voice_ranges(grid: np.ndarray) -> dict[str, int]:
     return out
 
 
+def out_of_range_counts(sounding: np.ndarray, shift: int = 0) -> np.ndarray:
+    """(4,) note-steps of each voice outside its usual range (``grid.RANGES``) once every pitch is moved by ``shift`` semitones.
+
+    sounding: (4, T) ``grid.pitches`` of a grid (-1 where silent).
+    """
+    return np.array([int(((row[row >= 0] + shift < G.RANGES[v][0]) | (row[row >= 0] + shift > G.RANGES[v][1])).sum()) for row, v in zip(sounding, G.VOICES)])
+
+
 def out_of_range_share(grid: np.ndarray) -> dict[str, float]:
     """Share of note-steps outside the voice's usual range (``grid.RANGES``): "overall" and per voice (0 where silent)."""
-    out, outside, total = {}, 0, 0
-    for voice, row in zip(G.VOICES, G.pitches(grid)):
-        row = row[row >= 0]
-        low, high = G.RANGES[voice]
-        n = int(((row < low) | (row > high)).sum())
-        out[voice] = n / row.size if row.size else 0.0
-        outside, total = outside + n, total + row.size
-    return {"overall": outside / total if total else 0.0, **out}
+    sounding = G.pitches(grid)
+    outside, total = out_of_range_counts(sounding), (sounding >= 0).sum(axis=1)
+    out = {voice: int(n) / int(size) if size else 0.0 for voice, n, size in zip(G.VOICES, outside, total)}
+    return {"overall": int(outside.sum()) / int(total.sum()) if total.sum() else 0.0, **out}
 
 
 def voice_crossings(grid: np.ndarray) -> int:
