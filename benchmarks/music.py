@@ -12,7 +12,9 @@ default settings on the Bach chorales (or takes ``--run``), then:
   whole) given, alto/tenor/bass generated, scored the same way; ``soprano kept`` is the
   share of pieces whose soprano comes back note for note (from the written MIDI files).
 
-The ``real`` row is the held-out chorales themselves (each metric's floor). Held-out
+The ``real`` row is each metric's floor: the held-out chorales themselves (a band's: the
+share of their stretches inside it; the bands come from the stretches of every real
+chorale, held-out and training, and are printed under the table). Held-out
 likelihood comes from the run (``training.json``): masked-cell NLL at rate 0.5 for the
 masked order, next-cell NLL for the autoregressive one.
 """
@@ -90,6 +92,7 @@ def main() -> None:
         ev = evaluator.evaluate(Samples("music", folder, len(pieces)), reference, folder / "eval", ev_config)
         values = {m.name: m.value for m in ev.metrics}
         floors = {m.name: m.floor for m in ev.metrics}
+        bands = {m.name: m.description for m in ev.metrics}
         rows.append((order, "unconditional", f"{len(pieces) / seconds:.1f}", nll, values))
 
         # harmonisation of the held-out sopranos
@@ -117,6 +120,9 @@ def main() -> None:
         cells.append(" / ".join(f"{values[f'out_of_range_{v}'] * 100:.1f}" for v in G.VOICES) if f"out_of_range_{G.VOICES[0]}" in values else "–")
         kept = values.get("soprano_kept")
         print("| " + " | ".join(map(str, [order, task, rate, "–" if nll is None else nll] + cells + ["–" if kept is None else f"{kept:.2f}"])) + " |")
+    print()
+    for name in ("in_band_entropy", "in_band_scale", "in_band_range"):
+        print(f"{name}: {bands[name]}")
 
 
 if __name__ == "__main__":

@@ -111,6 +111,17 @@ def test_short_pieces_are_compared_with_stretches_of_bach_as_long(data, tmp_path
     assert m["pitch_range"].value == pytest.approx(m["pitch_range"].floor, abs=2.5)
     assert m["in_band_range"].value >= 0.6 and m["in_band_entropy"].value >= 0.6
 
+    # with a training set, the bands and means come from the test and training pieces' stretches; a band's floor stays the test pieces'
+    _, both = evaluate(tmp_path / "midi", root, train="train.npz")
+    test_cut, train_cut = (PieceSet.of(*stretches(g, eight_bars)) for g in (grids[3:], grids[:3]))
+    corpus_cut = PieceSet.of(*stretches(grids[3:] + grids[:3], eight_bars))
+    band = corpus_cut.band("pitch_class_entropy")
+    assert f"{len(test_cut) + len(train_cut)} stretches of the 3 test and 3 training pieces" in both["in_band_entropy"].description
+    assert f"[{band[0]:.3g}, {band[1]:.3g}]" in both["in_band_entropy"].description and band != test_cut.band("pitch_class_entropy")
+    assert both["in_band_entropy"].floor == pytest.approx(test_cut.in_band("pitch_class_entropy", band)) != pytest.approx(
+        test_cut.in_band("pitch_class_entropy", test_cut.band("pitch_class_entropy")))  # 0.92: the test pieces in the corpus's band, not their own (0.97)
+    assert both["pitch_range"].floor == pytest.approx(corpus_cut.mean("pitch_range")) != pytest.approx(m["pitch_range"].floor)
+
 
 def test_real_chorales_score_near_their_floors(data):
     root, _ = data
