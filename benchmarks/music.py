@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 COLUMNS = [("loads_back", "loads", "{:.2f}"), ("pc_histogram_distance", "PC hist JS", "{:.3f}"), ("pc_profile_distance", "PC profile JS", "{:.3f}"),
-           ("pc_entropy", "PC entropy", "{:.2f}"), ("in_band_entropy", "in band: entropy", "{:.2f}"), ("in_band_scale", "scale", "{:.2f}"),
-           ("in_band_range", "range", "{:.2f}"), ("scale_consistency", "scale cons.", "{:.3f}"), ("out_of_range", "out of range", "{:.3f}"),
+           ("pc_entropy", "PC entropy", "{:.2f}"), ("in_band_entropy", "in band: entropy", "{:.3f}"), ("in_band_scale", "scale", "{:.3f}"),
+           ("in_band_range", "range", "{:.3f}"), ("scale_consistency", "scale cons.", "{:.3f}"), ("out_of_range", "out of range", "{:.3f}"),
            ("voice_crossings", "crossings /100 beats", "{:.2f}"), ("parallel_fifths", "par. 5ths", "{:.2f}"), ("parallel_octaves", "par. 8ves", "{:.2f}"),
            ("parallels_ratio", "parallels / real", "{:.2f}"), ("polyphony", "polyphony", "{:.2f}")]
 
