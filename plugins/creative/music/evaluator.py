@@ -14,8 +14,8 @@ measured on real chorales:
   sample is compared with 8-bar stretches of Bach, not whole chorales (range and entropy grow
   with length). A band of the 37 test chorales alone moves with the split: over 200 random
   splits of the 368 Bach chorales, the other 331's stretches inside a 37-piece range band
-  ran from 0.88 to 0.96 (p10-p90); this project's split's band, [31, 39] semitones, held
-  0.874 of them, where the corpus's is [29, 38]. Overlapping stretches rather than
+  ran from 0.87 to 0.96 (p10-p90; ``benchmarks/chorale_bands.py``); the default split's
+  band, [31, 39] semitones, holds 0.874 of them, where the corpus's is [29, 38]. Overlapping stretches rather than
   consecutive windows only (a quantile does not jump with where one cut happens to fall),
   each weighted so that a piece counts by its length, as with consecutive windows
   (``stretches``). A band's floor is the share of the test pieces' stretches inside it;
