@@ -166,6 +166,9 @@ class DataSource:
     # The split `genforge evaluate KIND FILE` compares with when no --reference is given
     # (None: this source is no kind's default reference).
     reference_split: ClassVar[str | None] = None
+    # The split it then also gives the evaluators as training data, when no --train is given
+    # (None: none; evaluators use training data for novelty and real-vs-real floors).
+    train_split: ClassVar[str | None] = None
 
     def files(self) -> dict[str, Path]:
         """Split name -> local file. Sources that must fetch data do it here."""

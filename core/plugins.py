@@ -342,7 +342,8 @@ def get_dataset(name: str, pm: pluggy.PluginManager | None = None) -> DataSource
 
 
 def default_reference(kind: str, pm: pluggy.PluginManager | None = None) -> tuple[DataSource, str] | None:
-    """The reference a kind is scored against when none is given: the first data source of that kind with a ``reference_split``."""
+    """The reference a kind is scored against when none is given: the first data source of that kind with a ``reference_split``
+    (its ``train_split``, if any, is the training data that goes with it)."""
     for src in datasets(pm).values():
         if src.kind == kind and src.reference_split:
             return src, src.reference_split

@@ -197,3 +197,40 @@ def test_an_unreachable_prefect_api_is_one_line_and_leaves_no_run(store):
     assert r.returncode == 2 and r.stderr.startswith("error: cannot reach the Prefect API at http://127.0.0.1:9/api")
     assert len(r.stderr.strip().splitlines()) == 1 and "--no-prefect" in r.stderr
     assert not (Path(os.environ["GENFORGE_HOME"]) / "runs").exists()
+
+
+def test_evaluate_takes_the_training_split_of_the_default_reference(store, tmp_path, monkeypatch):
+    """Without --reference, a kind's default source gives its reference split, and its training split as --train when it names one."""
+    from typer.testing import CliRunner
+
+    import genforge.core.plugins as plugins
+    import genforge.core.runner as runner
+    from genforge.core import DataSource
+    from genforge.flows.cli import app
+
+    (tmp_path / "test.smi").write_text("CCO\n")
+    (tmp_path / "train.smi").write_text("CCN\n")
+    samples = tmp_path / "samples.smi"
+    samples.write_text("CCC\n")
+
+    class Source(DataSource):
+        name, kind, reference_split, train_split = "toy-source", "molecules", "test", "train"
+
+        def files(self):
+            return {split: tmp_path / f"{split}.smi" for split in ("test", "train")}
+
+    seen = []
+    monkeypatch.setattr(plugins, "datasets", lambda pm=None: {"toy-source": Source()})
+    monkeypatch.setattr(runner, "evaluate_samples", lambda samples, ref, *rest, **kw: seen.append(ref) or {})
+    runs = {"default": [], "own --train": ["--train", str(samples)], "own --reference": ["--reference", "toy-source-test"]}
+    for args in runs.values():
+        r = CliRunner().invoke(app, ["evaluate", "molecules", str(samples), "--out", str(tmp_path / "out"), *args])
+        assert r.exit_code == 0, r.output
+    assert [(ref.test, ref.train) for ref in seen] == [
+        (tmp_path / "test.smi", tmp_path / "train.smi"),  # the source's training split goes with its reference split
+        (tmp_path / "test.smi", samples),  # a --train given is kept
+        (tmp_path / "test.smi", None),  # a --reference given takes no training data it was not given
+    ]
+    Source.train_split = None
+    r = CliRunner().invoke(app, ["evaluate", "molecules", str(samples), "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0 and seen[-1].train is None
