@@ -12,9 +12,12 @@ default settings on the Bach chorales (or takes ``--run``), then:
   whole) given, alto/tenor/bass generated, scored the same way; ``soprano kept`` is the
   share of pieces whose soprano comes back note for note (from the written MIDI files).
 
-The ``real`` row is each metric's floor: the held-out chorales themselves (a band's: the
-share of their stretches inside it; the bands come from the stretches of every real
-chorale, held-out and training, and are printed under the table). Held-out
+The ``real`` row is each metric's floor: the means of the stretches of every real chorale
+(held-out and training); a band's share, that of the held-out stretches inside it (the
+bands, printed under the table, come from every real chorale's stretches); the PC
+distances and the parallels ratio, training pieces against the held-out ones; rates and
+out-of-range shares, the held-out pieces. The last column reads the same pieces against
+the bands of the held-out stretches alone (the evaluator's before 2026-12-06). Held-out
 likelihood comes from the run (``training.json``): masked-cell NLL at rate 0.5 for the
 masked order, next-cell NLL for the autoregressive one.
 """
@@ -55,10 +58,22 @@ def main() -> None:
     from genforge.plugins.creative.music import grid as G
     from genforge.plugins.creative.music.corpus import parse_score
     from genforge.plugins.creative.music.data import load_grids
-    from genforge.plugins.creative.music.evaluator import BAR, ChoraleEvaluator, windows
+    from genforge.plugins.creative.music.evaluator import BAR, ChoraleEvaluator, PieceSet, read_pieces, stretches, windows
     from genforge.plugins.creative.music.generator import ChoraleDiffusion, compose, write_pieces
 
     given_runs = dict(item.split("=", 1) for item in args.run)
+    held_out: dict[str, PieceSet] = {}
+
+    def held_out_bands(folder: Path, length: int) -> dict[str, str]:
+        """The in-band shares against the bands of the held-out stretches alone (the evaluator's bands before 2026-12-06)."""
+        if "test" not in held_out:
+            held_out["test"] = PieceSet.of(*stretches(load_grids(reference.test), length))
+        test = held_out["test"]
+        fake = PieceSet.of(read_pieces(folder)[0])
+        keys = ("pitch_class_entropy", "scale_consistency", "pitch_range")
+        return {"held_out_bands": " / ".join(f"{fake.in_band(k, test.band(k)):.3f}" for k in keys),
+                "held_out_bands_real": " / ".join(f"{test.in_band(k, test.band(k)):.3f}" for k in keys)}
+
     evaluator, ev_config = ChoraleEvaluator(), ChoraleEvaluator.Config(rolls=0)
     rows, out_root = [], Path(tempfile.mkdtemp(prefix="music-bench-"))
     for order in args.orders.split(","):
@@ -90,8 +105,9 @@ def main() -> None:
         folder = out_root / f"{order}-free"
         write_pieces(list(pieces), folder, cfg)
         ev = evaluator.evaluate(Samples("music", folder, len(pieces)), reference, folder / "eval", ev_config)
-        values = {m.name: m.value for m in ev.metrics}
+        values = {m.name: m.value for m in ev.metrics} | held_out_bands(folder, length)
         floors = {m.name: m.floor for m in ev.metrics}
+        held_out_bands_real = values["held_out_bands_real"]
         bands = {m.name: m.description for m in ev.metrics}
         rows.append((order, "unconditional", f"{len(pieces) / seconds:.1f}", nll, values))
 
@@ -108,18 +124,18 @@ def main() -> None:
         kept = np.mean([G.notes(parse_score(f, key_analysis=False)[0])[0] == G.notes(np.stack([s] * 4))[0]
                         for f, s in zip(sorted((folder / "midi").glob("*.mid")), sopranos)])
         ev = evaluator.evaluate(Samples("music", folder, len(harmonised)), reference, folder / "eval", ev_config)
-        values = {m.name: m.value for m in ev.metrics} | {"soprano_kept": kept}
+        values = {m.name: m.value for m in ev.metrics} | {"soprano_kept": kept} | held_out_bands(folder, length)
         rows.append((order, f"harmonise {len(sopranos)} held-out soprano stretches", f"{len(harmonised) / seconds:.1f}", nll, values))
 
-    rows.insert(0, ("real", "held-out Bach chorales", "", None, floors))
-    header = ["order", "task", "pieces/s", "held-out NLL"] + [h for _, h, _ in COLUMNS] + ["out of range S/A/T/B %", "soprano kept"]
+    rows.insert(0, ("real", "held-out Bach chorales", "", None, floors | {"held_out_bands": held_out_bands_real}))
+    header = ["order", "task", "pieces/s", "held-out NLL"] + [h for _, h, _ in COLUMNS] + ["out of range S/A/T/B %", "soprano kept", "in band, held-out bands"]
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for order, task, rate, nll, values in rows:
         cells = [fmt.format(values[k]) if values.get(k) is not None and np.isfinite(values[k]) else "–" for k, _, fmt in COLUMNS]
         cells.append(" / ".join(f"{values[f'out_of_range_{v}'] * 100:.1f}" for v in G.VOICES) if f"out_of_range_{G.VOICES[0]}" in values else "–")
         kept = values.get("soprano_kept")
-        print("| " + " | ".join(map(str, [order, task, rate, "–" if nll is None else nll] + cells + ["–" if kept is None else f"{kept:.2f}"])) + " |")
+        print("| " + " | ".join(map(str, [order, task, rate, "–" if nll is None else nll] + cells + ["–" if kept is None else f"{kept:.2f}", values.get("held_out_bands", "–")])) + " |")
     print()
     for name in ("in_band_entropy", "in_band_scale", "in_band_range"):
         print(f"{name}: {bands[name]}")

@@ -3,8 +3,8 @@
 Every sample file (MIDI or MusicXML) is parsed back with music21 through ``corpus.parse_score``,
 the parser the training data went through: ``loads_back`` is the share that became a four-part
 grid. The pieces are then scored with ``metrics`` (see its docstring for each definition)
-against the reference's held-out real chorales, and every metric's ``floor`` is the same number
-measured on real chorales:
+against the reference's real chorales — the held-out ones, and the training ones where the
+reference has them — and every metric's ``floor`` is the same number measured on real chorales:
 
 - means over pieces (pitch-class entropy, scale consistency, range, polyphony, note density)
   and the ``in_band_*`` shares (pieces inside the real pieces' p5-p95 band): the real figures
@@ -15,13 +15,18 @@ measured on real chorales:
   with length). A band of the 37 test chorales alone moves with the split: over 200 random
   splits of the 368 Bach chorales, the other 331's stretches inside a 37-piece range band
   ran from 0.87 to 0.96 (p10-p90; ``benchmarks/chorale_bands.py``); the default split's
-  band, [31, 39] semitones, holds 0.874 of them, where the corpus's is [29, 38]. Overlapping stretches rather than
-  consecutive windows only (a quantile does not jump with where one cut happens to fall),
+  band, [31, 39] semitones, holds 0.874 of them, where the corpus's is [29, 38].
+  Overlapping stretches rather than consecutive windows only (a quantile does not jump
+  with where one cut happens to fall),
   each weighted so that a piece counts by its length, as with consecutive windows
-  (``stretches``). A band's floor is the share of the test pieces' stretches inside it;
-  with ``data.transpose`` the training pieces' transposed copies count too, which moves no
-  band (entropy, scale consistency and range do not change with the key) but weights a
-  piece by its copies;
+  (``stretches``). A band's floor is the share of the test pieces' stretches inside it: a
+  p5-p95 band holds about 90 % of real pieces whichever pieces place it, so the floor is near 0.9,
+  and a share far above it means samples less varied than Bach, not better. With
+  ``data.transpose`` the training grids include the transposed copies (with
+  ``max_pieces``, a draw of them), so a piece counts by how many of its copies are there;
+  the bands barely move (the three statistics do not change with the key; only which
+  pieces have more copies that stay in range). Without training pieces in the reference,
+  the test pieces' stretches alone give the bands;
 - rates pooled over all beats of all pieces (voice crossings, parallel fifths and octaves per
   100 beats) and out-of-range shares pooled over note-steps: floor = the real test pieces;
 - ``pc_histogram_distance`` (samples' pooled pitch-class histogram vs the test set's) and
@@ -165,13 +170,8 @@ class PieceSet:
         return float(outside / steps) if steps else 0.0
 
     def band(self, name: str) -> tuple[float, float]:
-        """The p5-p95 band of a metric over the pieces (weighted: the inverse of the weighted distribution function)."""
-        if self.weights is None:
-            return float(np.percentile(self.values[name], 5)), float(np.percentile(self.values[name], 95))
-        order = np.argsort(self.values[name], kind="stable")
-        cdf = np.cumsum(self.weights[order]) / self.weights.sum()
-        low, high = (self.values[name][order][min(np.searchsorted(cdf, q * (1 - 1e-12)), len(cdf) - 1)] for q in (0.05, 0.95))  # the first value whose CDF reaches q
-        return float(low), float(high)
+        """The p5-p95 band of a metric over the pieces (``p5_p95``, weighted by the pieces' weights)."""
+        return p5_p95(self.values[name], self.weights)
 
     def in_band(self, name: str, band: tuple[float, float]) -> float:
         v = self.values[name]
@@ -191,7 +191,7 @@ class PieceSet:
         return self.rate("parallels_per_100_beats")
 
 
-# name -> (piece_metrics name, what it is); floor: the real test pieces' mean; near the floor is best
+# name -> (piece_metrics name, what it is); floor: the mean of the real pieces' stretches (test and training); near the floor is best
 MEANS: dict[str, tuple[str, str]] = {
     "pc_entropy": ("pitch_class_entropy", "mean pitch-class entropy of a piece, bits"),
     "scale_consistency": ("scale_consistency", "mean largest share of note-steps inside one major or natural-minor scale"),
@@ -199,7 +199,8 @@ MEANS: dict[str, tuple[str, str]] = {
     "polyphony": ("polyphony", "mean number of voices sounding when any sounds"),
     "note_density": ("note_density", "mean notes struck per beat, all voices"),
 }
-# name -> (piece_metrics name, of what); share of pieces inside the real test pieces' p5-p95 band
+# name -> (piece_metrics name, of what); share of pieces inside the real pieces' p5-p95 band (test and training stretches);
+# floor: the test stretches' share; far above it means less varied than Bach, not better
 BANDS: dict[str, tuple[str, str]] = {
     "in_band_entropy": ("pitch_class_entropy", "pitch-class entropy"),
     "in_band_scale": ("scale_consistency", "scale consistency"),
@@ -211,6 +212,17 @@ RATES: dict[str, tuple[str, str]] = {
     "parallel_fifths": ("parallel_fifths_per_100_beats", "parallel fifths per 100 beats (any two voices)"),
     "parallel_octaves": ("parallel_octaves_per_100_beats", "parallel octaves and unisons per 100 beats (any two voices)"),
 }
+
+
+def p5_p95(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
+    """The p5-p95 band of ``values``; weighted: the inverse of the weighted distribution function (numpy's
+    ``percentile(weights=)`` needs numpy 2)."""
+    if weights is None:
+        return float(np.percentile(values, 5)), float(np.percentile(values, 95))
+    order = np.argsort(values, kind="stable")
+    cdf = np.cumsum(weights[order]) / weights.sum()
+    low, high = (values[order][min(np.searchsorted(cdf, q * (1 - 1e-12)), len(cdf) - 1)] for q in (0.05, 0.95))  # the first value whose CDF reaches q
+    return float(low), float(high)
 
 
 def _finite(x: float | None) -> float | None:
@@ -231,7 +243,7 @@ class ChoraleEvaluator(Evaluator):
     name: ClassVar[str] = "chorale"
     kinds: ClassVar[tuple[str, ...]] = ("music",)
     Config: ClassVar[type[ChoraleEvalConfig]] = ChoraleEvalConfig
-    description: ClassVar[str] = "MIDI/MusicXML loads back; pitch-class histogram, ranges and counterpoint (parallels, crossings) vs held-out chorales"
+    description: ClassVar[str] = "MIDI/MusicXML loads back; pitch-class histogram, ranges and counterpoint (parallels, crossings) vs real chorales"
 
     def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: ChoraleEvalConfig) -> Evaluation:
         files = _subset(music_paths(samples.path), config.max_pieces, config.seed)
