@@ -33,7 +33,6 @@ import numpy as np
 from .errors import DataError
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-_MUSIC_SUFFIXES = (".mid", ".midi", ".musicxml", ".xml", ".mxl")
 SCENARIO_COLUMNS = ("scenario", "step", "asset", "value")
 
 
@@ -225,6 +224,7 @@ class Music(SampleKind):
     name = "music"
     description = "a folder of MIDI (.mid) or MusicXML files, one piece each, or one such file"
     filename = "midi"
+    suffixes: ClassVar[tuple[str, ...]] = (".mid", ".midi", ".musicxml", ".xml", ".mxl")  # the files a piece may come in
 
     def write(self, samples: list[bytes], folder: Path) -> Path:
         """``samples``: the bytes of one Standard MIDI File per piece (one track per voice)."""
@@ -241,15 +241,18 @@ class Music(SampleKind):
         path = Path(path)
         if path.is_dir() and not self.load(path):
             raise DataError(f"{path} holds no MIDI or MusicXML files; {self.name} samples are {self.description}")
-        if path.is_file() and path.suffix.lower() not in _MUSIC_SUFFIXES:
+        if path.is_file() and path.suffix.lower() not in self.suffixes:
             raise DataError(f"{path} is not a MIDI or MusicXML file; {self.name} samples are {self.description}")
 
     def load(self, path: Path) -> list[Path]:
-        """The pieces' files, sorted (parsing them is the evaluators' business)."""
+        """The pieces' files, sorted (parsing them is the evaluators' business): a samples folder that holds
+        ``midi/`` (as ``write`` makes it) counts that, not the same pieces again in other formats beside it."""
         path = Path(path)
         if path.is_file():
             return [path]
-        return sorted(p for p in path.rglob("*") if p.suffix.lower() in _MUSIC_SUFFIXES)
+        if (path / self.filename).is_dir() and (found := self.load(path / self.filename)):
+            return found
+        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in self.suffixes)
 
     def preview(self, path: Path, out: Path, n: int = 1) -> Path | None:
         """A piano roll of the first MIDI piece, one colour per track (voice)."""

@@ -62,6 +62,10 @@ def test_music_is_a_folder_of_midi_files_with_a_piano_roll(tmp_path):
     assert read_midi_notes(MIDI) == ([[(0, 480, 60), (480, 960, 64)], [(0, 960, 48)]], 480)
     folder = kind.write([MIDI, MIDI], tmp_path)
     assert kind.count(folder) == 2 and [p.name for p in kind.load(folder)] == ["00000.mid", "00001.mid"]
+    (tmp_path / "musicxml").mkdir()
+    (tmp_path / "musicxml" / "00000.musicxml").write_text("<score-partwise/>")  # the same piece in another format
+    assert kind.count(tmp_path) == 2 and kind.load(tmp_path) == kind.load(folder)  # a samples folder: its midi/
+    assert kind.count(tmp_path / "musicxml") == 1
     assert kind.preview(folder, tmp_path / "roll.png").read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match="not a Standard MIDI File"):
         kind.write([b"RIFF...."], tmp_path / "x")

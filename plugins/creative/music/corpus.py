@@ -40,12 +40,13 @@ from typing import Any
 import numpy as np
 
 from genforge.core import DataError, store
+from genforge.core.kinds import Music
 
 from . import grid as G
 from . import metrics
 
 PARSER_VERSION = "chorale-grid-1"  # bump when parse_score's output changes for the same file
-MUSIC_SUFFIXES = (".mid", ".midi", ".musicxml", ".xml", ".mxl")
+MUSIC_SUFFIXES = Music.suffixes  # the music sample kind's
 
 Progress = Callable[[int, int, str], None]  # (files done, files in all, file name)
 
@@ -275,7 +276,7 @@ def load_bach(cache_dir: Path, limit: int | None = None, progress: Progress | No
 
 def music_files(folder: Path) -> list[Path]:
     """The MIDI and MusicXML files under ``folder`` (recursively), sorted."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in MUSIC_SUFFIXES)
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in MUSIC_SUFFIXES)  # a corpus: every file (a samples folder, Music.load: its midi/ only)
 
 
 def load_folder(folder: Path, progress: Progress | None = None, *, cache_dir: Path | None = None, step: float = 0.25, key_analysis: bool = True) -> tuple[list[np.ndarray], list[dict], Counter]:

@@ -51,6 +51,7 @@ import numpy as np
 from pydantic import Field
 
 from genforge.core import DataError, Evaluation, Evaluator, EvaluatorConfig, Metric, Reference, Samples
+from genforge.core.kinds import Music
 
 from . import corpus, metrics, render
 from .data import load_grids
@@ -68,9 +69,7 @@ def music_paths(path: Path) -> list[Path]:
         if path.suffix.lower() not in corpus.MUSIC_SUFFIXES:
             raise DataError(f"{path} is not a MIDI or MusicXML file ({', '.join(corpus.MUSIC_SUFFIXES)})")
         return [path]
-    if (path / "midi").is_dir():  # a run's samples folder: other renderings beside midi/ would count twice
-        path = path / "midi"
-    return corpus.music_files(path)
+    return Music().load(path)  # a run's samples folder: its midi/ only (other renderings beside it would count twice)
 
 
 def parse_files(files: list[Path]) -> tuple[list[np.ndarray], list[Path], Counter]:
