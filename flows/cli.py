@@ -297,7 +297,7 @@ def evaluate(
     kind: Annotated[str, typer.Argument(help="sample kind: molecules, images, music, scenarios, or one a plugin adds")],
     path: Annotated[Path, typer.Argument(help="samples in the kind's form: molecules a .smi/.txt/.csv file, images a .npz or a folder of PNGs, music a folder of MIDI files, scenarios a .parquet")],
     reference: Annotated[Optional[str], typer.Option(help="reference data: a file, or SOURCE-SPLIT of a data source of the kind (default: the kind's own reference)")] = None,
-    train: Annotated[Optional[str], typer.Option(help="training data, as SOURCE-SPLIT or a file: novelty, real-vs-real floors, the chorale bands (default: with the kind's own reference, its source's training split where it names one)")] = None,
+    train: Annotated[Optional[str], typer.Option(help="training data, as SOURCE-SPLIT or a file, for the evaluators that use it (novelty, real-vs-real floors; default: with the kind's own reference, its source's training split where it names one)")] = None,
     set_: Annotated[list[str], typer.Option("--set", "-s", help="an evaluator setting: --set EVALUATOR.FIELD=VALUE, e.g. --set EVALUATOR.enabled=false (repeatable; `genforge plugins` lists evaluators)")] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print every metric as JSON, keyed by name")] = False,
     out: Annotated[Optional[Path], typer.Option(help="folder for figures and metrics.json (default: a new folder under $GENFORGE_HOME/evaluations)")] = None,
