@@ -104,7 +104,7 @@ def throughput(args: argparse.Namespace) -> None:
     import torch
     import yaml
 
-    from genforge.core.plugins import get_generator
+    from genforge.core.plugin_manager import get_generator
     from genforge.core.training import make_optimizer
     from genforge.plugins.creative.images.edm import EDM, heun
     from genforge.plugins.creative.images.unet import UNet

@@ -38,7 +38,7 @@ def main() -> None:
     os.environ.setdefault("GENFORGE_HOME", tempfile.mkdtemp(prefix="genforge-sampling-memory-"))
     from genforge.core.runner import Steps, create_run
     from genforge.plugins.healthcare.generator import MoleculeDiffusion
-    from genforge.testing import overrides_from_spec
+    from genforge.core.testing import overrides_from_spec
 
     tiny = overrides_from_spec(MoleculeDiffusion.test_spec)
     run = create_run("molecule-diffusion", overrides=[*tiny, "train.max_steps=50", f"sample.batch_size={args.batch_size}"])

@@ -4,7 +4,7 @@
 
 Shared modelling blocks (a transformer denoiser, masked discrete diffusion) are in
 ``genforge.core.blocks``; the pytest plugin with fixtures and conformance checks is
-``genforge.testing``.
+``genforge.core.testing``.
 """
 
 from importlib import metadata as _metadata
@@ -25,7 +25,7 @@ from .contracts import (
     RunInfo,
     Samples,
 )
-from .errors import ConfigError, DataError, GenforgeError, RunBusy, RunNotFound, TrainingDiverged, TrainingFailed, UnknownNameError
+from .errors import ConfigError, DataError, GenforgeError, LeaseLost, RunBusy, RunNotFound, StopRun, TrainingDiverged, TrainingFailed, UnknownNameError
 from .hookspecs import hookimpl, hookspec
 from .kinds import SampleKind
 from .store import Run, RunStore
@@ -38,8 +38,8 @@ except _metadata.PackageNotFoundError:  # running from a source tree without an 
 
 __all__ = [
     "Checkpoint", "ConfigError", "DataError", "DataSource", "Evaluation", "Evaluator", "EvaluatorConfig",
-    "Generator", "GeneratorConfig", "GenforgeError", "Metric", "OptimizerConfig", "PhaseConfig", "PreparedData",
+    "Generator", "GeneratorConfig", "GenforgeError", "LeaseLost", "Metric", "OptimizerConfig", "PhaseConfig", "PreparedData",
     "Reference", "Report", "Run", "RunBusy", "RunInfo", "RunNotFound", "RunStore", "SampleConfig", "SampleKind", "Samples",
-    "Section", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "TrainingFailed", "UnknownNameError",
+    "Section", "StopRun", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "TrainingFailed", "UnknownNameError",
     "hookimpl", "hookspec", "load_spec", "store",
 ]

@@ -191,7 +191,7 @@ class Generator:
     # Training runs on the accelerator: the pipeline's train step then takes a GPU slot.
     # False for generators that fit in closed form or on the CPU (a GARCH fit, a bootstrap).
     uses_gpu: ClassVar[bool] = True
-    # Tiny settings (seconds on a laptop CPU) for tests: genforge.testing.check_generator uses them.
+    # Tiny settings (seconds on a laptop CPU) for tests: genforge.core.testing.check_generator uses them.
     test_spec: ClassVar[dict[str, Any]] = {}
 
     def prepare(self, config: "GeneratorConfig", run: "Run") -> PreparedData:

@@ -46,3 +46,7 @@ class RunBusy(GenforgeError):
 
 class LeaseLost(RunBusy):
     """Raised in the thread that holds a run whose lease on a shared store another machine took: this one stops."""
+
+
+class StopRun(GenforgeError):
+    """Raised by a lifecycle listener that must stop the run (any other exception a listener raises is noted, and the run goes on)."""

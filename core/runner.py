@@ -19,7 +19,7 @@ from . import distributed
 from .config import GeneratorConfig, load_spec, parse_override, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
 from .errors import ConfigError, DataError, LeaseLost, TrainingFailed
-from .plugins import evaluators, get_generator, get_kind, get_plugin_manager, versions
+from .plugin_manager import call_listeners, evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore, read_jsonl, redact_secrets, unredact
 from .training import Trainer, TrainResult
 
@@ -128,6 +128,7 @@ class Steps:
         sections["evaluate"] = {k: v for k, v in (sections.get("evaluate") or {}).items() if isinstance(v, dict)}
         self.config: GeneratorConfig = model.model_validate(sections)
         self.info = RunInfo(self.run.id, spec["generator"], self.run.path)
+        self._listener_failures: set[tuple[str, str]] = set()
 
     def _relative(self, path: Path) -> str:
         """Paths inside the run folder are recorded relative to it, so a copy elsewhere still works."""
@@ -137,13 +138,27 @@ class Steps:
         except ValueError:
             return str(path)
 
-    @property
-    def hook(self):
-        return self.pm.hook
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Tell the lifecycle listeners (``hook``: a ``genforge_*`` lifecycle hook); one that raises is named once and the run goes on.
+
+        The failure is logged and kept in ``logs/notes.jsonl``, which the report's notes read; a
+        listener that must stop the run raises ``StopRun`` (see ``call_listeners``).
+        """
+        for plugin, exc in call_listeners(self.pm, hook, {"run": self.info, **kwargs}):
+            if (plugin, hook) in self._listener_failures:
+                continue
+            self._listener_failures.add((plugin, hook))
+            note = f"listener {hook} of plugin {plugin!r} raised {type(exc).__name__}: {exc}; the run went on without it"
+            log.warning("run %s: %s", self.run.id, note)
+            log.debug("listener %s of %s failed", hook, plugin, exc_info=exc)
+            try:
+                add_note(self.run, note)
+            except OSError:  # the note is a courtesy; the run's own files come first
+                log.debug("could not record the note", exc_info=True)
 
     def started(self) -> None:
         self.run.set_status("running")
-        self.hook.genforge_run_started(run=self.info, spec=self.run.spec)
+        self.notify("genforge_run_started", spec=self.run.spec)
 
     def prepare(self) -> PreparedData:
         """Prepare the data; a run prepared before (a resume, a retry) must find the same data, or stops."""
@@ -167,7 +182,7 @@ class Steps:
         core = {k: data.stats[k] for k in DATA_KEYS if k in data.stats}
         details = {k: v for k, v in data.stats.items() if k not in DATA_KEYS}
         self.run.write_json("data.json", {"fingerprint": data.fingerprint, "path": str(data.path), **core, "details": details})
-        self.hook.genforge_data_prepared(run=self.info, stats=data.stats)
+        self.notify("genforge_data_prepared", stats=data.stats)
         return data
 
     def prepared(self) -> PreparedData:
@@ -233,7 +248,7 @@ class Steps:
                     status = self.run.status
                     if status.get("step") != seen and "train_metrics" in status:
                         seen = status["step"]
-                        self.hook.genforge_train_progress(run=self.info, step=seen, total=status.get("train_total"), metrics=status["train_metrics"])
+                        self.notify("genforge_train_progress", step=seen, total=status.get("train_total"), metrics=status["train_metrics"])
             except BaseException:  # Ctrl-C, SIGTERM, a failing listener: the training processes stop with us
                 distributed.stop(proc)
                 raise
@@ -247,19 +262,20 @@ class Steps:
         if now - getattr(self, "_last_progress", 0.0) >= 1.0 or (total and done >= total):  # at most once a second
             self._last_progress = now
             self.run.set_status("running", stage=stage, done=done, total=total)
-            self.hook.genforge_step_progress(run=self.info, stage=stage, done=done, total=total)
+            self.notify("genforge_step_progress", stage=stage, done=done, total=total)
 
     def _checkpoint_saved(self, step: int, path: Path) -> None:
-        self.run.push()  # a shared store gets each checkpoint as soon as it is on disk
-        self.hook.genforge_checkpoint_saved(run=self.info, step=step, path=str(path))
+        self.run.push(fence=True)  # a shared store gets each checkpoint as soon as it is on disk; never after a lost lease
+        self.notify("genforge_checkpoint_saved", step=step, path=str(path))
 
     def _progress(self, step: int, total: int | None, metrics: dict[str, float]) -> None:
+        self.run.check_lease()  # a lease another machine took stops training here, at the engine's next progress event
         self.run.set_status("running", step=step, train_total=total, train_metrics=metrics)
         log = self.run.path / "logs" / "train.jsonl"
         log.parent.mkdir(exist_ok=True)
         with open(log, "a") as fh:  # appended: a resumed run continues the same curve
             fh.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
-        self.hook.genforge_train_progress(run=self.info, step=step, total=total, metrics=metrics)
+        self.notify("genforge_train_progress", step=step, total=total, metrics=metrics)
 
     def checkpoint(self) -> Checkpoint:
         d = self.run.read_json("checkpoint.json")
@@ -283,7 +299,7 @@ class Steps:
             },
         )
         self.run.push()
-        self.hook.genforge_samples_ready(run=self.info, samples=samples)
+        self.notify("genforge_samples_ready", samples=samples)
         return samples
 
     def samples(self) -> Samples:
@@ -320,6 +336,7 @@ class Steps:
                 report.evaluations.append(result)
         chosen = [(plugin, ev, getattr(self.config.evaluate, ev.name)) for plugin, ev in evaluators(self.pm, samples.kind)]
         timings = evaluate_samples(samples, reference, self.run.figures, [(p, ev, cfg) for p, ev, cfg in chosen if cfg.enabled], report, self.pm)
+        report.notes.extend(n for n in run_notes(self.run) if n not in report.notes)
         rejected = data.stats.get("train", {}).get("rejected", {})
         if rejected:
             n = sum(rejected.values())
@@ -328,20 +345,37 @@ class Steps:
         write_report(self.run, report)
         self.run.push()
         self.run.set_status("finished")
-        self.hook.genforge_run_finished(run=self.info, report=report)
+        self.notify("genforge_run_finished", report=report)
         return report
 
     def failed(self, error: BaseException) -> None:
         """Record how the run ended: ``interrupted`` (Ctrl-C, SIGTERM, a cancellation: resumable) or ``failed``."""
         state = "interrupted" if type(error).__name__ in INTERRUPTIONS else "failed"
         if isinstance(error, LeaseLost):  # another machine trains the run now: its status is that machine's to write
-            self.hook.genforge_run_failed(run=self.info, error=error)
+            self.notify("genforge_run_failed", error=error)
             return
         try:
             self.run.set_status(state, error=f"{type(error).__name__}: {error}")
         except OSError:  # a full disk that caused the failure may refuse the status too; the error still reaches the user
             log.debug("could not record the status of run %s", self.run.id, exc_info=True)
-        self.hook.genforge_run_failed(run=self.info, error=error)
+        self.notify("genforge_run_failed", error=error)
+
+
+NOTES = "logs/notes.jsonl"  # sentences for the report that steps before evaluate found (a listener that failed)
+
+
+def add_note(run: Run, note: str) -> None:
+    """A sentence for the run's report and summary, kept until the evaluate step (which may run in another process)."""
+    path = run.path / NOTES
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fh.write(json.dumps({"note": note}) + "\n")
+
+
+def run_notes(run: Run) -> list[str]:
+    path = run.path / NOTES
+    notes = [r["note"] for r in read_jsonl(path) if isinstance(r.get("note"), str)] if path.exists() else []
+    return list(dict.fromkeys(notes))
 
 
 def _preview(kind: Any, path: Path, out: Path) -> Evaluation | None:
@@ -424,8 +458,8 @@ def run_all(run: Run | str | Path, pm: pluggy.PluginManager | None = None) -> Re
     """
     steps = Steps(run, pm)
     with steps.run.lock("run"):
-        steps.started()
         try:
+            steps.started()  # inside: a listener that stops the run (StopRun) leaves it failed, not running
             data = steps.prepare()
             checkpoint = steps.train(data)
             samples = steps.sample(checkpoint)

@@ -2,7 +2,7 @@
 
 The package has a pyproject with the ``genforge`` entry point, a sample kind of its own,
 a small working generator and evaluator, and tests that pass as generated (they use
-``genforge.testing``'s fixtures and conformance checks).
+``genforge.core.testing``'s fixtures and conformance checks).
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from genforge.core import GeneratorConfig, GenforgeError, Report, RunInfo, RunStore, Samples, hookimpl
-from genforge.core.plugins import get_plugin_manager, plugin_infos
+from genforge.core.plugin_manager import get_plugin_manager, plugin_infos
 from genforge.core.report import summary_lines, training_notes
 from genforge.core.training import headline_loss
 from genforge.core.runner import create_run, run_all
@@ -224,7 +224,7 @@ def demo(
     store: StoreOpt = None,
 ) -> None:
     """The README's main job: a generator's demo spec on Prefect's embedded server (no server to start first)."""
-    from genforge.core.plugins import generators, get_generator
+    from genforge.core.plugin_manager import generators, get_generator
 
     if generator is None:
         marked = sorted(name for name, g in generators().items() if g.default_demo)
@@ -307,7 +307,7 @@ def evaluate(
 
     from genforge.core import Reference
     from genforge.core.config import load_spec, spec_model
-    from genforge.core.plugins import datasets, default_reference, evaluators, get_kind
+    from genforge.core.plugin_manager import datasets, default_reference, evaluators, get_kind
     from genforge.core.runner import evaluate_samples, metrics_record
     from genforge.core.store import home
 
@@ -474,7 +474,7 @@ class _EvaluateOnly(GeneratorConfig):
 
 def add_plugin_commands(pm=None) -> None:
     """Commands plugins add through ``genforge_commands`` (one plugin's failure costs only its commands)."""
-    from genforge.core.plugins import PluginFailure, _say
+    from genforge.core.plugin_manager import PluginFailure, _say
 
     pm = pm or get_plugin_manager()
     builtin = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}

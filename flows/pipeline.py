@@ -23,7 +23,7 @@ from prefect.runtime import flow_run as current_flow_run
 
 from genforge.core import GenforgeError, Run, RunStore, TrainingFailed
 from genforge.core import store as store_module
-from genforge.core.plugins import get_plugin_manager
+from genforge.core.plugin_manager import get_plugin_manager
 from genforge.core.config import parse_override
 from genforge.core.runner import Steps, create_run, give_redacted
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genforge.testing import overrides_from_spec
+from genforge.core.testing import overrides_from_spec
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="genforge-tests-"))
 os.environ["GENFORGE_HOME"] = str(_SESSION_HOME / "genforge")

@@ -203,7 +203,7 @@ def test_evaluate_takes_the_training_split_of_the_default_reference(store, tmp_p
     """Without --reference, a kind's default source gives its reference split, and its training split as --train when it names one."""
     from typer.testing import CliRunner
 
-    import genforge.core.plugins as plugins
+    import genforge.core.plugin_manager as plugins
     import genforge.core.runner as runner
     from genforge.core import DataSource
     from genforge.flows.cli import app

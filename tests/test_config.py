@@ -6,7 +6,7 @@ import pytest
 
 from genforge.core import ConfigError, load_spec
 from genforge.core.config import parse_override
-from genforge.testing.toy import ToyConfig
+from genforge.core.testing.toy import ToyConfig
 
 
 def test_overrides_read_the_same_for_every_section(tmp_path):
@@ -77,7 +77,7 @@ def test_named_optimizers_and_phases_read_from_set():
 
 def test_evaluator_settings_are_validated_per_evaluator():
     from genforge.core.config import spec_model
-    from genforge.testing.toy import MomentsEvaluator
+    from genforge.core.testing.toy import MomentsEvaluator
 
     model = spec_model(ToyConfig, [MomentsEvaluator()])
     assert load_spec(model, None, ["evaluate.moments.figure=false"]).evaluate.moments.figure is False

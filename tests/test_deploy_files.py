@@ -49,7 +49,7 @@ def test_prefect_yaml_deployments_load_and_their_parameters_validate():
     from prefect.flows import load_flow_from_entrypoint
 
     from genforge.core.config import load_spec, spec_model
-    from genforge.core.plugins import evaluators, get_generator
+    from genforge.core.plugin_manager import evaluators, get_generator
 
     doc = yaml.safe_load((DEPLOY / "prefect.yaml").read_text())
     assert doc["pull"] == [{"prefect.deployments.steps.set_working_directory": {"directory": "."}}]
@@ -67,7 +67,7 @@ def test_prefect_yaml_deployments_load_and_their_parameters_validate():
             load_spec(spec_model(gen.Config, [ev for _, ev in evaluators(kind=gen.kind)]), base=dep["parameters"]["spec"])
     assert len(names) == len(set(names))
     # every built-in generator has a deployment (an outside plugin's generators are its own business)
-    from genforge.core.plugins import registry
+    from genforge.core.plugin_manager import registry
 
     builtin = {name for name, (plugin, _) in registry().generators.items() if plugin in BUILTIN_PLUGINS}
     deployed = {d["parameters"].get("generator") for d in doc["deployments"] if "generator" in d["parameters"]}

@@ -11,7 +11,7 @@ import pytest
 
 from genforge.core import Evaluation, Evaluator, Metric, UnknownNameError, hookimpl
 from genforge.core import hookspecs
-from genforge.core.plugins import evaluators, get_generator, make_plugin_manager, plugin_infos
+from genforge.core.plugin_manager import evaluators, get_generator, make_plugin_manager, plugin_infos
 
 ROOT = Path(__file__).resolve().parents[1]
 

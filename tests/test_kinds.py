@@ -10,7 +10,7 @@ import pytest
 
 from genforge.core import DataError, UnknownNameError
 from genforge.core.kinds import Images, Molecules, Music, Scenarios, read_midi_notes
-from genforge.core.plugins import get_kind, make_plugin_manager
+from genforge.core.plugin_manager import get_kind, make_plugin_manager
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

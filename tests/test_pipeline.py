@@ -19,38 +19,19 @@ def harness():
         yield
 
 
-class FailOnce:
-    """Raises once after the first checkpoint: the train task's retry must resume from it."""
-
-    def __init__(self) -> None:
-        self.failed = False
-
-    from genforge.core import hookimpl
-
-    @hookimpl
-    def genforge_checkpoint_saved(self, run, step, path):
-        if not self.failed:
-            self.failed = True
-            raise RuntimeError(f"simulated worker crash after the checkpoint at step {step}")
-
-
 def test_pipeline_flow_leaves_run_and_artifacts(harness, store):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from genforge.core.plugins import get_plugin_manager
     from genforge.flows.pipeline import pipeline
 
-    crash = FailOnce()
-    pm = get_plugin_manager()
-    pm.register(crash, name="fail-once")
-    try:
+    from helpers.crash import crash_after_checkpoints
+
+    with crash_after_checkpoints(1) as crash:  # the train task's retry must resume from the first checkpoint
         state = pipeline(generator="molecule-diffusion", spec=tiny_spec(), return_state=True)
-    finally:
-        pm.unregister(crash)
     assert state.is_completed(), state
     run_dir = Path(state.result())
-    assert crash.failed
+    assert crash["crashes"] == 1
     model = json.loads((run_dir / "training.json").read_text())
     assert model["resumed_from"] == 5 and model["step"] == 12  # the retry resumed from the checkpoint
     metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]

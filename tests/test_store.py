@@ -6,15 +6,11 @@ import json
 
 import pytest
 
-from genforge.core import RunStore, hookimpl
+from helpers.crash import WorkerLost, crash_after_checkpoints
+
+from genforge.core import RunStore
 from genforge.core.runner import create_run, run_all
-from genforge.testing.toy import ToyPlugin
-
-
-class CrashAfterFirstCheckpoint:
-    @hookimpl
-    def genforge_checkpoint_saved(self, run, step, path):
-        raise RuntimeError(f"worker lost after the checkpoint at step {step}")
+from genforge.core.testing.toy import ToyPlugin
 
 
 def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, monkeypatch, genforge_pm):
@@ -25,13 +21,8 @@ def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, mo
     pm = genforge_pm(ToyPlugin())
     run = create_run("toy-gaussian", spec={"train": {"max_steps": 12, "checkpoint_every": 5}}, pm=pm)
     assert run.remote == f"{url}/runs/{run.id}" and str(tmp_path / "machine-a") in str(run.path)
-    crash = CrashAfterFirstCheckpoint()
-    pm.register(crash, name="crash")
-    try:
-        with pytest.raises(RuntimeError, match="worker lost"):
-            run_all(run, pm)
-    finally:
-        pm.unregister(crash)
+    with crash_after_checkpoints(1), pytest.raises(WorkerLost, match="worker lost"):
+        run_all(run, pm)
     remote_run = shared / "genforge" / "runs" / run.id
     assert (remote_run / "checkpoints" / "step-00000005.pt").exists()
     assert json.loads((remote_run / "status.json").read_text())["state"] == "failed"
@@ -52,7 +43,9 @@ def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, mo
     assert sorted(p.name for p in (remote_run / "checkpoints").iterdir()) == ["step-00000010.pt", "step-00000012.pt"]
     samples = json.loads((remote_run / "samples.json").read_text())
     assert (remote_run / samples["path"]).exists()  # recorded relative to the run folder
-    assert not list(remote_run.rglob(".*"))  # no temp files or local markers on the shared store
+    # no temp files or local markers on the shared store: only the lease's records (the newest marks it released)
+    assert [p.relative_to(remote_run).parts[0] for p in remote_run.rglob(".*")] == [".lease"]
+    assert not list(remote_run.rglob("*.tmp"))
 
 
 @pytest.mark.parametrize("url", [False, True])
@@ -112,6 +105,26 @@ def test_a_store_url_with_credentials_is_not_written_into_the_mirror(tmp_path, m
         Run(run.path)
 
 
+def _newest(lease_dir) -> dict:
+    return json.loads(sorted(lease_dir.glob("g-*.json"))[-1].read_text())
+
+
+def _write_record(lease_dir, holder: str, expires: float, token: str = "theirs") -> None:
+    """Another machine's record, as its lease would write it: the next generation."""
+    import time
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    from genforge.core.store.mirror import create_if_absent
+
+    while True:  # as a lease writes: g + 1, created only if absent (the holder may be renewing at this moment)
+        found = sorted(lease_dir.glob("g-*.json"))
+        generation = int(found[-1].name[2:14]) + 1 if found else 1
+        record = {"holder": holder, "token": token, "generation": generation, "renewed": time.time(), "expires": expires, "released": False}
+        if create_if_absent(LocalFileSystem(), str(lease_dir / f"g-{generation:012d}.json"), json.dumps(record).encode()):
+            return
+
+
 def test_a_run_on_a_shared_store_is_leased_so_two_machines_never_train_it(tmp_path, monkeypatch, genforge_pm):
     """Each machine locks its own mirror; the lease on the store refuses a second machine while it is fresh."""
     import time
@@ -123,57 +136,142 @@ def test_a_run_on_a_shared_store_is_leased_so_two_machines_never_train_it(tmp_pa
     monkeypatch.setenv("GENFORGE_MIRROR", str(tmp_path / "machine-b"))
     on_b = RunStore(url).get(run.id)
     assert on_b.path != run.path
-    lease = tmp_path / "bucket" / "genforge" / "runs" / run.id / ".lease.json"
+    lease = tmp_path / "bucket" / "genforge" / "runs" / run.id / ".lease"
     with run.lock("train"):
-        assert json.loads(lease.read_text())["holder"].startswith("train by pid")
+        assert _newest(lease)["holder"].startswith("train by pid")
         with pytest.raises(RunBusy, match=rf"run {run.id} is busy on another machine: train by pid \d+ on .* lapses in \d+ s"):
             with on_b.lock("resume"):
                 pass
-    assert not lease.exists()  # released
+    assert _newest(lease)["released"]  # released: the newest record says so
     with on_b.lock("resume"):  # free now
         pass
     # A machine that died leaves its lease behind; once it has lapsed, another machine takes over.
-    lease.write_text(json.dumps({"holder": "train by pid 1 on lost-host", "token": "x", "expires": time.time() - 1}))
+    _write_record(lease, "train by pid 1 on lost-host", time.time() - 1)
     with on_b.lock("resume"):
-        assert json.loads(lease.read_text())["holder"].startswith("resume by pid")
-    lease.write_text(json.dumps({"holder": "train by pid 1 on live-host", "token": "x", "expires": time.time() + 60}))
+        assert _newest(lease)["holder"].startswith("resume by pid")
+    _write_record(lease, "train by pid 1 on live-host", time.time() + 60)
     with pytest.raises(RunBusy, match="live-host"):
         with on_b.lock("resume"):
             pass
+    assert len(list(lease.glob("g-*.json"))) <= 3  # old generations are pruned as the lease moves on
 
 
 def test_a_held_lease_is_renewed(tmp_path, monkeypatch, genforge_pm):
     import time
 
-    monkeypatch.setenv("GENFORGE_LEASE_SECONDS", "1.5")
-    url = f"file://{tmp_path}/bucket/genforge"
-    run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()), root=url)
-    lease = tmp_path / "bucket" / "genforge" / "runs" / run.id / ".lease.json"
-    with run.lock("train"):
-        first = json.loads(lease.read_text())["expires"]
-        time.sleep(1.6)
-        assert json.loads(lease.read_text())["expires"] > first
-
-
-def test_a_machine_whose_lease_was_taken_stops_its_run(tmp_path, monkeypatch, genforge_pm):
-    """A holder that stalled past its lease and finds another machine's token stops (LeaseLost, a RunBusy), instead of training on."""
-    import time
-
-    from genforge.core import RunBusy
-
     monkeypatch.setenv("GENFORGE_LEASE_SECONDS", "3")  # renewed every second
     url = f"file://{tmp_path}/bucket/genforge"
     run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()), root=url)
-    lease = tmp_path / "bucket" / "genforge" / "runs" / run.id / ".lease.json"
-    import signal
+    lease = tmp_path / "bucket" / "genforge" / "runs" / run.id / ".lease"
+    with run.lock("train"):
+        first = _newest(lease)
+        time.sleep(1.3)
+        renewed = _newest(lease)
+        assert renewed["generation"] > first["generation"] and renewed["expires"] > first["expires"]
+        assert renewed["token"] == first["token"]
 
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a worker's flow-run process: no Ctrl-C to borrow
-    try:
-        with pytest.raises(RunBusy, match=r"taken over by another machine \(train by pid 9 on other-host\)"):
-            with run.lock("train"):
-                lease.write_text(json.dumps({"holder": "train by pid 9 on other-host", "token": "theirs", "expires": time.time() + 60}))
-                for _ in range(50):  # the renewal finds it taken within a second and interrupts this thread
-                    time.sleep(0.1)
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    assert json.loads(lease.read_text())["token"] == "theirs"  # theirs is left alone
+
+def test_a_machine_whose_lease_was_taken_stops_its_run_and_pushes_nothing_more(tmp_path, monkeypatch, genforge_pm):
+    """A holder that stalled past its lease finds another machine's record: training stops at the engine's next progress
+    event (LeaseLost, a RunBusy), cooperatively, and nothing more is pushed to the store."""
+    import time
+
+    from genforge.core import LeaseLost, RunBusy, hookimpl
+
+    monkeypatch.setenv("GENFORGE_LEASE_SECONDS", "3")  # renewed every second
+    url = f"file://{tmp_path}/bucket/genforge"
+    pm = genforge_pm(ToyPlugin())
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 100000, "checkpoint_every": 50, "log_every": 5}}, pm=pm, root=url)
+    remote = tmp_path / "bucket" / "genforge" / "runs" / run.id
+    lease = remote / ".lease"
+    taken = {}
+
+    class TakeOver:  # another machine takes the run over while this one trains
+        @hookimpl
+        def genforge_train_progress(self, run, step, total, metrics):
+            if not taken and step >= 20:
+                time.sleep(1.2)  # a renewal passes first: the take-over below is the newest record
+                _write_record(lease, "train by pid 9 on other-host", time.time() + 60)
+                taken["at"] = step
+                taken["pushed"] = sorted(p.name for p in (remote / "checkpoints").glob("*.pt"))
+
+    pm.register(TakeOver(), name="take-over")
+    with pytest.raises(LeaseLost, match=r"taken over by another machine \(train by pid 9 on other-host\)") as err:
+        run_all(run, pm)
+    assert isinstance(err.value, RunBusy)
+    assert sorted(p.name for p in (remote / "checkpoints").glob("*.pt")) == taken["pushed"]  # fenced: no checkpoint after
+    assert _newest(lease)["token"] == "theirs"  # theirs is left alone
+    assert json.loads((run.path / "status.json").read_text())["step"] < 1000  # stopped within a second, not at the budget
+
+
+def test_two_acquirers_started_together_exactly_one_holds_the_lease(tmp_path, monkeypatch):
+    """50 rounds of two machines taking the same lease at once, with random delays injected around every store operation
+    (reads, listings, the atomic create): exactly one holds it each time, the other is refused naming it."""
+    import random
+    import threading
+    import time
+
+    from genforge.core import RunBusy
+    from genforge.core.store import lease as lease_module
+    from genforge.core.store import mirror
+
+    rng = random.Random(0)
+    real_create, real_newest = mirror.create_if_absent, lease_module.Lease.newest
+
+    def jitter():
+        time.sleep(rng.random() * 0.01)
+
+    def slow_create(fs, path, data):
+        jitter()
+        try:
+            return real_create(fs, path, data)
+        finally:
+            jitter()
+
+    def slow_newest(self):
+        jitter()
+        found = real_newest(self)
+        jitter()
+        return found
+
+    monkeypatch.setattr(mirror, "create_if_absent", slow_create)
+    monkeypatch.setattr(lease_module.Lease, "newest", slow_newest)
+    for round_ in range(50):
+        url = f"file://{tmp_path}/bucket/runs/run-{round_}"
+        leases = [lease_module.Lease(f"run-{round_}", url, f"machine-{m}") for m in "ab"]
+        outcome: dict[str, str] = {}
+        start = threading.Barrier(2)
+
+        def take(lease):
+            start.wait()
+            try:
+                lease.acquire()
+                outcome[lease.holder] = "held"
+            except RunBusy as exc:
+                outcome[lease.holder] = str(exc)
+
+        threads = [threading.Thread(target=take, args=(lease,)) for lease in leases]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        held = [h for h, o in outcome.items() if o == "held"]
+        assert len(held) == 1, (round_, outcome)
+        other = next(o for h, o in outcome.items() if h not in held)
+        assert f"busy on another machine: {held[0]}" in other
+        for lease in leases:
+            lease.release()
+
+
+def test_a_store_without_atomic_create_is_said_once(tmp_path, caplog):
+    """fsspec's in-memory filesystem checks, then writes: the lease says so in one line rather than pretend."""
+    from genforge.core.store.lease import Lease
+
+    url = f"memory://bucket-{tmp_path.name}/runs/r"
+    with caplog.at_level("WARNING", logger="genforge"):
+        for holder in ("a", "b"):
+            lease = Lease("r", url, holder)
+            lease.acquire()
+            lease.release()
+    lines = [r.getMessage() for r in caplog.records if "atomic create-if-absent" in r.getMessage()]
+    assert len(lines) == 1 and "memory://" in lines[0]

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from genforge.core import DataError, Evaluation, Evaluator, Metric, hookimpl
-from genforge.core.plugins import plugin_infos, registry
-from genforge.testing import check_generator, quick_run
-from genforge.testing.toy import GaussianGenerator, ToyPlugin
+from genforge.core.plugin_manager import plugin_infos, registry
+from genforge.core.testing import check_generator, quick_run
+from genforge.core.testing.toy import GaussianGenerator, ToyPlugin
 
 
 def test_the_toy_passes_the_conformance_checks(genforge_home, genforge_pm):
@@ -135,10 +135,49 @@ def test_training_log_is_a_json_line_per_progress_event(genforge_home, genforge_
     assert [r["step"] for r in rows] == [5, 10, 15, 20] and all("vectors_per_s" in r for r in rows)
 
 
-class CrashAtCheckpoint:
+class BrokenTracker:
+    """A tracker plugin whose server is down: every lifecycle call raises."""
+
     @hookimpl
-    def genforge_checkpoint_saved(self, run, step, path):
-        raise RuntimeError(f"worker lost at step {step}")
+    def genforge_run_started(self, run, spec):
+        raise ConnectionError("tracking server unreachable")
+
+    @hookimpl
+    def genforge_train_progress(self, run, step, total, metrics):
+        raise ConnectionError("tracking server unreachable")
+
+
+class Stopper:
+    """A listener that must be able to stop a run says so: it raises StopRun."""
+
+    @hookimpl
+    def genforge_data_prepared(self, run, stats):
+        from genforge.core import StopRun
+
+        raise StopRun("the data failed the team's audit")
+
+
+def test_a_listener_that_raises_is_named_once_and_the_run_completes(genforge_home, genforge_pm, caplog):
+    pm = genforge_pm(ToyPlugin(), BrokenTracker())
+    with caplog.at_level("WARNING", logger="genforge"):
+        run = quick_run("toy-gaussian", {"train": {"max_steps": 20, "log_every": 2}, "sample": {"n": 10}}, pm)
+    assert run.status["state"] == "finished"
+    notes = run.metrics()["notes"]
+    named = [n for n in notes if "plugin 'brokentracker-1'" in n]
+    assert len(named) == 2 and any("genforge_train_progress" in n and "ConnectionError" in n for n in named), notes
+    assert len([r for r in caplog.records if "genforge_train_progress" in r.getMessage()]) == 1  # once, not every step
+    assert "genforge_train_progress of plugin 'brokentracker-1'" in (run.path / "report.md").read_text()
+
+
+def test_a_listener_stops_a_run_only_by_raising_stoprun(genforge_home, genforge_pm):
+    from genforge.core import StopRun
+    from genforge.core.runner import create_run, run_all
+
+    pm = genforge_pm(ToyPlugin(), Stopper())
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 5}}, pm=pm)
+    with pytest.raises(StopRun, match="audit"):
+        run_all(run, pm)
+    assert run.status["state"] == "failed" and "audit" in run.status["error"]
 
 
 def test_resume_uses_the_data_the_run_was_prepared_with_or_refuses(genforge_home, genforge_pm, tmp_path, monkeypatch):
@@ -150,13 +189,13 @@ def test_resume_uses_the_data_the_run_was_prepared_with_or_refuses(genforge_home
     (tmp_path / "a" / "data.csv").write_text("\n".join(rows) + "\n")
     (tmp_path / "b" / "data.csv").write_text("1,1\n" * 60)  # another file of the same name elsewhere
     monkeypatch.chdir(tmp_path / "a")
-    crash = CrashAtCheckpoint()
-    pm = genforge_pm(ToyPlugin(), crash)
+    from helpers.crash import WorkerLost, crash_after_checkpoints
+
+    pm = genforge_pm(ToyPlugin())
     run = create_run("toy-gaussian", spec={"data": {"path": "data.csv"}, "train": {"max_steps": 20, "checkpoint_every": 5}}, pm=pm)
     assert run.spec["data"]["path"] == str(tmp_path / "a" / "data.csv")  # pinned, absolute
-    with pytest.raises(RuntimeError, match="worker lost"):
+    with crash_after_checkpoints(1), pytest.raises(WorkerLost, match="worker lost"):
         run_all(run, pm)
-    pm.unregister(crash)
     fingerprint = run.read_json("data.json")["fingerprint"]
 
     monkeypatch.chdir(tmp_path / "b")  # resumed from elsewhere: still the run's own file

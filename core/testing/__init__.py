@@ -1,4 +1,4 @@
-"""genforge.testing: what a plugin's tests need, registered as a pytest plugin (``pytest11``).
+"""genforge.core.testing: what a plugin's tests need, registered as a pytest plugin (``pytest11``).
 
 Fixtures (available in any project that has genforge installed):
 
@@ -15,7 +15,7 @@ Functions:
   back through their kind; each evaluator's metrics well formed; same seed, same samples);
 - ``check_evaluator(evaluator, samples, reference, out_dir)``: the same for one evaluator.
 
-``genforge.testing.toy`` is a small plugin of its own kind (no field library) for tests.
+``genforge.core.testing.toy`` is a small plugin of its own kind (no field library) for tests.
 """
 
 from .conformance import check_config_defaults, check_evaluation, check_evaluator, check_generator

@@ -1,6 +1,6 @@
 """Conformance checks every generator and evaluator must pass: built-in or outside, the same checks.
 
-    from genforge.testing import check_generator
+    from genforge.core.testing import check_generator
     check_generator("acme-gen", {"train": {"max_steps": 20}, "sample": {"n": 30}}, pm)
 
 A check raises ``AssertionError`` naming what a plugin got wrong, so it reads well in pytest.
@@ -17,7 +17,7 @@ import pluggy
 
 from genforge.core.config import spec_model
 from genforge.core.contracts import Evaluation, Evaluator, Reference, Samples
-from genforge.core.plugins import evaluators, get_generator, get_kind
+from genforge.core.plugin_manager import evaluators, get_generator, get_kind
 from genforge.core.runner import Steps, create_run
 
 

@@ -23,7 +23,7 @@ def genforge_pm(monkeypatch: pytest.MonkeyPatch) -> Callable[..., object]:
     ``genforge_pm(MyPlugin(), other_module)`` holds only those plugins;
     ``genforge_pm(MyPlugin(), entrypoints=True)`` adds them to the installed ones.
     """
-    from genforge.core import plugins
+    from genforge.core import plugin_manager as plugins
 
     def make(*registered: object, entrypoints: bool = False):
         pm = plugins.make_plugin_manager(load_entrypoints=entrypoints)

@@ -31,7 +31,7 @@ from genforge.core import (
     Trainer,
     store,
 )
-from genforge.core.plugins import get_dataset
+from genforge.core.plugin_manager import get_dataset
 
 from genforge.core.store import redact_url
 
@@ -207,7 +207,7 @@ class MoleculeDiffusion(Generator):
     description: ClassVar[str] = "masked discrete diffusion over SELFIES/SMILES tokens with a transformer denoiser"
     libraries: ClassVar[tuple[str, ...]] = ("rdkit", "selfies", "fcd")
     default_demo: ClassVar[bool] = True  # `genforge demo` alone runs this one
-    test_spec: ClassVar[dict] = {  # seconds on 2 cores: tests and genforge.testing.check_generator
+    test_spec: ClassVar[dict] = {  # seconds on 2 cores: tests and genforge.core.testing.check_generator
         "data": {"max_molecules": 300, "max_reference": 200, "workers": 1},
         "model": {"d_model": 32, "n_heads": 2, "n_layers": 1},
         "train": {"max_steps": 12, "max_minutes": None, "batch_size": 16, "checkpoint_every": 5, "log_every": 2},

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from genforge.core import DataError
-from genforge.core.plugins import get_generator
+from genforge.core.plugin_manager import get_generator
 from genforge.core.runner import create_run, run_all
 from genforge.plugins.creative.music import grid as G
 from genforge.plugins.creative.music import render
 from genforge.plugins.creative.music.corpus import parse_score
 from genforge.plugins.creative.music.data import load_grids
 from genforge.plugins.creative.music.melody import read_melody
-from genforge.testing import check_generator, quick_run
-from genforge.testing.conformance import check_config_defaults
+from genforge.core.testing import check_generator, quick_run
+from genforge.core.testing.conformance import check_config_defaults
 
 
 @pytest.fixture(scope="module")

@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 
 from genforge.core import ConfigError, DataError
-from genforge.core.plugins import get_generator
+from genforge.core.plugin_manager import get_generator
 from genforge.core.runner import create_run, run_all
 from genforge.plugins.creative.images import data as image_data
 from genforge.plugins.creative.images.data import ImageDataConfig, read_cifar10
 from genforge.plugins.creative.images.edm import EDM, SAMPLERS, guided, stochastic
 from genforge.plugins.creative.images.unet import UNet, UNetConfig
-from genforge.testing import check_generator, quick_run
-from genforge.testing.conformance import check_config_defaults
+from genforge.core.testing import check_generator, quick_run
+from genforge.core.testing.conformance import check_config_defaults
 
 
 def _png(img: Image.Image, format: str = "PNG") -> bytes:

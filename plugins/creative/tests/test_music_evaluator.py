@@ -12,7 +12,7 @@ from genforge.plugins.creative.music import grid as G
 from genforge.plugins.creative.music import render as R
 from genforge.plugins.creative.music.data import load_grids, save_grids
 from genforge.plugins.creative.music.evaluator import ChoraleEvaluator, music_paths, read_pieces
-from genforge.testing import check_evaluator
+from genforge.core.testing import check_evaluator
 
 # the first three play the generator's samples, the last three the held-out reference
 # (bwv153.1 holds the only parallel fifth of the six, so the reference's rate is not zero)

@@ -11,15 +11,15 @@ import pytest
 
 from genforge.core import DataError, Samples
 from genforge.core.kinds import Scenarios
-from genforge.core.plugins import evaluators, get_generator
+from genforge.core.plugin_manager import evaluators, get_generator
 from genforge.core.runner import Steps, create_run, run_all
 from genforge.plugins.finance import backtest
 from genforge.plugins.finance.data import long_form, wide_form
 from genforge.plugins.finance.evaluator import MarketEvaluator
 from genforge.plugins.finance.generator import start_day
-from genforge.testing import check_evaluator, check_generator, quick_run
-from genforge.testing import conformance
-from genforge.testing.conformance import check_config_defaults
+from genforge.core.testing import check_evaluator, check_generator, quick_run
+from genforge.core.testing import conformance
+from genforge.core.testing.conformance import check_config_defaults
 
 TEXTBOOK = ["gaussian", "garch", "bootstrap"]
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sp500-nasdaq.yaml"

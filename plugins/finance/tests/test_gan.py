@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 
 from genforge.core.runner import Steps, create_run
 from genforge.plugins.finance.scenario_gan import ScenarioGan
-from genforge.testing import overrides_from_spec
+from genforge.core.testing import overrides_from_spec
 
 GENFORGE = [sys.executable, "-m", "genforge.flows.cli"]
 MAX_STEPS = 200

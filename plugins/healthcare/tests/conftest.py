@@ -1,11 +1,11 @@
-"""Fixtures of the healthcare plugin's tests: a fresh store (genforge.testing's) and the generator's tiny spec."""
+"""Fixtures of the healthcare plugin's tests: a fresh store (genforge.core.testing's) and the generator's tiny spec."""
 
 from __future__ import annotations
 
 import pytest
 
 from genforge.plugins.healthcare.generator import MoleculeDiffusion
-from genforge.testing import overrides_from_spec
+from genforge.core.testing import overrides_from_spec
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from genforge.testing import check_generator
+from genforge.core.testing import check_generator
 
 
 def test_molecule_diffusion_passes_the_conformance_checks(genforge_home):

@@ -328,7 +328,7 @@ def test_a_byte_order_mark_before_the_csv_header_is_not_part_of_the_column_name(
 def test_samples_stream_to_disk_batch_by_batch_with_progress(store, tiny):
     """Memory stays flat at any sample.n: each batch is on disk before the next is drawn; progress is reported."""
     from genforge.core import hookimpl
-    from genforge.core.plugins import get_plugin_manager
+    from genforge.core.plugin_manager import get_plugin_manager
 
     seen = []
 

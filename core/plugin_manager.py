@@ -156,6 +156,35 @@ def reset_plugin_manager(pm: pluggy.PluginManager | None = None) -> None:
     _manager = pm
 
 
+# -- lifecycle listeners, one at a time ------------------------------------------------
+
+
+def call_listeners(pm: pluggy.PluginManager, hook: str, kwargs: dict[str, Any]) -> list[tuple[str, Exception]]:
+    """Call every implementation of a lifecycle hook, in pluggy's order; returns those that raised, as (plugin, exception).
+
+    One listener's failure (a tracker whose server is down) costs only its own part: every
+    other listener is still called, and the run goes on. A listener that must stop the run
+    raises ``StopRun``; that, and ``BaseException`` (Ctrl-C, a Prefect cancellation), propagate.
+    """
+    from .errors import StopRun
+
+    failures: list[tuple[str, Exception]] = []
+    trace = pm.trace.root.get("hook")  # writes only where GENFORGE_TRACE_HOOKS switched tracing on
+    for impl in reversed(getattr(pm.hook, hook).get_hookimpls()):  # pluggy calls the last registered first
+        trace(hook, f"[{impl.plugin_name}]", kwargs)
+        if impl.wrapper or impl.hookwrapper:
+            failures.append((impl.plugin_name, TypeError(f"{hook} is a lifecycle hook: implement it as a plain listener, not a wrapper")))
+            continue
+        try:
+            impl.function(*[kwargs[name] for name in impl.argnames])
+        except StopRun:
+            raise
+        except Exception as exc:
+            trace("finish", hook, f"[{impl.plugin_name}]", "raised", repr(exc))
+            failures.append((impl.plugin_name, exc))
+    return failures
+
+
 # -- what the plugins register, checked ------------------------------------------------
 
 

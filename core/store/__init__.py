@@ -1,0 +1,124 @@
+"""The run store: one folder per run, holding everything needed to reproduce or audit it.
+
+    <root>/runs/<run_id>/
+        spec.yaml          the resolved spec (generator + every section, defaults filled in)
+        versions.json      genforge, its plugins, torch, ...
+        data.json          the prepared data's fingerprint, path and counts (rows kept/rejected), generator details
+        checkpoints/       step-00000100.pt ...   (written atomically; loaded with weights_only)
+        checkpoint.json    the weights the sampler uses (the generator's file, e.g. model.safetensors)
+        training.json      steps, parameters, seconds, how training stopped, resumed from, throughput
+        samples/           the samples, in their kind's format
+        samples.json       kind, path, count, seconds, samples per second, generator details
+        logs/train.jsonl   one line per progress event
+        metrics.json       every metric, by evaluator
+        figures/           PNG files, one folder per evaluator (and training/, samples/)
+        report.md          the human-readable report
+        status.json        state (created, running, finished, failed), step, error
+
+The root is ``$GENFORGE_HOME`` (default ``~/.genforge``); prepared data is cached under
+``<root>/cache/<fingerprint>`` so runs on the same data share it.
+
+The modules, along the store's seams: ``files`` (atomic writes, the prepared-data cache),
+``run`` (one run's folder, status and lock), ``mirror`` (a store at a URL: local mirrors,
+push and pull, atomic creates), ``lease`` (a run's lease on a shared store) and ``secrets``
+(URLs recorded without credentials). Everything a plugin needs is importable from here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets as _secrets
+from pathlib import Path
+
+from ..errors import RunNotFound
+from .files import atomic_write_bytes, atomic_write_text, prepared_once, read_jsonl
+from .lease import LEASE_SECONDS, Lease
+from . import mirror
+from .mirror import filesystem, home, is_url, mirror_dir, set_storage_options, store_root
+from .run import Run, check_run_id, valid_id
+from .secrets import _stores, _unredacted, redact_secrets, redact_url, remember_store, unredact  # noqa: F401 (_stores, _unredacted: tests)
+
+__all__ = [
+    "LEASE_SECONDS", "Lease", "Run", "RunStore", "atomic_write_bytes", "atomic_write_text", "check_run_id", "filesystem",
+    "home", "is_url", "mirror_dir", "prepared_once", "read_jsonl", "redact_secrets", "redact_url", "remember_store",
+    "set_storage_options", "store_root", "unredact",
+]
+
+
+class RunStore:
+    """The folder of all runs (and the prepared-data cache) under a root."""
+
+    def __init__(self, root: str | Path | None = None):
+        root = str(root) if root else store_root()
+        self.url = root.rstrip("/") if is_url(root) else None
+        if self.url:
+            remember_store(self.url)  # so a run's marker, which holds it redacted, finds it again
+        self.root = mirror_dir(self.url) if self.url else Path(root).expanduser()
+        self.runs = self.root / "runs"
+        self.cache = self.root / "cache"
+
+    def __str__(self) -> str:  # what messages show: no credentials of a store URL
+        return redact_url(self.url) if self.url else str(self.root)
+
+    def _run(self, run_id: str) -> Run:
+        check_run_id(run_id)
+        return Run(self.runs / run_id, f"{self.url}/runs/{run_id}" if self.url else None)
+
+    def create(self, generator: str, run_id: str | None = None) -> Run:
+        """A new run folder; ``run_id`` (e.g. derived from an orchestrator's run) must be new."""
+        if run_id is None:
+            stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_id = f"{stamp}-{generator}-{_secrets.token_hex(3)}"
+        run = self._run(run_id)
+        run.path.mkdir(parents=True)
+        run._mark_remote()
+        run.set_status("created", created=dt.datetime.now(dt.timezone.utc).isoformat())
+        return run
+
+    def exists(self, run_id: str) -> bool:
+        if self.url:
+            fs = filesystem(self.url)
+            return fs.exists(f"{mirror.strip(fs, self.url)}/runs/{run_id}/spec.yaml")
+        return (self.runs / run_id / "spec.yaml").exists()
+
+    def all(self) -> list[Run]:
+        if self.url:  # fetch what a listing needs: each run's spec and status
+            fs = filesystem(self.url)
+            base = f"{mirror.strip(fs, self.url)}/runs"
+            ids = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)] if fs.exists(base) else []
+            for run_id in ids:
+                if valid_id(run_id):
+                    self._run(run_id).pull("spec.yaml", "status.json")
+        if not self.runs.exists():
+            return []
+        runs = [self._run(p.name) for p in self.runs.iterdir() if valid_id(p.name) and (p / "spec.yaml").exists()]
+        return sorted(runs, key=lambda r: (r.status.get("created", ""), r.id))
+
+    def get(self, run_id: str) -> Run:
+        """A run by id, by ``latest``, by a unique prefix, or by its folder's path (a folder of this store's ``runs/``)."""
+        if run_id == "latest":
+            runs = self.all()
+            if not runs:
+                raise RunNotFound(f"no runs under {self}")
+            runs[-1].pull()
+            return runs[-1]
+        if "/" in run_id or os.sep in run_id:  # a folder: only one of this store's runs
+            as_path = Path(run_id).expanduser().resolve()
+            if as_path.parent != self.runs.resolve() or not (as_path / "spec.yaml").exists():
+                raise RunNotFound(f"{run_id!r} is not a run folder of this store ({self.runs}); give a run id, or --store for another store")
+            run_id = as_path.name
+        check_run_id(run_id)
+        if self.exists(run_id):
+            run = self._run(run_id)
+            run.pull()
+            return run
+        matches = [r for r in self.all() if r.id.startswith(run_id)]
+        if len(matches) == 1:
+            matches[0].pull()
+            return matches[0]
+        if matches:
+            raise RunNotFound(f"run id {run_id!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
+        raise RunNotFound(f"no run {run_id!r} under {self.runs} (try `genforge show latest`)")
+
+

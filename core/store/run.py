@@ -1,0 +1,222 @@
+"""One run's folder: its files, status and lock (and, on a shared store, its lease)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, DataError, LeaseLost, RunBusy, RunNotFound
+from . import mirror
+from .files import atomic_write_text
+from .lease import Lease
+from .secrets import redact_secrets, remember_store, unredact
+
+REMOTE_MARKER = ".remote"  # in a mirrored run folder: the run's URL
+_held_locks: dict[str, list] = {}  # run folder -> [open lock file, depth, lease or None], for this process
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # fullmatch: no trailing newline
+
+
+def valid_id(run_id: str) -> bool:
+    return bool(_RUN_ID.fullmatch(run_id)) and ".." not in run_id
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id is one folder name: letters, digits, '.', '_', '-'; no separators, no '..' (it is joined into paths and URLs)."""
+    if not isinstance(run_id, str) or not valid_id(run_id):
+        raise RunNotFound(f"{run_id!r} is not a run id: use letters, digits, '.', '_' and '-' (no path separators or '..')")
+    return run_id
+
+
+class Run:
+    """One run's folder (a local mirror when the store is a URL: see ``push``/``pull``)."""
+
+    def __init__(self, path: Path, remote: str | None = None):
+        self.path = Path(path)
+        self.id = self.path.name
+        marker = self.path / REMOTE_MARKER
+        if remote is None and marker.exists():
+            remember_store(mirror.store_root())  # the marker holds the run's URL without credentials: under this store, as configured
+            remote, missing = unredact(marker.read_text().strip())
+            if missing:
+                raise ConfigError(
+                    f"{self.path} belongs to the store {remote.rsplit('/runs/', 1)[0]}, whose credentials this process was not given; "
+                    "set GENFORGE_HOME (or --store) to that store's URL"
+                )
+        self.remote = remote
+
+    # -- shared storage -------------------------------------------------------------
+    def push(self, *names: str, fence: bool = False) -> None:
+        """Upload the named files (default: every file) to the run's URL; a no-op for local runs.
+
+        Fenced: a process whose lease on the run was taken over pushes nothing more (``LeaseLost``);
+        with ``fence`` the lease is read on the store first (a checkpoint is pushed so).
+        """
+        if not self.remote:
+            return
+        self.check_lease(strict=fence)
+        mirror.push(self.path, self.remote, names)
+
+    def pull(self, *names: str) -> None:
+        """Download the run's files (default: all) from its URL into the local folder."""
+        if not self.remote:
+            return
+        mirror.pull(self.path, self.remote, names)
+        self._mark_remote()
+
+    def check_lease(self, strict: bool = False) -> None:
+        """Raise ``LeaseLost`` if this process held the run's lease and another machine took it (the engine's callbacks call this).
+
+        ``strict`` reads the lease on the store rather than trusting the last renewal.
+        """
+        held = _held_locks.get(str(self.path.resolve()))
+        if held is not None and held[2] is not None:
+            held[2].check(strict)
+
+    def _mark_remote(self) -> None:
+        if self.remote:
+            (self.path / REMOTE_MARKER).write_text(redact_secrets(self.remote))
+
+    # -- locations ----------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def cache_root(self) -> Path:
+        """The prepared-data cache of the store this run belongs to."""
+        return self.path.parent.parent / "cache"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    # -- json/yaml helpers ----------------------------------------------------------
+    def read_json(self, name: str, default: Any = None) -> Any:
+        """A JSON file of the run (``default`` where it does not exist); a damaged one is a one-line ``DataError`` naming it."""
+        p = self.path / name
+        if not p.exists():
+            return default
+        try:
+            return json.loads(p.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{p} is damaged ({exc}); restore it, or delete it to rebuild it by resuming the run") from None
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        p = self.path / name
+        atomic_write_text(p, json.dumps(obj, indent=2, default=str) + "\n")
+        self.push(name)
+        return p
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return yaml.safe_load((self.path / "spec.yaml").read_text())
+
+    def write_spec(self, generator: str, config: dict[str, Any]) -> None:
+        """spec.yaml: URLs recorded without credentials or query strings (see ``redact_secrets``)."""
+        spec = redact_secrets({"generator": generator, **config})
+        atomic_write_text(self.path / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
+        self.push("spec.yaml")
+
+    @property
+    def generator(self) -> str:
+        return self.spec["generator"]
+
+    @property
+    def status(self) -> dict[str, Any]:
+        try:
+            return self.read_json("status.json", {"state": "created"})
+        except DataError as exc:  # one damaged run must not hide the others in `genforge runs`
+            return {"state": "unreadable", "error": str(exc)}
+
+    def set_status(self, state: str, **extra: Any) -> None:
+        status = self.status
+        changed = status.get("state") != state
+        status.update(state=state, updated=dt.datetime.now(dt.timezone.utc).isoformat(), **extra)
+        if state not in ("failed", "interrupted"):
+            status.pop("error", None)
+        atomic_write_text(self.path / "status.json", json.dumps(status, indent=2, default=str) + "\n")
+        # Progress updates reach a remote store at most every 10 s; state changes at once.
+        now = dt.datetime.now().timestamp()
+        if changed or now - getattr(self, "_status_pushed", 0.0) > 10:
+            self.push("status.json")
+            self._status_pushed = now
+
+    def metrics(self) -> dict[str, Any]:
+        return self.read_json("metrics.json", {})
+
+    def report_progress(self, stage: str, done: int, total: int | None) -> None:
+        """A generator's step says how far it is (``run.report_progress("sample", 5000, 200000)``).
+
+        The host relays it to listeners (``genforge_step_progress``: the CLI's bar, the Prefect log) and status.json.
+        """
+        listener = getattr(self, "progress_listener", None)
+        if listener is not None:
+            listener(stage, done, total)
+
+    @contextlib.contextmanager
+    def lock(self, what: str):
+        """Hold the run's lock while ``what`` runs: a second process that tries gets one clear line, not a second run.
+
+        An OS lock (``flock``) on ``.lock`` in the run folder, released when the holder exits
+        however it exits; re-entrant within one process (the pipeline's tasks run in the
+        flow's process). On a URL store each machine locks its own mirror, so the run also
+        holds a lease on the store (``.lease/`` in the run's folder there, see ``Lease``):
+        another machine is refused while it is fresh, and a holder whose lease is taken over
+        stops at its next progress event or checkpoint (``LeaseLost``).
+        """
+        import fcntl
+
+        key = str(self.path.resolve())
+        held = _held_locks.get(key)
+        if held is not None:  # this process holds it already
+            held[1] += 1
+            try:
+                yield
+            finally:
+                held[1] -= 1
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path / ".lock", "a+")
+        try:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "another process"
+                raise RunBusy(f"run {self.id} is busy: {holder}; wait for it to finish, or stop that process and `genforge resume` it") from None
+            holder = f"{what} by pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}"
+            lease = Lease(self.id, self.remote, holder) if self.remote else None
+            if lease is not None:
+                lease.acquire()
+            fh.seek(0)
+            fh.truncate()
+            fh.write(holder)
+            fh.flush()
+            _held_locks[key] = [fh, 1, lease]
+            try:
+                yield
+            finally:
+                del _held_locks[key]
+                fh.seek(0)
+                fh.truncate()  # no stale holder left to read once released
+                if lease is not None:
+                    lease.release()
+        finally:
+            fh.close()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+
