@@ -66,7 +66,7 @@ def main() -> None:
     os.environ.setdefault("GENFORGE_HOME", tempfile.mkdtemp(prefix="genforge-finance-bench-"))
     from genforge.core.runner import Steps, create_run, run_all
     from genforge.plugins.finance.data import load_split
-    from genforge.plugins.finance.generator import HISTORY
+    from genforge.plugins.finance.scenario_generator import HISTORY
 
     seeds = [int(s) for s in args.seeds.split(",")]
     rows: dict[str, dict[str, list[float]]] = {}

@@ -11,8 +11,8 @@ from genforge.core import hookimpl
 
 from .data import SP500, Nasdaq
 from .evaluator import MarketEvaluator
-from .generator import BootstrapScenarios, GarchScenarios, GaussianScenarios
-from .scenario_gan import ScenarioGan
+from .gan_generator import ScenarioGan
+from .textbook_generators import BootstrapScenarios, GarchScenarios, GaussianScenarios
 
 
 @hookimpl

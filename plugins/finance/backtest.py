@@ -21,7 +21,7 @@ import pandas as pd
 from genforge.core import DataError
 
 from .metrics import var_es, var_es_rows
-from .models import ScenarioModel
+from .textbook_models import ScenarioModel
 
 FILENAME = "backtest.parquet"
 PORTFOLIO = "portfolio"  # the equally weighted book of all assets, when there are several

@@ -16,7 +16,7 @@ from genforge.core.runner import Steps, create_run, run_all
 from genforge.plugins.finance import backtest
 from genforge.plugins.finance.data import long_form, wide_form
 from genforge.plugins.finance.evaluator import MarketEvaluator
-from genforge.plugins.finance.generator import start_day
+from genforge.plugins.finance.scenario_generator import start_day
 from genforge.core.testing import check_evaluator, check_generator, quick_run
 from genforge.core.testing import conformance
 from genforge.core.testing.conformance import check_config_defaults

@@ -15,7 +15,7 @@ import pytest
 from safetensors import SafetensorError
 
 from genforge.core.runner import Steps, create_run
-from genforge.plugins.finance.scenario_gan import ScenarioGan
+from genforge.plugins.finance.gan_generator import ScenarioGan
 from genforge.core.testing import overrides_from_spec
 
 GENFORGE = [sys.executable, "-m", "genforge.flows.cli"]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from genforge.plugins.finance import backtest, metrics
-from genforge.plugins.finance.models import BootstrapModel, GarchModel, GaussianModel
+from genforge.plugins.finance.textbook_models import BootstrapModel, GarchModel, GaussianModel
 
 MODELS = {"gaussian": GaussianModel, "garch": GarchModel, "bootstrap": BootstrapModel}
 

@@ -1,7 +1,8 @@
-"""The finance generators: ``scenario-gan`` and the textbook ``gaussian``, ``garch`` and ``bootstrap``.
+"""What every finance generator shares: its config sections, the data step, the sample step and the reference.
 
-All four share the data step, the sample step and the reference, so the pipeline, the CLI
-and the report treat them alike. The sample step writes ``n`` scenarios of ``horizon``
+``scenario-gan`` (``gan_generator.py``) and the textbook ``gaussian``, ``garch`` and ``bootstrap``
+(``textbook_generators.py``) differ only in the ``ScenarioModel`` they fit, so the pipeline, the
+CLI and the report treat them alike. The sample step writes ``n`` scenarios of ``horizon``
 days (percent log returns, the ``scenarios`` kind) from the day ``sample.given`` names,
 given the real history before it, and — unless switched off — the conditional risk
 backtest over the test period (``backtest.parquet``; see ``backtest.py``).
@@ -12,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -37,7 +38,7 @@ from genforge.core.kinds import Scenarios
 
 from . import backtest
 from .data import MarketDataConfig, as_date_text, fingerprint, load_prices, load_split, long_form, prepare_once
-from .models import BootstrapModel, GarchModel, GaussianModel, ScenarioModel
+from .textbook_models import ScenarioModel
 
 
 HISTORY = "history.parquet"  # the returns a trained model conditions on, beside its weights
@@ -182,54 +183,3 @@ def start_day(returns: pd.DataFrame, split: pd.Series, given: str) -> tuple[int,
         if first < 60:
             raise DataError(f"sample.given={given!r} leaves {first} days of history; the data start {returns.index[0].date()}")
     return first, str(returns.index[first - 1].date())
-
-
-# -- the textbook generators ----------------------------------------------------------------
-
-
-class GaussianModelConfig(Section):
-    mean: Literal["sample", "zero"] = Field("sample", description="the daily mean: the sample mean or zero")
-    window: int | None = Field(None, ge=20, description="fit on the most recent this many days (None: all)")
-
-
-class GaussianConfig(FinanceConfig):
-    model: GaussianModelConfig = Field(default_factory=GaussianModelConfig)
-
-
-class GaussianScenarios(FinanceGenerator):
-    name: ClassVar[str] = "gaussian"
-    Config: ClassVar[type[GaussianConfig]] = GaussianConfig
-    description: ClassVar[str] = "independent days from a multivariate normal (the textbook baseline)"
-    Model: ClassVar[type[ScenarioModel]] = GaussianModel
-
-
-class GarchModelConfig(Section):
-    vol: Literal["gjr", "garch"] = Field("gjr", description="GJR-GARCH(1,1,1) (leverage) or GARCH(1,1)")
-    mean: Literal["zero", "sample"] = Field("zero", description="zero or the sample mean (not arch's fitted constant, which overstates drift)")
-
-
-class GarchConfig(FinanceConfig):
-    model: GarchModelConfig = Field(default_factory=GarchModelConfig)
-
-
-class GarchScenarios(FinanceGenerator):
-    name: ClassVar[str] = "garch"
-    Config: ClassVar[type[GarchConfig]] = GarchConfig
-    description: ClassVar[str] = "GJR-GARCH or GARCH with Student-t innovations (arch), constant conditional correlation"
-    Model: ClassVar[type[ScenarioModel]] = GarchModel
-
-
-class BootstrapModelConfig(Section):
-    window: int | None = Field(500, ge=20, description="resample the most recent this many days (None: all history)")
-    block: float | None = Field(None, gt=0, description="mean block length in days (None: arch's optimal_block_length)")
-
-
-class BootstrapConfig(FinanceConfig):
-    model: BootstrapModelConfig = Field(default_factory=BootstrapModelConfig)
-
-
-class BootstrapScenarios(FinanceGenerator):
-    name: ClassVar[str] = "bootstrap"
-    Config: ClassVar[type[BootstrapConfig]] = BootstrapConfig
-    description: ClassVar[str] = "stationary block bootstrap of recent history (arch's optimal block length)"
-    Model: ClassVar[type[ScenarioModel]] = BootstrapModel

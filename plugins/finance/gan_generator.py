@@ -26,10 +26,11 @@ from safetensors.torch import load_file, save_file
 from genforge.core import Checkpoint, ConfigError, OptimizerConfig, PhaseConfig, PreparedData, Section, TrainConfig, Trainer, store
 
 from .data import load_split
-from .gan import DELTA_CAP, Critic, PathGenerator, Transform, gradient_penalty
-from .generator import FinanceConfig, FinanceGenerator, HISTORY
+from .gan_networks import Critic, PathGenerator, gradient_penalty
+from .lambert_w import DELTA_CAP, Transform
+from .scenario_generator import HISTORY, FinanceConfig, FinanceGenerator
 from .metrics import fz0_loss, var_es_rows
-from .models import ScenarioModel
+from .textbook_models import ScenarioModel
 
 
 class GanModelConfig(Section):
