@@ -10,7 +10,9 @@ Switches (environment variables, comma-separated entry-point names):
 * ``GENFORGE_DISABLE_PLUGIN_AUTOLOAD=1``: load none from entry points (tests register their own);
 * ``GENFORGE_TRACE_HOOKS=1``: log every hook call, its arguments and results to stderr (pluggy's tracing).
 
-A name in either list that matches no installed plugin is reported. A plugin whose module
+A name in either list that matches no installed plugin is reported. An entry point named like
+an extra of its distribution (``healthcare`` of ``genforge[healthcare]``) is skipped, with the
+``pip install`` line that fixes it, while a requirement of that extra is missing. A plugin whose module
 fails to import, whose registration hook raises, or which registers something malformed
 (a generator of an unknown sample kind, ...) is skipped with one line on stderr naming the
 entry point, its distribution and the ``GENFORGE_DISABLE_PLUGINS`` value that silences
@@ -114,6 +116,43 @@ def make_plugin_manager(load_entrypoints: bool | None = None) -> PluginManager:
     return pm
 
 
+def _installed(name: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def missing_extra(ep: metadata.EntryPoint) -> tuple[str, list[str]] | None:
+    """For an entry point named like an extra of its distribution: (``dist[extra]``, what of that extra is missing), else None.
+
+    The convention that lets ``pip install genforge`` (no extras) work without RDKit: the
+    ``healthcare`` entry point needs the ``healthcare`` extra, and is skipped, with the line to
+    install it, when a requirement of that extra is not installed. An outside distribution can
+    use the same convention.
+    """
+    dist = ep.dist
+    if dist is None or ep.name not in (dist.metadata.get_all("Provides-Extra") or []):
+        return None
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    missing = []
+    for line in dist.requires or []:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or not req.marker.evaluate({"extra": ep.name}) or req.marker.evaluate({"extra": ""}):
+            continue  # not a requirement of this extra
+        version = _installed(req.name)
+        if version is None:
+            missing.append(req.name)
+        elif req.specifier and not req.specifier.contains(version, prereleases=True):
+            missing.append(f"{req.name} {version} (needs {req.specifier})")
+    return (f"{dist.name}[{ep.name}]", missing) if missing else None
+
+
 def _load_entrypoints(pm: PluginManager) -> None:
     disabled, allowed = disabled_plugins(), allowed_plugins()
     eps = _entry_points()
@@ -129,6 +168,11 @@ def _load_entrypoints(pm: PluginManager) -> None:
             pm.skipped[ep.name] = "not in GENFORGE_PLUGINS"
             continue
         if pm.get_plugin(ep.name) is not None:
+            continue
+        needs = missing_extra(ep)
+        if needs is not None:
+            extra, missing = needs
+            pm.skipped[ep.name] = f"needs the extra {extra} (missing: {', '.join(missing)}); install it: pip install '{extra}'"
             continue
         dist = (ep.dist.name, ep.dist.version) if ep.dist is not None else ("unknown", "unknown")
         try:
@@ -338,6 +382,9 @@ def _skipped_hint(pm: pluggy.PluginManager, hook: str, name: str) -> str:
     """
     hints = []
     for ep_name, why in getattr(pm, "skipped", {}).items():
+        if why.startswith("needs the extra"):  # cannot be loaded aside to look: say what it needs
+            hints.append(f"plugin {ep_name!r} may bring it, and {why}")
+            continue
         scratch = PluginManager()
         scratch.add_hookspecs(hookspecs)
         try:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional
 import genforge.flows  # noqa: F401  (Prefect defaults, before Prefect is imported)
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -122,11 +123,11 @@ def print_summary(run_dir: Path) -> None:
         table.add_section()
     console.print(table)
     for line in summary_lines(store_run):
-        console.print(line, highlight=False, soft_wrap=True)
+        console.print(escape(line), highlight=False, soft_wrap=True)
     for note in training_notes(store_run):
-        console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     for note in metrics.get("notes", []):
-        console.print(f"[yellow]{note}[/]")
+        console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     console.print(f"run folder: [bold]{store_run.path}[/]")
 
 
@@ -163,15 +164,15 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON"
     if not infos:
         console.print("no plugins loaded (GENFORGE_PLUGINS, GENFORGE_DISABLE_PLUGINS or GENFORGE_DISABLE_PLUGIN_AUTOLOAD may be set)")
     for i in infos:
-        state = "" if i.status == "loaded" else f" [red]{i.status}[/]" + (f" ({i.reason})" if i.reason else "")
+        state = "" if i.status == "loaded" else f" [red]{i.status}[/]" + (f" ({escape(i.reason)})" if i.reason else "")
         dist = f" ({i.distribution})" if i.distribution and i.distribution != i.name else ""
-        console.print(f"[bold]{i.name}[/] {i.version}{dist}{state}", highlight=False)
+        console.print(f"[bold]{i.name}[/] {i.version}{dist}{state}", highlight=False, soft_wrap=True)
         for label, items in (
             ("hooks", i.hooks), ("generators", i.generators), ("evaluators", i.evaluators),
             ("data sources", i.datasets), ("sample kinds", i.kinds), ("errors", i.errors),
         ):
             if items:
-                console.print(f"  {label}: {'; '.join(items) if label == 'errors' else ', '.join(items)}", highlight=False, soft_wrap=True)
+                console.print(f"  {label}: {escape('; '.join(items) if label == 'errors' else ', '.join(items))}", highlight=False, soft_wrap=True)
 
 
 def check_prefect_api() -> None:
@@ -351,7 +352,7 @@ def evaluate(
     if as_json:
         print(json.dumps(record["metrics"], indent=2, default=str))
         for note in report.notes:
-            err.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+            err.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
         return
     table = Table(title=f"{path} ({samples.count} {kind}) vs {reference}" + (f" (training data: {train})" if train else ""))
     for col in ("evaluator", "metric", "value"):
@@ -361,7 +362,7 @@ def evaluate(
             table.add_row(f"{ev.evaluator} ({ev.plugin})", m.name, _fmt(m.value))
     console.print(table)
     for note in report.notes:
-        console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     console.print(f"figures and metrics.json: {out}")
 
 
@@ -505,15 +506,15 @@ def main() -> None:
         add_plugin_commands()
         app()
     except GenforgeError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except FileNotFoundError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as exc:  # the error boundary: one line, what to do; GENFORGE_DEBUG=1 shows the traceback
         if os.environ.get("GENFORGE_DEBUG", "") not in ("", "0"):
             raise
-        err.print(f"[red]error:[/] {describe_error(exc)} (GENFORGE_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(describe_error(exc))} (GENFORGE_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
 
 

@@ -41,6 +41,25 @@ def test_disable_plugins_by_name(monkeypatch):
     assert "comes from plugin 'healthcare', which is disabled by GENFORGE_DISABLE_PLUGINS" in str(err.value)
 
 
+def test_an_industry_whose_extra_is_missing_is_skipped_with_the_line_to_install_it(monkeypatch):
+    """`pip install genforge` without extras: each industry's plugin is listed as skipped, naming its extra, and nothing else breaks.
+
+    (The real install into a fresh virtual environment: tests/test_install.py, marked slow.)
+    """
+    from genforge.core import plugin_manager
+
+    installed = plugin_manager._installed
+    monkeypatch.setattr(plugin_manager, "_installed", lambda name: None if name in ("rdkit", "arch", "music21") else installed(name))
+    pm = make_plugin_manager()
+    infos = {i.name: i for i in plugin_infos(pm)}
+    for industry, library in (("healthcare", "rdkit"), ("finance", "arch"), ("creative", "music21")):
+        assert infos[industry].status == "skipped"
+        assert infos[industry].reason == f"needs the extra genforge[{industry}] (missing: {library}); install it: pip install 'genforge[{industry}]'"
+        assert pm.get_plugin(industry) is None
+    with pytest.raises(UnknownNameError, match=r"plugin 'healthcare' may bring it, and needs the extra genforge\[healthcare\]"):
+        get_generator("molecule-diffusion", pm)
+
+
 def test_unknown_generator_names_the_installed_ones():
     with pytest.raises(UnknownNameError) as err:
         get_generator("molecule-difusion", make_plugin_manager())
