@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -17,7 +18,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from genforge.core import GeneratorConfig, GenforgeError, Report, RunInfo, RunStore, Samples, hookimpl
+from genforge.core import GeneratorConfig, GenforgeError, Report, Run, RunInfo, RunStore, Samples, hookimpl
 from genforge.core.plugin_manager import get_plugin_manager, plugin_infos
 from genforge.core.report import summary_lines, training_notes
 from genforge.core.training import headline_loss
@@ -107,8 +108,8 @@ def _fmt(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def print_summary(run_dir: Path) -> None:
-    store_run = RunStore().get(str(run_dir))
+def print_summary(store_run: Run) -> None:
+    """The run's metrics table (each metric beside its reference value), summary lines, notes and folder."""
     metrics = store_run.read_json("metrics.json", {})
     table = Table(title=f"{store_run.generator} — {store_run.id}")
     table.add_column("evaluator")
@@ -128,7 +129,7 @@ def print_summary(run_dir: Path) -> None:
         console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     for note in metrics.get("notes", []):
         console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
-    console.print(f"run folder: [bold]{store_run.path}[/]")
+    console.print(f"run folder: [bold]{store_run.path}[/]", soft_wrap=True)  # a path is copied, never wrapped
 
 
 def _execute(run, use_prefect: bool) -> None:
@@ -151,7 +152,7 @@ def _execute(run, use_prefect: bool) -> None:
         signal.signal(signal.SIGTERM, previous)
         listener.stop()
         pm.unregister(listener)
-    print_summary(run.path)
+    print_summary(Run(run.path, run.remote))
 
 
 @app.command()
@@ -288,7 +289,7 @@ def show(
         return
     console.print(f"[bold]{the_run.id}[/]: {the_run.status.get('state')}")
     if the_run.metrics():
-        print_summary(the_run.path)
+        print_summary(the_run)
     else:
         console.print(f"no metrics yet; run folder: {the_run.path}")
 
@@ -355,11 +356,13 @@ def evaluate(
             err.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
         return
     table = Table(title=f"{path} ({samples.count} {kind}) vs {reference}" + (f" (training data: {train})" if train else ""))
-    for col in ("evaluator", "metric", "value"):
-        table.add_column(col)
+    table.add_column("evaluator")
+    table.add_column("metric")
+    table.add_column("samples", justify="right")
+    table.add_column("reference", justify="right")  # the metric on real data (its floor), where the evaluator gives one
     for ev in report.evaluations:
         for m in ev.metrics:
-            table.add_row(f"{ev.evaluator} ({ev.plugin})", m.name, _fmt(m.value))
+            table.add_row(f"{ev.evaluator} ({ev.plugin})", m.name, _fmt(m.value), _fmt(m.floor))
     console.print(table)
     for note in report.notes:
         console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
@@ -381,24 +384,48 @@ def new_plugin(
 
 
 @app.command()
-def runs(store: StoreOpt = None) -> None:
+def runs(
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="every run as JSON: id, generator, state, step, created, path, metrics")] = False,
+) -> None:
     """List the runs in the store, oldest first: id, state, step, and headline metrics."""
-    all_runs = RunStore(store).all()
-    if not all_runs:
-        console.print(f"no runs under {RunStore(store).runs}")
-        return
-    table = Table()
-    for col in ("run", "state", "step", "metrics"):
-        table.add_column(col)
+    the_store = RunStore(store)
+    all_runs = the_store.all()
+    rows = []
     for r in all_runs:
         status = r.status
         try:
-            metrics = r.metrics().get("metrics", {})
-            shown = ", ".join(f"{k} {_fmt(v)}" for k, v in list((k, v) for k, v in metrics.items() if "." not in k)[:4])
+            metrics, problem = {k: v for k, v in r.metrics().get("metrics", {}).items() if "." not in k}, None
         except GenforgeError as exc:  # a damaged file of one run: say so on its row, list the others
-            shown = f"[red]{exc}[/]"
-        table.add_row(r.id, status.get("state", ""), str(status.get("step", "")), shown)
+            metrics, problem = {}, str(exc)
+        if status.get("state") == "unreadable":
+            problem = status.get("error")
+        rows.append({
+            "run_id": r.id, "generator": _generator_of(r), "state": status.get("state", ""), "step": status.get("step"),
+            "created": status.get("created"), "path": str(r.path), "metrics": metrics, "error": status.get("error"), "damaged": problem,
+        })
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        console.print(f"no runs under {the_store.runs}")
+        return
+    table = Table()
+    table.add_column("run", no_wrap=True, min_width=max(len(row["run_id"]) for row in rows))  # never cut: the id is what `show` takes
+    table.add_column("state", no_wrap=True)
+    table.add_column("step", justify="right")
+    table.add_column("metrics", overflow="fold")
+    for row in rows:
+        shown = f"[red]{escape(row['damaged'])}[/]" if row["damaged"] else escape(", ".join(f"{k} {_fmt(v)}" for k, v in list(row["metrics"].items())[:4]))
+        table.add_row(row["run_id"], row["state"], "" if row["step"] is None else str(row["step"]), shown)
     console.print(table)
+
+
+def _generator_of(run) -> str:
+    try:
+        return run.generator
+    except Exception:  # a damaged spec: the listing goes on
+        return ""
 
 
 @app.command()
@@ -473,20 +500,29 @@ class _EvaluateOnly(GeneratorConfig):
     """A spec with only the ``evaluate`` section that matters: for `genforge evaluate --set`."""
 
 
+_BUILTIN_COMMANDS: list | None = None  # genforge's own commands, before any plugin's
+
+
 def add_plugin_commands(pm=None) -> None:
-    """Commands plugins add through ``genforge_commands`` (one plugin's failure costs only its commands)."""
+    """Commands plugins add through ``genforge_commands`` (one plugin's failure costs only its commands).
+
+    Rebuilt from genforge's own commands on every call, so calling ``main`` again in one process
+    (a test, a notebook) adds each plugin's commands once, for the plugins loaded now.
+    """
     from genforge.core.plugin_manager import PluginFailure, _say
 
+    global _BUILTIN_COMMANDS
+    if _BUILTIN_COMMANDS is None:
+        _BUILTIN_COMMANDS = list(app.registered_commands)
+    app.registered_commands[:] = _BUILTIN_COMMANDS
     pm = pm or get_plugin_manager()
-    builtin = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    builtin = {_command_name(c) for c in app.registered_commands}
     for impl in pm.hook.genforge_commands.get_hookimpls():
         before = len(app.registered_commands)
         try:
             impl.function(app=app)
-            added = app.registered_commands[before:]
-            clash = [c.name or c.callback.__name__.replace("_", "-") for c in added if (c.name or c.callback.__name__.replace("_", "-")) in builtin]
+            clash = [_command_name(c) for c in app.registered_commands[before:] if _command_name(c) in builtin]
             if clash:
-                del app.registered_commands[before:]
                 raise ValueError(f"command(s) {', '.join(clash)} would replace genforge's own")
         except Exception as exc:
             del app.registered_commands[before:]
@@ -495,16 +531,21 @@ def add_plugin_commands(pm=None) -> None:
             _say(failure.line(), pm)
 
 
+def _command_name(command) -> str:
+    return command.name or command.callback.__name__.replace("_", "-")
+
+
 def _terminated(signum, frame) -> None:
     # Docker, Kubernetes, `timeout` and Prefect cancellations send SIGTERM: stop like Ctrl-C, so
     # the run is marked interrupted (resumable) and its last checkpoint is kept.
     raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")  # installed by _execute
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point (``argv``: the arguments, default ``sys.argv[1:]``); errors a user can cause are one line."""
     try:
         add_plugin_commands()
-        app()
+        app(args=argv, prog_name="genforge")
     except GenforgeError as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -516,6 +557,48 @@ def main() -> None:
             raise
         err.print(f"[red]error:[/] {escape(describe_error(exc))} (GENFORGE_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
         sys.exit(1)
+
+
+@dataclass
+class Invocation:
+    """What ``invoke`` saw: the exit code and the two streams."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+def invoke(*args: str, env: dict[str, str | None] | None = None) -> Invocation:
+    """Call the command line in this process, through the console script's error boundary, capturing what it prints.
+
+        r = invoke("run", "molecule-difusion")
+        assert r.code == 2 and r.stderr.startswith("error: unknown generator")
+
+    For tests (a plugin's command, a message): plugins are loaded afresh for the call, as its
+    environment says (``env`` sets variables for the call only; None removes one).
+    """
+    import contextlib
+    import io
+
+    from genforge.core import plugin_manager
+
+    out, errs = io.StringIO(), io.StringIO()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    code = 0
+    try:
+        for k, v in (env or {}).items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(errs):
+            plugin_manager.reset_plugin_manager()
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        plugin_manager.reset_plugin_manager()
+        for k, v in saved.items():
+            os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
+    return Invocation(code, out.getvalue(), errs.getvalue())
 
 
 def describe_error(exc: BaseException) -> str:

@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from types import SimpleNamespace
+
 import pytest
 
 from genforge.core.testing import overrides_from_spec
@@ -58,3 +60,31 @@ def store(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def tiny() -> list[str]:
     return _molecule_overrides()
+
+
+@pytest.fixture(scope="session")
+def _toy_site(tmp_path_factory) -> Path:
+    from helpers.fake_dist import install
+
+    return install(tmp_path_factory.mktemp("toy-site"), "genforge-toy", "genforge.core.testing.toy:plugin", None, entry_point="toy")
+
+
+@pytest.fixture
+def toy_dist(_toy_site, monkeypatch) -> SimpleNamespace:
+    """The toy plugin installed as a distribution (entry point ``toy``), for this process and, through ``pythonpath``, its children."""
+    monkeypatch.syspath_prepend(str(_toy_site))
+    return SimpleNamespace(site=_toy_site, pythonpath=os.pathsep.join(p for p in (str(_toy_site), os.environ.get("PYTHONPATH", "")) if p))
+
+
+@pytest.fixture(scope="session")
+def molecule_run(tmp_path_factory) -> SimpleNamespace:
+    """One finished tiny molecule run, made by `genforge run --no-prefect` in this process, in a store of its own.
+
+    Shared by the tests of `show`, `runs` and `evaluate` that only read it; a test that changes a run makes its own.
+    """
+    from helpers.cli import genforge, sets
+
+    home = tmp_path_factory.mktemp("molecule-store")
+    r = genforge("run", "molecule-diffusion", "--no-prefect", *sets(_molecule_overrides()), env={"GENFORGE_HOME": str(home)})
+    assert r.code == 0, r.stderr
+    return SimpleNamespace(home=home, path=next((home / "runs").iterdir()), output=r.stdout)

@@ -1,6 +1,7 @@
 """Plugins written outside genforge, installed as distributions: a working one, broken ones, one that adds a command.
 
-Run through the console entry point in subprocesses, as a user would.
+The distributions are found on ``sys.path`` as pip would leave them; the command line is called in this process
+(``helpers.cli.genforge``: plugins loaded afresh each call), and in a real process where only that proves the point.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.cli import genforge as cli
 from helpers.fake_dist import install
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +66,7 @@ def genforge_evaluators():
 
 
 @pytest.fixture(scope="module")
-def outside(tmp_path_factory) -> Path:
+def site(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("site")
     install(folder, "acme-chem", "acme_chem", ACME_CHEM)
     install(folder, "acme-broken", "acme_broken", BROKEN)
@@ -72,14 +74,20 @@ def outside(tmp_path_factory) -> Path:
     return folder
 
 
-def genforge(outside: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    full = {**os.environ, "PYTHONPATH": os.pathsep.join([str(outside), os.environ.get("PYTHONPATH", "")]), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "genforge.flows.cli", *args], capture_output=True, text=True, timeout=300, env=full)
+@pytest.fixture
+def outside(site, monkeypatch) -> Path:
+    """The three acme distributions installed for this test."""
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def genforge(outside: Path, *args: str, env: dict | None = None):
+    return cli(*args, env=env)
 
 
 def test_a_broken_plugin_is_one_line_and_every_other_plugin_works(outside):
     r = genforge(outside, "plugins", "--json")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     infos = {p["name"]: p for p in json.loads(r.stdout)}
     assert infos["healthcare"]["status"] == "loaded" and infos["acme-chem"]["status"] == "loaded"
     assert infos["acme-chem"]["evaluators"] == ["acme-rings"] and infos["acme-chem"]["distribution"] == "acme-chem"
@@ -98,7 +106,7 @@ def test_a_broken_plugin_is_one_line_and_every_other_plugin_works(outside):
     statuses = {p["name"]: (p["status"], p["reason"]) for p in json.loads(only.stdout)}
     assert statuses["healthcare"] == ("loaded", "") and statuses["acme-chem"] == ("skipped", "not in GENFORGE_PLUGINS")
     unknown = genforge(outside, "run", "molecule-diffusion", env={"GENFORGE_PLUGINS": "acme-chem"})
-    assert unknown.returncode == 2
+    assert unknown.code == 2
     assert "comes from plugin 'healthcare', which is not in GENFORGE_PLUGINS" in unknown.stderr
 
 
@@ -109,7 +117,7 @@ def test_an_outside_evaluator_adds_its_metric_and_overwrites_nothing(outside, tm
     f = tmp_path / "lib.smi"
     f.write_text("\n".join(rows) + "\nC1CC(\n")
     r = genforge(outside, "evaluate", "molecules", str(f), "--json", "--set", "moses.enabled=false", env={"GENFORGE_HOME": str(tmp_path / "h")})
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["rdkit.validity"] == pytest.approx(60 / 61) and m["acme-rings.validity"] == -1.0
     assert "validity" not in m  # two evaluators disagree: only the qualified names
@@ -121,9 +129,9 @@ def test_an_outside_evaluator_adds_its_metric_and_overwrites_nothing(outside, tm
 
 
 def test_a_molecule_run_reports_the_outside_metric_beside_the_built_in_ones(outside, tmp_path, tiny):
-    args = [a for item in tiny for a in ("--set", item)]
+    args = [a for item in [*tiny, "evaluate.moses.enabled=false"] for a in ("--set", item)]
     r = genforge(outside, "run", "molecule-diffusion", "--no-prefect", *args, env={"GENFORGE_HOME": str(tmp_path / "h")})
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     assert "Traceback" not in r.stderr and "acme's evaluator crashed" in r.stdout  # the summary names it, once
     shown = json.loads(genforge(outside, "show", "latest", "--json", env={"GENFORGE_HOME": str(tmp_path / "h")}).stdout)
     assert shown["status"]["state"] == "finished"
@@ -135,28 +143,26 @@ def test_a_molecule_run_reports_the_outside_metric_beside_the_built_in_ones(outs
 
 def test_a_plugin_adds_a_command_and_hook_calls_can_be_traced(outside):
     r = genforge(outside, "acme-hello", "--name", "chemist")
-    assert r.returncode == 0, r.stderr
+    assert r.code == 0, r.stderr
     assert r.stdout.strip() == "hello chemist from acme"
     traced = genforge(outside, "plugins", env={"GENFORGE_TRACE_HOOKS": "1"})
     assert "genforge_generators" in traced.stderr and "finish genforge_generators" in traced.stderr
 
 
-def test_commands_that_need_no_prefect_never_import_it(tmp_path, tiny):
-    """plugins, run --no-prefect, show, runs, evaluate, new-plugin through the console entry point, in one process."""
+def test_commands_that_need_no_prefect_never_import_it(tmp_path, toy_dist):
+    """plugins, run --no-prefect, show, runs, evaluate, new-plugin through the console entry point, in one fresh process."""
     smi = tmp_path / "x.smi"
     smi.write_text("CCO\nc1ccccc1\n")
-    sets = [a for item in tiny for a in ("--set", item)]
     code = f"""
 import sys
 from genforge.flows.cli import main
 def call(*args):
-    sys.argv = ["genforge", *args]
     try:
-        main()
+        main(list(args))
     except SystemExit as exc:
         assert not exc.code, (args, exc.code)
 call("plugins", "--json")
-call("run", "molecule-diffusion", "--no-prefect", *{sets!r})
+call("run", "toy-gaussian", "--no-prefect", "--set", "train.max_steps=5", "--set", "sample.n=10")
 call("show", "latest")
 call("runs")
 call("evaluate", "molecules", {str(smi)!r}, "--json", "--set", "moses.enabled=false")
@@ -164,16 +170,15 @@ call("new-plugin", "acme-x", "--out", {str(tmp_path)!r})
 print("PREFECT-IMPORTED:", sorted(m for m in sys.modules if m == "prefect" or m.startswith("prefect.")))
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "GENFORGE_HOME": str(tmp_path / "h")})
+                       env={**os.environ, "GENFORGE_HOME": str(tmp_path / "h"), "PYTHONPATH": toy_dist.pythonpath})
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == "PREFECT-IMPORTED: []"
 
 
 def test_new_plugin_renders_a_package_whose_own_tests_pass(tmp_path):
     """genforge new-plugin, then the package's tests as generated (installed by a dist-info on PYTHONPATH instead of pip)."""
-    r = subprocess.run([sys.executable, "-m", "genforge.flows.cli", "new-plugin", "acme-demo", "--out", str(tmp_path)],
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
+    r = cli("new-plugin", "acme-demo", "--out", str(tmp_path))
+    assert r.code == 0, r.stderr
     pkg = tmp_path / "acme-demo"
     assert "genforge run acme-demo-generator" in r.stdout
     pyproject = (pkg / "pyproject.toml").read_text()
@@ -188,9 +193,7 @@ def test_new_plugin_renders_a_package_whose_own_tests_pass(tmp_path):
                            timeout=300, env=env, cwd=pkg)
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     assert "4 passed" in tests.stdout
-    again = subprocess.run([sys.executable, "-m", "genforge.flows.cli", "new-plugin", "acme-demo", "--out", str(tmp_path)],
-                           capture_output=True, text=True, timeout=120)
-    assert again.returncode == 2 and "exists; choose another name" in again.stderr
-    bad = subprocess.run([sys.executable, "-m", "genforge.flows.cli", "new-plugin", "Acme Demo", "--out", str(tmp_path)],
-                         capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "use lowercase letters, digits and dashes" in bad.stderr
+    again = cli("new-plugin", "acme-demo", "--out", str(tmp_path))
+    assert again.code == 2 and "exists; choose another name" in again.stderr
+    bad = cli("new-plugin", "Acme Demo", "--out", str(tmp_path))
+    assert bad.code == 2 and "use lowercase letters, digits and dashes" in bad.stderr

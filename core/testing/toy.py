@@ -40,6 +40,7 @@ from genforge.core import (
     TrainConfig,
     Trainer,
     hookimpl,
+    store,
 )
 
 
@@ -143,6 +144,7 @@ class GaussianGenerator(Generator):
     test_spec: ClassVar[dict] = {"data": {"n": 200}, "train": {"max_steps": 30, "checkpoint_every": 10, "log_every": 5}, "sample": {"n": 50}}
 
     def prepare(self, config: ToyConfig, run: Run) -> PreparedData:
+        """Read (or draw) the vectors and hold out a test part, cached by content and settings (``prepared_once``)."""
         cfg = config.data
         rng = np.random.default_rng(cfg.seed)
         if cfg.path:
@@ -157,17 +159,23 @@ class GaussianGenerator(Generator):
         if len(x) < 10:
             raise DataError(f"{source}: {len(x)} usable rows of {read}; need at least 10")
         key = hashlib.sha256(x.tobytes() + json.dumps(cfg.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+        def write(folder: Path) -> dict:
+            perm = rng.permutation(len(x))
+            n_test = max(2, int(len(x) * cfg.test_fraction))
+            np.save(folder / "test.npy", x[perm[:n_test]])
+            np.save(folder / "train.npy", x[perm[n_test:]])
+            stats = {
+                "source": source,
+                "train": {"read": read, "kept": len(x) - n_test, "held_out": n_test, "rejected": dict(rejected)},
+                "dim": int(x.shape[1]),
+            }
+            (folder / "stats.json").write_text(json.dumps(stats))
+            return stats
+
         out = run.cache_root / f"toy-{key}"
-        perm = rng.permutation(len(x))
-        n_test = max(2, int(len(x) * cfg.test_fraction))
-        out.mkdir(parents=True, exist_ok=True)
-        np.save(out / "test.npy", x[perm[:n_test]])
-        np.save(out / "train.npy", x[perm[n_test:]])
-        stats = {
-            "source": source,
-            "train": {"read": read, "kept": len(x) - n_test, "held_out": n_test, "rejected": dict(rejected)},
-            "dim": int(x.shape[1]),
-        }
+        stats, cache = store.prepared_once(out, write)
+        stats = {**stats, "source": source, "cache": cache}  # the file this run read, whichever filled the cache
         return PreparedData(out, key, stats)
 
     def fit(self, data: PreparedData, config: ToyConfig, trainer: Trainer) -> Checkpoint:
@@ -244,3 +252,7 @@ class ToyPlugin:
     @hookimpl
     def genforge_evaluators(self):
         return [MomentsEvaluator()]
+
+
+# For an entry point (``toy = genforge.core.testing.toy:plugin``): the toy installed like any plugin.
+plugin = ToyPlugin()

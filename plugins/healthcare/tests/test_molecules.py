@@ -149,17 +149,17 @@ def test_a_tiny_model_learns_its_training_molecules(tmp_path, store):
         overrides=[
             f"data.path={f}", f"data.test_path={f}", "data.representation=smiles", "data.workers=1",
             "model.d_model=96", "model.n_heads=4", "model.n_layers=2",
-            "train.max_steps=2000", "train.max_minutes=null", "train.batch_size=32", "train.lr=2e-3",
-            "train.warmup_steps=20", "train.ema=null", "train.checkpoint_every=2000", "train.log_every=100",
-            "sample.n=100", "sample.steps=32", "sample.temperature=0.5", "evaluate.rdkit.grid=0",
+            "train.max_steps=1000", "train.max_minutes=null", "train.batch_size=32", "train.lr=2e-3",
+            "train.warmup_steps=20", "train.ema=null", "train.checkpoint_every=1000", "train.log_every=100",
+            "sample.n=100", "sample.steps=32", "sample.temperature=0.5", "evaluate.rdkit.grid=0", "evaluate.moses.enabled=false",
         ],
     )
     metrics = run_all(run).metrics()
     samples = (run.path / "samples" / "samples.smi").read_text().splitlines()
     canon = [Chem.MolToSmiles(m) for m in map(parse, samples) if m is not None]
     reproduced = sum(1 for s in canon if s in set(train)) / len(samples)
-    # Measured on this machine with these seeds (margin sampler): validity 1.00, 0.86 of samples are
-    # training molecules, heavy atoms -3 %.
+    # Measured on this machine with these seeds (margin sampler, 1,000 steps): validity 0.96, 0.96 of samples are
+    # training molecules, heavy atoms +3 % (600 steps: 0.58 and 0.58; 2,000 steps at the old settings: 1.00 and 0.86).
     # An untrained model of this size gives validity below 0.1 and reproduces none.
     assert metrics["validity"] >= 0.7, metrics
     assert reproduced >= 0.6, reproduced
@@ -185,6 +185,7 @@ def test_drop_unusable_counts_each_reason():
     assert rejected == Counter({"longer than 3 tokens": 1, "duplicate": 1, "token not in the pretrained model's vocabulary": 1})
 
 
+@pytest.mark.slow  # about 40 s on 2 cores, most of it inductor compiling for the CPU; `make test-all` and .ci/run run it
 def test_compiled_model_trains_like_the_eager_one(tmp_path, tiny):
     """train.compile=true: same steps, losses within float tolerance (compiles for dynamic shapes once).
 
