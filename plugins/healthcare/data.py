@@ -34,7 +34,7 @@ class MosesSubset(DataSource):
     kind: ClassVar[str] = "molecules"
     description: ClassVar[str] = (
         "MOSES subset shipped with genforge: 100k train / 10k test SMILES (MIT, Polykovskiy et al. 2020); "
-        "regenerate with python -m genforge.plugins.healthcare.make_moses_subset"
+        "regenerate with python scripts/healthcare/make_moses_subset.py"
     )
     reference_split: ClassVar[str | None] = "test"  # `genforge evaluate molecules FILE` compares with moses-test
 

@@ -24,6 +24,8 @@ from genforge.core import Evaluation, Evaluator, EvaluatorConfig, Metric, Refere
 from genforge.core.kinds import Molecules
 from genforge.core.store import atomic_write_text
 
+from .plots import draw_distributions, draw_grid
+
 PROPERTIES = {
     "qed": "drug-likeness (QED)",
     "sa": "synthetic accessibility (1 easy - 10 hard)",
@@ -117,42 +119,6 @@ def reference_properties(path: Path, max_n: int) -> dict[str, np.ndarray]:
     except OSError:  # a read-only reference folder: compute again next time
         pass
     return props
-
-
-def draw_grid(mols: list, path: Path, per_row: int = 6) -> Path | None:
-    """A PNG grid of molecules, or None where RDKit's drawing libraries cannot load (a bare GPU box)."""
-    try:
-        from rdkit.Chem import Draw
-    except ImportError:  # rdMolDraw2D needs libXrender/cairo, which headless images may lack
-        return None
-
-    img = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(220, 180))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(str(path))
-    return path
-
-
-def draw_distributions(sample_props: dict, ref_props: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = ["heavy_atoms", "qed", "sa", "logp", "mw", "aromatic_rings"]
-    fig, axes = plt.subplots(2, 3, figsize=(11, 6))
-    for ax, k in zip(axes.flat, keys):
-        lo = min(sample_props[k].min(initial=np.inf), ref_props[k].min(initial=np.inf))
-        hi = max(sample_props[k].max(initial=-np.inf), ref_props[k].max(initial=-np.inf))
-        bins = np.arange(lo - 0.5, hi + 1.5) if k in ("heavy_atoms", "aromatic_rings") else np.linspace(lo, hi, 40)
-        ax.hist(ref_props[k], bins=bins, density=True, alpha=0.5, label="reference")
-        ax.hist(sample_props[k], bins=bins, density=True, alpha=0.5, label="samples")
-        ax.set_title(PROPERTIES[k])
-    axes.flat[0].legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-    return path
 
 
 def read_samples(path: Path) -> list[str]:

@@ -13,7 +13,6 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 from pydantic import Field
-from safetensors.torch import load_file, save_file
 
 from genforge.core import (
     Checkpoint,
@@ -34,6 +33,7 @@ from genforge.core import (
 from genforge.core.plugin_manager import get_dataset
 
 from genforge.core.store import redact_url
+from genforge.core.training import load_weights, save_weights
 
 from genforge.core.downloads import fetch
 
@@ -53,9 +53,8 @@ PRETRAINED_NAMES = {"moses-pretrained": PRETRAINED / "moses-selfies.safetensors"
 
 
 def _meta_path(weights: Path) -> Path:
-    """A run's ``model.safetensors`` has ``model.json`` beside it; shipped ``NAME.safetensors`` has ``NAME.json``."""
-    weights = Path(weights)
-    return weights.parent / "model.json" if weights.name == "model.safetensors" else weights.with_suffix(".json")
+    """What rebuilds the network, beside its weights (``save_weights``): ``model.safetensors`` -> ``model.json``."""
+    return Path(weights).with_suffix(".json")
 
 
 def resolve_init(init_from: str) -> Path:
@@ -217,7 +216,7 @@ class MoleculeDiffusion(Generator):
     # `genforge demo`: continue training the shipped MOSES checkpoint for a few CPU minutes. Those ~100 steps show the
     # training step (progress, checkpoints, the loss curve); they cannot improve weights trained for 9,958 steps at batch
     # 512, so they must not hurt them: a small learning rate and an EMA that starts at the loaded weights and keeps them
-    # (docs/molecules.md, "The demo's fine-tune": held-out loss 0.8200 before, 0.8200 after; 0.8304 with lr 3e-4 and a warm-up EMA).
+    # (the measurement: benchmarks/molecule_finetune.py, its figures in docs/molecules.md).
     demo_spec: ClassVar[dict] = {
         "model": {"init_from": "moses-pretrained"},
         "train": {"max_minutes": 1.5, "lr": 3e-5, "warmup_steps": 10, "ema_warmup": False},
@@ -262,10 +261,18 @@ class MoleculeDiffusion(Generator):
         }
         fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
         out = run.cache_root / f"molecules-{fingerprint}"
-        if (out / "stats.json").exists():
-            stats = json.loads((out / "stats.json").read_text())
-            return PreparedData(out, fingerprint, {**stats, "cache": "hit"})
 
+        def write(folder: Path) -> dict:
+            return self._prepare_into(folder, cfg, train_file, test_file, source, fixed, max_length)
+
+        stats, cache = store.prepared_once(out, write)  # one process prepares; others running at once wait and reuse it
+        return PreparedData(out, fingerprint, {**stats, "cache": cache})
+
+    def _prepare_into(
+        self, folder: Path, cfg: MoleculeDataConfig, train_file: Path, test_file: Path | None, source: str,
+        fixed: Tokenizer | None, max_length: int,
+    ) -> dict:
+        """Validate every molecule with RDKit, tokenise, hold out or read the reference: the prepared files into ``folder``."""
         t0 = time.perf_counter()
         raw_train = list(read_smiles(train_file, cfg.smiles_column))
         rng = np.random.default_rng(cfg.seed)
@@ -314,22 +321,12 @@ class MoleculeDiffusion(Generator):
             "mean_length": float(lengths.mean()),
             "prepare_seconds": round(time.perf_counter() - t0, 2),
         }
-        # Written into a temporary folder, renamed when complete: a crash or a full disk leaves no half folder.
-        tmp = out.with_name(out.name + f".tmp-{time.time_ns()}")
-        tmp.mkdir(parents=True)
-        try:
-            np.savez(tmp / "train.npz", tokens=tokens, lengths=lengths)
-            _write_smi(tmp / "train.smi", kept)
-            _write_smi(tmp / "test.smi", test_smiles)
-            (tmp / "tokenizer.json").write_text(json.dumps(tokenizer.to_dict()))
-            (tmp / "stats.json").write_text(json.dumps(stats, indent=2))
-            try:
-                tmp.rename(out)
-            except OSError:  # another process prepared the same data first
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return PreparedData(out, fingerprint, {**stats, "cache": "miss"})
+        np.savez(folder / "train.npz", tokens=tokens, lengths=lengths)
+        _write_smi(folder / "train.smi", kept)
+        _write_smi(folder / "test.smi", test_smiles)
+        (folder / "tokenizer.json").write_text(json.dumps(tokenizer.to_dict()))
+        (folder / "stats.json").write_text(json.dumps(stats, indent=2))  # last: the marker of a complete folder
+        return stats
 
     # -- fit ------------------------------------------------------------------------
     def fit(self, data: PreparedData, config: MoleculeDiffusionConfig, trainer: Trainer) -> Checkpoint:
@@ -355,7 +352,7 @@ class MoleculeDiffusion(Generator):
         torch.manual_seed(config.train.seed)  # the initial weights depend on the seed alone
         model = TransformerDenoiser(arch, tokenizer.vocab_size, max_len, causal=order == "autoregressive")
         if init is not None:
-            model.load_state_dict({k: v.float() for k, v in load_file(str(init_path)).items()})
+            model.load_state_dict({k: v.float() for k, v in load_weights(init_path)[0].items()})
         device = trainer.device
         bs, seed = config.train.batch_size, config.train.seed
 
@@ -384,7 +381,6 @@ class MoleculeDiffusion(Generator):
         weights = trainer.run_dir / "model.safetensors"
         if not trainer.is_main:  # data-parallel: rank 0 writes the model
             return Checkpoint(weights, result.step)
-        save_file({k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}, str(weights))
         hist = np.bincount(arrays["lengths"]).tolist()
         started_from = None if init is None else {
             "name": config.model.init_from, "path": str(init_path), "provenance": init.get("provenance", {}), "step": init.get("step")
@@ -399,7 +395,7 @@ class MoleculeDiffusion(Generator):
             "length_histogram": hist,
             "step": result.step,
         }
-        store.atomic_write_text(trainer.run_dir / "model.json", json.dumps(meta, indent=2))
+        save_weights(model, weights, meta)  # model.safetensors and model.json beside it, each written whole
         notes = []
         if started_from is not None:
             prov = started_from["provenance"]
@@ -418,7 +414,8 @@ class MoleculeDiffusion(Generator):
         tokenizer = Tokenizer.from_dict(meta["tokenizer"])
         causal = meta.get("order", "masked") == "autoregressive"
         model = TransformerDenoiser(TransformerConfig(**meta["model"]), tokenizer.vocab_size, meta["max_len"], causal=causal)
-        model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+        state, _ = load_weights(weights)
+        model.load_state_dict({k: v.float() for k, v in state.items()})
         return model.to(device).eval(), tokenizer, meta
 
     def sample(self, checkpoint: Checkpoint, config: MoleculeDiffusionConfig, run: Run) -> Samples:

@@ -22,7 +22,7 @@ histograms over the reference range for the five counts) and the nearest-neighbo
 ECFP4 (4096 bits) similarity within each set, on distinct samples.
 
 Reference sets ("test", "test_scaffolds") come from ``moses/stats_<set>.npz``, converted from
-the official MOSES statistics by ``make_moses_stats.py``.
+the official MOSES statistics by ``scripts/healthcare/make_moses_stats.py``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ pinned dependencies do not build on current Python, so the wheel is downloaded
 without installing it and the CSV files are read from the zip::
 
     pip download --no-deps molsets==0.3.1 -d /tmp/molsets
-    python -m genforge.plugins.healthcare.make_moses_subset /tmp/molsets/molsets-0.3.1-py3-none-any.whl
+    python scripts/healthcare/make_moses_subset.py /tmp/molsets/molsets-0.3.1-py3-none-any.whl
 
 Writes ``moses/moses_train.smi.gz`` (100,000 SMILES) and ``moses/moses_test.smi.gz``
 (10,000 SMILES), drawn uniformly without replacement with seed 0.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).parent / "moses"
+DATA = Path(__file__).resolve().parents[2] / "plugins" / "healthcare" / "moses"  # what the plugin ships
 MEMBERS = {"train": "moses/dataset/data/train.csv.gz", "test": "moses/dataset/data/test.csv.gz"}
 
 

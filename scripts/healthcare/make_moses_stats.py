@@ -1,7 +1,7 @@
 """Convert MOSES's reference statistics into the compact files the healthcare plugin ships.
 
     pip download --no-deps molsets==0.3.1 -d /tmp/molsets
-    python -m genforge.plugins.healthcare.make_moses_stats /tmp/molsets/molsets-0.3.1-py3-none-any.whl
+    python scripts/healthcare/make_moses_stats.py /tmp/molsets/molsets-0.3.1-py3-none-any.whl
 
 From the wheel's ``test_stats.npz`` and ``test_scaffolds_stats.npz`` (pickled dicts that
 need ``allow_pickle``) it writes, per reference set, ``moses/stats_<set>.npz`` without
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-DATA = Path(__file__).parent / "moses"
+DATA = Path(__file__).resolve().parents[2] / "plugins" / "healthcare" / "moses"  # what the plugin ships
 SETS = {"test": "test", "test_scaffolds": "test_scaffolds"}
 
 
@@ -50,7 +50,7 @@ def main() -> None:
             smiles = [s.strip() for s in lines[1:] if s.strip()]
             print(f"{ref}: {len(smiles)} SMILES, {len(stats['Frag']['frag'])} fragments, {len(stats['Scaf']['scaf'])} scaffolds")
             if args.check:
-                from .moses_metrics import morgan_fingerprints
+                from genforge.plugins.healthcare.moses_metrics import morgan_fingerprints
 
                 ours = morgan_fingerprints(smiles[: args.check])
                 theirs = np.packbits(stats["SNN"]["fps"][: args.check].astype(bool), axis=1)
