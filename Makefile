@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: demo test test-all venv clean
+.PHONY: demo test test-all test-slow venv clean
 
 venv: $(VENV)/.installed
 
@@ -20,11 +20,18 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/genforge demo
 
+# Two workers: the end-to-end modules (one PostgreSQL + Prefect stack, waiting on flow runs) on one, the rest beside
+# them (the grouping: tests/conftest.py).
+PYTEST := $(BIN)/python -m pytest -q -n 2 --durations=25
+
 test: venv
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-all: venv
-	$(BIN)/python -m pytest -q -m "slow or not slow"
+	$(PYTEST) -m "slow or not slow"
+
+test-slow: venv
+	$(PYTEST) -m slow
 
 clean:
 	rm -rf $(VENV)

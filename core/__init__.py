@@ -10,7 +10,7 @@ Shared modelling blocks (a transformer denoiser, masked discrete diffusion) are 
 from importlib import metadata as _metadata
 
 from . import store
-from .config import GeneratorConfig, OptimizerConfig, PhaseConfig, SampleConfig, Section, TrainConfig, load_spec
+from .config import DataConfig, GeneratorConfig, OptimizerConfig, PhaseConfig, SampleConfig, Section, TrainConfig, load_spec
 from .contracts import (
     Checkpoint,
     DataSource,
@@ -37,7 +37,7 @@ except _metadata.PackageNotFoundError:  # running from a source tree without an 
     __version__ = "0+unknown"
 
 __all__ = [
-    "Checkpoint", "ConfigError", "DataError", "DataSource", "Evaluation", "Evaluator", "EvaluatorConfig",
+    "Checkpoint", "ConfigError", "DataConfig", "DataError", "DataSource", "Evaluation", "Evaluator", "EvaluatorConfig",
     "Generator", "GeneratorConfig", "GenforgeError", "LeaseLost", "Metric", "OptimizerConfig", "PhaseConfig", "PreparedData",
     "Reference", "Report", "Run", "RunBusy", "RunInfo", "RunNotFound", "RunStore", "SampleConfig", "SampleKind", "Samples",
     "Section", "StopRun", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "TrainingFailed", "UnknownNameError",

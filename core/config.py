@@ -101,6 +101,17 @@ class SampleConfig(Section):
     seed: int = 0
 
 
+class DataConfig(Section):
+    """Base of a generator's ``data`` section: what the host enforces for every generator. Subclass it to add fields.
+
+    A ``data`` section that does not subclass it gets ``max_rejected`` all the same (``spec_model``).
+    """
+
+    max_rejected: float = Field(
+        0.5, ge=0, le=1, description="stop when more than this share of the training rows is rejected (probably the wrong file)"
+    )
+
+
 class GeneratorConfig(Section):
     """A generator's whole spec. Subclasses narrow the ``data``, ``model``, ``train`` and ``sample`` types.
 
@@ -109,7 +120,7 @@ class GeneratorConfig(Section):
     ``Config``. ``spec_model`` builds it for the evaluators installed.
     """
 
-    data: Section = Field(default_factory=Section)
+    data: DataConfig = Field(default_factory=DataConfig)
     model: Section = Field(default_factory=Section)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
@@ -127,7 +138,12 @@ def spec_model(config_cls: type[GeneratorConfig], evaluators: list[Any], strict:
     fields = {ev.name: (ev.Config, Field(default_factory=ev.Config, description=ev.description or f"settings of evaluator {ev.name}")) for ev in evaluators}
     base = Section if strict else _LenientSection
     evaluate = create_model(f"{config_cls.__name__}Evaluate", __base__=base, **fields)
-    return create_model(config_cls.__name__, __base__=config_cls, evaluate=(evaluate, Field(default_factory=evaluate)))
+    extra: dict[str, Any] = {"evaluate": (evaluate, Field(default_factory=evaluate))}
+    data_cls = _section_type(config_cls.model_fields["data"].annotation)
+    if data_cls is not None and "max_rejected" not in data_cls.model_fields:  # the host enforces it for every generator
+        data = create_model(data_cls.__name__, __base__=data_cls, max_rejected=(float, DataConfig.model_fields["max_rejected"]))
+        extra["data"] = (data, Field(default_factory=data))
+    return create_model(config_cls.__name__, __base__=config_cls, **extra)
 
 
 class _LenientSection(Section):

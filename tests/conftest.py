@@ -11,7 +11,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from genforge.core.testing import overrides_from_spec
+# Under pytest-xdist (`make test`: two workers on two cores) each worker computes on one thread: two
+# workers with two OpenMP threads each would spin against each other (torch, numpy's BLAS, RDKit pools).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+from genforge.core.testing import overrides_from_spec  # noqa: E402 (after the thread settings)
 
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="genforge-tests-"))
 os.environ["GENFORGE_HOME"] = str(_SESSION_HOME / "genforge")
@@ -48,6 +57,30 @@ def tiny_spec(*extra: str) -> dict:
         keys, value = parse_override(item)
         apply_override(tree, keys, value)
     return tree
+
+
+# The end-to-end modules share one PostgreSQL + Prefect stack (the ``team`` fixture): under pytest-xdist
+# (`make test`: -n 2) they must run on one worker, and first, since they are the longest. xdist's own
+# `--dist loadgroup` does not group under pytest 9 (it renames nodes through an attribute pytest 9 no
+# longer reads), so the grouping is a scheduler of our own: one scope for the e2e modules, one per test else.
+E2E_MODULES = ("tests/test_deploy_e2e.py", "tests/test_team_docs.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") not in ("load", "loadgroup"):
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class E2EFirst(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "e2e" if nodeid.split("::")[0] in E2E_MODULES else nodeid
+
+    return E2EFirst(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The e2e modules first: their stack starts, and their flow runs wait, while the other worker runs the rest."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in E2E_MODULES)
 
 
 @pytest.fixture
@@ -88,3 +121,17 @@ def molecule_run(tmp_path_factory) -> SimpleNamespace:
     r = genforge("run", "molecule-diffusion", "--no-prefect", *sets(_molecule_overrides()), env={"GENFORGE_HOME": str(home)})
     assert r.code == 0, r.stderr
     return SimpleNamespace(home=home, path=next((home / "runs").iterdir()), output=r.stdout)
+
+
+@pytest.fixture(scope="session")
+def team():
+    """docs/deploy.md's team set-up, replayed once for the session's end-to-end tests (tests/helpers/team.py)."""
+    from helpers import team as stack
+
+    if not stack.postgres_installed():
+        pytest.skip("PostgreSQL's server programs are not installed")
+    t = stack.bring_up()
+    try:
+        yield t
+    finally:
+        t.stop()

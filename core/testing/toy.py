@@ -24,6 +24,7 @@ from torch import nn
 
 from genforge.core import (
     Checkpoint,
+    DataConfig,
     DataError,
     Evaluation,
     Evaluator,
@@ -83,7 +84,7 @@ class Vectors(SampleKind):
         return out
 
 
-class ToyData(Section):
+class ToyData(DataConfig):
     path: str | None = Field(None, description="a CSV file of numbers, one vector per row (default: synthetic data)")
     n: int = Field(2000, ge=10, description="synthetic vectors to draw")
     dim: int = Field(2, ge=1, description="dimension of the synthetic vectors")

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from genforge.core import DataError, DataSource, Section, store
+from genforge.core import DataConfig, DataError, DataSource, store
 from genforge.core.kinds import Scenarios
 
 ARCH_SERIES = ("sp500", "nasdaq", "wti")  # arch.data price series (daily; "Adj Close" or the price column)
@@ -33,7 +33,7 @@ THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")  # 1,234.56 (a comma anywher
 NA_CELLS = {"", "na", "n/a", "nan", "null", "."}  # a missing price (a gap), as CSV exports write it
 
 
-class MarketDataConfig(Section):
+class MarketDataConfig(DataConfig):
     series: list[str] = Field(["sp500"], min_length=1, description=f"price series shipped with arch: {', '.join(ARCH_SERIES)} (several: modelled jointly)")
     path: str | None = Field(None, description="a CSV of dated prices instead of `series`: first column the date, one column per asset")
     columns: list[str] | None = Field(None, description="the CSV's asset columns to use (default: all)")

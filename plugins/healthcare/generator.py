@@ -17,6 +17,7 @@ from pydantic import Field
 from genforge.core import (
     Checkpoint,
     ConfigError,
+    DataConfig,
     DataError,
     Generator,
     GeneratorConfig,
@@ -118,7 +119,7 @@ def export_prepared(src: Path, dest: Path, train_smiles: bool = False) -> Path:
     return dest
 
 
-class MoleculeDataConfig(Section):
+class MoleculeDataConfig(DataConfig):
     source: str = Field("moses", description="a registered data source (`genforge plugins` lists them)")
     path: str | None = Field(
         None, description="a .smi/.csv file or URL of SMILES to train on instead of `source`, or a folder genforge prepared (see export_prepared)"
@@ -128,7 +129,6 @@ class MoleculeDataConfig(Section):
     test_fraction: float = Field(0.05, gt=0, lt=1, description="held out as reference when there is no test file")
     max_molecules: int | None = Field(None, ge=1, description="train on a random subset of this many molecules")
     max_reference: int = Field(10_000, ge=1, description="cap on reference (test) molecules")
-    max_rejected: float = Field(0.5, ge=0, le=1, description="stop when more than this share of the training rows is rejected (a wrong file)")
     representation: Literal["selfies", "smiles"] = "selfies"
     group_indices: bool = Field(True, description="SELFIES: a branch/ring symbol and its index symbols form one token")
     max_length: int = Field(72, ge=4, description="molecules with more tokens are skipped (counted)")

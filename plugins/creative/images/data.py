@@ -25,7 +25,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from genforge.core import DataError, DataSource, Section, store
+from genforge.core import DataConfig, DataError, DataSource, Section, store
 from genforge.core.downloads import fetch
 
 PREPARE_VERSION = "images-prepare-1"  # bump when the prepared arrays change for the same inputs
@@ -36,7 +36,7 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
 _CIFAR_RECORD = 1 + 32 * 32 * 3  # a label byte, then the red, green and blue planes
 
 
-class ImageDataConfig(Section):
+class ImageDataConfig(DataConfig):
     source: Literal["digits", "cifar10", "folder"] | None = Field(
         None, description="digits (scikit-learn's 8x8 handwritten digits, upscaled), cifar10, or folder (default: folder when data.path is set, else digits)"
     )

@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from genforge.core import DataError, DataSource, Section, store
+from genforge.core import DataConfig, DataError, DataSource, Section, store
 
 from . import corpus
 from . import grid as G
@@ -28,7 +28,7 @@ from . import grid as G
 PREPARE_VERSION = "chorales-prepare-1"
 
 
-class ChoraleDataConfig(Section):
+class ChoraleDataConfig(DataConfig):
     source: Literal["bach"] = Field("bach", description="bach: the Bach chorales in music21's corpus (used when data.path is unset)")
     path: str | None = Field(None, description="a folder of four-part MIDI/MusicXML files to train on instead (searched recursively)")
     test_fraction: float = Field(0.1, gt=0, lt=1, description="share of the pieces held out as the evaluation reference")
