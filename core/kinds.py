@@ -64,6 +64,23 @@ class SampleKind:
         return None
 
 
+def read_as(kind: SampleKind, path: Path, step: str = "check") -> Any:
+    """``kind.check(path)`` (or ``count``, ``load``) with any failure of a user's file as one ``DataError`` naming it.
+
+    The host calls a kind's methods through this where a person gave the path (``genforge evaluate``,
+    the evaluate step), so that a plugin's loader failing on binary bytes or a bad row is one line,
+    not a ``UnicodeDecodeError`` from deep inside.
+    """
+    try:
+        return getattr(kind, step)(Path(path))
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(
+            f"{path} cannot be read as {kind.name} samples ({type(exc).__name__}: {exc}); {kind.name} samples are {kind.description or kind.name}"
+        ) from None
+
+
 def _save(fig, out: Path) -> Path:
     import matplotlib.pyplot as plt
 

@@ -19,6 +19,7 @@ from . import distributed
 from .config import GeneratorConfig, load_spec, parse_override, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
 from .errors import ConfigError, DataError, LeaseLost, TrainingFailed
+from .kinds import read_as
 from .plugin_manager import call_listeners, evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore, read_jsonl, redact_secrets, unredact
 from .training import Trainer, TrainResult
@@ -124,11 +125,18 @@ class Steps:
         self.generator = self.generator_cls()
         model = spec_model(self.generator_cls.Config, [ev for _, ev in evaluators(self.pm, self.generator_cls.kind)], strict=False)
         sections = {k: v for k, v in spec.items() if k != "generator"}
-        # Evaluator sections are mappings; anything else (a spec of genforge 0.1) falls back to the evaluators' defaults.
-        sections["evaluate"] = {k: v for k, v in (sections.get("evaluate") or {}).items() if isinstance(v, dict)}
+        # Evaluator sections are mappings; anything else (a setting of an older spec, before evaluators had sections)
+        # is ignored, and said so, rather than silently dropped.
+        evaluate = sections.get("evaluate") or {}
+        sections["evaluate"] = {k: v for k, v in evaluate.items() if isinstance(v, dict)}
         self.config: GeneratorConfig = model.model_validate(sections)
         self.info = RunInfo(self.run.id, spec["generator"], self.run.path)
         self._listener_failures: set[tuple[str, str]] = set()
+        for field in [k for k, v in evaluate.items() if not isinstance(v, dict)]:
+            note = (f"evaluate.{field} in this run's spec is no evaluator's section and is ignored; an evaluator's settings are "
+                    f"evaluate.<evaluator>.<field> (`genforge plugins` lists the evaluators)")
+            if add_note(self.run, note):
+                log.warning("run %s: %s", self.run.id, note)
 
     def _relative(self, path: Path) -> str:
         """Paths inside the run folder are recorded relative to it, so a copy elsewhere still works."""
@@ -364,12 +372,18 @@ class Steps:
 NOTES = "logs/notes.jsonl"  # sentences for the report that steps before evaluate found (a listener that failed)
 
 
-def add_note(run: Run, note: str) -> None:
-    """A sentence for the run's report and summary, kept until the evaluate step (which may run in another process)."""
+def add_note(run: Run, note: str) -> bool:
+    """A sentence for the run's report and summary, kept until the evaluate step (which may run in another process).
+
+    False when the run has it already (each step of a run may find the same thing).
+    """
     path = run.path / NOTES
+    if note in run_notes(run):
+        return False
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fh.write(json.dumps({"note": note}) + "\n")
+    return True
 
 
 def run_notes(run: Run) -> list[str]:
@@ -391,7 +405,7 @@ def evaluate_samples(
     Shared by a run's evaluate step and ``genforge evaluate``. The samples are checked by
     their kind first (a path of the wrong form is one clear error, before any evaluator).
     """
-    get_kind(samples.kind, pm).check(samples.path)
+    read_as(get_kind(samples.kind, pm), samples.path, "check")
     timings = {}
     for plugin, ev, settings in chosen:
         t0 = time.perf_counter()

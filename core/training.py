@@ -498,6 +498,17 @@ class Trainer:
             if stopped:
                 return result(stopped, last_metrics)
 
+    def record_fit(self, seconds: float, stopped_by: str = "fitted", parameters: dict[str, int] | None = None,
+                   metrics: dict[str, float] | None = None) -> TrainResult:
+        """Record a fit that needs no training loop (closed form, another library's optimiser) as the run's training.
+
+        A generator whose ``fit`` does not call ``fit``/``fit_networks`` calls this instead, so the run
+        has a training record like any other (``training.json``: seconds, how it stopped, parameters).
+        """
+        self.damaged = []
+        self.result = TrainResult(0, float(seconds), stopped_by, None, dict(metrics or {}), None, dict(parameters or {}))
+        return self.result
+
     def ema_state(self, network: str) -> dict[str, torch.Tensor] | None:
         """The EMA of a network's parameters so far, during a fit (None: no EMA kept for it).
 

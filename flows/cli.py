@@ -311,10 +311,12 @@ def evaluate(
     from genforge.core.config import load_spec, spec_model
     from genforge.core.plugin_manager import datasets, default_reference, evaluators, get_kind
     from genforge.core.runner import evaluate_samples, metrics_record
+    from genforge.core.kinds import read_as
     from genforge.core.store import home
+    from genforge.core.store.run import finite
 
     sample_kind = get_kind(kind)  # an unknown kind lists the known ones
-    sample_kind.check(path)
+    read_as(sample_kind, path, "check")
 
     def resolve(spec: str) -> Path:
         if Path(spec).exists():
@@ -344,12 +346,12 @@ def evaluate(
     settings = load_spec(spec_model(_EvaluateOnly, [ev for _, ev in chosen]), overrides=[f"evaluate.{s}" for s in set_]).evaluate
     out = out or home() / "evaluations" / f"{dt.datetime.now():%Y%m%d-%H%M%S}-{path.stem}"
     out.mkdir(parents=True, exist_ok=True)
-    samples = Samples(kind, path, sample_kind.count(path))
+    samples = Samples(kind, path, read_as(sample_kind, path, "count"))
     report = Report(f"evaluate {path}")
     todo = [(plugin, ev, getattr(settings, ev.name)) for plugin, ev in chosen]
     timings = evaluate_samples(samples, ref, out, [t for t in todo if t[2].enabled], report)
     record = metrics_record(report, timings)
-    (out / "metrics.json").write_text(json.dumps(record, indent=2, default=str))
+    (out / "metrics.json").write_text(json.dumps(finite(record), indent=2, default=str, allow_nan=False))
     if as_json:
         print(json.dumps(record["metrics"], indent=2, default=str))
         for note in report.notes:

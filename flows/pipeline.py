@@ -23,7 +23,7 @@ from prefect.runtime import flow_run as current_flow_run
 
 from genforge.core import GenforgeError, Run, RunStore, TrainingFailed
 from genforge.core import store as store_module
-from genforge.core.plugin_manager import get_plugin_manager
+from genforge.core.plugin_manager import get_plugin_manager, registry
 from genforge.core.config import parse_override
 from genforge.core.runner import Steps, create_run, give_redacted
 
@@ -153,6 +153,10 @@ def pipeline(
     """
     logger = get_run_logger()
     pm = get_plugin_manager()
+    for failure in registry(pm).failures:  # said on the worker's stderr too; here for whoever watches the UI
+        logger.warning(failure.line())
+    for plugin, why in getattr(pm, "skipped", {}).items():
+        logger.info("plugin %r not loaded: %s", plugin, why)
     load_storage_credentials()
     check_store_allowed(store)
     runs = RunStore(store)

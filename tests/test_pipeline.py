@@ -27,8 +27,21 @@ def test_pipeline_flow_leaves_run_and_artifacts(harness, store):
 
     from helpers.crash import crash_after_checkpoints
 
-    with crash_after_checkpoints(1) as crash:  # the train task's retry must resume from the first checkpoint
-        state = pipeline(generator="molecule-diffusion", spec=tiny_spec(), return_state=True)
+    from genforge.core import hookimpl
+    from genforge.core.plugin_manager import get_plugin_manager
+
+    class UnreachableLicence:  # a plugin that fails to register: said in the flow run's log, for whoever watches the UI
+        @hookimpl
+        def genforge_datasets(self):
+            raise RuntimeError("cannot reach the licence server")
+
+    pm = get_plugin_manager()
+    pm.register(UnreachableLicence(), name="acme-licensed")
+    try:
+        with crash_after_checkpoints(1) as crash:  # the train task's retry must resume from the first checkpoint
+            state = pipeline(generator="molecule-diffusion", spec=tiny_spec(), return_state=True)
+    finally:
+        pm.unregister(name="acme-licensed")
     assert state.is_completed(), state
     run_dir = Path(state.result())
     assert crash["crashes"] == 1
@@ -50,6 +63,10 @@ def test_pipeline_flow_leaves_run_and_artifacts(harness, store):
         runs = client.read_task_runs()
         names = {r.name.rsplit("-", 1)[0] for r in runs if r.flow_run_id == flow_run_id}
         assert {"prepare-data", "train", "sample", "evaluate"} <= names
+        from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+        logs = [entry.message for entry in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+        assert any("plugin 'acme-licensed'" in m and "cannot reach the licence server" in m for m in logs), logs[:20]
 
 
 def test_bad_spec_fails_before_anything_runs(harness, store):

@@ -11,7 +11,7 @@ import pytest
 from genforge.core import DataError, Evaluation, Evaluator, Metric, hookimpl
 from genforge.core.plugin_manager import plugin_infos, registry
 from genforge.core.testing import check_generator, quick_run
-from genforge.core.testing.toy import GaussianGenerator, ToyPlugin
+from genforge.core.testing.toy import GaussianGenerator, MomentsEvaluator, ToyPlugin
 
 
 def test_the_toy_passes_the_conformance_checks(genforge_home, genforge_pm):
@@ -214,3 +214,121 @@ def test_an_empty_data_path_is_an_error_not_the_default_data(genforge_home, genf
 
     with pytest.raises(ConfigError, match="data.path is empty"):
         create_run("toy-gaussian", overrides=["data.path="], pm=genforge_pm(ToyPlugin()))
+
+
+# -- what the plugin kit catches: seeded bugs ----------------------------------------------------------
+
+
+class NaNMoments(MomentsEvaluator):
+    """A bug: a metric that could not be computed reported as NaN."""
+
+    name: ClassVar[str] = "nan-moments"
+
+    def evaluate(self, samples, reference, out_dir, config):
+        result = super().evaluate(samples, reference, out_dir, config)
+        return Evaluation(self.name, [*result.metrics, Metric("kurtosis_error", float("nan"), False)])
+
+
+class NaNPlugin:
+    @hookimpl
+    def genforge_evaluators(self):
+        return [NaNMoments()]
+
+
+class NoEngine(GaussianGenerator):
+    """A bug: fit writes weights without going through the engine, so nothing records or resumes the training."""
+
+    name: ClassVar[str] = "no-engine"
+
+    def fit(self, data, config, trainer):
+        import torch
+        from safetensors.torch import save_file
+
+        from genforge.core import Checkpoint
+
+        weights = trainer.run_dir / "toy.safetensors"
+        save_file({"mean": torch.zeros(2), "log_std": torch.zeros(2)}, str(weights))
+        return Checkpoint(weights, 0)
+
+
+class NoEnginePlugin:
+    @hookimpl
+    def genforge_generators(self):
+        return [NoEngine]
+
+
+def test_the_kit_refuses_a_nan_metric_and_the_run_records_it_as_null(genforge_home, genforge_pm):
+    from genforge.core.testing import check_evaluator
+
+    pm = genforge_pm(ToyPlugin(), NaNPlugin())
+    run = quick_run("toy-gaussian", {"train": {"max_steps": 5}, "sample": {"n": 20}}, pm)
+    text = (run.path / "metrics.json").read_text()
+    record = json.loads(text, parse_constant=lambda c: pytest.fail(f"metrics.json holds {c}, which is not JSON"))
+    assert record["metrics"]["kurtosis_error"] is None
+    nan = next(m for e in record["evaluations"] if e["evaluator"] == "nan-moments" for m in e["metrics"] if m["name"] == "kurtosis_error")
+    assert nan["value"] is None
+    from genforge.core.runner import Steps
+
+    steps = Steps(run, pm)
+    with pytest.raises(AssertionError, match=r"nan-moments.kurtosis_error is nan: a metric that cannot be computed is left out"):
+        check_evaluator(NaNMoments(), steps.samples(), steps.generator.reference(steps.prepared(), steps.config), run.path / "check")
+
+
+def test_the_kit_flags_a_fit_that_bypassed_the_engine(genforge_home, genforge_pm):
+    pm = genforge_pm(ToyPlugin(), NoEnginePlugin())
+    with pytest.raises(AssertionError, match=r"no-engine: fit returned without training through the engine .* \(trainer.record_fit\)"):
+        check_generator("no-engine", pm=pm)
+
+
+def test_data_max_rejected_is_a_field_of_every_generator(genforge_home, genforge_pm):
+    from genforge.core import ConfigError, GeneratorConfig, Section
+    from genforge.core.runner import create_run
+
+    class PlainData(Section):  # an outside plugin's data section that predates DataConfig
+        n: int = 3
+
+    class PlainConfig(GeneratorConfig):
+        data: PlainData = PlainData()
+
+    class Plain(GaussianGenerator):
+        name: ClassVar[str] = "plain"
+        Config: ClassVar[type] = PlainConfig
+
+    class PlainPlugin:
+        @hookimpl
+        def genforge_generators(self):
+            return [Plain]
+
+    pm = genforge_pm(ToyPlugin(), PlainPlugin())
+    for generator in ("toy-gaussian", "plain"):
+        run = create_run(generator, overrides=["data.max_rejected=0.9"], pm=pm)
+        assert run.spec["data"]["max_rejected"] == 0.9
+    with pytest.raises(ConfigError, match="data.max_rejected"):
+        create_run("plain", overrides=["data.max_rejected=2"], pm=pm)
+
+
+def test_an_evaluate_setting_that_is_no_evaluators_section_is_said_not_dropped(genforge_home, genforge_pm, caplog):
+    import yaml
+
+    from genforge.core.runner import create_run, run_all
+
+    pm = genforge_pm(ToyPlugin())
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 5}, "sample": {"n": 10}}, pm=pm)
+    spec = yaml.safe_load((run.path / "spec.yaml").read_text())
+    spec["evaluate"]["figure"] = False  # a setting from before evaluators had their own sections
+    (run.path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    with caplog.at_level("WARNING", logger="genforge"):
+        run_all(run, pm)
+    said = [r.getMessage() for r in caplog.records if "evaluate.figure" in r.getMessage()]
+    assert len(said) == 1 and "is no evaluator's section and is ignored" in said[0]
+    assert any("evaluate.figure" in n for n in run.metrics()["notes"])
+
+
+def test_a_samples_file_a_kind_cannot_read_is_one_line(genforge_home, toy_dist, tmp_path):
+    from genforge.flows.cli import invoke
+
+    bad = tmp_path / "vectors.npy"
+    bad.write_bytes(b"\x93NUMPY\x01\x00garbage\xff\xfe" * 10)
+    r = invoke("evaluate", "vectors", str(bad), "--reference", str(bad))
+    assert r.code == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert r.stderr.startswith(f"error: {bad} cannot be read as vectors samples (") and "samples are a .npy file" in r.stderr

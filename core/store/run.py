@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import os
 import re
 import socket
@@ -22,6 +23,17 @@ from .secrets import redact_secrets, remember_store, unredact
 REMOTE_MARKER = ".remote"  # in a mirrored run folder: the run's URL
 _held_locks: dict[str, list] = {}  # run folder -> [open lock file, depth, lease or None], for this process
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # fullmatch: no trailing newline
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, for JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
 
 
 def valid_id(run_id: str) -> bool:
@@ -114,8 +126,9 @@ class Run:
             raise DataError(f"{p} is damaged ({exc}); restore it, or delete it to rebuild it by resuming the run") from None
 
     def write_json(self, name: str, obj: Any) -> Path:
+        """Written whole; a NaN or infinite number is written as null (JSON has neither)."""
         p = self.path / name
-        atomic_write_text(p, json.dumps(obj, indent=2, default=str) + "\n")
+        atomic_write_text(p, json.dumps(finite(obj), indent=2, default=str, allow_nan=False) + "\n")
         self.push(name)
         return p
 

@@ -52,6 +52,9 @@ def check_evaluation(ev: Evaluator, evaluation: Evaluation, kind: str) -> None:
     for m in evaluation.metrics:
         assert m.name and m.name.strip() == m.name, f"evaluator {ev.name!r}: a metric needs a name without spaces around it ({m.name!r})"
         assert isinstance(m.value, (int, float)) and not isinstance(m.value, bool), f"{ev.name}.{m.name} is {m.value!r}, not a number"
+        assert math.isfinite(m.value), (
+            f"{ev.name}.{m.name} is {m.value!r}: a metric that cannot be computed is left out (say why in Evaluation.notes), not NaN"
+        )
         assert m.higher_is_better is not None or m.floor is not None or m.description, (
             f"{ev.name}.{m.name}: say which way is better (higher_is_better), give a reference value (floor), or describe it"
         )
@@ -67,7 +70,8 @@ def check_generator(
     - the config's defaults are valid;
     - the samples load back through their kind, as many as asked for;
     - every evaluator of the kind scores them with well-formed metrics;
-    - the same seed gives the same samples (sampled again into a second run).
+    - the same seed gives the same samples (sampled again into a second run);
+    - fit went through the engine (or recorded a fit without a loop: ``trainer.record_fit``).
 
     Returns the first run's steps, for further checks of the plugin's own.
     """
@@ -82,6 +86,10 @@ def check_generator(
         assert (data.stats.get("train") or {}).get("kept", 1) > 0, f"{generator}: prepare kept no training data"
         checkpoint = steps.train(data)
         assert Path(checkpoint.path).exists(), f"{generator}: fit returned a checkpoint path that does not exist: {checkpoint.path}"
+        assert "stopped_by" in steps.run.read_json("training.json", {}), (
+            f"{generator}: fit returned without training through the engine (trainer.fit / trainer.fit_networks) or recording a "
+            "fit that needs no training loop (trainer.record_fit): the run has no training record, and no checkpoint to resume from"
+        )
         samples = steps.sample(checkpoint)
         runs.append((steps, data, samples))
     steps, data, samples = runs[0]
@@ -104,6 +112,4 @@ def check_evaluator(ev: Evaluator, samples: Samples, reference: Reference, out_d
     out_dir.mkdir(parents=True, exist_ok=True)
     result = ev.evaluate(samples, reference, out_dir, config if config is not None else ev.Config())
     check_evaluation(ev, result, samples.kind)
-    for m in result.metrics:
-        assert not (isinstance(m.value, float) and math.isinf(m.value)), f"{ev.name}.{m.name} is infinite"
     return result

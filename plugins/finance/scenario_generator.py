@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -128,7 +129,9 @@ class FinanceGenerator(Generator):
         """Fit on every day before the test period (train and validation), as a desk would."""
         returns, split = load_split(data.path)
         model = self.make_model(config)
+        t0 = time.perf_counter()
         model.fit(returns[split != "test"].to_numpy())
+        trainer.record_fit(time.perf_counter() - t0, stopped_by="fitted")  # arch's optimiser, no training loop
         path = trainer.run_dir / "model.json"
         if trainer.is_main:
             self.keep_history(data, trainer.run_dir)
