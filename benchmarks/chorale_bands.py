@@ -40,10 +40,15 @@ def main() -> None:
     folder, *_ = chorale_data.prepare(chorale_data.ChoraleDataConfig(), home() / "cache")
     test, train = (chorale_data.load_grids(folder / f"{name}.npz") for name in ("test", "train"))
     length = args.bars * 16
-    sets = {"held-out": PieceSet.of(*stretches(test, length)), "training": PieceSet.of(*stretches(train, length)),
-            "all": PieceSet.of(*stretches(test + train, length))}
-    print(f"{len(test)} held-out and {len(train)} training pieces; stretches of {args.bars} bars: "
-          + ", ".join(f"{name} {len(s)}" for name, s in sets.items()))
+    sets = {
+        "held-out": PieceSet.of(*stretches(test, length)),
+        "training": PieceSet.of(*stretches(train, length)),
+        "all": PieceSet.of(*stretches(test + train, length)),
+    }
+    print(
+        f"{len(test)} held-out and {len(train)} training pieces; stretches of {args.bars} bars: "
+        + ", ".join(f"{name} {len(s)}" for name, s in sets.items())
+    )
     print("\n| band of | " + " | ".join(f"{k} band | held-out / training / all inside" for k in KEYS) + " |")
     print("|---|" + "---|---|" * len(KEYS))
     for name, ref in sets.items():
@@ -68,11 +73,15 @@ def main() -> None:
                 range_bands[f"{band[0]:g}–{band[1]:g}"] += 1
             inside = (values(rest) >= band[0]) & (values(rest) <= band[1])
             shares[short].append(float(np.average(inside, weights=weights(rest))))
-    print(f"\n{args.splits} random splits of {len(pieces)} pieces: the other {len(pieces) - args.test}'s share inside the band of {args.test}")
+    print(
+        f"\n{args.splits} random splits of {len(pieces)} pieces: the other {len(pieces) - args.test}'s share inside the band of {args.test}"
+    )
     for short, got in shares.items():
         a = np.array(got)
-        print(f"  {short:8s} mean {a.mean():.3f}  p10 {np.percentile(a, 10):.3f}  median {np.median(a):.3f}  p90 {np.percentile(a, 90):.3f}  "
-              f"splits where it reaches 0.90: {(a >= 0.9).mean():.2f}")
+        print(
+            f"  {short:8s} mean {a.mean():.3f}  p10 {np.percentile(a, 10):.3f}  median {np.median(a):.3f}  p90 {np.percentile(a, 90):.3f}  "
+            f"splits where it reaches 0.90: {(a >= 0.9).mean():.2f}"
+        )
     print("  the range bands of the splits' held-out pieces, semitones: " + ", ".join(f"{b} in {n}" for b, n in range_bands.most_common()))
 
 

@@ -95,7 +95,10 @@ def main() -> None:
                 paths = model.simulate(history, 10_000, 250, np.random.default_rng(seed))
                 laps.append(time.perf_counter() - t1)
             timings.setdefault(label, []).append(float(np.median(laps)))
-            print(f"{label} seed {seed}: run {seconds:.0f} s, 10,000 x 250 days in {timings[label][-1]:.2f} s ({paths.shape}), {run.path}", flush=True)
+            print(
+                f"{label} seed {seed}: run {seconds:.0f} s, 10,000 x 250 days in {timings[label][-1]:.2f} s ({paths.shape}), {run.path}",
+                flush=True,
+            )
     print()
     print("| generator | " + " | ".join(h for _, h, _ in COLUMNS) + " | 10k×250d (s) |")
     print("|---" * (len(COLUMNS) + 2) + "|")

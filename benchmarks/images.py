@@ -26,9 +26,17 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = [("fd", "FD", "{:.3f}"), ("kid", "KID", "{:.4f}"), ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
-           ("confidence", "confidence", "{:.3f}"), ("class_max_share", "top class", "{:.3f}"), ("classes_covered", "classes", "{:.0f}"),
-           ("label_agreement", "as asked", "{:.3f}"), ("nn_ratio", "NN ratio", "{:.2f}")]
+COLUMNS = [
+    ("fd", "FD", "{:.3f}"),
+    ("kid", "KID", "{:.4f}"),
+    ("precision", "precision", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("confidence", "confidence", "{:.3f}"),
+    ("class_max_share", "top class", "{:.3f}"),
+    ("classes_covered", "classes", "{:.0f}"),
+    ("label_agreement", "as asked", "{:.3f}"),
+    ("nn_ratio", "NN ratio", "{:.2f}"),
+]
 
 
 def quality(args: argparse.Namespace) -> None:
@@ -50,8 +58,10 @@ def quality(args: argparse.Namespace) -> None:
         run_all(run)
         print(f"trained and evaluated run {run.id} in {time.time() - t0:.0f} s")
     training = run.read_json("training.json")
-    print(f"training: {training['step']} steps in {training['train_seconds']:.0f} s, {training['parameters']:,} parameters, "
-          f"{training['throughput']['value']:.0f} {training['throughput']['unit']} (last logging window), stopped by {training['stopped_by']}")
+    print(
+        f"training: {training['step']} steps in {training['train_seconds']:.0f} s, {training['parameters']:,} parameters, "
+        f"{training['throughput']['value']:.0f} {training['throughput']['unit']} (last logging window), stopped by {training['stopped_by']}"
+    )
     steps_ = Steps(run)
     reference = steps_.generator.reference(steps_.prepared(), steps_.config)
     net, meta = ImageDiffusion.load_model(steps_.checkpoint().path)
@@ -76,7 +86,11 @@ def quality(args: argparse.Namespace) -> None:
                     noise = torch.randn((b, *shape), generator=gen)
                     denoise = guided(edm, net, lab, args.guidance, len(classes))
                     sig = edm.sigmas(steps)
-                    x = stochastic(denoise, noise, sig, generator=gen) if sampler == "stochastic" else SAMPLERS[sampler](denoise, noise, sig)
+                    x = (
+                        stochastic(denoise, noise, sig, generator=gen)
+                        if sampler == "stochastic"
+                        else SAMPLERS[sampler](denoise, noise, sig)
+                    )
                     chunks.append(to_uint8(x))
             seconds = time.time() - t0
             folder = out_root / f"{sampler}-{steps}"
@@ -91,7 +105,9 @@ def quality(args: argparse.Namespace) -> None:
             print(f"  {sampler} {steps} steps: {seconds:.1f} s, FD {rows[-1][4]['fd']:.3f}", flush=True)
 
     rows.insert(0, (f"real ({args.n} training images)", "", "", "", floors))
-    print(f"\n{args.n} samples per row, guidance {args.guidance}; features: {'classifier' if 'confidence' in floors else 'random (the data has no labels)'}\n")
+    print(
+        f"\n{args.n} samples per row, guidance {args.guidance}; features: {'classifier' if 'confidence' in floors else 'random (the data has no labels)'}\n"
+    )
     header = ["sampler", "steps", "evals/image", "images/s"] + [h for _, h, _ in COLUMNS]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -114,8 +130,10 @@ def throughput(args: argparse.Namespace) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     res, channels = config.data.resolution, 1 if config.data.origin == "digits" and config.data.color != "rgb" else 3
     n_classes = 10
-    print(f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
-          f"{res}x{res}x{channels}, compile={config.train.compile and device.type == 'cuda'}")
+    print(
+        f"device {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'} ({torch.get_num_threads()} threads), torch {torch.__version__}, "
+        f"{res}x{res}x{channels}, compile={config.train.compile and device.type == 'cuda'}"
+    )
     edm = EDM()
     for batch in map(int, args.batch.split(",")):
         torch.manual_seed(0)
@@ -162,7 +180,9 @@ def throughput(args: argparse.Namespace) -> None:
         heun(denoise, noise, edm.sigmas(18))
         sync()
         seconds = time.time() - t0
-    print(f"sample batch {b:5d}: {35 * b / seconds:9.0f} image-evaluations/s; 50,000 images by Heun-18 (35 evaluations) would take {50_000 * 35 / (35 * b / seconds) / 60:.1f} min")
+    print(
+        f"sample batch {b:5d}: {35 * b / seconds:9.0f} image-evaluations/s; 50,000 images by Heun-18 (35 evaluations) would take {50_000 * 35 / (35 * b / seconds) / 60:.1f} min"
+    )
 
 
 def main() -> None:

@@ -29,8 +29,11 @@ def describe(label: str, smiles: list[str]) -> str:
     heavy, arom = sizes["heavy_atoms"], sizes["aromatic_rings"]
     p10, p50, p90 = np.percentile(heavy, [10, 50, 90])
     shares = [np.mean(arom == k) for k in (0, 1, 2)] + [np.mean(arom >= 3)]
-    return (f"| {label} | {len(mols)} / {len(smiles)} | {heavy.mean():.2f} | {p10:.0f} / {p50:.0f} / {p90:.0f} | "
-            + " | ".join(f"{s:.3f}" for s in shares) + f" | {arom.mean():.2f} |")
+    return (
+        f"| {label} | {len(mols)} / {len(smiles)} | {heavy.mean():.2f} | {p10:.0f} / {p50:.0f} / {p90:.0f} | "
+        + " | ".join(f"{s:.3f}" for s in shares)
+        + f" | {arom.mean():.2f} |"
+    )
 
 
 def main() -> None:

@@ -70,8 +70,16 @@ def main() -> None:
         data = run.read_json("data.json")
         smiles = [line.strip() for line in open(Path(data["path"]) / "test.smi") if line.strip()][:2000]
         training = run.read_json("training.json")
-        rows.append((name, training.get("step"), heldout_loss(run.path / "model.safetensors", smiles),
-                     metrics.get("FCD/Test"), metrics.get("Filters"), time.perf_counter() - t0))
+        rows.append(
+            (
+                name,
+                training.get("step"),
+                heldout_loss(run.path / "model.safetensors", smiles),
+                metrics.get("FCD/Test"),
+                metrics.get("Filters"),
+                time.perf_counter() - t0,
+            )
+        )
         print(f"{name}: done in {rows[-1][-1]:.0f} s", flush=True)
     print("\n| variant | steps | held-out loss (nats/token) | FCD/Test | Filters | seconds |\n|---|---|---|---|---|---|")
     for name, steps, loss, fcd, filters, secs in rows:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import torch
 
-from genforge.core.training import choose_device
 from genforge.core.blocks import STRATEGIES
+from genforge.core.training import choose_device
 from genforge.plugins.healthcare.evaluator import parse, size_stats
 from genforge.plugins.healthcare.generator import DIFFUSION, MoleculeDiffusion, resolve_init
 from genforge.plugins.healthcare.moses_metrics import moses_metrics
@@ -35,7 +35,9 @@ def main() -> None:
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
     ap.add_argument("--temperatures", default="0.9,1.0")
     ap.add_argument("--steps", default="16,32,64")
-    ap.add_argument("--top-p", default="0.95", help="nucleus masses to try, comma-separated (1: the whole distribution; 0.95: the generator's default)")
+    ap.add_argument(
+        "--top-p", default="0.95", help="nucleus masses to try, comma-separated (1: the whole distribution; 0.95: the generator's default)"
+    )
     ap.add_argument("--no-moses", action="store_true", help="skip FCD/SNN/IntDiv/Filters (the MOSES suite)")
     ap.add_argument("--reference", help="SMILES file to compare with (default: the run's prepared test set)")
     args = ap.parse_args()
@@ -77,8 +79,12 @@ def main() -> None:
                 canon = {Chem.MolToSmiles(m) for m in valid}
                 novel = f"{len(canon - train) / max(len(canon), 1):.3f}" if train is not None else "  –  "  # training set unknown
                 props = size_stats(valid)
-                suite = "" if args.no_moses else "  {FCD/Test:8.3f}  {SNN/Test:.3f}  {IntDiv:.3f}   {Filters:.3f}".format(
-                    **moses_metrics(out, references=("test",), device=device.type)
+                suite = (
+                    ""
+                    if args.no_moses
+                    else "  {FCD/Test:8.3f}  {SNN/Test:.3f}  {IntDiv:.3f}   {Filters:.3f}".format(
+                        **moses_metrics(out, references=("test",), device=device.type)
+                    )
                 )
                 print(
                     f"{strategy:11s} {temp:4.2f} {steps:5d}  {top_p:4.2f}   {len(valid) / len(out):.3f}   {len(canon) / max(len(valid), 1):.3f}   "

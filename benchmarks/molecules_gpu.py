@@ -26,24 +26,50 @@ import shutil
 import time
 from pathlib import Path
 
-
 from genforge.core.runner import Steps, create_run
 from genforge.plugins.healthcare.evaluator import read_samples
 
-ROW = ["validity", "unique@1k", "unique@10k", "FCD/Test", "FCD/TestSF", "SNN/Test", "SNN/TestSF", "Frag/Test",
-       "Scaf/Test", "Scaf/TestSF", "IntDiv", "IntDiv2", "Filters", "novelty"]
+ROW = [
+    "validity",
+    "unique@1k",
+    "unique@10k",
+    "FCD/Test",
+    "FCD/TestSF",
+    "SNN/Test",
+    "SNN/TestSF",
+    "Frag/Test",
+    "Scaf/Test",
+    "Scaf/TestSF",
+    "IntDiv",
+    "IntDiv2",
+    "Filters",
+    "novelty",
+]
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
-    return [
-        "data.source=moses-full", "data.max_reference=10000",
-        "model.d_model=256", "model.n_layers=6", "model.n_heads=8",
-        f"train.max_minutes={args.minutes}", "train.max_steps=null", "train.batch_size=512", "train.lr=1.5e-3",
-        "train.warmup_steps=300", "train.checkpoint_every=5000", "train.log_every=200",
-        f"sample.n={args.samples}", "sample.batch_size=2000",
-    ] + (["train.compile=true"] if args.compile else []) + (["train.device=" + args.device] if args.device else []) + (
-        [f"data.path={args.data}"] if args.data else []
-    ) + args.overrides
+    return (
+        [
+            "data.source=moses-full",
+            "data.max_reference=10000",
+            "model.d_model=256",
+            "model.n_layers=6",
+            "model.n_heads=8",
+            f"train.max_minutes={args.minutes}",
+            "train.max_steps=null",
+            "train.batch_size=512",
+            "train.lr=1.5e-3",
+            "train.warmup_steps=300",
+            "train.checkpoint_every=5000",
+            "train.log_every=200",
+            f"sample.n={args.samples}",
+            "sample.batch_size=2000",
+        ]
+        + (["train.compile=true"] if args.compile else [])
+        + (["train.device=" + args.device] if args.device else [])
+        + ([f"data.path={args.data}"] if args.data else [])
+        + args.overrides
+    )
 
 
 def train_and_sample(args: argparse.Namespace) -> tuple[Path, Path, dict]:
@@ -63,10 +89,20 @@ def train_and_sample(args: argparse.Namespace) -> tuple[Path, Path, dict]:
         "run": str(run.path),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
-        "data": {"molecules": data.stats["train"]["kept"], "cache": data.stats.get("cache"), "prepare_s": round(t_prepare, 1),
-                 "representation": data.stats["representation"], "vocab_size": data.stats["vocab_size"]},
-        "model": {"parameters": training["parameters"], "steps": training["step"], "train_s": training["train_seconds"],
-                  "tokens_per_s": (training.get("throughput") or {}).get("value"), "compile": args.compile},
+        "data": {
+            "molecules": data.stats["train"]["kept"],
+            "cache": data.stats.get("cache"),
+            "prepare_s": round(t_prepare, 1),
+            "representation": data.stats["representation"],
+            "vocab_size": data.stats["vocab_size"],
+        },
+        "model": {
+            "parameters": training["parameters"],
+            "steps": training["step"],
+            "train_s": training["train_seconds"],
+            "tokens_per_s": (training.get("throughput") or {}).get("value"),
+            "compile": args.compile,
+        },
         "sampling": {"molecules": samples.count, "seconds": sampled["seconds"], "molecules_per_s": sampled["per_s"], **samples.meta},
         "spec": (run.path / "spec.yaml").read_text(),
     }
@@ -92,12 +128,18 @@ def score(raw: list[str], train_file: Path, test_file: Path, summary: dict) -> N
     (ha, ar), (ha_ref, ar_ref) = means(valid), means(test)
     d, mo, sa = summary["data"], summary["model"], summary["sampling"]
     print(f"run folder: {summary['run']} ({summary['device']}, torch {summary['torch']})")
-    print(f"data: {d['molecules']} training molecules ({d['cache']}, prepare {d['prepare_s']:.0f} s), "
-          f"{d['representation']} tokens, vocabulary {d['vocab_size']}")
-    print(f"model: {mo['parameters']:,} parameters, {mo['steps']} steps in {mo['train_s']} s, "
-          f"{(mo['tokens_per_s'] or float('nan')):,.0f} training tokens/s (last window)")
+    print(
+        f"data: {d['molecules']} training molecules ({d['cache']}, prepare {d['prepare_s']:.0f} s), "
+        f"{d['representation']} tokens, vocabulary {d['vocab_size']}"
+    )
+    print(
+        f"model: {mo['parameters']:,} parameters, {mo['steps']} steps in {mo['train_s']} s, "
+        f"{(mo['tokens_per_s'] or float('nan')):,.0f} training tokens/s (last window)"
+    )
     valid_rate = sa["molecules_per_s"] * m["validity"]
-    print(f"sampling: {sa['molecules']} molecules, {sa['molecules_per_s']:,.0f} molecules/s ({valid_rate:,.0f} valid/s); suite {t_suite:.0f} s")
+    print(
+        f"sampling: {sa['molecules']} molecules, {sa['molecules_per_s']:,.0f} molecules/s ({valid_rate:,.0f} valid/s); suite {t_suite:.0f} s"
+    )
     print("| " + " | ".join(ROW) + " |")
     print("|" + "---|" * len(ROW))
     print("| " + " | ".join(f"{m.get(k, float('nan')):.3f}" for k in ROW) + " |")
@@ -116,7 +158,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, metavar="DIR", help="train on a prepared folder (from --export) instead of preparing")
     ap.add_argument("--out", type=Path, metavar="DIR", help="copy samples.smi and summary.json to DIR")
     ap.add_argument("--no-suite", action="store_true", help="stop after sampling (a machine without RDKit); score later with --score")
-    ap.add_argument("--score", type=Path, metavar="DIR", help="score DIR/samples.smi (from --out) against the data the --set options prepare")
+    ap.add_argument(
+        "--score", type=Path, metavar="DIR", help="score DIR/samples.smi (from --out) against the data the --set options prepare"
+    )
     args = ap.parse_args()
 
     if args.export or args.score:

@@ -56,7 +56,10 @@ def main() -> None:
     print(f"loading the reference statistics: {t_ref:.1f} s")
     for k, v in timings.items():
         print(f"  {k:55s} {v:8.2f} s")
-    print(f"suite total: {total:.1f} s" + (f" (+ KL {timings['GuacaMol KL']:.1f} s = {total + timings['GuacaMol KL']:.1f} s)" if args.kl else ""))
+    print(
+        f"suite total: {total:.1f} s"
+        + (f" (+ KL {timings['GuacaMol KL']:.1f} s = {total + timings['GuacaMol KL']:.1f} s)" if args.kl else "")
+    )
     if args.check_filters:
         from genforge.plugins.healthcare.moses_metrics import pmap
 
@@ -64,8 +67,10 @@ def main() -> None:
         fast = pmap(_filters_pair, smiles, args.jobs)
         valid = [f for f in fast if f is not None]
         differ = sum(a != b for a, b in valid)
-        print(f"filters screened vs every SMARTS: {differ} disagreements in {len(valid)} molecules "
-              f"(pass rate {np.mean([a for a, _ in valid]):.4f}; {time.perf_counter() - t1:.1f} s)")
+        print(
+            f"filters screened vs every SMARTS: {differ} disagreements in {len(valid)} molecules "
+            f"(pass rate {np.mean([a for a, _ in valid]):.4f}; {time.perf_counter() - t1:.1f} s)"
+        )
 
 
 def _filters_pair(smiles: str):

@@ -32,11 +32,22 @@ from pathlib import Path
 
 import numpy as np
 
-COLUMNS = [("loads_back", "loads", "{:.2f}"), ("pc_histogram_distance", "PC hist JS", "{:.3f}"), ("pc_profile_distance", "PC profile JS", "{:.3f}"),
-           ("pc_entropy", "PC entropy", "{:.2f}"), ("in_band_entropy", "in band: entropy", "{:.3f}"), ("in_band_scale", "scale", "{:.3f}"),
-           ("in_band_range", "range", "{:.3f}"), ("scale_consistency", "scale cons.", "{:.3f}"), ("out_of_range", "out of range", "{:.3f}"),
-           ("voice_crossings", "crossings /100 beats", "{:.2f}"), ("parallel_fifths", "par. 5ths", "{:.2f}"), ("parallel_octaves", "par. 8ves", "{:.2f}"),
-           ("parallels_ratio", "parallels / real", "{:.2f}"), ("polyphony", "polyphony", "{:.2f}")]
+COLUMNS = [
+    ("loads_back", "loads", "{:.2f}"),
+    ("pc_histogram_distance", "PC hist JS", "{:.3f}"),
+    ("pc_profile_distance", "PC profile JS", "{:.3f}"),
+    ("pc_entropy", "PC entropy", "{:.2f}"),
+    ("in_band_entropy", "in band: entropy", "{:.3f}"),
+    ("in_band_scale", "scale", "{:.3f}"),
+    ("in_band_range", "range", "{:.3f}"),
+    ("scale_consistency", "scale cons.", "{:.3f}"),
+    ("out_of_range", "out of range", "{:.3f}"),
+    ("voice_crossings", "crossings /100 beats", "{:.2f}"),
+    ("parallel_fifths", "par. 5ths", "{:.2f}"),
+    ("parallel_octaves", "par. 8ves", "{:.2f}"),
+    ("parallels_ratio", "parallels / real", "{:.2f}"),
+    ("polyphony", "polyphony", "{:.2f}"),
+]
 
 
 def main() -> None:
@@ -46,7 +57,12 @@ def main() -> None:
     p.add_argument("--set", action="append", default=[], help="override for the trained runs (repeatable)")
     p.add_argument("--n", type=int, default=64)
     p.add_argument("--bars", type=int, default=8)
-    p.add_argument("--sample", action="append", default=[], help="sampling setting FIELD=VALUE instead of the run's (e.g. strategy=ancestral, temperature=0.8)")
+    p.add_argument(
+        "--sample",
+        action="append",
+        default=[],
+        help="sampling setting FIELD=VALUE instead of the run's (e.g. strategy=ancestral, temperature=0.8)",
+    )
     args = p.parse_args()
     os.environ.setdefault("GENFORGE_HOME", tempfile.mkdtemp(prefix="music-bench-home-"))
 
@@ -71,8 +87,10 @@ def main() -> None:
         test = held_out["test"]
         fake = PieceSet.of(read_pieces(folder)[0])
         keys = ("pitch_class_entropy", "scale_consistency", "pitch_range")
-        return {"held_out_bands": " / ".join(f"{fake.in_band(k, test.band(k)):.3f}" for k in keys),
-                "held_out_bands_real": " / ".join(f"{test.in_band(k, test.band(k)):.3f}" for k in keys)}
+        return {
+            "held_out_bands": " / ".join(f"{fake.in_band(k, test.band(k)):.3f}" for k in keys),
+            "held_out_bands_real": " / ".join(f"{test.in_band(k, test.band(k)):.3f}" for k in keys),
+        }
 
     evaluator, ev_config = ChoraleEvaluator(), ChoraleEvaluator.Config(rolls=0)
     rows, out_root = [], Path(tempfile.mkdtemp(prefix="music-bench-"))
@@ -87,14 +105,25 @@ def main() -> None:
         training = run.read_json("training.json")
         details = training["details"]
         nll = details.get("heldout_masked_nll", details.get("heldout_nll"))
-        print(f"{order}: {training['step']} steps in {training['train_seconds']:.0f} s, {training['parameters']:,} parameters, "
-              f"{training['throughput']['value']:.0f} {training['throughput']['unit']}; held-out NLL {nll} ({details.get('heldout_note')})")
+        print(
+            f"{order}: {training['step']} steps in {training['train_seconds']:.0f} s, {training['parameters']:,} parameters, "
+            f"{training['throughput']['value']:.0f} {training['throughput']['unit']}; held-out NLL {nll} ({details.get('heldout_note')})"
+        )
         steps = Steps(run)
         reference = steps.generator.reference(steps.prepared(), steps.config)
         net, meta = ChoraleDiffusion.load_model(steps.checkpoint().path)
-        cfg = type(steps.config.sample).model_validate({**steps.config.sample.model_dump(), **dict(kv.split("=", 1) for kv in args.sample),
-                                                        "n": args.n, "bars": args.bars, "previews": 0})
-        print(f"{order}: sampling with strategy={cfg.strategy} temperature={cfg.temperature} steps={cfg.steps} top_p={cfg.top_p}", flush=True)
+        cfg = type(steps.config.sample).model_validate(
+            {
+                **steps.config.sample.model_dump(),
+                **dict(kv.split("=", 1) for kv in args.sample),
+                "n": args.n,
+                "bars": args.bars,
+                "previews": 0,
+            }
+        )
+        print(
+            f"{order}: sampling with strategy={cfg.strategy} temperature={cfg.temperature} steps={cfg.steps} top_p={cfg.top_p}", flush=True
+        )
         length = args.bars * 16
 
         # unconditional
@@ -121,21 +150,42 @@ def main() -> None:
         seconds = time.time() - t0
         folder = out_root / f"{order}-harmonised"
         write_pieces(list(harmonised), folder, cfg)
-        kept = np.mean([G.notes(parse_score(f, key_analysis=False)[0])[0] == G.notes(np.stack([s] * 4))[0]
-                        for f, s in zip(sorted((folder / "midi").glob("*.mid")), sopranos)])
+        kept = np.mean(
+            [
+                G.notes(parse_score(f, key_analysis=False)[0])[0] == G.notes(np.stack([s] * 4))[0]
+                for f, s in zip(sorted((folder / "midi").glob("*.mid")), sopranos)
+            ]
+        )
         ev = evaluator.evaluate(Samples("music", folder, len(harmonised)), reference, folder / "eval", ev_config)
         values = {m.name: m.value for m in ev.metrics} | {"soprano_kept": kept} | held_out_bands(folder, length)
         rows.append((order, f"harmonise {len(sopranos)} held-out soprano stretches", f"{len(harmonised) / seconds:.1f}", nll, values))
 
     rows.insert(0, ("real", "held-out Bach chorales", "", None, floors | {"held_out_bands": held_out_bands_real}))
-    header = ["order", "task", "pieces/s", "held-out NLL"] + [h for _, h, _ in COLUMNS] + ["out of range S/A/T/B %", "soprano kept", "in band, held-out bands"]
+    header = (
+        ["order", "task", "pieces/s", "held-out NLL"]
+        + [h for _, h, _ in COLUMNS]
+        + ["out of range S/A/T/B %", "soprano kept", "in band, held-out bands"]
+    )
     print("\n| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for order, task, rate, nll, values in rows:
         cells = [fmt.format(values[k]) if values.get(k) is not None and np.isfinite(values[k]) else "–" for k, _, fmt in COLUMNS]
-        cells.append(" / ".join(f"{values[f'out_of_range_{v}'] * 100:.1f}" for v in G.VOICES) if f"out_of_range_{G.VOICES[0]}" in values else "–")
+        cells.append(
+            " / ".join(f"{values[f'out_of_range_{v}'] * 100:.1f}" for v in G.VOICES) if f"out_of_range_{G.VOICES[0]}" in values else "–"
+        )
         kept = values.get("soprano_kept")
-        print("| " + " | ".join(map(str, [order, task, rate, "–" if nll is None else nll] + cells + ["–" if kept is None else f"{kept:.2f}", values.get("held_out_bands", "–")])) + " |")
+        print(
+            "| "
+            + " | ".join(
+                map(
+                    str,
+                    [order, task, rate, "–" if nll is None else nll]
+                    + cells
+                    + ["–" if kept is None else f"{kept:.2f}", values.get("held_out_bands", "–")],
+                )
+            )
+            + " |"
+        )
     print()
     for name in ("in_band_entropy", "in_band_scale", "in_band_range"):
         print(f"{name}: {bands[name]}")

@@ -30,9 +30,16 @@ def main() -> None:
     from genforge.core.runner import create_run, run_all
 
     overrides = [
-        "data.max_molecules=5000", "model.d_model=64", "model.n_heads=4", "model.n_layers=2",
-        f"train.max_steps={args.steps}", "train.max_minutes=null", "train.batch_size=64",
-        f"train.checkpoint_every={max(args.steps // 4, 1)}", f"sample.n={args.samples}", "sample.steps=16",
+        "data.max_molecules=5000",
+        "model.d_model=64",
+        "model.n_heads=4",
+        "model.n_layers=2",
+        f"train.max_steps={args.steps}",
+        "train.max_minutes=null",
+        "train.batch_size=64",
+        f"train.checkpoint_every={max(args.steps // 4, 1)}",
+        f"sample.n={args.samples}",
+        "sample.steps=16",
         "evaluate.rdkit.max_reference=500",
     ]
     # A warm-up run fills the prepared-data and reference-property caches, so both timed runs find them.
@@ -43,9 +50,9 @@ def main() -> None:
     direct = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    import genforge.flows  # noqa: F401  (Prefect defaults)
     from prefect import flow
 
+    import genforge.flows  # noqa: F401  (Prefect defaults)
     from genforge.flows.pipeline import pipeline
 
     t_import = time.perf_counter() - t0

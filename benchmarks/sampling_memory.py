@@ -37,8 +37,8 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("GENFORGE_HOME", tempfile.mkdtemp(prefix="genforge-sampling-memory-"))
     from genforge.core.runner import Steps, create_run
-    from genforge.plugins.healthcare.generator import MoleculeDiffusion
     from genforge.core.testing import overrides_from_spec
+    from genforge.plugins.healthcare.generator import MoleculeDiffusion
 
     tiny = overrides_from_spec(MoleculeDiffusion.test_spec)
     run = create_run("molecule-diffusion", overrides=[*tiny, "train.max_steps=50", f"sample.batch_size={args.batch_size}"])
@@ -51,7 +51,9 @@ def main() -> None:
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, "-c", CHILD, str(run.path), str(n)], capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {r['n']:,} | {r['seconds']:.1f} | {r['n'] / r['seconds']:,.0f} | {r['peak_rss_mb']:,.0f} | {r['file_mb']:.1f} |", flush=True)
+        print(
+            f"| {r['n']:,} | {r['seconds']:.1f} | {r['n'] / r['seconds']:,.0f} | {r['peak_rss_mb']:,.0f} | {r['file_mb']:.1f} |", flush=True
+        )
         _ = time.perf_counter() - t0
 
 

@@ -25,7 +25,18 @@ from .contracts import (
     RunInfo,
     Samples,
 )
-from .errors import ConfigError, DataError, GenforgeError, LeaseLost, RunBusy, RunNotFound, StopRun, TrainingDiverged, TrainingFailed, UnknownNameError
+from .errors import (
+    ConfigError,
+    DataError,
+    GenforgeError,
+    LeaseLost,
+    RunBusy,
+    RunNotFound,
+    StopRun,
+    TrainingDiverged,
+    TrainingFailed,
+    UnknownNameError,
+)
 from .hookspecs import hookimpl, hookspec
 from .kinds import SampleKind
 from .store import Run, RunStore
@@ -37,9 +48,42 @@ except _metadata.PackageNotFoundError:  # running from a source tree without an 
     __version__ = "0+unknown"
 
 __all__ = [
-    "Checkpoint", "ConfigError", "DataConfig", "DataError", "DataSource", "Evaluation", "Evaluator", "EvaluatorConfig",
-    "Generator", "GeneratorConfig", "GenforgeError", "LeaseLost", "Metric", "OptimizerConfig", "PhaseConfig", "PreparedData",
-    "Reference", "Report", "Run", "RunBusy", "RunInfo", "RunNotFound", "RunStore", "SampleConfig", "SampleKind", "Samples",
-    "Section", "StopRun", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "TrainingFailed", "UnknownNameError",
-    "hookimpl", "hookspec", "load_spec", "store",
+    "Checkpoint",
+    "ConfigError",
+    "DataConfig",
+    "DataError",
+    "DataSource",
+    "Evaluation",
+    "Evaluator",
+    "EvaluatorConfig",
+    "Generator",
+    "GeneratorConfig",
+    "GenforgeError",
+    "LeaseLost",
+    "Metric",
+    "OptimizerConfig",
+    "PhaseConfig",
+    "PreparedData",
+    "Reference",
+    "Report",
+    "Run",
+    "RunBusy",
+    "RunInfo",
+    "RunNotFound",
+    "RunStore",
+    "SampleConfig",
+    "SampleKind",
+    "Samples",
+    "Section",
+    "StopRun",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingDiverged",
+    "TrainingFailed",
+    "UnknownNameError",
+    "hookimpl",
+    "hookspec",
+    "load_spec",
+    "store",
 ]

@@ -43,7 +43,9 @@ class OptimizerConfig(Section):
     warmup_steps: int | None = Field(None, ge=0, description="unset: train.warmup_steps")
     schedule: Schedule | None = Field(None, description="unset: train.schedule")
     min_lr_ratio: float | None = Field(None, ge=0, le=1, description="unset: train.min_lr_ratio")
-    grad_clip: float | None = Field(None, ge=0, description="clip the norm of this optimizer's gradients (0: no clipping; unset: train.grad_clip)")
+    grad_clip: float | None = Field(
+        None, ge=0, description="clip the norm of this optimizer's gradients (0: no clipping; unset: train.grad_clip)"
+    )
 
 
 class PhaseConfig(Section):
@@ -61,7 +63,9 @@ class TrainConfig(Section):
     order, each with a repeat count); unset optimizer fields fall back to the top-level ones.
     """
 
-    max_steps: int | None = Field(2000, ge=1, description="stop after this many training steps (a step runs each phase its repeat count; None: no step limit)")
+    max_steps: int | None = Field(
+        2000, ge=1, description="stop after this many training steps (a step runs each phase its repeat count; None: no step limit)"
+    )
     max_minutes: float | None = Field(None, gt=0, description="stop after this much training wall-clock time, summed over resumes")
     batch_size: int = Field(128, ge=1)
     optimizer: Optimizer = "adamw"
@@ -74,8 +78,9 @@ class TrainConfig(Section):
     grad_clip: float | None = Field(1.0, gt=0, description="clip the global gradient norm (None: no clipping)")
     ema: float | None = Field(0.999, gt=0, lt=1, description="EMA decay of the weights used for sampling (None: no EMA)")
     ema_warmup: bool = Field(
-        True, description="let the EMA catch up early (decay min(ema, (1+step)/(10+step))); false when the weights start from a "
-        "checkpoint's EMA (fine-tuning), so the average keeps them instead of following the first steps"
+        True,
+        description="let the EMA catch up early (decay min(ema, (1+step)/(10+step))); false when the weights start from a "
+        "checkpoint's EMA (fine-tuning), so the average keeps them instead of following the first steps",
     )
     ema_networks: list[str] | None = Field(None, description="networks that keep an EMA of their weights (None: every trained network)")
     optimizers: dict[str, OptimizerConfig] = Field(
@@ -89,10 +94,14 @@ class TrainConfig(Section):
     log_every: int = Field(10, ge=1, description="steps between progress events")
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    devices: int = Field(1, ge=1, description="processes (GPUs) for data-parallel training; >1 launches torchrun (DDP), batch_size is the global batch")
+    devices: int = Field(
+        1, ge=1, description="processes (GPUs) for data-parallel training; >1 launches torchrun (DDP), batch_size is the global batch"
+    )
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 autocast on CUDA, fp32 on CPU")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (None: torch's default)")
-    compile: bool = Field(False, description="torch.compile the networks (dynamic shapes): pays on a GPU over minutes of training, costs a compile first")
+    compile: bool = Field(
+        False, description="torch.compile the networks (dynamic shapes): pays on a GPU over minutes of training, costs a compile first"
+    )
 
 
 class SampleConfig(Section):
@@ -135,7 +144,10 @@ def spec_model(config_cls: type[GeneratorConfig], evaluators: list[Any], strict:
     """
     from pydantic import create_model
 
-    fields = {ev.name: (ev.Config, Field(default_factory=ev.Config, description=ev.description or f"settings of evaluator {ev.name}")) for ev in evaluators}
+    fields = {
+        ev.name: (ev.Config, Field(default_factory=ev.Config, description=ev.description or f"settings of evaluator {ev.name}"))
+        for ev in evaluators
+    }
     base = Section if strict else _LenientSection
     evaluate = create_model(f"{config_cls.__name__}Evaluate", __base__=base, **fields)
     extra: dict[str, Any] = {"evaluate": (evaluate, Field(default_factory=evaluate))}

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .store import Run
     from .training import Trainer
 
+
 @dataclass
 class Samples:
     """Samples on disk: ``path`` in the kind's format, ``count`` samples drawn.
@@ -180,7 +181,7 @@ class Generator:
 
     name: ClassVar[str]
     kind: ClassVar[str]
-    Config: ClassVar[type["GeneratorConfig"]]
+    Config: ClassVar[type[GeneratorConfig]]
     description: ClassVar[str] = ""
     # The spec `genforge demo NAME` runs: overrides of the config's defaults (empty: the defaults).
     demo_spec: ClassVar[dict[str, Any]] = {}
@@ -194,19 +195,19 @@ class Generator:
     # Tiny settings (seconds on a laptop CPU) for tests: genforge.core.testing.check_generator uses them.
     test_spec: ClassVar[dict[str, Any]] = {}
 
-    def prepare(self, config: "GeneratorConfig", run: "Run") -> PreparedData:
+    def prepare(self, config: GeneratorConfig, run: Run) -> PreparedData:
         """Read, validate and encode the training data; reuse a cached copy when the inputs match."""
         raise NotImplementedError
 
-    def fit(self, data: PreparedData, config: "GeneratorConfig", trainer: "Trainer") -> Checkpoint:
+    def fit(self, data: PreparedData, config: GeneratorConfig, trainer: Trainer) -> Checkpoint:
         """Train through the core engine, which checkpoints and resumes."""
         raise NotImplementedError
 
-    def sample(self, checkpoint: Checkpoint, config: "GeneratorConfig", run: "Run") -> Samples:
+    def sample(self, checkpoint: Checkpoint, config: GeneratorConfig, run: Run) -> Samples:
         """Draw ``config.sample.n`` samples and write them to the run store."""
         raise NotImplementedError
 
-    def reference(self, data: PreparedData, config: "GeneratorConfig") -> "Reference":
+    def reference(self, data: PreparedData, config: GeneratorConfig) -> Reference:
         """The real data evaluators compare samples with."""
         raise NotImplementedError
 

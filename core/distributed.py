@@ -26,8 +26,14 @@ def in_process_group() -> bool:
 def launch(run_dir: Path, nproc: int, out: IO[bytes]) -> subprocess.Popen:
     """Start torchrun for ``run_dir``'s train step; its output goes to ``out``."""
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-        "-m", "genforge.core.distributed", str(run_dir),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        "genforge.core.distributed",
+        str(run_dir),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))}
     # Its own process group, so that stop() reaches torchrun's workers too.

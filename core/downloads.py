@@ -40,7 +40,9 @@ def fetch(path_or_url: str, cache: Path, max_mb: float | None = None) -> Path:
             while chunk := resp.read(1 << 20):
                 size += len(chunk)
                 if size > limit:
-                    raise DataError(f"download of {redact_url(path_or_url)} passed {limit / 2**20:.0f} MB; raise GENFORGE_MAX_DOWNLOAD_MB to allow it")
+                    raise DataError(
+                        f"download of {redact_url(path_or_url)} passed {limit / 2**20:.0f} MB; raise GENFORGE_MAX_DOWNLOAD_MB to allow it"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
         os.replace(tmp, target)
@@ -48,5 +50,7 @@ def fetch(path_or_url: str, cache: Path, max_mb: float | None = None) -> Path:
         raise DataError(f"cannot fetch {redact_url(path_or_url)}: {type(exc).__name__}: {exc}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
-    store.atomic_write_text(target.with_name(target.name + ".json"), json.dumps({"url": redact_url(path_or_url), "bytes": size, "sha256": digest.hexdigest()}))
+    store.atomic_write_text(
+        target.with_name(target.name + ".json"), json.dumps({"url": redact_url(path_or_url), "bytes": size, "sha256": digest.hexdigest()})
+    )
     return target

@@ -12,7 +12,11 @@ class UnknownNameError(GenforgeError, KeyError):
 
     def __init__(self, what: str, name: str, installed: list[str], hint: str = ""):
         self.what, self.name, self.installed = what, name, installed
-        listing = ", ".join(installed) if installed else ("none" if hint else "none (is a plugin disabled by GENFORGE_DISABLE_PLUGINS or left out of GENFORGE_PLUGINS?)")
+        listing = (
+            ", ".join(installed)
+            if installed
+            else ("none" if hint else "none (is a plugin disabled by GENFORGE_DISABLE_PLUGINS or left out of GENFORGE_PLUGINS?)")
+        )
         known = "known" if what == "sample kind" else "installed"
         super().__init__(f"unknown {what} {name!r}; {known}: {listing}{hint}")
 

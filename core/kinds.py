@@ -162,7 +162,15 @@ class Molecules(SampleKind):
         fig, ax = plt.subplots(figsize=(8, 0.25 * len(rows) + 0.4))
         ax.axis("off")
         for i, s in enumerate(rows):
-            ax.text(0, 1 - (i + 0.5) / len(rows), s if len(s) < 90 else s[:87] + "...", family="monospace", fontsize=8, va="center", transform=ax.transAxes)
+            ax.text(
+                0,
+                1 - (i + 0.5) / len(rows),
+                s if len(s) < 90 else s[:87] + "...",
+                family="monospace",
+                fontsize=8,
+                va="center",
+                transform=ax.transAxes,
+            )
         return _save(fig, out)
 
 
@@ -351,10 +359,14 @@ class Scenarios(SampleKind):
 
         if isinstance(samples, np.ndarray):
             s, t, a = samples.shape
-            frame = pd.DataFrame({
-                "scenario": np.repeat(np.arange(s), t * a), "step": np.tile(np.repeat(np.arange(t), a), s),
-                "asset": np.tile([f"asset{i}" for i in range(a)], s * t), "value": samples.reshape(-1).astype(float),
-            })
+            frame = pd.DataFrame(
+                {
+                    "scenario": np.repeat(np.arange(s), t * a),
+                    "step": np.tile(np.repeat(np.arange(t), a), s),
+                    "asset": np.tile([f"asset{i}" for i in range(a)], s * t),
+                    "value": samples.reshape(-1).astype(float),
+                }
+            )
         else:
             frame = samples
         missing = [c for c in SCENARIO_COLUMNS if c not in frame.columns]

@@ -309,7 +309,10 @@ def _build_registry(pm: pluggy.PluginManager) -> Registry:
         if not (isinstance(gen, type) and issubclass(gen, Generator)) or not name:
             fail(plugin, f"genforge_generators returned {_kind_of(gen)}, not a Generator subclass with a name")
         elif getattr(gen, "kind", None) not in reg.kinds:
-            fail(plugin, f"generator {name!r} produces sample kind {getattr(gen, 'kind', None)!r}, which is not a known kind (known: {known})")
+            fail(
+                plugin,
+                f"generator {name!r} produces sample kind {getattr(gen, 'kind', None)!r}, which is not a known kind (known: {known})",
+            )
         elif not (isinstance(getattr(gen, "Config", None), type) and issubclass(gen.Config, GeneratorConfig)):
             fail(plugin, f"generator {name!r} has no Config subclassing genforge.core.GeneratorConfig")
         elif name in reg.generators:
@@ -324,7 +327,10 @@ def _build_registry(pm: pluggy.PluginManager) -> Registry:
         if not isinstance(ev, Evaluator) or not name:
             fail(plugin, f"genforge_evaluators returned {_kind_of(ev)}, not an Evaluator instance with a name")
         elif not _NAME.match(name) or name in RESERVED_EVALUATORS:
-            fail(plugin, f"evaluator name {name!r}: use letters, digits, '-' and '_' (not {', '.join(RESERVED_EVALUATORS)}, which the host uses)")
+            fail(
+                plugin,
+                f"evaluator name {name!r}: use letters, digits, '-' and '_' (not {', '.join(RESERVED_EVALUATORS)}, which the host uses)",
+            )
         elif not kinds or isinstance(kinds, str) or any(k not in reg.kinds for k in kinds):
             fail(plugin, f"evaluator {name!r} accepts kinds {kinds!r}; each must be a known kind (known: {known})")
         elif not (isinstance(config, type) and issubclass(config, Section)):
@@ -463,7 +469,7 @@ def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
         infos[plugin].evaluators.append(ev.name)
     for dname, (plugin, _) in reg.datasets.items():
         infos[plugin].datasets.append(dname)
-    for name, kind in reg.kinds.items():
+    for name in reg.kinds:
         owner = reg.kind_plugins.get(name)
         if owner in infos:
             infos[owner].kinds.append(name)

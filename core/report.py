@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 from pathlib import Path
 
 from .contracts import Evaluation, Metric, Report
@@ -54,7 +53,9 @@ def summary_lines(run: Run) -> list[str]:
         rejected = train.get("rejected", {})
         held = f", {train['held_out']} held out as reference" if train.get("held_out") else ""
         reasons = f" ({', '.join(f'{n} {r}' for r, n in rejected.items())})" if rejected else ""
-        lines.append(f"Data: {train.get('read')} rows read from {data.get('source')}, {train.get('kept')} kept for training{held}, {sum(rejected.values())} rejected{reasons}.")
+        lines.append(
+            f"Data: {train.get('read')} rows read from {data.get('source')}, {train.get('kept')} kept for training{held}, {sum(rejected.values())} rejected{reasons}."
+        )
     if data.get("details") and _details(data["details"]):
         lines.append(f"Data details: {_details(data['details'])}.")
     if training.get("stopped_by"):
@@ -69,7 +70,9 @@ def summary_lines(run: Run) -> list[str]:
     if training.get("details") and _details(training["details"]):
         lines.append(f"Training details: {_details(training['details'])}.")
     if samples:
-        lines.append(f"Drew {samples.get('count')} {samples.get('kind', 'samples')} in {samples.get('seconds')} s ({samples.get('per_s', 0):,.1f} per second).")
+        lines.append(
+            f"Drew {samples.get('count')} {samples.get('kind', 'samples')} in {samples.get('seconds')} s ({samples.get('per_s', 0):,.1f} per second)."
+        )
     if samples.get("details") and _details(samples["details"]):
         lines.append(f"Sampling details: {_details(samples['details'])}.")
     return lines
@@ -132,11 +135,15 @@ def training_curve(run: Run) -> Evaluation | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
-    metrics = [Metric(f"train_{k}", float(rows[-1][k]), higher_is_better=False, description="mean loss over the last logging window") for k in keys]
+    metrics = [
+        Metric(f"train_{k}", float(rows[-1][k]), higher_is_better=False, description="mean loss over the last logging window") for k in keys
+    ]
     throughput = (run.read_json("training.json", {}) or {}).get("throughput") or {}
     if throughput.get("value") is not None:  # the generator names its unit: tokens/s, images/s, ...
         name = "train_" + throughput["unit"].replace("/s", "_per_s")
-        metrics.append(Metric(name, float(throughput["value"]), higher_is_better=True, description=f"training throughput, {throughput['unit']}"))
+        metrics.append(
+            Metric(name, float(throughput["value"]), higher_is_better=True, description=f"training throughput, {throughput['unit']}")
+        )
     return Evaluation("training", metrics, {"loss": path}, plugin="genforge")
 
 

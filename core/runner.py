@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,6 @@ log = logging.getLogger("genforge")
 # Exceptions that mean "stopped from outside", not "broken": KeyboardInterrupt also stands for SIGTERM
 # (the CLI turns it into one), Prefect's TerminationSignal for a cancelled or terminated flow run.
 INTERRUPTIONS = ("KeyboardInterrupt", "TerminationSignal", "Abort")
-
 
 
 MAX_REJECTED = 0.5  # default share of training rows a data source may lose before the run stops
@@ -106,7 +106,9 @@ def create_run(
     chosen = [ev for _, ev in evaluators(pm, gen_cls.kind)]
     config = pin_data_paths(load_spec(spec_model(gen_cls.Config, chosen), config_path, overrides, base=spec))
     if not chosen:
-        log.warning("no installed evaluator accepts %r samples: run %s will train and sample, and report no metrics", gen_cls.kind, generator)
+        log.warning(
+            "no installed evaluator accepts %r samples: run %s will train and sample, and report no metrics", gen_cls.kind, generator
+        )
     run = RunStore(root).create(generator, run_id)
     run.write_spec(generator, config.model_dump(mode="json"))
     run.write_json("versions.json", versions(pm, gen_cls.libraries))
@@ -133,8 +135,10 @@ class Steps:
         self.info = RunInfo(self.run.id, spec["generator"], self.run.path)
         self._listener_failures: set[tuple[str, str]] = set()
         for field in [k for k, v in evaluate.items() if not isinstance(v, dict)]:
-            note = (f"evaluate.{field} in this run's spec is no evaluator's section and is ignored; an evaluator's settings are "
-                    f"evaluate.<evaluator>.<field> (`genforge plugins` lists the evaluators)")
+            note = (
+                f"evaluate.{field} in this run's spec is no evaluator's section and is ignored; an evaluator's settings are "
+                f"evaluate.<evaluator>.<field> (`genforge plugins` lists the evaluators)"
+            )
             if add_note(self.run, note):
                 log.warning("run %s: %s", self.run.id, note)
 
@@ -302,8 +306,12 @@ class Steps:
         self.run.write_json(
             "samples.json",
             {
-                "kind": samples.kind, "path": self._relative(samples.path), "count": samples.count,
-                "seconds": round(seconds, 2), "per_s": round(samples.count / max(seconds, 1e-9), 2), "details": samples.meta,
+                "kind": samples.kind,
+                "path": self._relative(samples.path),
+                "count": samples.count,
+                "seconds": round(seconds, 2),
+                "per_s": round(samples.count / max(seconds, 1e-9), 2),
+                "details": samples.meta,
             },
         )
         self.run.push()
@@ -343,7 +351,9 @@ class Steps:
             if result is not None:
                 report.evaluations.append(result)
         chosen = [(plugin, ev, getattr(self.config.evaluate, ev.name)) for plugin, ev in evaluators(self.pm, samples.kind)]
-        timings = evaluate_samples(samples, reference, self.run.figures, [(p, ev, cfg) for p, ev, cfg in chosen if cfg.enabled], report, self.pm)
+        timings = evaluate_samples(
+            samples, reference, self.run.figures, [(p, ev, cfg) for p, ev, cfg in chosen if cfg.enabled], report, self.pm
+        )
         report.notes.extend(n for n in run_notes(self.run) if n not in report.notes)
         rejected = data.stats.get("train", {}).get("rejected", {})
         if rejected:
@@ -398,7 +408,12 @@ def _preview(kind: Any, path: Path, out: Path) -> Evaluation | None:
 
 
 def evaluate_samples(
-    samples: Samples, reference: Any, figures: Path, chosen: list[tuple[str, Any, Any]], report: Report, pm: pluggy.PluginManager | None = None
+    samples: Samples,
+    reference: Any,
+    figures: Path,
+    chosen: list[tuple[str, Any, Any]],
+    report: Report,
+    pm: pluggy.PluginManager | None = None,
 ) -> dict[str, float]:
     """Run each (plugin, evaluator, settings) on the samples into ``report``; returns seconds per evaluator.
 
@@ -415,6 +430,12 @@ def evaluate_samples(
             result: Evaluation = ev.evaluate(samples, reference, out_dir, settings)
             result.evaluator, result.plugin = ev.name, plugin  # an evaluator speaks only for itself
             report.notes.extend(f"{ev.name}: {note}" for note in result.notes)
+            undefined = [m for m in result.metrics if isinstance(m.value, float) and not math.isfinite(m.value)]
+            if undefined:  # a number that could not be computed is no measurement: left out, and said (the kit refuses it)
+                result.metrics = [m for m in result.metrics if m not in undefined]
+                report.notes.append(
+                    f"{ev.name}: {', '.join(m.name for m in undefined)} could not be computed on these samples and is left out"
+                )
         except Exception as exc:  # an evaluator's bug costs only its own metrics
             message = f"evaluator {ev.name!r} of plugin {plugin!r} failed on {samples.kind}: {type(exc).__name__}: {exc}"
             log.debug(message, exc_info=True)  # the note reaches the report, the summary and the Prefect log
@@ -431,8 +452,11 @@ def metrics_record(report: Report, timings: dict[str, float]) -> dict[str, Any]:
         "metrics": report.metrics(),
         "evaluations": [
             {
-                "evaluator": e.evaluator, "plugin": e.plugin, "error": e.error,
-                "metrics": [m.to_dict() for m in e.metrics], "figures": {k: str(p) for k, p in e.figures.items()},
+                "evaluator": e.evaluator,
+                "plugin": e.plugin,
+                "error": e.error,
+                "metrics": [m.to_dict() for m in e.metrics],
+                "figures": {k: str(p) for k, p in e.figures.items()},
             }
             for e in report.evaluations
         ],
@@ -452,7 +476,9 @@ def training_record(result: TrainResult | None, checkpoint: Checkpoint) -> dict[
             train_seconds=round(result.elapsed, 1),
             stopped_by=result.stopped_by,
             resumed_from=result.resumed_from,
-            throughput={"value": result.throughput, "unit": f"{result.count}/s"} if result.count and result.throughput is not None else None,
+            throughput={"value": result.throughput, "unit": f"{result.count}/s"}
+            if result.count and result.throughput is not None
+            else None,
             last_metrics=result.last_metrics,
         )
     notes = list(checkpoint.notes)

@@ -49,12 +49,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import pickle
-import zipfile
 import math
 import os
+import pickle
 import re
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,9 +136,14 @@ def resolve_optimizers(config: TrainConfig, networks: list[str]) -> dict[str, Op
         nets = tuple(oc.networks) or tuple(networks)
         unknown = [n for n in nets if n not in networks]
         if unknown:
-            raise ConfigError(f"train.optimizers.{name}.networks names {', '.join(map(repr, unknown))}; the networks are: {', '.join(networks)}")
+            raise ConfigError(
+                f"train.optimizers.{name}.networks names {', '.join(map(repr, unknown))}; the networks are: {', '.join(networks)}"
+            )
         own = oc.model_dump(exclude={"networks"}, exclude_none=True)
-        base = {k: getattr(config, k) for k in ("optimizer", "lr", "betas", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio", "grad_clip")}
+        base = {
+            k: getattr(config, k)
+            for k in ("optimizer", "lr", "betas", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio", "grad_clip")
+        }
         out[name] = OptimizerSettings(name=name, networks=nets, **{**base, **own})
     for net in networks:
         owners = [name for name, s in out.items() if net in s.networks]
@@ -160,13 +165,17 @@ def resolve_phases(config: TrainConfig, loss_fns: dict[str, PhaseLossFn], optimi
         )
     phases = []
     for name, pc in named.items():
-        opt = pc.optimizer or (name if name in optimizers else (next(iter(optimizers)) if len(optimizers) == 1 and len(named) == 1 else None))
+        opt = pc.optimizer or (
+            name if name in optimizers else (next(iter(optimizers)) if len(optimizers) == 1 and len(named) == 1 else None)
+        )
         if opt not in optimizers:
             raise ConfigError(f"train.phases.{name}.optimizer must be one of: {', '.join(optimizers)} (got {opt!r})")
         phases.append(Phase(name, opt, pc.repeat, loss_fns[name]))
     unused = [o for o in optimizers if o not in {p.optimizer for p in phases}]
     if unused:
-        raise ConfigError(f"train.optimizers {', '.join(map(repr, unused))} is stepped by no phase; name it in train.phases.<phase>.optimizer")
+        raise ConfigError(
+            f"train.optimizers {', '.join(map(repr, unused))} is stepped by no phase; name it in train.phases.<phase>.optimizer"
+        )
     return phases
 
 
@@ -212,8 +221,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     state = torch.load(path, map_location=map_location, weights_only=True)
     if "networks" not in state:  # genforge 0.1: one model, one optimizer
         state = {
-            "step": state["step"], "elapsed": state["elapsed"],
-            "networks": {ONE_NETWORK: state["model"]}, "optimizers": {ONE_OPTIMIZER: state["optimizer"]},
+            "step": state["step"],
+            "elapsed": state["elapsed"],
+            "networks": {ONE_NETWORK: state["model"]},
+            "optimizers": {ONE_OPTIMIZER: state["optimizer"]},
             "ema": {ONE_NETWORK: state["ema"]} if state.get("ema") else {},
         }
     return state
@@ -289,7 +300,9 @@ class Trainer:
         found = list_checkpoints(self.checkpoint_dir)
         return found[-1] if found else None
 
-    def _save(self, step: int, elapsed: float, networks: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], ema: dict) -> Path | None:
+    def _save(
+        self, step: int, elapsed: float, networks: dict[str, nn.Module], opts: dict[str, torch.optim.Optimizer], ema: dict
+    ) -> Path | None:
         if not self.is_main:
             return None
         state = {
@@ -374,7 +387,9 @@ class Trainer:
         elif ema is None:
             ema = {n: {k: p.detach().clone().float() for k, p in networks[n].named_parameters()} for n in ema_nets}
         elif set(ema) != set(ema_nets):
-            raise ConfigError(f"the checkpoint keeps an EMA of {sorted(ema)}, train.ema_networks asks for {sorted(ema_nets)}; start a new run to change it")
+            raise ConfigError(
+                f"the checkpoint keeps an EMA of {sorted(ema)}, train.ema_networks asks for {sorted(ema_nets)}; start a new run to change it"
+            )
         self._ema = ema
         ema_pairs = [(ema[n][k], p) for n in ema for k, p in networks[n].named_parameters()]
         ema_list, live_list = [e for e, _ in ema_pairs], [p for _, p in ema_pairs]
@@ -393,7 +408,9 @@ class Trainer:
             self._load_ema(networks, ema)
             for net in networks.values():
                 net.eval()
-            self.result = TrainResult(step, elapsed, stopped_by, self._newest_path(), last, resumed_from, parameters, count, list(self.damaged))
+            self.result = TrainResult(
+                step, elapsed, stopped_by, self._newest_path(), last, resumed_from, parameters, count, list(self.damaged)
+            )
             return self.result
 
         if budget_left():
@@ -498,8 +515,9 @@ class Trainer:
             if stopped:
                 return result(stopped, last_metrics)
 
-    def record_fit(self, seconds: float, stopped_by: str = "fitted", parameters: dict[str, int] | None = None,
-                   metrics: dict[str, float] | None = None) -> TrainResult:
+    def record_fit(
+        self, seconds: float, stopped_by: str = "fitted", parameters: dict[str, int] | None = None, metrics: dict[str, float] | None = None
+    ) -> TrainResult:
         """Record a fit that needs no training loop (closed form, another library's optimiser) as the run's training.
 
         A generator whose ``fit`` does not call ``fit``/``fit_networks`` calls this instead, so the run

@@ -20,7 +20,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from genforge.core import Report, RunInfo, Run, hookimpl
+from genforge.core import Report, Run, RunInfo, hookimpl
 from genforge.core.report import metrics_table, render_markdown
 from genforge.core.training import headline_loss
 
@@ -42,7 +42,12 @@ class PrefectBridge:
         rejected = train.get("rejected", {})
         get_run_logger().info(
             "prepared %s: %s rows read, %s kept, %s rejected %s (cache %s)",
-            stats.get("source"), train.get("read"), train.get("kept"), sum(rejected.values()), rejected or "", stats.get("cache"),
+            stats.get("source"),
+            train.get("read"),
+            train.get("kept"),
+            sum(rejected.values()),
+            rejected or "",
+            stats.get("cache"),
         )
 
     @hookimpl
@@ -50,7 +55,9 @@ class PrefectBridge:
         pct = round(100 * min(1.0, metrics.get("progress", step / total if total else 0.0)), 1)
         now = time.monotonic()
         if self.progress_id is None:
-            self.progress_id = create_progress_artifact(pct, key=artifact_key(run.generator, "training"), description=f"training {run.run_id}")
+            self.progress_id = create_progress_artifact(
+                pct, key=artifact_key(run.generator, "training"), description=f"training {run.run_id}"
+            )
         elif now - self._last >= self.min_interval_s or pct >= 100:
             update_progress_artifact(self.progress_id, pct, description=f"step {step}, loss {headline_loss(metrics):.4f}")
         else:

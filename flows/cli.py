@@ -9,20 +9,20 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
-import genforge.flows  # noqa: F401  (Prefect defaults, before Prefect is imported)
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+import genforge.flows  # noqa: F401  (Prefect defaults, before Prefect is imported)
 from genforge.core import GeneratorConfig, GenforgeError, Report, Run, RunInfo, RunStore, Samples, hookimpl
 from genforge.core.plugin_manager import get_plugin_manager, plugin_infos
 from genforge.core.report import summary_lines, training_notes
-from genforge.core.training import headline_loss
 from genforge.core.runner import create_run, run_all
+from genforge.core.training import headline_loss
 
 app = typer.Typer(
     help="genforge: generative models in Prefect pipelines. Runs live under $GENFORGE_HOME/runs (default ~/.genforge).",
@@ -33,7 +33,10 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
-StoreOpt = Annotated[Optional[str], typer.Option("--store", help="run store root, a folder or a URL such as s3://bucket/genforge (default: $GENFORGE_HOME or ~/.genforge)")]
+StoreOpt = Annotated[
+    str | None,
+    typer.Option("--store", help="run store root, a folder or a URL such as s3://bucket/genforge (default: $GENFORGE_HOME or ~/.genforge)"),
+]
 SetOpt = Annotated[list[str], typer.Option("--set", "-s", help="override a spec field: --set train.max_steps=200 (repeatable)")]
 PrefectOpt = Annotated[bool, typer.Option("--prefect/--no-prefect", help="run as a Prefect flow (default) or directly in this process")]
 
@@ -63,8 +66,12 @@ class CliProgress:
     def genforge_train_progress(self, run: RunInfo, step: int, total: int | None, metrics: dict[str, float]) -> None:
         if self.progress is None:
             self.progress = Progress(
-                TextColumn("[bold]training"), BarColumn(), TextColumn("{task.percentage:>5.1f}%"),
-                TextColumn("step {task.fields[step]}  loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), console=console,
+                TextColumn("[bold]training"),
+                BarColumn(),
+                TextColumn("{task.percentage:>5.1f}%"),
+                TextColumn("step {task.fields[step]}  loss {task.fields[loss]:.4f}"),
+                TimeElapsedColumn(),
+                console=console,
             )
             self.progress.start()
             self.task = self.progress.add_task("train", total=100, step=step, loss=headline_loss(metrics))
@@ -146,7 +153,11 @@ def _execute(run, use_prefect: bool) -> None:
             run_all(run, pm)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into one (see main)
         listener.stop()
-        err.print(f"[yellow]interrupted[/] ({exc or 'Ctrl-C'}); `genforge resume {run.id}` continues from the last checkpoint", highlight=False, soft_wrap=True)
+        err.print(
+            f"[yellow]interrupted[/] ({exc or 'Ctrl-C'}); `genforge resume {run.id}` continues from the last checkpoint",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(130) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -169,11 +180,17 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON"
         dist = f" ({i.distribution})" if i.distribution and i.distribution != i.name else ""
         console.print(f"[bold]{i.name}[/] {i.version}{dist}{state}", highlight=False, soft_wrap=True)
         for label, items in (
-            ("hooks", i.hooks), ("generators", i.generators), ("evaluators", i.evaluators),
-            ("data sources", i.datasets), ("sample kinds", i.kinds), ("errors", i.errors),
+            ("hooks", i.hooks),
+            ("generators", i.generators),
+            ("evaluators", i.evaluators),
+            ("data sources", i.datasets),
+            ("sample kinds", i.kinds),
+            ("errors", i.errors),
         ):
             if items:
-                console.print(f"  {label}: {escape('; '.join(items) if label == 'errors' else ', '.join(items))}", highlight=False, soft_wrap=True)
+                console.print(
+                    f"  {label}: {escape('; '.join(items) if label == 'errors' else ', '.join(items))}", highlight=False, soft_wrap=True
+                )
 
 
 def check_prefect_api() -> None:
@@ -191,10 +208,14 @@ def check_prefect_api() -> None:
     except urllib.error.HTTPError:
         return  # it answered (e.g. 401 behind basic auth): reachable
     except (OSError, ValueError) as exc:
-        raise GenforgeError(f"cannot reach the Prefect API at {url} ({exc}); start the server, fix PREFECT_API_URL, or run with --no-prefect") from None
+        raise GenforgeError(
+            f"cannot reach the Prefect API at {url} ({exc}); start the server, fix PREFECT_API_URL, or run with --no-prefect"
+        ) from None
 
 
-def _start(generator: str, config: Path | None, overrides: list[str], use_prefect: bool, store: Path | None, base: dict | None = None) -> None:
+def _start(
+    generator: str, config: Path | None, overrides: list[str], use_prefect: bool, store: Path | None, base: dict | None = None
+) -> None:
     if store:  # the flow and every step find the store through GENFORGE_HOME
         os.environ["GENFORGE_HOME"] = str(store)
     if use_prefect:
@@ -209,7 +230,7 @@ def _start(generator: str, config: Path | None, overrides: list[str], use_prefec
 @app.command()
 def run(
     generator: Annotated[str, typer.Argument(help="a registered generator (`genforge plugins` lists them)")],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML spec with sections data/model/train/sample/evaluate")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML spec with sections data/model/train/sample/evaluate")] = None,
     set_: SetOpt = [],
     prefect: PrefectOpt = True,
     store: StoreOpt = None,
@@ -220,7 +241,9 @@ def run(
 
 @app.command()
 def demo(
-    generator: Annotated[Optional[str], typer.Argument(help="the generator whose demo to run (default: the one installed generator marked as the default demo)")] = None,
+    generator: Annotated[
+        str | None, typer.Argument(help="the generator whose demo to run (default: the one installed generator marked as the default demo)")
+    ] = None,
     set_: SetOpt = [],
     prefect: PrefectOpt = True,
     store: StoreOpt = None,
@@ -245,7 +268,10 @@ def resume(
     run_id: Annotated[str, typer.Argument(help="run id, unique prefix, folder, or 'latest'")],
     prefect: PrefectOpt = True,
     store: StoreOpt = None,
-    overrides: Annotated[list[str], typer.Option("--set", "-s", help="a URL the run recorded redacted (credentials, a token), given again: --set data.path=URL")] = [],
+    overrides: Annotated[
+        list[str],
+        typer.Option("--set", "-s", help="a URL the run recorded redacted (credentials, a token), given again: --set data.path=URL"),
+    ] = [],
 ) -> None:
     """Continue an interrupted run from its newest checkpoint, then sample and evaluate."""
     from genforge.core.runner import give_redacted
@@ -297,21 +323,43 @@ def show(
 @app.command()
 def evaluate(
     kind: Annotated[str, typer.Argument(help="sample kind: molecules, images, music, scenarios, or one a plugin adds")],
-    path: Annotated[Path, typer.Argument(help="samples in the kind's form: molecules a .smi/.txt/.csv file, images a .npz or a folder of PNGs, music a folder of MIDI files, scenarios a .parquet")],
-    reference: Annotated[Optional[str], typer.Option(help="reference data: a file, or SOURCE-SPLIT of a data source of the kind (default: the kind's own reference)")] = None,
-    train: Annotated[Optional[str], typer.Option(help="training data, as SOURCE-SPLIT or a file, for the evaluators that use it (novelty, real-vs-real floors; default: with the kind's own reference, its source's training split where it names one)")] = None,
-    set_: Annotated[list[str], typer.Option("--set", "-s", help="an evaluator setting: --set EVALUATOR.FIELD=VALUE, e.g. --set EVALUATOR.enabled=false (repeatable; `genforge plugins` lists evaluators)")] = [],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="samples in the kind's form: molecules a .smi/.txt/.csv file, images a .npz or a folder of PNGs, music a folder of MIDI files, scenarios a .parquet"
+        ),
+    ],
+    reference: Annotated[
+        str | None,
+        typer.Option(help="reference data: a file, or SOURCE-SPLIT of a data source of the kind (default: the kind's own reference)"),
+    ] = None,
+    train: Annotated[
+        str | None,
+        typer.Option(
+            help="training data, as SOURCE-SPLIT or a file, for the evaluators that use it (novelty, real-vs-real floors; default: with the kind's own reference, its source's training split where it names one)"
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str],
+        typer.Option(
+            "--set",
+            "-s",
+            help="an evaluator setting: --set EVALUATOR.FIELD=VALUE, e.g. --set EVALUATOR.enabled=false (repeatable; `genforge plugins` lists evaluators)",
+        ),
+    ] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print every metric as JSON, keyed by name")] = False,
-    out: Annotated[Optional[Path], typer.Option(help="folder for figures and metrics.json (default: a new folder under $GENFORGE_HOME/evaluations)")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="folder for figures and metrics.json (default: a new folder under $GENFORGE_HOME/evaluations)")
+    ] = None,
 ) -> None:
     """Score any samples of a kind with every evaluator registered for it."""
     import datetime as dt
 
     from genforge.core import Reference
     from genforge.core.config import load_spec, spec_model
+    from genforge.core.kinds import read_as
     from genforge.core.plugin_manager import datasets, default_reference, evaluators, get_kind
     from genforge.core.runner import evaluate_samples, metrics_record
-    from genforge.core.kinds import read_as
     from genforge.core.store import home
     from genforge.core.store.run import finite
 
@@ -381,8 +429,15 @@ def new_plugin(
 
     dest = render_plugin(name, out)
     v = template_vars(name)
-    console.print(f"created {dest}: generator [bold]{v['generator']}[/], evaluator {v['evaluator']}, sample kind {v['kind']}", highlight=False)
-    console.print(f"next: pip install -e '{dest}[test]' && pytest {dest} && genforge run {v['generator']}", highlight=False, markup=False, soft_wrap=True)
+    console.print(
+        f"created {dest}: generator [bold]{v['generator']}[/], evaluator {v['evaluator']}, sample kind {v['kind']}", highlight=False
+    )
+    console.print(
+        f"next: pip install -e '{dest}[test]' && pytest {dest} && genforge run {v['generator']}",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -402,10 +457,19 @@ def runs(
             metrics, problem = {}, str(exc)
         if status.get("state") == "unreadable":
             problem = status.get("error")
-        rows.append({
-            "run_id": r.id, "generator": _generator_of(r), "state": status.get("state", ""), "step": status.get("step"),
-            "created": status.get("created"), "path": str(r.path), "metrics": metrics, "error": status.get("error"), "damaged": problem,
-        })
+        rows.append(
+            {
+                "run_id": r.id,
+                "generator": _generator_of(r),
+                "state": status.get("state", ""),
+                "step": status.get("step"),
+                "created": status.get("created"),
+                "path": str(r.path),
+                "metrics": metrics,
+                "error": status.get("error"),
+                "damaged": problem,
+            }
+        )
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
         return
@@ -418,7 +482,11 @@ def runs(
     table.add_column("step", justify="right")
     table.add_column("metrics", overflow="fold")
     for row in rows:
-        shown = f"[red]{escape(row['damaged'])}[/]" if row["damaged"] else escape(", ".join(f"{k} {_fmt(v)}" for k, v in list(row["metrics"].items())[:4]))
+        shown = (
+            f"[red]{escape(row['damaged'])}[/]"
+            if row["damaged"]
+            else escape(", ".join(f"{k} {_fmt(v)}" for k, v in list(row["metrics"].items())[:4]))
+        )
         table.add_row(row["run_id"], row["state"], "" if row["step"] is None else str(row["step"]), shown)
     console.print(table)
 
@@ -443,14 +511,24 @@ def ui(
 
 @app.command()
 def deploy(
-    pool: Annotated[list[str], typer.Option("--pool", help="work pools to create if missing: cpu, gpu, docker-gpu, kubernetes-gpu (repeatable)")] = ["cpu", "gpu"],
-    gpu_slots: Annotated[Optional[int], typer.Option(help="slots of the GPU concurrency limit when it is created (default: CUDA devices here, at least 1)")] = None,
+    pool: Annotated[
+        list[str], typer.Option("--pool", help="work pools to create if missing: cpu, gpu, docker-gpu, kubernetes-gpu (repeatable)")
+    ] = ["cpu", "gpu"],
+    gpu_slots: Annotated[
+        int | None, typer.Option(help="slots of the GPU concurrency limit when it is created (default: CUDA devices here, at least 1)")
+    ] = None,
     gpu_limit: Annotated[str, typer.Option(help="name of the GPU concurrency limit training takes a slot from")] = "gpu",
-    prefect_file: Annotated[Optional[Path], typer.Option(help="deployments file (default: genforge's deploy/prefect.yaml)")] = None,
-    name: Annotated[list[str], typer.Option("--name", help="apply only these deployments of the file, by their name there (repeatable)")] = [],
+    prefect_file: Annotated[Path | None, typer.Option(help="deployments file (default: genforge's deploy/prefect.yaml)")] = None,
+    name: Annotated[
+        list[str], typer.Option("--name", help="apply only these deployments of the file, by their name there (repeatable)")
+    ] = [],
     apply: Annotated[bool, typer.Option("--apply/--no-apply", help="run `prefect deploy` after creating the pools")] = True,
-    automations: Annotated[bool, typer.Option("--automations/--no-automations", help="create the crash-detection and restart automations")] = True,
-    update: Annotated[bool, typer.Option("--update", help="re-apply deployments that exist (replaces their schedules and scheduled runs)")] = False,
+    automations: Annotated[
+        bool, typer.Option("--automations/--no-automations", help="create the crash-detection and restart automations")
+    ] = True,
+    update: Annotated[
+        bool, typer.Option("--update", help="re-apply deployments that exist (replaces their schedules and scheduled runs)")
+    ] = False,
 ) -> None:
     """Create the work pools, the GPU concurrency limit and the crash automations (if missing), then apply deploy/prefect.yaml."""
     from .deploy import deploy as do_deploy
@@ -462,7 +540,9 @@ def deploy(
     done = do_deploy(list(pool), gpu_slots, gpu_limit, prefect_file, apply, list(name) or None, automations, update)
     console.print(f"pools created: {', '.join(done['pools']) or 'none (all existed)'}")
     lim = done["gpu_limit"]
-    console.print(f"concurrency limit {lim['name']!r}: " + (f"created with {lim['slots']} slot(s)" if lim["created"] else "exists (unchanged)"))
+    console.print(
+        f"concurrency limit {lim['name']!r}: " + (f"created with {lim['slots']} slot(s)" if lim["created"] else "exists (unchanged)")
+    )
     console.print(f"automations created: {', '.join(done['automations']) or 'none'}")
     deps = done["deployments"]
     console.print(f"deployments applied: {', '.join(deps['applied']) or 'none'}", highlight=False)
@@ -475,8 +555,15 @@ def deploy(
 @app.command()
 def worker(
     pool: Annotated[str, typer.Option("--pool", help="the work pool to poll")] = "genforge-gpu",
-    gpu: Annotated[Optional[int], typer.Option("--gpu", help="serve only this GPU: its own 1-slot limit gpu-HOST-N and CUDA_VISIBLE_DEVICES=N")] = None,
-    limit: Annotated[Optional[str], typer.Option("--limit", help="the concurrency limit this worker's trainings take a slot from (default: gpu, or per GPU with --gpu)")] = None,
+    gpu: Annotated[
+        int | None, typer.Option("--gpu", help="serve only this GPU: its own 1-slot limit gpu-HOST-N and CUDA_VISIBLE_DEVICES=N")
+    ] = None,
+    limit: Annotated[
+        str | None,
+        typer.Option(
+            "--limit", help="the concurrency limit this worker's trainings take a slot from (default: gpu, or per GPU with --gpu)"
+        ),
+    ] = None,
 ) -> None:
     """Start a Prefect process worker for genforge runs (one per machine, or one per GPU with --gpu N)."""
     import socket
@@ -528,8 +615,12 @@ def add_plugin_commands(pm=None) -> None:
                 raise ValueError(f"command(s) {', '.join(clash)} would replace genforge's own")
         except Exception as exc:
             del app.registered_commands[before:]
-            failure = PluginFailure(impl.plugin_name, pm.distribution(impl.plugin_name) if hasattr(pm, "distribution") else "unknown",
-                                    "genforge_commands", f"{type(exc).__name__}: {exc}")
+            failure = PluginFailure(
+                impl.plugin_name,
+                pm.distribution(impl.plugin_name) if hasattr(pm, "distribution") else "unknown",
+                "genforge_commands",
+                f"{type(exc).__name__}: {exc}",
+            )
             _say(failure.line(), pm)
 
 
@@ -611,7 +702,11 @@ def describe_error(exc: BaseException) -> str:
         return f"no space left on the device{f' writing {exc.filename}' if exc.filename else ''}; free some space (old runs under $GENFORGE_HOME/runs, cache/) and `genforge resume` the run"
     if isinstance(exc, PermissionError):
         return f"permission denied{f' on {exc.filename}' if exc.filename else ''}; check the owner of $GENFORGE_HOME or set it to a folder you can write"
-    if type(exc).__module__.split(".")[0] in ("httpx", "httpcore") or type(exc).__name__ in ("ConnectError", "ConnectTimeout") or "Failed to reach API" in str(exc):
+    if (
+        type(exc).__module__.split(".")[0] in ("httpx", "httpcore")
+        or type(exc).__name__ in ("ConnectError", "ConnectTimeout")
+        or "Failed to reach API" in str(exc)
+    ):
         url = os.environ.get("PREFECT_API_URL") or "Prefect's embedded server"
         return f"cannot reach the Prefect API at {url} ({type(exc).__name__}: {exc}); start the server, fix PREFECT_API_URL, or run with --no-prefect"
     return f"{type(exc).__name__}: {exc}"

@@ -48,7 +48,9 @@ POOLS = {
     "cpu": PoolSpec("genforge-cpu", "process", None, "genforge: CPU machines"),
     "gpu": PoolSpec("genforge-gpu", "process", None, "genforge: GPU machines (one process worker per machine, or per GPU)"),
     "docker-gpu": PoolSpec("genforge-docker-gpu", "docker", "docker-gpu.json", "genforge: a container per run, with the GPU requested"),
-    "kubernetes-gpu": PoolSpec("genforge-kubernetes-gpu", "kubernetes", "kubernetes-gpu.json", "genforge: a Kubernetes Job per run on a GPU node"),
+    "kubernetes-gpu": PoolSpec(
+        "genforge-kubernetes-gpu", "kubernetes", "kubernetes-gpu.json", "genforge: a Kubernetes Job per run on a GPU node"
+    ),
 }
 
 
@@ -115,8 +117,13 @@ def crash_automations() -> list:
             description=f"A genforge pipeline run with no heartbeat for {CRASH_AFTER.seconds} s is marked Crashed.",
             trigger=EventTrigger(
                 after={"prefect.flow-run.heartbeat"},
-                expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
-                        "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+                expect={
+                    "prefect.flow-run.heartbeat",
+                    "prefect.flow-run.Completed",
+                    "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled",
+                    "prefect.flow-run.Crashed",
+                },
                 match=runs,
                 match_related=ours,
                 for_each={"prefect.resource.id"},
@@ -124,7 +131,9 @@ def crash_automations() -> list:
                 threshold=1,
                 within=CRASH_AFTER,
             ),
-            actions=[ChangeFlowRunState(state=StateType.CRASHED, message=f"no heartbeat for {CRASH_AFTER.seconds} s (worker or machine lost)")],
+            actions=[
+                ChangeFlowRunState(state=StateType.CRASHED, message=f"no heartbeat for {CRASH_AFTER.seconds} s (worker or machine lost)")
+            ],
         ),
         Automation(
             name=AUTOMATION_RESTART,
@@ -162,8 +171,16 @@ def apply_deployments(prefect_file: Path, names: list[str] | None = None) -> Non
         raise GenforgeError(f"`prefect deploy` failed (exit {proc.returncode}):\n{tail}")
 
 
-def deploy(pools: list[str], gpu_slots: int, gpu_limit: str = "gpu", prefect_file: Path | None = None,
-           apply: bool = True, names: list[str] | None = None, automations: bool = True, update: bool = False) -> dict[str, Any]:
+def deploy(
+    pools: list[str],
+    gpu_slots: int,
+    gpu_limit: str = "gpu",
+    prefect_file: Path | None = None,
+    apply: bool = True,
+    names: list[str] | None = None,
+    automations: bool = True,
+    update: bool = False,
+) -> dict[str, Any]:
     """Create what is missing, then apply the deployments that do not exist yet (all of them with ``update``).
 
     Re-applying an existing deployment replaces its schedules and deletes their scheduled
@@ -187,7 +204,6 @@ def deploy(pools: list[str], gpu_slots: int, gpu_limit: str = "gpu", prefect_fil
         }
         prefect_file = prefect_file or deploy_dir() / "prefect.yaml"
         import yaml
-
         from prefect.exceptions import ObjectNotFound
 
         in_file = {d["name"]: d["entrypoint"] for d in (yaml.safe_load(prefect_file.read_text()) or {}).get("deployments", [])}

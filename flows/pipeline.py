@@ -17,14 +17,14 @@ import contextlib
 import os
 from typing import Any
 
-import genforge.flows  # noqa: F401  (Prefect defaults for a laptop)
 from prefect import flow, get_run_logger, task
 from prefect.runtime import flow_run as current_flow_run
 
+import genforge.flows  # noqa: F401  (Prefect defaults for a laptop)
 from genforge.core import GenforgeError, Run, RunStore, TrainingFailed
 from genforge.core import store as store_module
-from genforge.core.plugin_manager import get_plugin_manager, registry
 from genforge.core.config import parse_override
+from genforge.core.plugin_manager import get_plugin_manager, registry
 from genforge.core.runner import Steps, create_run, give_redacted
 
 from .bridge import PrefectBridge
@@ -75,7 +75,9 @@ def check_store_allowed(store: str | None) -> None:
     """
     if store is None:
         return
-    allowed = {store_module.store_root().rstrip("/")} | {s.strip().rstrip("/") for s in os.environ.get("GENFORGE_ALLOWED_STORES", "").split(",") if s.strip()}
+    allowed = {store_module.store_root().rstrip("/")} | {
+        s.strip().rstrip("/") for s in os.environ.get("GENFORGE_ALLOWED_STORES", "").split(",") if s.strip()
+    }
     if str(store).rstrip("/") not in allowed:
         raise GenforgeError(
             f"store {store_module.redact_url(str(store))!r} is not this worker's run store ($GENFORGE_HOME) nor in GENFORGE_ALLOWED_STORES; "

@@ -16,13 +16,13 @@ import time
 from typing import Any
 from uuid import UUID
 
-import genforge.flows  # noqa: F401
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
 from prefect.deployments import run_deployment
 
+import genforge.flows  # noqa: F401
 from genforge.core import ConfigError, Evaluation, GenforgeError, Metric, Report
 from genforge.core.config import apply_override, parse_override
 from genforge.core.store import redact_secrets, redact_url
@@ -63,7 +63,9 @@ def _metrics_of(client, flow_run_id: UUID) -> dict[str, Any]:
             rows = art.data if isinstance(art.data, list) else json.loads(art.data)
             # the same merge as a run's metrics.json: evaluator.metric always, plain names where unambiguous
             evaluators = dict.fromkeys(r["evaluator"] for r in rows)
-            merged = Report("", [Evaluation(e, [Metric(r["metric"], r["value"]) for r in rows if r["evaluator"] == e]) for e in evaluators]).metrics()
+            merged = Report(
+                "", [Evaluation(e, [Metric(r["metric"], r["value"]) for r in rows if r["evaluator"] == e]) for e in evaluators]
+            ).metrics()
             # one column per metric: the plain name, or evaluator.metric where evaluators disagree
             return {k: v for k, v in merged.items() if "." not in k or k.split(".", 1)[1] not in merged}
     return {}
@@ -104,8 +106,16 @@ def sweep(
     for point in points:
         child = f"{generator}-" + "-".join(f"{k.rsplit('.', 1)[-1]}{redact_url(str(v))}" for k, v in point.items())
         fr = run_deployment(
-            name=deployment, parameters={"generator": generator, "spec": spec_for(base, point), "overrides": base_overrides + list(overrides or []),
-                                         "name": child}, timeout=0, as_subflow=True, flow_run_name=child,
+            name=deployment,
+            parameters={
+                "generator": generator,
+                "spec": spec_for(base, point),
+                "overrides": base_overrides + list(overrides or []),
+                "name": child,
+            },
+            timeout=0,
+            as_subflow=True,
+            flow_run_name=child,
         )
         logger.info("submitted %s: %s", fr.name, redact_secrets(point))
         children.append((point, fr.id))
@@ -139,7 +149,9 @@ def sweep(
             rows.append(row)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     table = [{c: row.get(c, "") for c in columns} for row in rows]
-    create_table_artifact(table, key=artifact_key(deployment.rsplit("/", 1)[-1], "sweep"), description=f"sweep over {', '.join(grid or {})}")
+    create_table_artifact(
+        table, key=artifact_key(deployment.rsplit("/", 1)[-1], "sweep"), description=f"sweep over {', '.join(grid or {})}"
+    )
     failed = [f"{r['flow_run']} ({r['state']})" for r in rows if r["state"] != "Completed"]
     if failed:  # the table is kept; the sweep itself ends Failed, so nobody reads it as a success
         raise GenforgeError(f"{len(failed)} of {len(rows)} runs of the sweep did not complete: {', '.join(failed)}")

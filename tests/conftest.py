@@ -6,7 +6,6 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-
 from types import SimpleNamespace
 
 import pytest
@@ -32,7 +31,6 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).parent))  # tests import `helpers` and this module's TINY
-
 
 
 def _molecule_overrides() -> list[str]:

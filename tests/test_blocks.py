@@ -220,7 +220,9 @@ def test_cached_decoding_gives_the_full_forward_pass_logits_and_the_same_samples
     with torch.no_grad():
         full = net(x, torch.ones_like(x, dtype=torch.bool))
         caches = [{} for _ in net.blocks]
-        pieces = [net.decode(x[:, :5], caches)] + [net.decode(x[:, i : i + 1], caches) for i in range(5, 11)] + [net.decode(x[:, 11:], caches)]
+        pieces = (
+            [net.decode(x[:, :5], caches)] + [net.decode(x[:, i : i + 1], caches) for i in range(5, 11)] + [net.decode(x[:, 11:], caches)]
+        )
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="needs a causal model"):
         TransformerDenoiser(TransformerConfig(d_model=32, n_heads=2, n_layers=1), 12, 16).decode(x[:, :1], [{}])

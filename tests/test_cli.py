@@ -75,8 +75,13 @@ def test_run_without_prefect_then_show_json(molecule_run):
 def test_sigkill_mid_training_then_resume(store, toy_dist):
     """kill -9 during training; `genforge resume` continues from the newest checkpoint that loads (real processes)."""
     env = {**os.environ, "PYTHONPATH": toy_dist.pythonpath, "GENFORGE_PLUGINS": "toy"}
-    proc = subprocess.Popen([SCRIPT, "run", "toy-gaussian", "--no-prefect", *sets(TOY_LONG)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [SCRIPT, "run", "toy-gaussian", "--no-prefect", *sets(TOY_LONG)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     ckpts = _wait_for_checkpoints(store, proc, 2)
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
@@ -98,8 +103,13 @@ def test_sigkill_mid_training_then_resume(store, toy_dist):
 def test_sigterm_marks_the_run_interrupted_one_resume_at_a_time_and_no_duplicate_log_steps(store, toy_dist):
     """SIGTERM (docker stop, kubectl delete, timeout) stops like Ctrl-C; a second resume of a busy run is refused."""
     env = {**os.environ, "PYTHONPATH": toy_dist.pythonpath, "GENFORGE_PLUGINS": "toy"}
-    proc = subprocess.Popen([SCRIPT, "run", "toy-gaussian", "--no-prefect", *sets(TOY_LONG)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [SCRIPT, "run", "toy-gaussian", "--no-prefect", *sets(TOY_LONG)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     _wait_for_checkpoints(store, proc, 2)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
@@ -108,8 +118,9 @@ def test_sigterm_marks_the_run_interrupted_one_resume_at_a_time_and_no_duplicate
     status = json.loads((run_dir / "status.json").read_text())
     assert status["state"] == "interrupted" and "SIGTERM" in status["error"]
 
-    first = subprocess.Popen([SCRIPT, "resume", run_dir.name, "--no-prefect"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             text=True, env=env)
+    first = subprocess.Popen(
+        [SCRIPT, "resume", run_dir.name, "--no-prefect"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+    )
     deadline = time.time() + 120
     while time.time() < deadline and f"pid {first.pid} " not in ((run_dir / ".lock").read_text() if (run_dir / ".lock").exists() else ""):
         time.sleep(0.05)

@@ -13,7 +13,8 @@ def test_overrides_read_the_same_for_every_section(tmp_path):
     spec = tmp_path / "spec.yaml"
     spec.write_text("generator: toy-gaussian\ntrain:\n  lr: 0.0005\nsample:\n  n: 10\n")
     cfg = load_spec(
-        ToyConfig, spec,
+        ToyConfig,
+        spec,
         ["data.path=my.csv", "train.max_steps=200", "sample.n=1000", "data.dim=3", "train.max_minutes=null"],
     )
     assert cfg.data.path == "my.csv" and cfg.data.dim == 3
@@ -66,10 +67,14 @@ def test_missing_or_bad_yaml(tmp_path):
 
 def test_named_optimizers_and_phases_read_from_set():
     """A mapping of named sections takes any name, then that section's fields; wrong fields are named."""
-    cfg = load_spec(ToyConfig, None, ["train.optimizers.critic.lr=1e-4", "train.optimizers.critic.networks=[critic]", "train.phases.critic.repeat=5"])
+    cfg = load_spec(
+        ToyConfig, None, ["train.optimizers.critic.lr=1e-4", "train.optimizers.critic.networks=[critic]", "train.phases.critic.repeat=5"]
+    )
     assert cfg.train.optimizers["critic"].lr == 1e-4 and cfg.train.optimizers["critic"].networks == ["critic"]
     assert cfg.train.phases["critic"].repeat == 5
-    with pytest.raises(ConfigError, match="unknown field 'train.optimizers.critic.lrr'; train.optimizers.critic has: networks, optimizer, lr"):
+    with pytest.raises(
+        ConfigError, match="unknown field 'train.optimizers.critic.lrr'; train.optimizers.critic has: networks, optimizer, lr"
+    ):
         load_spec(ToyConfig, None, ["train.optimizers.critic.lrr=1"])
     with pytest.raises(ConfigError, match="train.phases.critic.repeat"):
         load_spec(ToyConfig, None, ["train.phases.critic.repeat=0"])

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -127,8 +127,14 @@ def killed(api, gpu_worker):
     Started early in the module, so that the heartbeat automation's wait (about 90 s) passes while the other
     tests run; test_the_killed_run_is_restarted_and_resumes, last, checks the outcome.
     """
-    fr = submit(GAN_DEPLOYMENT, "scenario-gan", gan_spec("train.max_steps=null", "train.max_minutes=0.4", "train.checkpoint_every=40",
-                                                           "train.log_every=20", "model.validate_every=40"), "e2e-killed-worker")
+    fr = submit(
+        GAN_DEPLOYMENT,
+        "scenario-gan",
+        gan_spec(
+            "train.max_steps=null", "train.max_minutes=0.4", "train.checkpoint_every=40", "train.log_every=20", "model.validate_every=40"
+        ),
+        "e2e-killed-worker",
+    )
     deadline = time.monotonic() + 240
     checkpoint = None
     while time.monotonic() < deadline:
@@ -148,7 +154,7 @@ def killed(api, gpu_worker):
     services.kill_pids(flow_run_pids)
     killed_at_step = int(json.loads((api.run_dir(fr.id) / "status.json").read_text())["step"])
     api.worker("--pool", "genforge-gpu", "--limit", "gpu")  # a new machine; the automation marks the silent run Crashed and reschedules it
-    return {"flow_run": fr, "checkpoint": checkpoint, "step": killed_at_step, "at": datetime.now(timezone.utc).isoformat()}
+    return {"flow_run": fr, "checkpoint": checkpoint, "step": killed_at_step, "at": datetime.now(UTC).isoformat()}
 
 
 def test_a_worker_is_lost_mid_training(killed):
@@ -175,7 +181,15 @@ def test_the_quick_try_completes_with_artifacts_and_its_report_renders_in_the_ui
     if not chromium:
         pytest.skip("headless Chromium is not installed (apt-get install chromium; .ci/run installs it)")
     url = f"http://127.0.0.1:{api.port}/artifacts/artifact/{report.id}"
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars", "--virtual-time-budget=20000"]
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--virtual-time-budget=20000",
+    ]
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
     assert "<table" in dom and "validity" in dom and "train_loss" in dom, dom[-2000:]
     assert dom.count('src="data:image/png;base64,') >= 2
@@ -191,8 +205,15 @@ def test_the_quick_try_completes_with_artifacts_and_its_report_renders_in_the_ui
 
 
 def test_two_runs_take_turns_on_one_gpu_slot(api, killed):
-    runs = [submit(GAN_DEPLOYMENT, "scenario-gan", gan_spec("train.max_steps=null", "train.max_minutes=0.2", "train.checkpoint_every=500"),
-                   f"e2e-slot-{i}") for i in range(2)]
+    runs = [
+        submit(
+            GAN_DEPLOYMENT,
+            "scenario-gan",
+            gan_spec("train.max_steps=null", "train.max_minutes=0.2", "train.checkpoint_every=500"),
+            f"e2e-slot-{i}",
+        )
+        for i in range(2)
+    ]
     for fr in runs:
         assert wait_final(fr.id, 600).state.is_completed()
     spans = []
@@ -227,7 +248,8 @@ def test_a_sweep_whose_runs_fail_ends_failed(api, killed):  # killed: a GPU-pool
     fr = run_deployment(  # over the GAN deployment: the GPU-pool worker here polls every 2 s
         "genforge-sweep/molecule-diffusion-sweep",
         parameters={"deployment": GAN_DEPLOYMENT, "grid": {"train.seed": [0]}, "spec": {"train": {"max_step": 3}}, "poll_seconds": 2},
-        timeout=0, tags=["e2e"],
+        timeout=0,
+        tags=["e2e"],
     )
     done = wait_final(fr.id, 300)
     assert done.state.is_failed(), done.state
@@ -250,8 +272,9 @@ def test_the_killed_run_is_restarted_and_resumes(api, killed):
     assert "no heartbeat" in (crashed.message or ""), crashed.message  # detected by the heartbeat automation
     OUTPUT.mkdir(parents=True, exist_ok=True)
     timeline = [{"state": s.name, "at": s.timestamp.isoformat(), "message": s.message} for s in states]
-    (OUTPUT / "killed-worker-timeline.json").write_text(json.dumps({"killed_at": killed["at"], "checkpoint": killed["checkpoint"].name,
-                                                                     "states": timeline}, indent=1))
+    (OUTPUT / "killed-worker-timeline.json").write_text(
+        json.dumps({"killed_at": killed["at"], "checkpoint": killed["checkpoint"].name, "states": timeline}, indent=1)
+    )
     run_dir = api.run_dir(fr.id)
     training = json.loads((run_dir / "training.json").read_text())
     checkpoint_step = int(killed["checkpoint"].name[5:13])

@@ -83,7 +83,7 @@ def test_work_pool_templates_parse_as_prefect_requires(kind):
     WorkPoolCreate(name=spec.name, type=spec.type, base_job_template=template)
     variables = template["variables"]
     jsonschema.Draft202012Validator.check_schema(variables)
-    for name, prop in variables["properties"].items():
+    for prop in variables["properties"].values():
         if "default" in prop:
             jsonschema.validate(prop["default"], {k: v for k, v in prop.items() if k != "default"})
     # every placeholder in the job configuration is a declared variable
@@ -105,7 +105,9 @@ def test_docker_pool_requests_the_gpu_in_a_form_docker_accepts():
 
 
 def test_kubernetes_pool_job_asks_for_gpu_nodes():
-    config = rendered(base_job_template(POOLS["kubernetes-gpu"]), gpu_count=2, image="example/genforge:cuda", name="run", namespace="genforge")
+    config = rendered(
+        base_job_template(POOLS["kubernetes-gpu"]), gpu_count=2, image="example/genforge:cuda", name="run", namespace="genforge"
+    )
     job = config["job_manifest"]
     assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
     assert job["spec"]["backoffLimit"] == 0  # Prefect, not Kubernetes, decides about restarts

@@ -19,7 +19,8 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     subprocess.run([sys.executable, str(TOY), str(one)], check=True, timeout=300)
     subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", str(TOY), str(two)],
-        check=True, timeout=300,
+        check=True,
+        timeout=300,
     )
     a = torch.load(one / "final.pt", weights_only=True)
     b = torch.load(two / "final.pt", weights_only=True)

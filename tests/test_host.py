@@ -9,8 +9,7 @@ from typing import ClassVar
 
 import pytest
 
-from genforge.core import Evaluation, Evaluator, Metric, UnknownNameError, hookimpl
-from genforge.core import hookspecs
+from genforge.core import Evaluation, Evaluator, Metric, UnknownNameError, hookimpl, hookspecs
 from genforge.core.plugin_manager import evaluators, get_generator, make_plugin_manager, plugin_infos
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +53,10 @@ def test_an_industry_whose_extra_is_missing_is_skipped_with_the_line_to_install_
     infos = {i.name: i for i in plugin_infos(pm)}
     for industry, library in (("healthcare", "rdkit"), ("finance", "arch"), ("creative", "music21")):
         assert infos[industry].status == "skipped"
-        assert infos[industry].reason == f"needs the extra genforge[{industry}] (missing: {library}); install it: pip install 'genforge[{industry}]'"
+        assert (
+            infos[industry].reason
+            == f"needs the extra genforge[{industry}] (missing: {library}); install it: pip install 'genforge[{industry}]'"
+        )
         assert pm.get_plugin(industry) is None
     with pytest.raises(UnknownNameError, match=r"plugin 'healthcare' may bring it, and needs the extra genforge\[healthcare\]"):
         get_generator("molecule-diffusion", pm)
@@ -126,7 +128,9 @@ def test_plugins_do_not_import_each_other():
         if not plugin_dir.is_dir() or plugin_dir.name.startswith("__"):
             continue
         for p in plugin_dir.rglob("*.py"):
-            others = [n for n in _imports(p) if n.startswith("genforge.plugins.") and not n.startswith(f"genforge.plugins.{plugin_dir.name}")]
+            others = [
+                n for n in _imports(p) if n.startswith("genforge.plugins.") and not n.startswith(f"genforge.plugins.{plugin_dir.name}")
+            ]
             assert others == [], f"{p} imports {others}"
 
 

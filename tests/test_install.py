@@ -31,7 +31,12 @@ def test_the_bare_distribution_works_and_each_industry_is_an_extra(tmp_path):
     venv = tmp_path / "venv"
     sh(sys.executable, "-m", "venv", str(venv))
     py, genforge = str(venv / "bin" / "python"), str(venv / "bin" / "genforge")
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path / "home"), "GENFORGE_HOME": str(tmp_path / "store"), "LANG": "C.UTF-8"}
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path / "home"),
+        "GENFORGE_HOME": str(tmp_path / "store"),
+        "LANG": "C.UTF-8",
+    }
     sh(py, "-m", "pip", "install", "-q", TORCH, env=env)
     sh(py, "-m", "pip", "install", "-q", str(ROOT), env=env)
 
@@ -48,8 +53,23 @@ def test_the_bare_distribution_works_and_each_industry_is_an_extra(tmp_path):
 
     # the finance extra: its generators run without RDKit
     sh(py, "-m", "pip", "install", "-q", f"{ROOT}[finance]", env=env)
-    garch = sh(genforge, "run", "garch", "--no-prefect", "--set", "data.start=2010-01-01", "--set", "data.test_start=2014-01-01",
-               "--set", "sample.n=100", "--set", "sample.horizon=10", "--set", "sample.backtest=false", env=env)
+    garch = sh(
+        genforge,
+        "run",
+        "garch",
+        "--no-prefect",
+        "--set",
+        "data.start=2010-01-01",
+        "--set",
+        "data.test_start=2014-01-01",
+        "--set",
+        "sample.n=100",
+        "--set",
+        "sample.horizon=10",
+        "--set",
+        "sample.backtest=false",
+        env=env,
+    )
     assert "run folder:" in garch.stdout
     assert sh(py, "-c", "import rdkit", env=env, ok=False).returncode != 0
     assert "pip install 'genforge[healthcare]'" in sh(genforge, "plugins", env=env).stdout

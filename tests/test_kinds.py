@@ -52,9 +52,12 @@ def _track(*events: bytes) -> bytes:
 
 
 # Two voices: C4 then E4 (running status, note-on velocity 0 as note-off, a tempo meta event between), and C3 held.
-MIDI = b"MThd" + struct.pack(">IHHH", 6, 1, 2, 480) + _track(
-    b"\x00\x90\x3c\x40", b"\x00\xff\x51\x03\x07\xa1\x20", b"\x83\x60\x80\x3c\x40", b"\x00\x90\x40\x40", b"\x83\x60\x40\x00"
-) + _track(b"\x00\x91\x30\x40", b"\x87\x40\x81\x30\x00")
+MIDI = (
+    b"MThd"
+    + struct.pack(">IHHH", 6, 1, 2, 480)
+    + _track(b"\x00\x90\x3c\x40", b"\x00\xff\x51\x03\x07\xa1\x20", b"\x83\x60\x80\x3c\x40", b"\x00\x90\x40\x40", b"\x83\x60\x40\x00")
+    + _track(b"\x00\x91\x30\x40", b"\x87\x40\x81\x30\x00")
+)
 
 
 def test_music_is_a_folder_of_midi_files_with_a_piano_roll(tmp_path):

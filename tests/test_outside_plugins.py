@@ -45,11 +45,11 @@ def genforge_commands(app):
         print(f"hello {name} from acme")
 '''
 
-BROKEN = '''
+BROKEN = """
 import acme_missing_dependency  # ImportError: a plugin whose module fails to import
-'''
+"""
 
-FLAKY = '''
+FLAKY = """
 from genforge.core import Evaluator, hookimpl
 
 class Flaky(Evaluator):
@@ -62,7 +62,7 @@ class Flaky(Evaluator):
 @hookimpl
 def genforge_evaluators():
     return [Flaky()]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,9 @@ def test_an_outside_evaluator_adds_its_metric_and_overwrites_nothing(outside, tm
     rows = gzip.open(MOSES_TEST, "rt").read().split()[:60]
     f = tmp_path / "lib.smi"
     f.write_text("\n".join(rows) + "\nC1CC(\n")
-    r = genforge(outside, "evaluate", "molecules", str(f), "--json", "--set", "moses.enabled=false", env={"GENFORGE_HOME": str(tmp_path / "h")})
+    r = genforge(
+        outside, "evaluate", "molecules", str(f), "--json", "--set", "moses.enabled=false", env={"GENFORGE_HOME": str(tmp_path / "h")}
+    )
     assert r.code == 0, r.stderr
     m = json.loads(r.stdout)
     assert m["rdkit.validity"] == pytest.approx(60 / 61) and m["acme-rings.validity"] == -1.0
@@ -169,8 +171,13 @@ call("evaluate", "molecules", {str(smi)!r}, "--json", "--set", "moses.enabled=fa
 call("new-plugin", "acme-x", "--out", {str(tmp_path)!r})
 print("PREFECT-IMPORTED:", sorted(m for m in sys.modules if m == "prefect" or m.startswith("prefect.")))
 """
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "GENFORGE_HOME": str(tmp_path / "h"), "PYTHONPATH": toy_dist.pythonpath})
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "GENFORGE_HOME": str(tmp_path / "h"), "PYTHONPATH": toy_dist.pythonpath},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().splitlines()[-1] == "PREFECT-IMPORTED: []"
 
@@ -189,8 +196,14 @@ def test_new_plugin_renders_a_package_whose_own_tests_pass(tmp_path):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-demo\nVersion: 0.1.0\n")
     (info / "entry_points.txt").write_text("[genforge]\nacme-demo = acme_demo.plugin\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(src), os.environ.get("PYTHONPATH", "")]), "GENFORGE_HOME": str(tmp_path / "h")}
-    tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(pkg)], capture_output=True, text=True,
-                           timeout=300, env=env, cwd=pkg)
+    tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(pkg)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=pkg,
+    )
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
     assert "4 passed" in tests.stdout
     again = cli("new-plugin", "acme-demo", "--out", str(tmp_path))

@@ -20,15 +20,13 @@ def harness():
 
 
 def test_pipeline_flow_leaves_run_and_artifacts(harness, store):
+    from helpers.crash import crash_after_checkpoints
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    from genforge.flows.pipeline import pipeline
-
-    from helpers.crash import crash_after_checkpoints
-
     from genforge.core import hookimpl
     from genforge.core.plugin_manager import get_plugin_manager
+    from genforge.flows.pipeline import pipeline
 
     class UnreachableLicence:  # a plugin that fails to register: said in the flow run's log, for whoever watches the UI
         @hookimpl
@@ -95,7 +93,9 @@ def test_sweep_grid_points_and_overrides():
     from genforge.flows.sweep import grid_points
 
     assert grid_points({"train.seed": [0, 1], "train.lr": [1e-3]}, ["sample.n=10"]) == [
-        {"train.seed": 0, "train.lr": 1e-3}, {"train.seed": 1, "train.lr": 1e-3}]
+        {"train.seed": 0, "train.lr": 1e-3},
+        {"train.seed": 1, "train.lr": 1e-3},
+    ]
     with pytest.raises(ConfigError, match="train.seed is in both grid and overrides"):
         grid_points({"train.seed": [0, 1]}, ["train.seed=3"])
     with pytest.raises(ConfigError, match="non-empty list"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers.crash import WorkerLost, crash_after_checkpoints
 
 from genforge.core import RunStore
@@ -242,7 +241,7 @@ def test_two_acquirers_started_together_exactly_one_holds_the_lease(tmp_path, mo
         outcome: dict[str, str] = {}
         start = threading.Barrier(2)
 
-        def take(lease):
+        def take(lease, start=start, outcome=outcome):
             start.wait()
             try:
                 lease.acquire()

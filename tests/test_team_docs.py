@@ -40,8 +40,15 @@ def test_the_team_setup_runs_as_written(team):
         while True:  # (the scheduled deployments' future runs are not the docs' to wait for)
             runs = client.read_flow_runs()
             docs_sweep = [r for r in runs if r.deployment_id == sweeps and "e2e" not in r.tags]
-            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(
-                operator="and_", any_=[r.id for r in docs_sweep]))) if docs_sweep else []
+            children = (
+                client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        parent_flow_run_id=FlowRunFilterParentFlowRunId(operator="and_", any_=[r.id for r in docs_sweep])
+                    )
+                )
+                if docs_sweep
+                else []
+            )
             tries = [r for r in runs if r.deployment_id == quick and r.parent_task_run_id is None and "e2e" not in r.tags]
             ours = [*tries, *docs_sweep, *children]
             if len(ours) >= 4 and all(r.state and r.state.is_final() for r in ours):
@@ -52,5 +59,9 @@ def test_the_team_setup_runs_as_written(team):
     names = [n for n, _ in states]
     assert len(tries) == 1 and len(docs_sweep) == 1 and len(children) == 2, states
     assert all(s == "Completed" for _, s in states), states
-    assert "molecule-diffusion-seed0" in names and "molecule-diffusion-seed1" in names and "sweep-genforge-pipeline/molecule-diffusion-cpu" in names
+    assert (
+        "molecule-diffusion-seed0" in names
+        and "molecule-diffusion-seed1" in names
+        and "sweep-genforge-pipeline/molecule-diffusion-cpu" in names
+    )
     assert team.store.joinpath("runs").exists()  # the worker's default store, under the fresh HOME

@@ -43,7 +43,11 @@ def test_a_toy_run_learns_and_core_records_what_it_did(genforge_home, genforge_p
 def test_corrupt_rows_are_skipped_and_counted(genforge_home, genforge_pm, tmp_path):
     rows = [f"{i * 0.1},{i * 0.2}" for i in range(40)] + ["1,two", "3", ""]
     (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
-    run = quick_run("toy-gaussian", {"data": {"path": str(tmp_path / "data.csv")}, "train": {"max_steps": 5}, "sample": {"n": 10}}, genforge_pm(ToyPlugin()))
+    run = quick_run(
+        "toy-gaussian",
+        {"data": {"path": str(tmp_path / "data.csv")}, "train": {"max_steps": 5}, "sample": {"n": 10}},
+        genforge_pm(ToyPlugin()),
+    )
     train = run.read_json("data.json")["train"]
     assert train["read"] == 43 and train["kept"] + train["held_out"] == 40
     assert train["rejected"] == {"not a number": 1, "wrong number of columns": 2}
@@ -68,7 +72,10 @@ class SameName(Evaluator):
 
     def evaluate(self, samples, reference, out_dir, config):
         (out_dir / "mine.txt").write_text("own folder")
-        return Evaluation(self.name, [Metric("mean_abs_error", -1.0, False), Metric("n_samples", float(np.load(samples.path).shape[0]), None, description="count")])
+        return Evaluation(
+            self.name,
+            [Metric("mean_abs_error", -1.0, False), Metric("n_samples", float(np.load(samples.path).shape[0]), None, description="count")],
+        )
 
 
 class Outside:
@@ -121,8 +128,15 @@ def test_registrations_of_unknown_kinds_and_raising_hooks_are_skipped(genforge_p
     reg = registry(pm)
     assert set(reg.generators) == {"toy-gaussian"}
     lines = {f.line() for f in reg.failures}
-    assert any("generator 'orphan' produces sample kind 'holograms', which is not a known kind (known: molecules, images, music, scenarios, vectors)" in x for x in lines)
-    assert any("at genforge_datasets: RuntimeError: cannot reach the licence server" in x and "GENFORGE_DISABLE_PLUGINS=wrongkinds-1" in x for x in lines)
+    assert any(
+        "generator 'orphan' produces sample kind 'holograms', which is not a known kind (known: molecules, images, music, scenarios, vectors)"
+        in x
+        for x in lines
+    )
+    assert any(
+        "at genforge_datasets: RuntimeError: cannot reach the licence server" in x and "GENFORGE_DISABLE_PLUGINS=wrongkinds-1" in x
+        for x in lines
+    )
     err = capsys.readouterr().err
     assert "cannot reach the licence server" in err and len([x for x in err.splitlines() if "licence" in x]) == 1
     info = {i.name: i for i in plugin_infos(pm)}["wrongkinds-1"]
@@ -257,16 +271,15 @@ class NoEnginePlugin:
         return [NoEngine]
 
 
-def test_the_kit_refuses_a_nan_metric_and_the_run_records_it_as_null(genforge_home, genforge_pm):
+def test_the_kit_refuses_a_nan_metric_and_a_run_leaves_it_out_with_a_note(genforge_home, genforge_pm):
     from genforge.core.testing import check_evaluator
 
     pm = genforge_pm(ToyPlugin(), NaNPlugin())
     run = quick_run("toy-gaussian", {"train": {"max_steps": 5}, "sample": {"n": 20}}, pm)
     text = (run.path / "metrics.json").read_text()
     record = json.loads(text, parse_constant=lambda c: pytest.fail(f"metrics.json holds {c}, which is not JSON"))
-    assert record["metrics"]["kurtosis_error"] is None
-    nan = next(m for e in record["evaluations"] if e["evaluator"] == "nan-moments" for m in e["metrics"] if m["name"] == "kurtosis_error")
-    assert nan["value"] is None
+    assert "nan-moments.kurtosis_error" not in record["metrics"] and "nan-moments.mean_abs_error" in record["metrics"]
+    assert "nan-moments: kurtosis_error could not be computed on these samples and is left out" in record["notes"]
     from genforge.core.runner import Steps
 
     steps = Steps(run, pm)

@@ -47,10 +47,20 @@ LOSSES = {"critic": critic_loss, "generator": generator_loss}
 
 def config(**kw) -> TrainConfig:
     base = dict(
-        max_steps=300, max_minutes=None, warmup_steps=0, schedule="constant", grad_clip=None, ema=0.9,
-        checkpoint_every=50, log_every=25, device="cpu", ema_networks=["generator"],
-        optimizers={"critic": {"networks": ["critic"], "lr": 3e-3, "betas": (0.5, 0.9)},
-                    "generator": {"networks": ["generator"], "lr": 2.5e-3, "betas": (0.5, 0.9), "optimizer": "adam"}},
+        max_steps=300,
+        max_minutes=None,
+        warmup_steps=0,
+        schedule="constant",
+        grad_clip=None,
+        ema=0.9,
+        checkpoint_every=50,
+        log_every=25,
+        device="cpu",
+        ema_networks=["generator"],
+        optimizers={
+            "critic": {"networks": ["critic"], "lr": 3e-3, "betas": (0.5, 0.9)},
+            "generator": {"networks": ["generator"], "lr": 2.5e-3, "betas": (0.5, 0.9), "optimizer": "adam"},
+        },
         phases={"critic": {"repeat": 2}, "generator": {}},
     )
     return TrainConfig.model_validate({**base, **kw})
@@ -119,8 +129,10 @@ def test_phases_and_optimizers_must_match_the_networks(tmp_path):
 
 
 def test_misconfigured_optimizers_are_refused_before_training(tmp_path):
-    both = config(optimizers={"a": {"networks": ["critic"]}, "b": {"networks": ["critic", "generator"]}},
-                  phases={"critic": {"optimizer": "a"}, "generator": {"optimizer": "b"}})
+    both = config(
+        optimizers={"a": {"networks": ["critic"]}, "b": {"networks": ["critic", "generator"]}},
+        phases={"critic": {"optimizer": "a"}, "generator": {"optimizer": "b"}},
+    )
     with pytest.raises(ConfigError, match="network 'critic' is updated by several optimizers \\(a, b\\)"):
         Trainer(both, tmp_path).fit_networks(networks(), LOSSES)
     idle = config(optimizers={"critic": {"networks": ["critic"]}, "generator": {"networks": ["generator"]}, "spare": {"networks": []}})

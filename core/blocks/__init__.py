@@ -19,4 +19,14 @@ from .autoregressive import Autoregressive
 from .masked_diffusion import STRATEGIES, MaskedDiffusion, Strategy, Weighting, gumbel_noise, nucleus
 from .transformer import TransformerConfig, TransformerDenoiser
 
-__all__ = ["Autoregressive", "STRATEGIES", "MaskedDiffusion", "Strategy", "TransformerConfig", "Weighting", "TransformerDenoiser", "gumbel_noise", "nucleus"]
+__all__ = [
+    "Autoregressive",
+    "STRATEGIES",
+    "MaskedDiffusion",
+    "Strategy",
+    "TransformerConfig",
+    "Weighting",
+    "TransformerDenoiser",
+    "gumbel_noise",
+    "nucleus",
+]

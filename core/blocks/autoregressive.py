@@ -30,7 +30,9 @@ class Autoregressive:
         start = torch.full_like(tokens[:, :1], self.start_id)
         return torch.cat([start, tokens[:, :-1]], dim=1)
 
-    def loss(self, model: torch.nn.Module, tokens: torch.Tensor, targets: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, model: torch.nn.Module, tokens: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Mean next-token cross-entropy in nats per token. tokens: (batch, length); targets: (batch, length) True where
         a position's token counts (None: all; e.g. a sequence and the end token after it, not the padding beyond)."""
         logits = model(self._inputs(tokens), torch.ones_like(tokens, dtype=torch.bool))
@@ -45,9 +47,16 @@ class Autoregressive:
         return float(self.loss(model, tokens)[0])
 
     @torch.no_grad()
-    def sample(self, model: torch.nn.Module, given: torch.Tensor, unknown_id: int, temperature: float = 1.0,
-               top_p: float = 1.0, generator: torch.Generator | None = None,
-               constraint: Callable[[torch.Tensor, int], torch.Tensor | None] | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        model: torch.nn.Module,
+        given: torch.Tensor,
+        unknown_id: int,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        constraint: Callable[[torch.Tensor, int], torch.Tensor | None] | None = None,
+    ) -> torch.Tensor:
         """Fill the cells of ``given`` (batch, length) equal to ``unknown_id``, left to right; others are kept.
 
         constraint: called as ``constraint(x, i)`` before position ``i`` is drawn, with ``x`` the

@@ -113,8 +113,12 @@ class MaskedDiffusion:
 
     @torch.no_grad()
     def masked_nll(
-        self, model: torch.nn.Module, tokens: torch.Tensor, pad_mask: torch.Tensor | None = None,
-        rate: float = 0.5, generator: torch.Generator | None = None,
+        self,
+        model: torch.nn.Module,
+        tokens: torch.Tensor,
+        pad_mask: torch.Tensor | None = None,
+        rate: float = 0.5,
+        generator: torch.Generator | None = None,
     ) -> float:
         """Mean negative log-likelihood (nats) of held-out cells masked at ``rate``, given the rest.
 

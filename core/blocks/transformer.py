@@ -26,7 +26,7 @@ class TransformerConfig(BaseModel):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _heads_divide_the_width(self) -> "TransformerConfig":
+    def _heads_divide_the_width(self) -> TransformerConfig:
         # Checked with the spec, before a run folder exists or any data is prepared.
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")

@@ -32,17 +32,33 @@ import secrets as _secrets
 from pathlib import Path
 
 from ..errors import RunNotFound
+from . import mirror
 from .files import atomic_write_bytes, atomic_write_text, prepared_once, read_jsonl
 from .lease import LEASE_SECONDS, Lease
-from . import mirror
 from .mirror import filesystem, home, is_url, mirror_dir, set_storage_options, store_root
 from .run import Run, check_run_id, valid_id
 from .secrets import _stores, _unredacted, redact_secrets, redact_url, remember_store, unredact  # noqa: F401 (_stores, _unredacted: tests)
 
 __all__ = [
-    "LEASE_SECONDS", "Lease", "Run", "RunStore", "atomic_write_bytes", "atomic_write_text", "check_run_id", "filesystem",
-    "home", "is_url", "mirror_dir", "prepared_once", "read_jsonl", "redact_secrets", "redact_url", "remember_store",
-    "set_storage_options", "store_root", "unredact",
+    "LEASE_SECONDS",
+    "Lease",
+    "Run",
+    "RunStore",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_run_id",
+    "filesystem",
+    "home",
+    "is_url",
+    "mirror_dir",
+    "prepared_once",
+    "read_jsonl",
+    "redact_secrets",
+    "redact_url",
+    "remember_store",
+    "set_storage_options",
+    "store_root",
+    "unredact",
 ]
 
 
@@ -73,7 +89,7 @@ class RunStore:
         run = self._run(run_id)
         run.path.mkdir(parents=True)
         run._mark_remote()
-        run.set_status("created", created=dt.datetime.now(dt.timezone.utc).isoformat())
+        run.set_status("created", created=dt.datetime.now(dt.UTC).isoformat())
         return run
 
     def exists(self, run_id: str) -> bool:
@@ -106,7 +122,9 @@ class RunStore:
         if "/" in run_id or os.sep in run_id:  # a folder: only one of this store's runs
             as_path = Path(run_id).expanduser().resolve()
             if as_path.parent != self.runs.resolve() or not (as_path / "spec.yaml").exists():
-                raise RunNotFound(f"{run_id!r} is not a run folder of this store ({self.runs}); give a run id, or --store for another store")
+                raise RunNotFound(
+                    f"{run_id!r} is not a run folder of this store ({self.runs}); give a run id, or --store for another store"
+                )
             run_id = as_path.name
         check_run_id(run_id)
         if self.exists(run_id):
@@ -120,5 +138,3 @@ class RunStore:
         if matches:
             raise RunNotFound(f"run id {run_id!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
         raise RunNotFound(f"no run {run_id!r} under {self.runs} (try `genforge show latest`)")
-
-

@@ -42,7 +42,7 @@ log = logging.getLogger("genforge")
 
 
 def _now() -> float:
-    return dt.datetime.now(dt.timezone.utc).timestamp()
+    return dt.datetime.now(dt.UTC).timestamp()
 
 
 def lease_seconds() -> float:

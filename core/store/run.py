@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, DataError, LeaseLost, RunBusy, RunNotFound
+from ..errors import ConfigError, DataError, RunBusy, RunNotFound
 from . import mirror
 from .files import atomic_write_text
 from .lease import Lease
@@ -156,7 +156,7 @@ class Run:
     def set_status(self, state: str, **extra: Any) -> None:
         status = self.status
         changed = status.get("state") != state
-        status.update(state=state, updated=dt.datetime.now(dt.timezone.utc).isoformat(), **extra)
+        status.update(state=state, updated=dt.datetime.now(dt.UTC).isoformat(), **extra)
         if state not in ("failed", "interrupted"):
             status.pop("error", None)
         atomic_write_text(self.path / "status.json", json.dumps(status, indent=2, default=str) + "\n")
@@ -208,7 +208,9 @@ class Run:
             except BlockingIOError:
                 fh.seek(0)
                 holder = fh.read().strip() or "another process"
-                raise RunBusy(f"run {self.id} is busy: {holder}; wait for it to finish, or stop that process and `genforge resume` it") from None
+                raise RunBusy(
+                    f"run {self.id} is busy: {holder}; wait for it to finish, or stop that process and `genforge resume` it"
+                ) from None
             holder = f"{what} by pid {os.getpid()} on {socket.gethostname()} since {dt.datetime.now().isoformat(timespec='seconds')}"
             lease = Lease(self.id, self.remote, holder) if self.remote else None
             if lease is not None:
@@ -231,5 +233,3 @@ class Run:
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"
-
-

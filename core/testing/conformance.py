@@ -59,7 +59,9 @@ def check_evaluation(ev: Evaluator, evaluation: Evaluation, kind: str) -> None:
             f"{ev.name}.{m.name}: say which way is better (higher_is_better), give a reference value (floor), or describe it"
         )
     for name, path in evaluation.figures.items():
-        assert Path(path).exists() and Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{ev.name} figure {name!r} is not a PNG file: {path}"
+        assert Path(path).exists() and Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", (
+            f"{ev.name} figure {name!r} is not a PNG file: {path}"
+        )
 
 
 def check_generator(

@@ -12,8 +12,11 @@ from genforge.core.store import Run
 
 
 def quick_run(
-    generator: str, spec: dict[str, Any] | None = None, pm: pluggy.PluginManager | None = None,
-    overrides: list[str] | tuple[str, ...] = (), root: str | Path | None = None,
+    generator: str,
+    spec: dict[str, Any] | None = None,
+    pm: pluggy.PluginManager | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    root: str | Path | None = None,
 ) -> Run:
     """Create a run of ``generator`` with ``spec`` (and ``--set``-style ``overrides``), run every step; returns the run."""
     run = create_run(generator, overrides=overrides, spec=spec or {}, pm=pm, root=root)

@@ -37,7 +37,6 @@ from genforge.core import (
     Run,
     SampleKind,
     Samples,
-    Section,
     TrainConfig,
     Trainer,
     hookimpl,
@@ -142,7 +141,11 @@ class GaussianGenerator(Generator):
     Config: ClassVar[type[ToyConfig]] = ToyConfig
     description: ClassVar[str] = "a diagonal Gaussian fitted by maximum likelihood (a toy for tests and templates)"
     demo_spec: ClassVar[dict] = {"train": {"max_steps": 100}}
-    test_spec: ClassVar[dict] = {"data": {"n": 200}, "train": {"max_steps": 30, "checkpoint_every": 10, "log_every": 5}, "sample": {"n": 50}}
+    test_spec: ClassVar[dict] = {
+        "data": {"n": 200},
+        "train": {"max_steps": 30, "checkpoint_every": 10, "log_every": 5},
+        "sample": {"n": 50},
+    }
 
     def prepare(self, config: ToyConfig, run: Run) -> PreparedData:
         """Read (or draw) the vectors and hold out a test part, cached by content and settings (``prepared_once``)."""

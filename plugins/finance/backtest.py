@@ -91,13 +91,24 @@ def forecast(
                 for alpha in alphas:
                     for b, book in enumerate(books):
                         var, es = var_es_rows(pnl[:, :, b], alpha)
-                        rows.append(pd.DataFrame({
-                            "date": returns.index[part], "asset": book, "horizon": h, "alpha": alpha,
-                            "var": var, "es": es, "realized": realized[:, b],
-                        }))
+                        rows.append(
+                            pd.DataFrame(
+                                {
+                                    "date": returns.index[part],
+                                    "asset": book,
+                                    "horizon": h,
+                                    "alpha": alpha,
+                                    "var": var,
+                                    "es": es,
+                                    "realized": realized[:, b],
+                                }
+                            )
+                        )
                 done += len(part)
                 if progress:
                     progress(done, total)
     if not rows:
-        raise DataError(f"no backtest window fits the {len(days_all)} test day(s): shorten sample.backtest_horizons ({', '.join(map(str, horizons))})")
+        raise DataError(
+            f"no backtest window fits the {len(days_all)} test day(s): shorten sample.backtest_horizons ({', '.join(map(str, horizons))})"
+        )
     return pd.concat(rows, ignore_index=True).sort_values(["horizon", "alpha", "asset", "date"], ignore_index=True)

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import re
 import json
+import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,13 +34,21 @@ NA_CELLS = {"", "na", "n/a", "nan", "null", "."}  # a missing price (a gap), as 
 
 
 class MarketDataConfig(DataConfig):
-    series: list[str] = Field(["sp500"], min_length=1, description=f"price series shipped with arch: {', '.join(ARCH_SERIES)} (several: modelled jointly)")
+    series: list[str] = Field(
+        ["sp500"], min_length=1, description=f"price series shipped with arch: {', '.join(ARCH_SERIES)} (several: modelled jointly)"
+    )
     path: str | None = Field(None, description="a CSV of dated prices instead of `series`: first column the date, one column per asset")
     columns: list[str] | None = Field(None, description="the CSV's asset columns to use (default: all)")
     start: str | None = Field(None, description="first date used (YYYY-MM-DD; default: the data's first)")
-    test_start: str | None = Field(None, description="first test date (default: the last test_fraction of the days; for the shipped 1999-2018 series, 2015-01-02)")
+    test_start: str | None = Field(
+        None, description="first test date (default: the last test_fraction of the days; for the shipped 1999-2018 series, 2015-01-02)"
+    )
     test_fraction: float = Field(0.2, gt=0, lt=1, description="share of the days held out as the test period when test_start is not set")
-    validation_days: int = Field(250, ge=20, description="days before the test period kept for the GAN's checkpoint choice (the GAN does not train on them; textbook fits use them)")
+    validation_days: int = Field(
+        250,
+        ge=20,
+        description="days before the test period kept for the GAN's checkpoint choice (the GAN does not train on them; textbook fits use them)",
+    )
 
     @field_validator("start", "test_start", mode="before")
     @classmethod
@@ -58,7 +66,9 @@ class MarketDataConfig(DataConfig):
     def _series(cls, value: list[str]) -> list[str]:
         unknown = [s for s in value if s not in ARCH_SERIES]
         if unknown:
-            raise ValueError(f"unknown series {', '.join(map(repr, unknown))}; shipped: {', '.join(ARCH_SERIES)} (or set data.path to a CSV)")
+            raise ValueError(
+                f"unknown series {', '.join(map(repr, unknown))}; shipped: {', '.join(ARCH_SERIES)} (or set data.path to a CSV)"
+            )
         return value
 
 
@@ -211,11 +221,19 @@ def write_prepared(prices: pd.DataFrame, cfg: MarketDataConfig, out: Path, sourc
         kind.write(long_form(part.to_numpy()[None], list(part.columns)), out / name)
         (out / name / kind.filename).replace(out / f"{name}.parquet")
         (out / name).rmdir()
-    periods = {name: [str(returns.index[split == name][0].date()), str(returns.index[split == name][-1].date())] for name in ("train", "validation", "test")}
+    periods = {
+        name: [str(returns.index[split == name][0].date()), str(returns.index[split == name][-1].date())]
+        for name in ("train", "validation", "test")
+    }
     counts = {name: int((split == name).sum()) for name in ("train", "validation", "test")}
     stats = {
         "source": source,
-        "train": {"read": len(prices), "kept": counts["train"], "held_out": counts["validation"] + counts["test"], "rejected": {f"no price for {k}": v for k, v in gaps.items()}},
+        "train": {
+            "read": len(prices),
+            "kept": counts["train"],
+            "held_out": counts["validation"] + counts["test"],
+            "rejected": {f"no price for {k}": v for k, v in gaps.items()},
+        },
         "test": {"read": counts["test"], "kept": counts["test"], "held_out": 0, "rejected": {}},
         "assets": list(map(str, returns.columns)),
         "periods": periods,
@@ -234,12 +252,14 @@ def prepare_once(prices: pd.DataFrame, cfg: MarketDataConfig, out: Path, source:
 def long_form(paths: np.ndarray, assets: list[str]) -> pd.DataFrame:
     """(scenarios, steps, assets) returns -> the ``scenarios`` kind's long table, assets by name."""
     s, t, a = paths.shape
-    return pd.DataFrame({
-        "scenario": np.repeat(np.arange(s), t * a),
-        "step": np.tile(np.repeat(np.arange(t), a), s),
-        "asset": np.tile(np.asarray(assets, dtype=object), s * t),
-        "value": paths.reshape(-1).astype(float),
-    })
+    return pd.DataFrame(
+        {
+            "scenario": np.repeat(np.arange(s), t * a),
+            "step": np.tile(np.repeat(np.arange(t), a), s),
+            "asset": np.tile(np.asarray(assets, dtype=object), s * t),
+            "value": paths.reshape(-1).astype(float),
+        }
+    )
 
 
 def wide_form(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
@@ -247,7 +267,9 @@ def wide_form(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     dup = frame.duplicated(["scenario", "step", "asset"])
     if dup.any():
         row = frame[dup].iloc[0]
-        raise DataError(f"scenario {row['scenario']}, step {row['step']}, asset {row['asset']!r} appears more than once ({int(dup.sum())} repeated rows)")
+        raise DataError(
+            f"scenario {row['scenario']}, step {row['step']}, asset {row['asset']!r} appears more than once ({int(dup.sum())} repeated rows)"
+        )
     assets = list(dict.fromkeys(frame["asset"]))
     cube = frame.pivot_table(index=["scenario", "step"], columns="asset", values="value", sort=True)[assets]
     n_scen, n_step = frame["scenario"].nunique(), frame["step"].nunique()

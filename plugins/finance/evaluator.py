@@ -66,7 +66,9 @@ class MarketEvaluator(Evaluator):
     name: ClassVar[str] = "market"
     kinds: ClassVar[tuple[str, ...]] = ("scenarios",)
     Config: ClassVar[type[MarketConfig]] = MarketConfig
-    description: ClassVar[str] = "stylised facts, tail risk and memorisation vs the test period; VaR/ES backtest (Kupiec, Christoffersen, FZ0)"
+    description: ClassVar[str] = (
+        "stylised facts, tail risk and memorisation vs the test period; VaR/ES backtest (Kupiec, Christoffersen, FZ0)"
+    )
 
     def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: MarketConfig) -> Evaluation:
         kind = Scenarios()
@@ -75,14 +77,19 @@ class MarketEvaluator(Evaluator):
         if set(assets) == set(test_assets):  # same assets in another order
             fake = fake[..., [assets.index(a) for a in test_assets]]
         elif len(assets) != len(test_assets):
-            raise DataError(f"the scenarios have {len(assets)} asset(s) ({', '.join(assets)}), the reference {len(test_assets)} ({', '.join(test_assets)})")
+            raise DataError(
+                f"the scenarios have {len(assets)} asset(s) ({', '.join(assets)}), the reference {len(test_assets)} ({', '.join(test_assets)})"
+            )
         # otherwise other names for as many assets (asset0, ... from another tool): matched in order
         assets = test_assets
         test = test[0]
         train = wide_form(kind.load(reference.train))[0][0] if reference.train else None
         scores = metrics.score_paths(fake, test, train)
         floor = metrics.score_paths(test_windows(test, fake.shape[1], len(fake), config.seed), test, train)
-        out = [Metric("scenarios", float(len(fake)), None, description="scenarios scored"), Metric("horizon", float(fake.shape[1]), None, description="days per scenario")]
+        out = [
+            Metric("scenarios", float(len(fake)), None, description="scenarios scored"),
+            Metric("horizon", float(fake.shape[1]), None, description="days per scenario"),
+        ]
         for name, value in scores.items():
             better, text = PATH_METRICS.get(name, (None, ""))
             out.append(Metric(name, float(value), better, _floor(floor.get(name)), text))
@@ -96,7 +103,15 @@ class MarketEvaluator(Evaluator):
         return Evaluation(self.name, out, figures)
 
     @staticmethod
-    def _figures(fake: np.ndarray, test: np.ndarray, assets: list[str], reference: Reference, out_dir: Path, config: MarketConfig, history_end: str | None) -> dict[str, Path]:
+    def _figures(
+        fake: np.ndarray,
+        test: np.ndarray,
+        assets: list[str],
+        reference: Reference,
+        out_dir: Path,
+        config: MarketConfig,
+        history_end: str | None,
+    ) -> dict[str, Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         figures = {"tails": plots.tail_histograms(test[:, 0], fake[:, :, 0].ravel(), out_dir / "tails.png")}
         curves = metrics.acf_curves(test, fake, config.max_lag)
@@ -104,7 +119,9 @@ class MarketEvaluator(Evaluator):
             figures["acf"] = plots.acf_plot(curves, out_dir / "acf.png")
         prices = reference.test.parent / "prices.parquet"  # a prepared folder keeps the prices beside the reference
         if prices.exists():
-            figures["fan_chart"] = fan_chart(fake, pd.read_parquet(prices), assets[0], reference, out_dir / "fan_chart.png", config.fan_chart_days, history_end)
+            figures["fan_chart"] = fan_chart(
+                fake, pd.read_parquet(prices), assets[0], reference, out_dir / "fan_chart.png", config.fan_chart_days, history_end
+            )
         return figures
 
 
@@ -143,9 +160,19 @@ def backtest_metrics(frame: pd.DataFrame) -> list[Metric]:
         key = f"backtest_{int(h)}d_{alpha * 100:g}pct"
         days = len(part)
         out += [
-            Metric(f"{key}_hits", s["hits"], None, description=f"{book}: days of {days} whose {int(h)}-day loss beat VaR {alpha:.0%} (expected {alpha * days:.1f})"),
+            Metric(
+                f"{key}_hits",
+                s["hits"],
+                None,
+                description=f"{book}: days of {days} whose {int(h)}-day loss beat VaR {alpha:.0%} (expected {alpha * days:.1f})",
+            ),
             Metric(f"{key}_kupiec_p", s["kupiec_p"], True, description="Kupiec unconditional coverage p-value (reject below 0.05)"),
-            Metric(f"{key}_christoffersen_p", s["christoffersen_p"], True, description="Christoffersen independence p-value (reject below 0.05)"),
+            Metric(
+                f"{key}_christoffersen_p",
+                s["christoffersen_p"],
+                True,
+                description="Christoffersen independence p-value (reject below 0.05)",
+            ),
             Metric(f"{key}_fz0", s["fz0"], False, description="FZ0 joint VaR/ES loss (lower is better)"),
         ]
     return out
@@ -158,7 +185,9 @@ def backtest_figure(frame: pd.DataFrame, out: Path) -> Path:
     return plots.backtest_plot(pd.to_datetime(part["date"]).to_numpy(), part["realized"].to_numpy(), part["var"].to_numpy(), out, alpha)
 
 
-def fan_chart(fake: np.ndarray, prices: pd.DataFrame, asset: str, reference: Reference, out: Path, days: int, history_end: str | None) -> Path:
+def fan_chart(
+    fake: np.ndarray, prices: pd.DataFrame, asset: str, reference: Reference, out: Path, days: int, history_end: str | None
+) -> Path:
     """Scenario price paths of the first asset from the last real price they were given, over what happened next."""
     if history_end is None:  # scenarios from another tool: assume they start with the test period
         test_index = pd.read_parquet(reference.test.parent / "returns.parquet").query("split == 'test'").index
@@ -170,7 +199,10 @@ def fan_chart(fake: np.ndarray, prices: pd.DataFrame, asset: str, reference: Ref
     horizon = fake.shape[1]
     future = series[series.index > before.index[-1]].iloc[:horizon]
     return plots.fan_chart(
-        before.index.to_numpy(), before.to_numpy(), scenario_prices, out,
+        before.index.to_numpy(),
+        before.to_numpy(),
+        scenario_prices,
+        out,
         real_future=future.to_numpy() if len(future) == horizon else None,
         future_dates=future.index.to_numpy() if len(future) == horizon else None,
         title=f"{asset}: {len(fake)} scenarios of {horizon} days from {before.index[-1].date()}",

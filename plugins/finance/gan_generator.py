@@ -28,8 +28,8 @@ from genforge.core import Checkpoint, ConfigError, OptimizerConfig, PhaseConfig,
 from .data import load_split
 from .gan_networks import Critic, PathGenerator, gradient_penalty
 from .lambert_w import DELTA_CAP, Transform
-from .scenario_generator import HISTORY, FinanceConfig, FinanceGenerator
 from .metrics import fz0_loss, var_es_rows
+from .scenario_generator import FinanceConfig, FinanceGenerator
 from .textbook_models import ScenarioModel
 
 
@@ -46,11 +46,12 @@ class GanModelConfig(Section):
     validate_every: int = Field(100, ge=1, description="steps between validation scores (checkpoint choice)")
     validation_scenarios: int = Field(1000, ge=100, description="scenarios per validation day")
 
-
     @model_validator(mode="after")
-    def _context(self) -> "GanModelConfig":
+    def _context(self) -> GanModelConfig:
         if self.critic_context > self.history:
-            raise ValueError(f"model.critic_context ({self.critic_context}) cannot exceed model.history ({self.history}): the critic sees the last history days")
+            raise ValueError(
+                f"model.critic_context ({self.critic_context}) cannot exceed model.history ({self.history}): the critic sees the last history days"
+            )
         return self
 
 
@@ -65,7 +66,10 @@ class GanTrain(TrainConfig):
     ema: float | None = Field(0.99, gt=0, lt=1)
     checkpoint_every: int = Field(100, ge=1)
     optimizers: dict[str, OptimizerConfig] = Field(
-        default_factory=lambda: {"critic": OptimizerConfig(networks=["critic"]), "generator": OptimizerConfig(networks=["generator"], lr=1e-3)}
+        default_factory=lambda: {
+            "critic": OptimizerConfig(networks=["critic"]),
+            "generator": OptimizerConfig(networks=["generator"], lr=1e-3),
+        }
     )
     phases: dict[str, PhaseConfig] = Field(default_factory=lambda: {"critic": PhaseConfig(repeat=5), "generator": PhaseConfig()})
     ema_networks: list[str] | None = Field(["generator"])
@@ -112,7 +116,9 @@ def _window(v: np.ndarray, day: int, length: int) -> np.ndarray:
 class ScenarioGan(FinanceGenerator):
     name: ClassVar[str] = "scenario-gan"
     Config: ClassVar[type[ScenarioGanConfig]] = ScenarioGanConfig
-    description: ClassVar[str] = "conditional WGAN-GP: GRU generator (σ·ε + μ), temporal-conv critic, Lambert W returns, EMA, validation choice"
+    description: ClassVar[str] = (
+        "conditional WGAN-GP: GRU generator (σ·ε + μ), temporal-conv critic, Lambert W returns, EMA, validation choice"
+    )
     libraries: ClassVar[tuple[str, ...]] = ("torch", "arch", "numpy", "scipy", "pandas")
     uses_gpu: ClassVar[bool] = True
     refits: ClassVar[bool] = False
@@ -134,7 +140,10 @@ class ScenarioGan(FinanceGenerator):
         limit = torch.as_tensor(transform.limit, dtype=torch.float32, device=trainer.device)
         assets = x.shape[1]
         torch.manual_seed(cfg.seed)
-        nets = {"generator": PathGenerator(assets, m.hidden, m.noise_dim), "critic": Critic(assets, m.critic_context + m.train_horizon, m.critic_channels)}
+        nets = {
+            "generator": PathGenerator(assets, m.hidden, m.noise_dim),
+            "critic": Critic(assets, m.critic_context + m.train_horizon, m.critic_channels),
+        }
         # windows: history [t-L, t) and future [t, t+H) inside the training period
         starts = np.arange(max(m.history, m.critic_context), len(train_days) - m.train_horizon + 1)
         if len(starts) < cfg.batch_size:
@@ -185,16 +194,28 @@ class ScenarioGan(FinanceGenerator):
         if trainer.is_main:
             best.offer(result.step, score, final)
         meta = {
-            "assets": list(map(str, returns.columns)), "transform": transform.to_dict(), "model": m.model_dump(),
-            "best_step": best.step, "validation_fz0": best.score, "final_step": result.step, "final_validation_fz0": score,
+            "assets": list(map(str, returns.columns)),
+            "transform": transform.to_dict(),
+            "model": m.model_dump(),
+            "best_step": best.step,
+            "validation_fz0": best.score,
+            "final_step": result.step,
+            "final_validation_fz0": score,
         }
         path = trainer.run_dir / "scenario-gan.safetensors"
         if trainer.is_main:
             self.keep_history(data, trainer.run_dir)
             save_file(load_file(str(best.path)) if best.step is not None else {k: t.contiguous() for k, t in final.items()}, str(path))
             store.atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
-        notes = [f"weights from step {best.step} of {result.step}: the best validation FZ0 ({best.score:.3f}, {len(val_days)} days before the test period)"]
-        return Checkpoint(path, result.step, details={"best_step": best.step, "validation_fz0": round(best.score, 4), "delta": [round(d, 4) for d in transform.delta]}, notes=notes)
+        notes = [
+            f"weights from step {best.step} of {result.step}: the best validation FZ0 ({best.score:.3f}, {len(val_days)} days before the test period)"
+        ]
+        return Checkpoint(
+            path,
+            result.step,
+            details={"best_step": best.step, "validation_fz0": round(best.score, 4), "delta": [round(d, 4) for d in transform.delta]},
+            notes=notes,
+        )
 
     @staticmethod
     @torch.no_grad()
@@ -228,7 +249,7 @@ class _Best:
         self.path, self.step, self.score = Path(run_dir) / "best.safetensors", step, score
 
     @classmethod
-    def load(cls, run_dir: Path) -> "_Best":
+    def load(cls, run_dir: Path) -> _Best:
         """The best so far, read from its weights' metadata; a file that cannot be read counts as none."""
         path = Path(run_dir) / "best.safetensors"
         try:

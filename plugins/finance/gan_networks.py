@@ -25,7 +25,9 @@ class PathGenerator(nn.Module):
         self.loc = nn.Linear(hidden, assets)
         self.log_scale = nn.Linear(hidden, assets)
         self.noise_dim = assets + noise_dim  # one noise per asset (ε's base) and noise_dim more for its shape
-        self.shape = nn.Sequential(nn.Linear(hidden + self.noise_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, assets))
+        self.shape = nn.Sequential(
+            nn.Linear(hidden + self.noise_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, assets)
+        )
         # ε = noise + correction, the correction starting at zero: the untrained generator is the
         # Gaussian likelihood model, and the critic teaches it the tails and the paths' shape.
         nn.init.zeros_(self.shape[-1].weight)

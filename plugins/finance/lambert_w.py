@@ -63,7 +63,7 @@ class Transform:
     limit: np.ndarray  # the largest |value| a generated day may take, in network units (see fit)
 
     @classmethod
-    def fit(cls, returns: np.ndarray, lambert_w: bool = True) -> "Transform":
+    def fit(cls, returns: np.ndarray, lambert_w: bool = True) -> Transform:
         loc, scale = returns.mean(0), returns.std(0)
         z = (returns - loc) / scale
         fits = [fit_delta(z[:, a]) if lambert_w else (0.0, 1.0) for a in range(z.shape[1])]
@@ -92,5 +92,5 @@ class Transform:
         return {k: np.asarray(getattr(self, k)).tolist() for k in ("loc", "scale", "delta", "u_loc", "u_scale", "limit")}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Transform":
+    def from_dict(cls, d: dict) -> Transform:
         return cls(**{k: np.asarray(v, dtype=np.float64) for k, v in d.items()})

@@ -227,7 +227,11 @@ def leverage_score(real, fake, lags: Iterable[int] = range(1, 6)) -> dict[str, f
         return {}
     lev_real = leverage(real.T, lags)  # (A, L)
     lev_fake = leverage(np.swapaxes(fake, 1, 2), lags).mean(axis=0)  # (A, L)
-    return {"leverage_real": float(lev_real.mean()), "leverage_fake": float(lev_fake.mean()), "leverage_error": float(np.abs(lev_real - lev_fake).mean())}
+    return {
+        "leverage_real": float(lev_real.mean()),
+        "leverage_fake": float(lev_fake.mean()),
+        "leverage_error": float(np.abs(lev_real - lev_fake).mean()),
+    }
 
 
 def correlation_error(real, fake) -> float | None:
@@ -378,8 +382,13 @@ def backtest_scores(y, var, es, alpha: float) -> dict[str, float]:
     """
     y = np.asarray(y, dtype=float)
     hits = y <= -np.asarray(var, dtype=float)
-    return {"hits": int(hits.sum()), "hit_rate": float(hits.mean()), "kupiec_p": kupiec(hits, alpha)[1],
-            "christoffersen_p": christoffersen(hits)[1] if hits.size > 1 else float("nan"), "fz0": fz0_loss(y, var, es, alpha)}
+    return {
+        "hits": int(hits.sum()),
+        "hit_rate": float(hits.mean()),
+        "kupiec_p": kupiec(hits, alpha)[1],
+        "christoffersen_p": christoffersen(hits)[1] if hits.size > 1 else float("nan"),
+        "fz0": fz0_loss(y, var, es, alpha),
+    }
 
 
 def score_paths(fake, real_test, train=None, max_lag: int = 100, window: int = 20) -> dict[str, float]:

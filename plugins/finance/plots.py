@@ -79,7 +79,15 @@ def fan_chart(
     ax.plot(x_hist, hist, color="black", lw=1.2, label="history")
     for lo, hi, shade in _FAN_BANDS:
         low, high = np.quantile(scen, [lo, hi], axis=0)
-        ax.fill_between(x, np.r_[hist[-1], low], np.r_[hist[-1], high], color="tab:blue", alpha=shade, lw=0, label=f"{100 * lo:g}–{100 * hi:g} % of scenarios")
+        ax.fill_between(
+            x,
+            np.r_[hist[-1], low],
+            np.r_[hist[-1], high],
+            color="tab:blue",
+            alpha=shade,
+            lw=0,
+            label=f"{100 * lo:g}–{100 * hi:g} % of scenarios",
+        )
     ax.plot(x, np.r_[hist[-1], np.median(scen, axis=0)], color="tab:blue", lw=1.5, label="scenario median")
     if real_future is not None:
         ax.plot(x, np.r_[hist[-1], np.asarray(real_future, dtype=float)], color="tab:red", lw=1.3, label="realised")

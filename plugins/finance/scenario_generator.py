@@ -30,7 +30,6 @@ from genforge.core import (
     Run,
     SampleConfig,
     Samples,
-    Section,
     TrainConfig,
     Trainer,
     store,
@@ -40,7 +39,6 @@ from genforge.core.kinds import Scenarios
 from . import backtest
 from .data import MarketDataConfig, as_date_text, fingerprint, load_prices, load_split, long_form, prepare_once
 from .textbook_models import ScenarioModel
-
 
 HISTORY = "history.parquet"  # the returns a trained model conditions on, beside its weights
 
@@ -82,7 +80,7 @@ class FinanceConfig(GeneratorConfig):
     sample: ScenarioSampleConfig = Field(default_factory=ScenarioSampleConfig)
 
     @model_validator(mode="after")
-    def _one_device(self) -> "FinanceConfig":
+    def _one_device(self) -> FinanceConfig:
         if self.train.devices > 1:
             raise ValueError("train.devices: the finance generators train on one device (their networks are small); set train.devices=1")
         return self
@@ -154,18 +152,28 @@ class FinanceGenerator(Generator):
         paths = model.simulate(returns.to_numpy()[:first], cfg.n, cfg.horizon, rng)
         assets = list(map(str, returns.columns))
         path = Scenarios().write(long_form(paths, assets), run.samples_dir)
-        details = {"history_end": label, "horizon": cfg.horizon, "assets": assets, "risk": {
-            b: {k: round(v, 3) for k, v in row.items()} for b, row in backtest.horizon_risk(paths, assets).items()
-        }}
+        details = {
+            "history_end": label,
+            "horizon": cfg.horizon,
+            "assets": assets,
+            "risk": {b: {k: round(v, 3) for k, v in row.items()} for b, row in backtest.horizon_risk(paths, assets).items()},
+        }
         if cfg.backtest:
             model = self.load_model(checkpoint)  # as fitted before the test period; the backtest refits as it goes
             table = backtest.forecast(
-                model, returns, first_test, n=cfg.backtest_scenarios, horizons=tuple(cfg.backtest_horizons),
-                refit_every=cfg.refit_every if self.refits else None, seed=cfg.seed,
+                model,
+                returns,
+                first_test,
+                n=cfg.backtest_scenarios,
+                horizons=tuple(cfg.backtest_horizons),
+                refit_every=cfg.refit_every if self.refits else None,
+                seed=cfg.seed,
                 progress=lambda done, total: run.report_progress("backtest", done, total),
             )
             table.to_parquet(run.samples_dir / backtest.FILENAME, index=False)
-            details["backtest"] = f"{table['date'].nunique()} test days, {cfg.backtest_scenarios} scenarios each, horizons {cfg.backtest_horizons}"
+            details["backtest"] = (
+                f"{table['date'].nunique()} test days, {cfg.backtest_scenarios} scenarios each, horizons {cfg.backtest_horizons}"
+            )
         return Samples(self.kind, path, cfg.n, details)
 
     @staticmethod

@@ -34,7 +34,9 @@ class GaussianScenarios(FinanceGenerator):
 
 class GarchModelConfig(Section):
     vol: Literal["gjr", "garch"] = Field("gjr", description="GJR-GARCH(1,1,1) (leverage) or GARCH(1,1)")
-    mean: Literal["zero", "sample"] = Field("zero", description="zero or the sample mean (not arch's fitted constant, which overstates drift)")
+    mean: Literal["zero", "sample"] = Field(
+        "zero", description="zero or the sample mean (not arch's fitted constant, which overstates drift)"
+    )
 
 
 class GarchConfig(FinanceConfig):

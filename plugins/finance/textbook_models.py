@@ -41,7 +41,7 @@ class ScenarioModel:
         raise NotImplementedError
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "ScenarioModel":
+    def from_state(cls, state: dict[str, Any]) -> ScenarioModel:
         raise NotImplementedError
 
 
@@ -69,7 +69,7 @@ class GaussianModel(ScenarioModel):
         return {"mean_kind": self.mean_kind, "window": self.window, "mu": self.mu.tolist(), "cov": self.cov.tolist()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "GaussianModel":
+    def from_state(cls, state: dict[str, Any]) -> GaussianModel:
         model = cls(state["mean_kind"], state["window"])
         model.mu, model.cov = np.asarray(state["mu"]), np.asarray(state["cov"])
         return model
@@ -97,12 +97,20 @@ class GarchModel(ScenarioModel):
         self.params, residuals = [], []
         for a in range(returns.shape[1]):
             mu = float(returns[:, a].mean()) if self.mean_kind == "sample" else 0.0
-            res = arch_model(returns[:, a] - mu, mean="Zero", vol="GARCH", p=1, o=1 if self.vol == "gjr" else 0, q=1, dist="t").fit(disp="off")
+            res = arch_model(returns[:, a] - mu, mean="Zero", vol="GARCH", p=1, o=1 if self.vol == "gjr" else 0, q=1, dist="t").fit(
+                disp="off"
+            )
             p = res.params
-            self.params.append({
-                "mu": mu, "omega": float(p["omega"]), "alpha": float(p["alpha[1]"]),
-                "gamma": float(p["gamma[1]"]) if self.vol == "gjr" else 0.0, "beta": float(p["beta[1]"]), "nu": float(p["nu"]),
-            })
+            self.params.append(
+                {
+                    "mu": mu,
+                    "omega": float(p["omega"]),
+                    "alpha": float(p["alpha[1]"]),
+                    "gamma": float(p["gamma[1]"]) if self.vol == "gjr" else 0.0,
+                    "beta": float(p["beta[1]"]),
+                    "nu": float(p["nu"]),
+                }
+            )
             residuals.append(np.asarray(res.std_resid))
         self.corr = np.atleast_2d(np.corrcoef(np.stack(residuals))) if len(residuals) > 1 else np.ones((1, 1))
 
@@ -157,7 +165,7 @@ class GarchModel(ScenarioModel):
         return {"vol": self.vol, "mean_kind": self.mean_kind, "params": self.params, "corr": self.corr.tolist()}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "GarchModel":
+    def from_state(cls, state: dict[str, Any]) -> GarchModel:
         model = cls(state["vol"], state["mean_kind"])
         model.params, model.corr = state["params"], np.asarray(state["corr"])
         return model
@@ -204,7 +212,7 @@ class BootstrapModel(ScenarioModel):
         return {"window": self.window, "block": self.block, "fitted_block": self.fitted_block}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "BootstrapModel":
+    def from_state(cls, state: dict[str, Any]) -> BootstrapModel:
         model = cls(state["window"], state["block"])
         model.fitted_block = state["fitted_block"]
         return model

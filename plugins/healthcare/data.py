@@ -132,8 +132,7 @@ def read_smiles(path: str | Path, column: str | None = None) -> Iterator[str]:
             wanted = (column or "smiles").lower()
             if wanted not in names:
                 raise DataError(
-                    f"{path.name}: no column {column or 'SMILES'!r} in the header ({', '.join(header)}); "
-                    "set data.smiles_column"
+                    f"{path.name}: no column {column or 'SMILES'!r} in the header ({', '.join(header)}); set data.smiles_column"
                 )
             idx = names.index(wanted)
             for row in reader:

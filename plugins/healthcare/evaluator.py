@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
 from pydantic import Field
 
 from genforge.core import Evaluation, Evaluator, EvaluatorConfig, Metric, Reference, Samples
@@ -151,7 +150,9 @@ class MosesConfig(EvaluatorConfig):
     kl_score: bool = Field(True, description="GuacaMol's KL-divergence score against MOSES test molecules")
     max_reference: int = Field(2000, ge=10, description="MOSES test molecules the KL score compares with")
     ref_molecules: int = Field(
-        10_000, ge=2, description="a reference that is not MOSES's test set: at most this many of its molecules (a seeded subset) for FCD/Ref, SNN/Ref, ..."
+        10_000,
+        ge=2,
+        description="a reference that is not MOSES's test set: at most this many of its molecules (a seeded subset) for FCD/Ref, SNN/Ref, ...",
     )
     workers: int | None = Field(None, ge=1, description="processes for the MOSES suite (default: all cores)")
 
@@ -182,9 +183,13 @@ class MoleculeEvaluator(Evaluator):
         ]
         if train is not None:
             novel = sum(1 for s in unique if s not in train)
-            metrics.append(Metric("novelty", novel / max(len(unique), 1), True, None, "distinct valid not in the training set / distinct valid"))
+            metrics.append(
+                Metric("novelty", novel / max(len(unique), 1), True, None, "distinct valid not in the training set / distinct valid")
+            )
         uniq_mols = list(unique.values())
-        metrics.append(Metric("int_div", internal_diversity(uniq_mols) if uniq_mols else float("nan"), True, None, "IntDiv1, Morgan r2 1024 bits"))
+        metrics.append(
+            Metric("int_div", internal_diversity(uniq_mols) if uniq_mols else float("nan"), True, None, "IntDiv1, Morgan r2 1024 bits")
+        )
 
         ref_props = reference_properties(reference.test, max_ref)
         sample_props = properties(valid) if valid else {k: np.zeros(0) for k in PROPERTIES}
@@ -192,9 +197,25 @@ class MoleculeEvaluator(Evaluator):
             s_mean = float(sample_props[key].mean()) if len(sample_props[key]) else float("nan")
             r_mean = float(ref_props[key].mean())
             metrics.append(Metric(f"{key}_mean", s_mean, None, r_mean, f"mean {label} of valid samples (reference: the reference set's)"))
-            metrics.append(Metric(f"{key}_w1", wasserstein1(sample_props[key], ref_props[key]), False, None, f"Wasserstein-1 of {label}, samples vs reference"))
+            metrics.append(
+                Metric(
+                    f"{key}_w1",
+                    wasserstein1(sample_props[key], ref_props[key]),
+                    False,
+                    None,
+                    f"Wasserstein-1 of {label}, samples vs reference",
+                )
+            )
         ha = sample_props["heavy_atoms"].mean() if valid else float("nan")
-        metrics.append(Metric("heavy_atoms_rel_diff", float(ha / ref_props["heavy_atoms"].mean() - 1), None, 0.0, "mean heavy atoms, samples / reference - 1"))
+        metrics.append(
+            Metric(
+                "heavy_atoms_rel_diff",
+                float(ha / ref_props["heavy_atoms"].mean() - 1),
+                None,
+                0.0,
+                "mean heavy atoms, samples / reference - 1",
+            )
+        )
 
         figures = {}
         if uniq_mols and grid_n:
@@ -274,7 +295,9 @@ class MosesEvaluator(Evaluator):
     name: ClassVar[str] = "moses"
     kinds: ClassVar[tuple[str, ...]] = ("molecules",)
     Config: ClassVar[type[MosesConfig]] = MosesConfig
-    description: ClassVar[str] = "the MOSES suite (FCD, SNN, Frag, Scaf, IntDiv, Filters) and GuacaMol's KL score against MOSES's test sets, and against your own reference (/Ref)"
+    description: ClassVar[str] = (
+        "the MOSES suite (FCD, SNN, Frag, Scaf, IntDiv, Filters) and GuacaMol's KL score against MOSES's test sets, and against your own reference (/Ref)"
+    )
 
     def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: MosesConfig) -> Evaluation:
         from .moses_metrics import DATA, guacamol_kl_score, moses_metrics

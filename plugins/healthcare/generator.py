@@ -26,22 +26,18 @@ from genforge.core import (
     Run,
     SampleConfig,
     Samples,
-    Section,
     TrainConfig,
     Trainer,
     store,
 )
+from genforge.core.blocks import Autoregressive, MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser, Weighting
+from genforge.core.downloads import fetch
+from genforge.core.kinds import Molecules
 from genforge.core.plugin_manager import get_dataset
-
 from genforge.core.store import redact_url
 from genforge.core.training import load_weights, save_weights
 
-from genforge.core.downloads import fetch
-
 from .data import drop_unusable, read_smiles, validate_all
-from genforge.core.blocks import Autoregressive, MaskedDiffusion, Strategy, TransformerConfig, TransformerDenoiser, Weighting
-from genforge.core.kinds import Molecules
-
 from .tokens import MASK_ID, PAD_ID, Tokenizer
 
 PREPARE_VERSION = "molecules-prepare-2"  # bump when prepare's output changes for the same inputs
@@ -122,10 +118,13 @@ def export_prepared(src: Path, dest: Path, train_smiles: bool = False) -> Path:
 class MoleculeDataConfig(DataConfig):
     source: str = Field("moses", description="a registered data source (`genforge plugins` lists them)")
     path: str | None = Field(
-        None, description="a .smi/.csv file or URL of SMILES to train on instead of `source`, or a folder genforge prepared (see export_prepared)"
+        None,
+        description="a .smi/.csv file or URL of SMILES to train on instead of `source`, or a folder genforge prepared (see export_prepared)",
     )
     smiles_column: str | None = Field(None, description="CSV column holding SMILES (default: the one named 'smiles')")
-    test_path: str | None = Field(None, description="reference SMILES for evaluation (default: the source's test split, or a held-out part of `path`)")
+    test_path: str | None = Field(
+        None, description="reference SMILES for evaluation (default: the source's test split, or a held-out part of `path`)"
+    )
     test_fraction: float = Field(0.05, gt=0, lt=1, description="held out as reference when there is no test file")
     max_molecules: int | None = Field(None, ge=1, description="train on a random subset of this many molecules")
     max_reference: int = Field(10_000, ge=1, description="cap on reference (test) molecules")
@@ -138,8 +137,9 @@ class MoleculeDataConfig(DataConfig):
 
 class MoleculeModelConfig(TransformerConfig):
     order: Literal["masked", "autoregressive"] = Field(
-        "masked", description="masked diffusion (any order; infills and conditions) or left to right on the same backbone (causal, "
-        "next-token loss; the molecule ends at its first <pad>; sample.steps and sample.strategy do not apply)"
+        "masked",
+        description="masked diffusion (any order; infills and conditions) or left to right on the same backbone (causal, "
+        "next-token loss; the molecule ends at its first <pad>; sample.steps and sample.strategy do not apply)",
     )
     init_from: str | None = Field(
         None,
@@ -163,10 +163,14 @@ class MoleculeSampleConfig(SampleConfig):
     steps: int = Field(32, ge=1, description="denoising rounds")
     temperature: float = Field(0.8, gt=0, description="softmax temperature of the denoiser's predictions")
     strategy: Strategy = Field(
-        "margin", description="which masked tokens to reveal each round: surest by top-2 margin, by sampled-token probability, or MDLM's random reverse process"
+        "margin",
+        description="which masked tokens to reveal each round: surest by top-2 margin, by sampled-token probability, or MDLM's random reverse process",
     )
     top_p: float = Field(
-        0.95, gt=0, le=1, description="nucleus sampling: each token drawn from the smallest set of most probable tokens holding this much probability (1: all)"
+        0.95,
+        gt=0,
+        le=1,
+        description="nucleus sampling: each token drawn from the smallest set of most probable tokens holding this much probability (1: all)",
     )
 
 
@@ -269,8 +273,14 @@ class MoleculeDiffusion(Generator):
         return PreparedData(out, fingerprint, {**stats, "cache": cache})
 
     def _prepare_into(
-        self, folder: Path, cfg: MoleculeDataConfig, train_file: Path, test_file: Path | None, source: str,
-        fixed: Tokenizer | None, max_length: int,
+        self,
+        folder: Path,
+        cfg: MoleculeDataConfig,
+        train_file: Path,
+        test_file: Path | None,
+        source: str,
+        fixed: Tokenizer | None,
+        max_length: int,
     ) -> dict:
         """Validate every molecule with RDKit, tokenise, hold out or read the reference: the prepared files into ``folder``."""
         t0 = time.perf_counter()
@@ -279,7 +289,9 @@ class MoleculeDiffusion(Generator):
         if cfg.max_molecules and len(raw_train) > cfg.max_molecules:
             # Validate a random subset of the rows rather than the whole file.
             want = int(cfg.max_molecules / (1 - cfg.test_fraction if test_file is None else 1)) + 1
-            raw_train = [raw_train[i] for i in sorted(rng.choice(len(raw_train), min(len(raw_train), int(want * 1.05) + 50), replace=False))]
+            raw_train = [
+                raw_train[i] for i in sorted(rng.choice(len(raw_train), min(len(raw_train), int(want * 1.05) + 50), replace=False))
+            ]
         kept, pieces, rejected = validate_all(raw_train, cfg.representation, cfg.group_indices, cfg.workers)
         kept, pieces = drop_unusable(kept, pieces, rejected, max_length, fixed.index if fixed else None)
         held_out = 0
@@ -343,12 +355,16 @@ class MoleculeDiffusion(Generator):
             if init["tokenizer"]["tokens"] != tokenizer.tokens:
                 raise DataError("model.init_from's vocabulary differs from the prepared data's; prepare again with the same init_from")
             if init.get("order", "masked") != order:
-                raise ConfigError(f"model.init_from holds a {init.get('order', 'masked')} model; set model.order={init.get('order', 'masked')}")
+                raise ConfigError(
+                    f"model.init_from holds a {init.get('order', 'masked')} model; set model.order={init.get('order', 'masked')}"
+                )
             arch, max_len = TransformerConfig(**init["model"]), init["max_len"]
         # Left to right needs room for the <pad> that ends the longest molecule.
         max_len = max_len + 1 if order == "autoregressive" and init is None else max_len
         if tokens.shape[1] + (order == "autoregressive") > max_len:
-            raise DataError(f"the prepared molecules need {tokens.shape[1]} positions, the model has {max_len}; prepare again with this init_from")
+            raise DataError(
+                f"the prepared molecules need {tokens.shape[1]} positions, the model has {max_len}; prepare again with this init_from"
+            )
         torch.manual_seed(config.train.seed)  # the initial weights depend on the seed alone
         model = TransformerDenoiser(arch, tokenizer.vocab_size, max_len, causal=order == "autoregressive")
         if init is not None:
@@ -382,9 +398,16 @@ class MoleculeDiffusion(Generator):
         if not trainer.is_main:  # data-parallel: rank 0 writes the model
             return Checkpoint(weights, result.step)
         hist = np.bincount(arrays["lengths"]).tolist()
-        started_from = None if init is None else {
-            "name": config.model.init_from, "path": str(init_path), "provenance": init.get("provenance", {}), "step": init.get("step")
-        }
+        started_from = (
+            None
+            if init is None
+            else {
+                "name": config.model.init_from,
+                "path": str(init_path),
+                "provenance": init.get("provenance", {}),
+                "step": init.get("step"),
+            }
+        )
         # What the sampler needs (the host's training.json records the training itself).
         meta = {
             "model": arch.model_dump(),
@@ -436,8 +459,14 @@ class MoleculeDiffusion(Generator):
             while done < cfg.n:
                 b = min(cfg.batch_size, cfg.n - done)
                 if order == "autoregressive":  # drawn left to right; a molecule ends at its first <pad>
-                    x = AUTOREGRESSIVE.sample(model, torch.full((b, meta["max_len"]), MASK_ID, device=device), MASK_ID,
-                                              cfg.temperature, top_p=cfg.top_p, generator=gen)
+                    x = AUTOREGRESSIVE.sample(
+                        model,
+                        torch.full((b, meta["max_len"]), MASK_ID, device=device),
+                        MASK_ID,
+                        cfg.temperature,
+                        top_p=cfg.top_p,
+                        generator=gen,
+                    )
                     ended = (x == PAD_ID).cumsum(dim=1) > 0
                     x = torch.where(ended, torch.full_like(x, PAD_ID), x)
                 else:
@@ -449,12 +478,16 @@ class MoleculeDiffusion(Generator):
         path = run.samples_dir / Molecules.filename
         if order == "autoregressive":
             return Samples("molecules", path, done, {"order": order, "temperature": cfg.temperature, "top_p": cfg.top_p})
-        return Samples("molecules", path, done, {"strategy": cfg.strategy, "steps": cfg.steps, "temperature": cfg.temperature, "top_p": cfg.top_p})
+        return Samples(
+            "molecules", path, done, {"strategy": cfg.strategy, "steps": cfg.steps, "temperature": cfg.temperature, "top_p": cfg.top_p}
+        )
 
     def reference(self, data: PreparedData, config: MoleculeDiffusionConfig) -> Reference:
         # Named as `genforge evaluate --reference` names it: SOURCE-test for a data source's test split
         # (the MOSES evaluator knows MOSES's own by that name), else the file it came from.
         # Recorded by prepare (a prepared folder carries the name of the reference it was made with);
         # data prepared before the name was recorded: worked out from the config.
-        name = data.stats.get("reference") or _reference_name(config.data, data.stats.get("source", ""), held_out_from_train="held_out_from" in (data.stats.get("test") or {}))
+        name = data.stats.get("reference") or _reference_name(
+            config.data, data.stats.get("source", ""), held_out_from_train="held_out_from" in (data.stats.get("test") or {})
+        )
         return Reference("molecules", test=data.path / "test.smi", train=data.path / "train.smi", name=name)

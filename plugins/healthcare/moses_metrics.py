@@ -42,8 +42,15 @@ DATA = Path(__file__).parent / "moses"
 REFERENCE_SETS = {"test": "Test", "test_scaffolds": "TestSF"}
 FP_BITS = 1024
 GUACAMOL_DESCRIPTORS = (
-    "BertzCT", "MolLogP", "MolWt", "TPSA",  # continuous
-    "NumHAcceptors", "NumHDonors", "NumRotatableBonds", "NumAliphaticRings", "NumAromaticRings",  # counts
+    "BertzCT",
+    "MolLogP",
+    "MolWt",
+    "TPSA",  # continuous
+    "NumHAcceptors",
+    "NumHDonors",
+    "NumRotatableBonds",
+    "NumAliphaticRings",
+    "NumAromaticRings",  # counts
 )
 
 
@@ -197,7 +204,7 @@ def _shared_bits(g, r_t):
     if g.dtype == torch.int8:
         if g.shape[0] > 16:
             return torch._int_mm(g, r_t).float()
-        return (g.float() @ r_t.float())
+        return g.float() @ r_t.float()
     return (g @ r_t).float()
 
 
@@ -215,7 +222,11 @@ def _matmul_dtype():
 
 
 def agg_tanimoto(
-    ref: np.ndarray, gen: np.ndarray, agg: str = "max", powers: tuple[int, ...] = (1,), block: int = 4096,
+    ref: np.ndarray,
+    gen: np.ndarray,
+    agg: str = "max",
+    powers: tuple[int, ...] = (1,),
+    block: int = 4096,
     exclude_self: bool = False,
 ) -> np.ndarray | list[np.ndarray]:
     """For each ``gen`` fingerprint, the max (or the power means) of its Tanimoto similarities to ``ref``.
@@ -326,13 +337,19 @@ def load_reference(name: str) -> MosesReference:
         raise ValueError(f"unknown MOSES reference {name!r}; one of {', '.join(REFERENCE_SETS)}")
     stats = np.load(DATA / f"stats_{name}.npz")
     return MosesReference(
-        REFERENCE_SETS[name], stats["fcd_mu"], stats["fcd_sigma"], stats["fps"],
-        json.loads(str(stats["frag"])), json.loads(str(stats["scaf"])),
+        REFERENCE_SETS[name],
+        stats["fcd_mu"],
+        stats["fcd_sigma"],
+        stats["fps"],
+        json.loads(str(stats["frag"])),
+        json.loads(str(stats["scaf"])),
         {k: stats[k] for k in ("logP", "SA", "QED", "weight")} if name == "test" else None,
     )
 
 
-def _set_statistics(canon: list[str], suffix: str, n_jobs: int, device: str | None, lap=lambda name: None) -> tuple[MosesReference, list[dict]]:
+def _set_statistics(
+    canon: list[str], suffix: str, n_jobs: int, device: str | None, lap=lambda name: None
+) -> tuple[MosesReference, list[dict]]:
     """The suite's statistics of valid canonical SMILES — the same for samples and for a reference — and the per-molecule records."""
     per = pmap(_per_molecule, canon, n_jobs)
     lap("per-molecule (fragments, scaffolds, filters, properties)")
@@ -341,8 +358,12 @@ def _set_statistics(canon: list[str], suffix: str, n_jobs: int, device: str | No
     act = chemnet_activations(canon, device)
     lap("ChemNet activations")
     stats = MosesReference(
-        suffix, act.mean(0), np.cov(act.T), fps,
-        dict(Counter(f for p in per for f in p["frag"])), dict(Counter(p["scaf"] for p in per if p["scaf"] is not None)),
+        suffix,
+        act.mean(0),
+        np.cov(act.T),
+        fps,
+        dict(Counter(f for p in per for f in p["frag"])),
+        dict(Counter(p["scaf"] for p in per if p["scaf"] is not None)),
         {k: np.array([p[k] for p in per]) for k in ("logP", "SA", "QED", "weight")},
     )
     return stats, per
@@ -363,8 +384,14 @@ def reference_statistics(smiles: list[str], suffix: str = "Ref", n_jobs: int | N
 
 def save_reference(ref: MosesReference, path) -> None:
     """Write a reference's statistics as one ``.npz`` (no pickles), the form ``moses/stats_*.npz`` have; a path or a binary file."""
-    arrays = {"fcd_mu": ref.fcd_mu, "fcd_sigma": ref.fcd_sigma, "fps": ref.fps,
-              "frag": np.array(json.dumps(ref.frag)), "scaf": np.array(json.dumps(ref.scaf)), "suffix": np.array(ref.suffix)}
+    arrays = {
+        "fcd_mu": ref.fcd_mu,
+        "fcd_sigma": ref.fcd_sigma,
+        "fps": ref.fps,
+        "frag": np.array(json.dumps(ref.frag)),
+        "scaf": np.array(json.dumps(ref.scaf)),
+        "suffix": np.array(ref.suffix),
+    }
     np.savez(path, **arrays | (ref.values or {}))
 
 
@@ -372,8 +399,12 @@ def read_reference(path: Path) -> MosesReference:
     with np.load(path, allow_pickle=False) as stats:
         keys = ("logP", "SA", "QED", "weight")
         return MosesReference(
-            str(stats["suffix"]), stats["fcd_mu"], stats["fcd_sigma"], stats["fps"],
-            json.loads(str(stats["frag"])), json.loads(str(stats["scaf"])),
+            str(stats["suffix"]),
+            stats["fcd_mu"],
+            stats["fcd_sigma"],
+            stats["fps"],
+            json.loads(str(stats["frag"])),
+            json.loads(str(stats["scaf"])),
             {k: stats[k] for k in keys} if all(k in stats for k in keys) else None,
         )
 

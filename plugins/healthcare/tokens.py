@@ -23,9 +23,7 @@ SPECIALS = (PAD, MASK)
 PAD_ID, MASK_ID = 0, 1
 
 # The usual SMILES regex (Schwaller et al. 2019): bracket atoms, two-letter halogens, ring-bond labels.
-SMILES_PATTERN = re.compile(
-    r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9])"
-)
+SMILES_PATTERN = re.compile(r"(\[[^\]]+]|Br?|Cl?|N|O|S|P|F|I|b|c|n|o|s|p|\(|\)|\.|=|#|-|\+|\\|/|:|~|@|\?|>|\*|\$|%[0-9]{2}|[0-9])")
 _STRUCTURAL = re.compile(r"^\[[=#/\\-]?(Branch|Ring)([123])\]$")
 
 Representation = Literal["selfies", "smiles"]
@@ -107,7 +105,7 @@ class Tokenizer:
         return {"representation": self.representation, "group_indices": self.group_indices, "tokens": self.tokens}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Tokenizer":
+    def from_dict(cls, d: dict) -> Tokenizer:
         return cls(d["representation"], d["tokens"], d.get("group_indices", True))
 
     @classmethod
@@ -117,7 +115,7 @@ class Tokenizer:
         representation: Representation,
         group_indices: bool = True,
         min_count: int = 1,
-    ) -> "Tokenizer":
+    ) -> Tokenizer:
         counts = Counter(p for pieces in pieces_per_molecule for p in pieces)
         vocab = sorted(t for t, c in counts.items() if c >= min_count)
         return cls(representation, list(SPECIALS) + vocab, group_indices)

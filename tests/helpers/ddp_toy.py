@@ -26,7 +26,17 @@ def main(out: Path) -> None:
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(512, 8, generator=gen)
     y = (x[:, :1] * 2 - x[:, 1:2]).sin() + 0.1 * torch.randn(512, 1, generator=gen)
-    config = TrainConfig(max_steps=20, batch_size=GLOBAL_BATCH, lr=3e-2, warmup_steps=3, checkpoint_every=10, log_every=5, ema=0.9, grad_clip=0.5, device="cpu")
+    config = TrainConfig(
+        max_steps=20,
+        batch_size=GLOBAL_BATCH,
+        lr=3e-2,
+        warmup_steps=3,
+        checkpoint_every=10,
+        log_every=5,
+        ema=0.9,
+        grad_clip=0.5,
+        device="cpu",
+    )
     trainer = Trainer(config, out)
 
     def loss_fn(net, step):

@@ -52,8 +52,13 @@ class Postgres:
 
     def start(self) -> Postgres:
         script = Path(__file__).resolve().parents[2] / "deploy" / "postgres-local.sh"
-        out = subprocess.run(["bash", str(script), str(self.dir), str(self.port)], capture_output=True, text=True, timeout=120,
-                             env={**os.environ, "POSTGRES_PASSWORD": self.password})
+        out = subprocess.run(
+            ["bash", str(script), str(self.dir), str(self.port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "POSTGRES_PASSWORD": self.password},
+        )
         if out.returncode:
             raise RuntimeError(f"{script} failed: {out.stdout}{out.stderr}")
         assert "PREFECT_API_DATABASE_CONNECTION_URL" in out.stdout and self.password not in out.stdout

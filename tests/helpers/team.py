@@ -69,8 +69,8 @@ def replay_script(commands: list[str], base: Path, pg_port: int, api_port: int) 
         if cmd.startswith("prefect server start"):
             lines += [
                 f"setsid {cmd} > {base}/server.log 2>&1 & echo $! >> {base}/pids",
-                f"{sys.executable} -c 'import sys; sys.path.insert(0, \"{ROOT / 'tests'}\"); from helpers.services import wait_http; "
-                f"wait_http(\"http://127.0.0.1:{api_port}/api/health\", 180)'",
+                f'{sys.executable} -c \'import sys; sys.path.insert(0, "{ROOT / "tests"}"); from helpers.services import wait_http; '
+                f'wait_http("http://127.0.0.1:{api_port}/api/health", 180)\'',
             ]
         elif cmd.endswith("&"):
             name = re.sub(r"\W+", "-", cmd.rstrip("& "))[:40]
@@ -133,7 +133,9 @@ class Team:
         services.kill_pids(services.flow_run_processes(api_url=self.api))
         data = self.base / "pg" / "data"
         if data.exists():
-            subprocess.run(services._as_postgres([services.pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), capture_output=True)
+            subprocess.run(
+                services._as_postgres([services.pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), capture_output=True
+            )
             assert not (data / "postmaster.pid").exists(), "PostgreSQL did not stop"
         assert not services.flow_run_processes(api_url=self.api)
         shutil.rmtree(self.base, ignore_errors=True)

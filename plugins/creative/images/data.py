@@ -25,7 +25,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from genforge.core import DataConfig, DataError, DataSource, Section, store
+from genforge.core import DataConfig, DataError, DataSource, store
 from genforge.core.downloads import fetch
 
 PREPARE_VERSION = "images-prepare-1"  # bump when the prepared arrays change for the same inputs
@@ -38,21 +38,30 @@ _CIFAR_RECORD = 1 + 32 * 32 * 3  # a label byte, then the red, green and blue pl
 
 class ImageDataConfig(DataConfig):
     source: Literal["digits", "cifar10", "folder"] | None = Field(
-        None, description="digits (scikit-learn's 8x8 handwritten digits, upscaled), cifar10, or folder (default: folder when data.path is set, else digits)"
+        None,
+        description="digits (scikit-learn's 8x8 handwritten digits, upscaled), cifar10, or folder (default: folder when data.path is set, else digits)",
     )
     path: str | None = Field(
-        None, description="folder: the image folder (sub-folders are classes); cifar10: the binary archive (.tar.gz) or its extracted folder (default: download the official archive)"
+        None,
+        description="folder: the image folder (sub-folders are classes); cifar10: the binary archive (.tar.gz) or its extracted folder (default: download the official archive)",
     )
     resolution: int = Field(16, ge=8, le=512, description="images are resized (shorter side) and centre-cropped to this many pixels square")
-    color: Literal["auto", "gray", "rgb"] = Field("auto", description="auto: gray for digits, RGB for CIFAR-10, a folder's images decide (gray if all are)")
-    flip: bool | None = Field(None, description="augment with horizontal flips (None: on for CIFAR-10, off for digits and folders — a flipped digit or logo is another picture)")
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="held out as the evaluation reference (digits and folders; CIFAR-10 has its own test set)")
+    color: Literal["auto", "gray", "rgb"] = Field(
+        "auto", description="auto: gray for digits, RGB for CIFAR-10, a folder's images decide (gray if all are)"
+    )
+    flip: bool | None = Field(
+        None,
+        description="augment with horizontal flips (None: on for CIFAR-10, off for digits and folders — a flipped digit or logo is another picture)",
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="held out as the evaluation reference (digits and folders; CIFAR-10 has its own test set)"
+    )
     max_images: int | None = Field(None, ge=10, description="train on a random subset of this many images")
     max_test: int = Field(10_000, ge=10, description="cap on reference (test) images")
     seed: int = 0
 
     @model_validator(mode="after")
-    def _source(self) -> "ImageDataConfig":
+    def _source(self) -> ImageDataConfig:
         if self.source == "folder" and not self.path:
             raise ValueError("data.source=folder needs data.path (the folder of images)")
         if self.source == "digits" and self.path:
@@ -137,8 +146,17 @@ def is_gray(arr: np.ndarray) -> bool:
 class Loaded:
     """Decoded images of one source, before the split: arrays at the configured size, labels, counts."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: list[str], source: str, read: int, rejected: Counter, converted: Counter,
-                 test: tuple[np.ndarray, np.ndarray] | None = None):
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        classes: list[str],
+        source: str,
+        read: int,
+        rejected: Counter,
+        converted: Counter,
+        test: tuple[np.ndarray, np.ndarray] | None = None,
+    ):
         self.images, self.labels, self.classes, self.source = images, labels, classes, source
         self.read, self.rejected, self.converted, self.test = read, rejected, converted, test
 
@@ -202,6 +220,7 @@ def load_digits(cfg: ImageDataConfig) -> Loaded:
 
 def read_cifar10(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """The binary version of CIFAR-10 (``cifar-10-binary.tar.gz`` or its folder): split -> (uint8 (N,32,32,3), labels)."""
+
     def parse(blobs: list[bytes], name: str) -> tuple[np.ndarray, np.ndarray]:
         raw = np.frombuffer(b"".join(blobs), np.uint8)
         if raw.size == 0 or raw.size % _CIFAR_RECORD:
@@ -223,7 +242,11 @@ def read_cifar10(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
             raise DataError(f"{path} is not a readable CIFAR-10 archive ({type(exc).__name__}: {exc})") from None
     train = [batches[k] for k in sorted(batches) if k.startswith("data_batch")]
     if not train or "test_batch.bin" not in batches:
-        hint = " (this looks like the Python/pickle version: genforge reads the binary version, cifar-10-binary.tar.gz)" if "python" in path.name else ""
+        hint = (
+            " (this looks like the Python/pickle version: genforge reads the binary version, cifar-10-binary.tar.gz)"
+            if "python" in path.name
+            else ""
+        )
         raise DataError(f"{path} holds no CIFAR-10 binary batches (data_batch_*.bin, test_batch.bin){hint}")
     return {"train": parse(train, "training"), "test": parse([batches["test_batch.bin"]], "test")}
 
@@ -232,11 +255,21 @@ def load_cifar10(cfg: ImageDataConfig, cache: Path) -> Loaded:
     path = fetch(cfg.path or CIFAR10_URL, cache / "downloads")
     splits = read_cifar10(path)
     gray = cfg.color == "gray"
+
     def fit(images):
         return images if cfg.resolution == 32 and not gray else np.stack([fit_square(a, cfg.resolution, gray) for a in images])
+
     (tr, tr_labels), (te, te_labels) = splits["train"], splits["test"]
-    return Loaded(fit(tr), tr_labels, list(CIFAR10_CLASSES), f"CIFAR-10 ({store.redact_url(cfg.path or CIFAR10_URL)})", len(tr), Counter(), Counter(),
-                  test=(fit(te), te_labels))
+    return Loaded(
+        fit(tr),
+        tr_labels,
+        list(CIFAR10_CLASSES),
+        f"CIFAR-10 ({store.redact_url(cfg.path or CIFAR10_URL)})",
+        len(tr),
+        Counter(),
+        Counter(),
+        test=(fit(te), te_labels),
+    )
 
 
 # -- prepare -----------------------------------------------------------------------------------
@@ -344,7 +377,9 @@ class Digits(DataSource):
     name: ClassVar[str] = "digits"
     kind: ClassVar[str] = "images"
     reference_split: ClassVar[str | None] = "test"  # `genforge evaluate images X` compares with the held-out digits
-    description: ClassVar[str] = "scikit-learn's 1,797 handwritten digits, 16x16 grey, 20 % held out by class (the image generator's default)"
+    description: ClassVar[str] = (
+        "scikit-learn's 1,797 handwritten digits, 16x16 grey, 20 % held out by class (the image generator's default)"
+    )
 
     def files(self) -> dict[str, Path]:
         path, *_ = prepare(ImageDataConfig(), store.home() / "data")

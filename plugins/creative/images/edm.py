@@ -50,7 +50,9 @@ class EDM:
         c_noise = sigma.log() / 4
         return c_skip * x + c_out * net(c_in * x, c_noise, labels).to(x.dtype)
 
-    def loss(self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """EDM's objective: λ(σ)·|D(x + σε; σ) − x|², λ = (σ² + σ_d²)/(σ·σ_d)², averaged. Random numbers from torch's global generator."""
         n = len(images)
         sigma = (torch.randn(n, device=images.device) * self.p_std + self.p_mean).exp()
@@ -60,8 +62,10 @@ class EDM:
         loss = (weight * err).mean()
         # the unweighted error at low and high noise shows what the network has learnt (fine detail vs. layout)
         low, err = sigma < self.sigma_data, err.detach()
-        metrics = {"mse_low_sigma": err[low].mean() if low.any() else err.new_tensor(float("nan")),
-                   "mse_high_sigma": err[~low].mean() if (~low).any() else err.new_tensor(float("nan"))}
+        metrics = {
+            "mse_low_sigma": err[low].mean() if low.any() else err.new_tensor(float("nan")),
+            "mse_high_sigma": err[~low].mean() if (~low).any() else err.new_tensor(float("nan")),
+        }
         return loss, metrics
 
     def sigmas(self, steps: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -108,8 +112,16 @@ def euler(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor) -> torch
 
 
 @torch.no_grad()
-def stochastic(denoise: Denoiser, noise: torch.Tensor, sigmas: torch.Tensor, churn: float = 40.0, s_noise: float = 1.003,
-               s_min: float = 0.05, s_max: float = 50.0, generator: torch.Generator | None = None) -> torch.Tensor:
+def stochastic(
+    denoise: Denoiser,
+    noise: torch.Tensor,
+    sigmas: torch.Tensor,
+    churn: float = 40.0,
+    s_noise: float = 1.003,
+    s_min: float = 0.05,
+    s_max: float = 50.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """EDM's Algorithm 2: each step first raises σ by a factor γ (adding fresh noise), then takes a Heun step down.
 
     ``churn`` is the total stochasticity spread over the steps (0: the deterministic sampler).

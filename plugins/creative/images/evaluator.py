@@ -34,8 +34,7 @@ from genforge.core import DataError, Evaluation, Evaluator, EvaluatorConfig, Met
 from genforge.core.kinds import Images
 
 from . import features as feats
-from . import metrics
-from . import plots
+from . import metrics, plots
 
 FEATURES_VERSION = "image-features-1"
 
@@ -77,7 +76,9 @@ class ImageEvaluator(Evaluator):
     name: ClassVar[str] = "image"
     kinds: ClassVar[tuple[str, ...]] = ("images",)
     Config: ClassVar[type[ImageEvalConfig]] = ImageEvalConfig
-    description: ClassVar[str] = "Fréchet distance, KID, precision/recall on features of a classifier trained on the reference; memorisation; class histogram"
+    description: ClassVar[str] = (
+        "Fréchet distance, KID, precision/recall on features of a classifier trained on the reference; memorisation; class histogram"
+    )
 
     def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: ImageEvalConfig) -> Evaluation:
         fake, asked, _ = _load(samples.path, config.max_samples, config.seed)
@@ -92,9 +93,13 @@ class ImageEvaluator(Evaluator):
             train, train_labels = test[other], (test_labels[other] if test_labels is not None else None)
             test, test_labels = test[keep], (test_labels[keep] if test_labels is not None else None)
         if fake.shape[1:] != test.shape[1:]:
-            raise DataError(f"the samples are {fake.shape[1:]} images, the reference {test.shape[1:]}; generate at the reference's size and colour")
+            raise DataError(
+                f"the samples are {fake.shape[1:]} images, the reference {test.shape[1:]}; generate at the reference's size and colour"
+            )
         if len(fake) <= config.k or len(test) <= config.k:
-            raise DataError(f"{len(fake)} sample(s) and {len(test)} reference image(s): the image metrics need more than evaluate.image.k={config.k} of each (raise sample.n)")
+            raise DataError(
+                f"{len(fake)} sample(s) and {len(test)} reference image(s): the image metrics need more than evaluate.image.k={config.k} of each (raise sample.n)"
+            )
 
         net, kind, accuracy = self.feature_net(train, train_labels, classes, test, test_labels, train_path, out_dir, config)
         f_fake, p_fake = feats.extract(net, fake)
@@ -110,10 +115,20 @@ class ImageEvaluator(Evaluator):
         def add(name: str, value: float, floor: float | None, higher: bool | None, text: str) -> None:
             out.append(Metric(name, float(value), higher, None if floor is None else float(floor), text))
 
-        add("fd", metrics.frechet_distance(a, r), metrics.frechet_distance(b, r), False,
-            f"Fréchet distance of {kind} features, samples vs reference test images (floor: as many real training images)")
-        add("kid", metrics.kid(a, r, config.kid_subset, seed=config.seed), metrics.kid(b, r, config.kid_subset, seed=config.seed), False,
-            "kernel distance (KID, cubic polynomial kernel) on the same features")
+        add(
+            "fd",
+            metrics.frechet_distance(a, r),
+            metrics.frechet_distance(b, r),
+            False,
+            f"Fréchet distance of {kind} features, samples vs reference test images (floor: as many real training images)",
+        )
+        add(
+            "kid",
+            metrics.kid(a, r, config.kid_subset, seed=config.seed),
+            metrics.kid(b, r, config.kid_subset, seed=config.seed),
+            False,
+            "kernel distance (KID, cubic polynomial kernel) on the same features",
+        )
         prec, rec = metrics.precision_recall(r, a, config.k)
         fprec, frec = metrics.precision_recall(r, b, config.k)
         add("precision", prec, fprec, True, "share of samples inside the real images' feature manifold (Kynkäänniemi et al. 2019)")
@@ -122,21 +137,56 @@ class ImageEvaluator(Evaluator):
         px_train = metrics.pixel_vectors(train)
         d_fake, nn_idx = metrics.nearest(metrics.pixel_vectors(fake), px_train)
         d_test, _ = metrics.nearest(metrics.pixel_vectors(test), px_train)
-        add("nn_distance", d_fake.mean(), d_test.mean(), None, "mean per-pixel RMS distance of a sample to its nearest training image (floor: held-out test images)")
-        add("nn_ratio", d_fake.mean() / max(d_test.mean(), 1e-12), 1.0, None, "nn_distance / that of test images: well below 1 means copies of the training set (about 1 is right)")
+        add(
+            "nn_distance",
+            d_fake.mean(),
+            d_test.mean(),
+            None,
+            "mean per-pixel RMS distance of a sample to its nearest training image (floor: held-out test images)",
+        )
+        add(
+            "nn_ratio",
+            d_fake.mean() / max(d_test.mean(), 1e-12),
+            1.0,
+            None,
+            "nn_distance / that of test images: well below 1 means copies of the training set (about 1 is right)",
+        )
         add("samples", len(fake), None, None, "images scored")
 
         if p_fake is not None:
-            add("classifier_accuracy", accuracy, None, True, f"accuracy of the feature classifier on the reference test images ({len(test)})")
+            add(
+                "classifier_accuracy",
+                accuracy,
+                None,
+                True,
+                f"accuracy of the feature classifier on the reference test images ({len(test)})",
+            )
             pred = p_fake.argmax(1)
             share = np.bincount(pred, minlength=len(classes)) / len(pred)
             real_share = np.bincount(p_test.argmax(1), minlength=len(classes)) / len(p_test)
-            add("confidence", p_fake.max(1).mean(), p_test.max(1).mean(), True, "the classifier's mean top-class probability on samples (floor: on real test images)")
+            add(
+                "confidence",
+                p_fake.max(1).mean(),
+                p_test.max(1).mean(),
+                True,
+                "the classifier's mean top-class probability on samples (floor: on real test images)",
+            )
             add("class_max_share", share.max(), real_share.max(), None, "share of the most frequent class as the classifier labels samples")
-            add("classes_covered", int((share > 0).sum()), int((real_share > 0).sum()), True, f"classes the classifier finds among the samples (of {len(classes)})")
+            add(
+                "classes_covered",
+                int((share > 0).sum()),
+                int((real_share > 0).sum()),
+                True,
+                f"classes the classifier finds among the samples (of {len(classes)})",
+            )
             if asked is not None and len(asked) == len(pred):
-                add("label_agreement", (pred == asked).mean(), (p_test.argmax(1) == test_labels).mean() if test_labels is not None else None, True,
-                    "share of samples the classifier labels as the class they were drawn for (floor: its test accuracy)")
+                add(
+                    "label_agreement",
+                    (pred == asked).mean(),
+                    (p_test.argmax(1) == test_labels).mean() if test_labels is not None else None,
+                    True,
+                    "share of samples the classifier labels as the class they were drawn for (floor: its test accuracy)",
+                )
             figures_classes = (classes, share, real_share)
         else:
             figures_classes = None
@@ -144,13 +194,22 @@ class ImageEvaluator(Evaluator):
         out_dir.mkdir(parents=True, exist_ok=True)
         figures = {}
         if config.grid:
-            figures["samples"] = plots.sample_grid(fake[: config.grid], asked[: config.grid] if asked is not None else None, classes, out_dir / "samples.png")
+            figures["samples"] = plots.sample_grid(
+                fake[: config.grid], asked[: config.grid] if asked is not None else None, classes, out_dir / "samples.png"
+            )
         if config.pairs:
             figures["neighbours"] = plots.neighbour_pairs(fake, train, d_fake, nn_idx, d_test, config.pairs, out_dir / "neighbours.png")
         if figures_classes is not None:
             figures["classes"] = plots.class_histogram(*figures_classes, out_dir / "classes.png")
-        out.append(Metric("features", {"classifier": 1.0, "random": 0.0}[kind], None, None,
-                          f"features: {'a CNN classifier trained on the reference training images' if kind == 'classifier' else 'a fixed random-weight CNN (the reference has no labels)'} (1 = classifier, 0 = random)"))
+        out.append(
+            Metric(
+                "features",
+                {"classifier": 1.0, "random": 0.0}[kind],
+                None,
+                None,
+                f"features: {'a CNN classifier trained on the reference training images' if kind == 'classifier' else 'a fixed random-weight CNN (the reference has no labels)'} (1 = classifier, 0 = random)",
+            )
+        )
         return Evaluation(self.name, out, figures)
 
     def feature_net(self, train, train_labels, classes, test, test_labels, train_path: Path, out_dir: Path, config: ImageEvalConfig):
@@ -162,7 +221,9 @@ class ImageEvaluator(Evaluator):
             raise DataError("evaluate.image.features=classifier needs a reference with two or more classes (labels); use auto or random")
         if want == "random":
             return feats.random_feature_net(_channels(train), seed=config.seed), "random", float("nan")
-        key = hashlib.sha256(train.tobytes() + train_labels.tobytes() + repr((FEATURES_VERSION, config.classifier_steps, config.seed)).encode()).hexdigest()[:16]
+        key = hashlib.sha256(
+            train.tobytes() + train_labels.tobytes() + repr((FEATURES_VERSION, config.classifier_steps, config.seed)).encode()
+        ).hexdigest()[:16]
         cache = train_path.parent / f"feature-net-{key}.safetensors"
         if cache.exists():
             net, meta = feats.load_feature_net(cache)

@@ -86,8 +86,10 @@ def _as_nchw(images, channels: int | None = None) -> torch.Tensor:
     if min(h, w) < MIN_SIZE:
         raise ValueError(f"images must be at least {MIN_SIZE}×{MIN_SIZE} pixels, got {h}×{w}: upscale them first")
     if channels is not None and c != channels:
-        raise ValueError(f"the feature network takes {channels}-channel images, these have {c} channels "
-                         f"(shape {images.shape}): convert them, or build the network for {c} channels")
+        raise ValueError(
+            f"the feature network takes {channels}-channel images, these have {c} channels "
+            f"(shape {images.shape}): convert them, or build the network for {c} channels"
+        )
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # (N, C, H, W) uint8
     return x.float().div_(127.5).sub_(1.0)
 
@@ -133,8 +135,7 @@ def train_classifier(
     if labels.shape != (len(x),) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(f"labels must be integers of shape ({len(x)},), got {labels.dtype} {labels.shape}")
     if len(x) == 0 or labels.min() < 0 or labels.max() >= n_classes:
-        raise ValueError(f"labels must lie in [0, {n_classes}), got {labels.min() if len(x) else 'none'}"
-                         f"..{labels.max() if len(x) else ''}")
+        raise ValueError(f"labels must lie in [0, {n_classes}), got {labels.min() if len(x) else 'none'}..{labels.max() if len(x) else ''}")
     y = torch.from_numpy(labels.astype(np.int64))
     pad = 2 if min(x.shape[2:]) >= 24 else 1
 

@@ -43,8 +43,15 @@ WEIGHTS = "model.safetensors"  # with model.json beside it (core.training.save_w
 
 
 class ImageModelConfig(UNetConfig):
-    conditional: bool = Field(True, description="condition on class labels where the data has them (digits, CIFAR-10, a folder's sub-folders)")
-    label_dropout: float = Field(0.1, ge=0, lt=1, description="share of training images whose label is dropped, so the network also learns the unconditional model (classifier-free guidance)")
+    conditional: bool = Field(
+        True, description="condition on class labels where the data has them (digits, CIFAR-10, a folder's sub-folders)"
+    )
+    label_dropout: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="share of training images whose label is dropped, so the network also learns the unconditional model (classifier-free guidance)",
+    )
 
 
 class ImageTrainConfig(TrainConfig):
@@ -61,11 +68,18 @@ class ImageSampleConfig(SampleConfig):
     n: int = Field(1000, ge=1, le=1_000_000, description="images to draw")
     batch_size: int = Field(250, ge=1)
     sampler: Literal["heun", "euler", "stochastic"] = Field(
-        "heun", description="heun: EDM's deterministic 2nd-order sampler (2·steps−1 evaluations); euler: 1st order (DDIM), one per step; stochastic: EDM's churn sampler"
+        "heun",
+        description="heun: EDM's deterministic 2nd-order sampler (2·steps−1 evaluations); euler: 1st order (DDIM), one per step; stochastic: EDM's churn sampler",
     )
     steps: int = Field(20, ge=1, le=1000, description="noise levels the sampler walks down (heun with 20: 39 network evaluations)")
-    guidance: float = Field(1.0, ge=0, description="classifier-free guidance scale (1: the conditional model alone; >1 sharper classes, less variety; 0: unconditional)")
-    label: str | None = Field(None, description="draw only this class (a name such as '7' or 'logos', or an index); None: the classes in equal shares")
+    guidance: float = Field(
+        1.0,
+        ge=0,
+        description="classifier-free guidance scale (1: the conditional model alone; >1 sharper classes, less variety; 0: unconditional)",
+    )
+    label: str | None = Field(
+        None, description="draw only this class (a name such as '7' or 'logos', or an index); None: the classes in equal shares"
+    )
     churn: float = Field(40.0, ge=0, description="stochastic sampler: how much noise is added back over the steps")
 
 
@@ -76,7 +90,7 @@ class ImageDiffusionConfig(GeneratorConfig):
     sample: ImageSampleConfig = Field(default_factory=ImageSampleConfig)
 
     @model_validator(mode="after")
-    def _sizes(self) -> "ImageDiffusionConfig":
+    def _sizes(self) -> ImageDiffusionConfig:
         self.model.check_resolution(self.data.resolution)
         return self
 
@@ -110,7 +124,9 @@ class ImageDiffusion(Generator):
     name: ClassVar[str] = "image-diffusion"
     kind: ClassVar[str] = "images"
     Config: ClassVar[type[ImageDiffusionConfig]] = ImageDiffusionConfig
-    description: ClassVar[str] = "EDM diffusion with a U-Net denoiser; class-conditional with classifier-free guidance; Heun, Euler or stochastic sampling"
+    description: ClassVar[str] = (
+        "EDM diffusion with a U-Net denoiser; class-conditional with classifier-free guidance; Heun, Euler or stochastic sampling"
+    )
     libraries: ClassVar[tuple[str, ...]] = ("torch", "Pillow", "scikit-learn")
     test_spec: ClassVar[dict] = {  # seconds on 2 cores
         "data": {"resolution": 8},
@@ -170,13 +186,21 @@ class ImageDiffusion(Generator):
             return Checkpoint(weights, result.step)
         meta = {
             "model": UNetConfig(**config.model.model_dump(include=set(UNetConfig.model_fields))).model_dump(),
-            "image_channels": channels, "resolution": config.data.resolution, "classes": classes,
-            "edm": EDM().__dict__, "step": result.step,
+            "image_channels": channels,
+            "resolution": config.data.resolution,
+            "classes": classes,
+            "edm": EDM().__dict__,
+            "step": result.step,
         }
         save_weights(net, weights, meta)
         params = sum(p.numel() for p in net.parameters())
-        details = {"parameters": params, "resolution": config.data.resolution, "channels": channels,
-                   "classes": len(classes) or "unconditional", "flip": flips}
+        details = {
+            "parameters": params,
+            "resolution": config.data.resolution,
+            "channels": channels,
+            "classes": len(classes) or "unconditional",
+            "flip": flips,
+        }
         return Checkpoint(weights, result.step, details=details)
 
     # -- sample -------------------------------------------------------------------------------
@@ -222,6 +246,11 @@ class ImageDiffusion(Generator):
             arrays["classes"] = np.asarray(classes, dtype=str)
         path = Images().write(arrays, run.samples_dir)
         per_image = evaluations(cfg.sampler, cfg.steps) * (2 if classes and cfg.guidance not in (0.0, 1.0) else 1)
-        details = {"sampler": cfg.sampler, "steps": cfg.steps, "network_evaluations_per_image": per_image,
-                   "guidance": cfg.guidance if classes else None, "label": classes[label] if label is not None else ("all classes" if classes else None)}
+        details = {
+            "sampler": cfg.sampler,
+            "steps": cfg.steps,
+            "network_evaluations_per_image": per_image,
+            "guidance": cfg.guidance if classes else None,
+            "label": classes[label] if label is not None else ("all classes" if classes else None),
+        }
         return Samples(self.kind, path, done, details)

@@ -50,8 +50,10 @@ class FeatureSpace:
         std = real.std(axis=0)
         self.keep = std > _MIN_STD  # (d,)
         if not self.keep.any():
-            raise ValueError(f"every one of the {real.shape[1]} features is constant on the real set: "
-                             "the feature extractor sees no difference between the real images")
+            raise ValueError(
+                f"every one of the {real.shape[1]} features is constant on the real set: "
+                "the feature extractor sees no difference between the real images"
+            )
         self.mean = real.mean(axis=0)[self.keep]  # (d_kept,)
         self.std = std[self.keep]  # (d_kept,)
 
@@ -169,8 +171,7 @@ def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
     """
     real, fake = _pair(real, fake)
     if len(real) <= k or len(fake) <= k:
-        raise ValueError(f"precision/recall with k={k} needs more than {k} points per set, "
-                         f"got {len(real)} real and {len(fake)} fake")
+        raise ValueError(f"precision/recall with k={k} needs more than {k} points per set, got {len(real)} real and {len(fake)} fake")
     r, f = _tensor(real), _tensor(fake)
     precision = _covered(f, r, _kth_neighbour_radius(r, k))
     recall = _covered(r, f, _kth_neighbour_radius(f, k))

@@ -60,7 +60,9 @@ def sample_grid(images: np.ndarray, labels: np.ndarray | None, classes: list[str
     return _save(fig, out)
 
 
-def neighbour_pairs(fake: np.ndarray, train: np.ndarray, dist: np.ndarray, idx: np.ndarray, test_dist: np.ndarray, n: int, out: Path) -> Path:
+def neighbour_pairs(
+    fake: np.ndarray, train: np.ndarray, dist: np.ndarray, idx: np.ndarray, test_dist: np.ndarray, n: int, out: Path
+) -> Path:
     """The ``n`` samples closest to the training set beside their nearest training image (the memorisation check)."""
     order = np.argsort(dist)[:n]
     plt = _pyplot()

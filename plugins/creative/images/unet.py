@@ -23,18 +23,28 @@ from genforge.core import Section
 
 class UNetConfig(Section):
     channels: int = Field(16, ge=8, description="channels at full resolution")
-    channel_mult: list[int] = Field([1, 2, 2], min_length=1, description="channels per resolution level, as multiples of `channels`; each level after the first halves the resolution")
+    channel_mult: list[int] = Field(
+        [1, 2, 2],
+        min_length=1,
+        description="channels per resolution level, as multiples of `channels`; each level after the first halves the resolution",
+    )
     res_blocks: int = Field(1, ge=1, description="residual blocks per level (the decoder has one more)")
-    attention_at: int = Field(4, ge=0, description="self-attention at resolutions of this many pixels and below, besides the middle block (0: the middle block only)")
+    attention_at: int = Field(
+        4,
+        ge=0,
+        description="self-attention at resolutions of this many pixels and below, besides the middle block (0: the middle block only)",
+    )
     heads: int = Field(1, ge=1, description="attention heads")
     dropout: float = Field(0.0, ge=0, lt=1)
     groups: int = Field(8, ge=1, description="groups of the group norms (must divide every level's channels)")
 
     @model_validator(mode="after")
-    def _groups(self) -> "UNetConfig":
+    def _groups(self) -> UNetConfig:
         for m in self.channel_mult:
             if (self.channels * m) % self.groups:
-                raise ValueError(f"model.groups ({self.groups}) must divide every level's channels (model.channels x channel_mult: {self.channels * m})")
+                raise ValueError(
+                    f"model.groups ({self.groups}) must divide every level's channels (model.channels x channel_mult: {self.channels * m})"
+                )
             if (self.channels * m) % self.heads:
                 raise ValueError(f"model.heads ({self.heads}) must divide every level's channels ({self.channels * m})")
         return self
@@ -93,7 +103,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)  # (N, heads, HW, c/heads)
+        q, k, v = (
+            self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        )  # (N, heads, HW, c/heads)
         out = F.scaled_dot_product_attention(q, k, v)  # (N, heads, HW, c/heads)
         return x + self.proj(out.transpose(-1, -2).reshape(n, c, h, w))
 
@@ -128,8 +140,13 @@ class UNet(nn.Module):
                 self.down.append(nn.ModuleList([nn.Conv2d(cur, cur, 3, stride=2, padding=1)]))
                 res //= 2
                 skips.append(cur)
-        self.mid = nn.ModuleList([ResBlock(cur, cur, emb, config.groups, config.dropout), Attention(cur, config.heads, config.groups),
-                                  ResBlock(cur, cur, emb, config.groups, config.dropout)])
+        self.mid = nn.ModuleList(
+            [
+                ResBlock(cur, cur, emb, config.groups, config.dropout),
+                Attention(cur, config.heads, config.groups),
+                ResBlock(cur, cur, emb, config.groups, config.dropout),
+            ]
+        )
         self.up = nn.ModuleList()
         for level, mult in reversed(list(enumerate(config.channel_mult))):
             for _ in range(config.res_blocks + 1):

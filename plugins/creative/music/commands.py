@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,7 +18,9 @@ def find_run(run_id: str, store: str | None):
     if run_id == "latest":
         done = [r for r in runs.all() if r.generator == GENERATOR and (r.path / "checkpoint.json").exists()]
         if not done:
-            raise GenforgeError(f"no trained {GENERATOR} run in {runs}; train one first: genforge run {GENERATOR} (or genforge demo {GENERATOR})")
+            raise GenforgeError(
+                f"no trained {GENERATOR} run in {runs}; train one first: genforge run {GENERATOR} (or genforge demo {GENERATOR})"
+            )
         return max(done, key=lambda r: r.id)
     run = runs.get(run_id)
     if run.generator != GENERATOR:
@@ -29,10 +31,10 @@ def find_run(run_id: str, store: str | None):
 def harmonise(
     melody: Annotated[Path, typer.Argument(help="the melody: a MIDI or MusicXML file with one line of notes")],
     run: Annotated[str, typer.Option(help="a trained chorale-diffusion run (id, prefix, folder) or 'latest'")] = "latest",
-    out: Annotated[Optional[Path], typer.Option(help="folder for the results (default: ./<melody>-harmonised)")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for the results (default: ./<melody>-harmonised)")] = None,
     n: Annotated[int, typer.Option(min=1, help="harmonisations to write")] = 1,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    store: Annotated[Optional[str], typer.Option(help="run store (default: $GENFORGE_HOME)")] = None,
+    store: Annotated[str | None, typer.Option(help="run store (default: $GENFORGE_HOME)")] = None,
     device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu or cuda")] = "auto",
 ) -> None:
     """Harmonise a melody in four parts (soprano kept, alto, tenor and bass written): MIDI, MusicXML and a WAV preview."""
@@ -55,5 +57,7 @@ def harmonise(
     folder = out or Path(f"{melody.stem}-harmonised")
     renderer = write_pieces(list(pieces), folder, cfg)
     moved = f", moved {info['transposed']:+d} semitones into the soprano range" if info["transposed"] else ""
-    print(f"harmonised {info['file']} ({info['notes']} notes, {info['bars']} bars{moved}) with run {the_run.id} ({meta['model']['order']}):")
+    print(
+        f"harmonised {info['file']} ({info['notes']} notes, {info['bars']} bars{moved}) with run {the_run.id} ({meta['model']['order']}):"
+    )
     print(f"  {folder / 'midi'}/  {folder / 'musicxml'}/  {folder / 'wav'}/ (audio by {renderer})")

@@ -138,7 +138,9 @@ def _key(score, key_analysis: bool) -> tuple[str | None, str]:
     return f"{k.tonic.name} {k.mode}", "signature"
 
 
-def parse_score(score_or_path, step: float = 0.25, *, key_analysis: bool = True, max_moved: float = 0.1) -> tuple[np.ndarray, dict[str, Any]]:
+def parse_score(
+    score_or_path, step: float = 0.25, *, key_analysis: bool = True, max_moved: float = 0.1
+) -> tuple[np.ndarray, dict[str, Any]]:
     """One piece (a music21 Score, or a path music21 reads) -> (grid (4, T) int64, info); raises ``SkipPiece``.
 
     ``step`` is the grid's step in quarter notes (0.25: a sixteenth). ``info`` holds: source,
@@ -259,7 +261,9 @@ def _m21_version() -> str:
     return music21.VERSION_STR
 
 
-def load_bach(cache_dir: Path, limit: int | None = None, progress: Progress | None = None, *, step: float = 0.25, key_analysis: bool = True) -> tuple[list[np.ndarray], list[dict], Counter]:
+def load_bach(
+    cache_dir: Path, limit: int | None = None, progress: Progress | None = None, *, step: float = 0.25, key_analysis: bool = True
+) -> tuple[list[np.ndarray], list[dict], Counter]:
     """The Bach chorales of music21's corpus as grids: (grids, infos, skipped reasons counted).
 
     Reads ``music21.corpus.getComposer('bach')`` (433 files; 368 are four-part), sorted by name;
@@ -276,10 +280,14 @@ def load_bach(cache_dir: Path, limit: int | None = None, progress: Progress | No
 
 def music_files(folder: Path) -> list[Path]:
     """The MIDI and MusicXML files under ``folder`` (recursively), sorted."""
-    return sorted(p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in MUSIC_SUFFIXES)  # a corpus: every file (a samples folder, Music.load: its midi/ only)
+    return sorted(
+        p for p in Path(folder).rglob("*") if p.is_file() and p.suffix.lower() in MUSIC_SUFFIXES
+    )  # a corpus: every file (a samples folder, Music.load: its midi/ only)
 
 
-def load_folder(folder: Path, progress: Progress | None = None, *, cache_dir: Path | None = None, step: float = 0.25, key_analysis: bool = True) -> tuple[list[np.ndarray], list[dict], Counter]:
+def load_folder(
+    folder: Path, progress: Progress | None = None, *, cache_dir: Path | None = None, step: float = 0.25, key_analysis: bool = True
+) -> tuple[list[np.ndarray], list[dict], Counter]:
     """A user's folder of MIDI/MusicXML files (.mid .midi .musicxml .xml .mxl, recursively) as ``load_bach`` returns it.
 
     Raises ``DataError`` for a missing folder, one without such files, or one none of whose

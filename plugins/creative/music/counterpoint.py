@@ -66,8 +66,9 @@ def banned_pitches(p: torch.Tensor, struck: torch.Tensor, t: int, j: int) -> tor
     return banned
 
 
-def voice_rules(before: torch.Tensor, *, parallels: bool = True, crossings: bool = True, bounds: torch.Tensor | None = None
-                ) -> Callable[[torch.Tensor, int], torch.Tensor | None] | None:
+def voice_rules(
+    before: torch.Tensor, *, parallels: bool = True, crossings: bool = True, bounds: torch.Tensor | None = None
+) -> Callable[[torch.Tensor, int], torch.Tensor | None] | None:
     """The rules for one window of time-major tokens (None when none is asked for).
 
     before: (B, 4, S) the piece's steps ahead of the window. bounds: (B, 4, 2) the lowest and

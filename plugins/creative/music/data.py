@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import Field
 
-from genforge.core import DataConfig, DataError, DataSource, Section, store
+from genforge.core import DataConfig, DataError, DataSource, store
 
 from . import corpus
 from . import grid as G
@@ -33,7 +33,10 @@ class ChoraleDataConfig(DataConfig):
     path: str | None = Field(None, description="a folder of four-part MIDI/MusicXML files to train on instead (searched recursively)")
     test_fraction: float = Field(0.1, gt=0, lt=1, description="share of the pieces held out as the evaluation reference")
     transpose: int = Field(
-        0, ge=0, le=6, description="training pieces also transposed by -transpose+1 .. +transpose semitones where every voice stays in range (0: none; 6 with model.home_key=false: every key)"
+        0,
+        ge=0,
+        le=6,
+        description="training pieces also transposed by -transpose+1 .. +transpose semitones where every voice stays in range (0: none; 6 with model.home_key=false: every key)",
     )
     max_pieces: int | None = Field(None, ge=2, description="use only the first this many files (quick trials and tests)")
     key_analysis: bool = Field(True, description="record each piece's key by music21's analysis (else the key signature)")
@@ -73,7 +76,9 @@ def load_grids(path: Path) -> list[np.ndarray]:
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{path} is not a .npz of chorale grids (arrays 'tokens' (4, T) and 'lengths'): {exc}") from None
     if tokens.ndim != 2 or tokens.shape[0] != len(G.VOICES) or lengths.ndim != 1 or (lengths < 0).any() or lengths.sum() != tokens.shape[1]:
-        raise DataError(f"{path}: 'tokens' {tokens.shape} and 'lengths' (sum {int(lengths.sum())}) do not fit; tokens must be (4, sum of lengths)")
+        raise DataError(
+            f"{path}: 'tokens' {tokens.shape} and 'lengths' (sum {int(lengths.sum())}) do not fit; tokens must be (4, sum of lengths)"
+        )
     tokens = tokens.astype(np.int64)
     return [tokens[:, a:b] for a, b in zip(np.cumsum(lengths) - lengths, np.cumsum(lengths))]
 
@@ -92,7 +97,9 @@ def prepare(cfg: ChoraleDataConfig, cache_root: Path, progress=None) -> tuple[Pa
     """The prepared folder for ``cfg``: (path, fingerprint, stats, "hit" or "miss")."""
     parse_cache = cache_root / "chorale-grids"
     if cfg.path:
-        grids, infos, skipped = corpus.load_folder(Path(cfg.path).expanduser(), progress, cache_dir=parse_cache, key_analysis=cfg.key_analysis)
+        grids, infos, skipped = corpus.load_folder(
+            Path(cfg.path).expanduser(), progress, cache_dir=parse_cache, key_analysis=cfg.key_analysis
+        )
         source = f"folder {Path(cfg.path).expanduser()}"
     else:
         grids, infos, skipped = corpus.load_bach(parse_cache, cfg.max_pieces, progress, key_analysis=cfg.key_analysis)
@@ -105,7 +112,9 @@ def prepare(cfg: ChoraleDataConfig, cache_root: Path, progress=None) -> tuple[Pa
 
     def write(folder: Path) -> dict:
         if len(grids) < 2:
-            raise DataError(f"{source}: {len(grids)} usable piece(s); at least 2 are needed (one to train on, one held out){' — raise data.max_pieces' if cfg.max_pieces else ''}")
+            raise DataError(
+                f"{source}: {len(grids)} usable piece(s); at least 2 are needed (one to train on, one held out){' — raise data.max_pieces' if cfg.max_pieces else ''}"
+            )
         order = np.random.default_rng(cfg.seed).permutation(len(grids))
         n_test = max(1, round(len(grids) * cfg.test_fraction))
         test_idx, train_idx = sorted(order[:n_test]), sorted(order[n_test:])
@@ -115,7 +124,12 @@ def prepare(cfg: ChoraleDataConfig, cache_root: Path, progress=None) -> tuple[Pa
         save_grids(folder / "test.npz", [grids[i] for i in test_idx], [infos[i].get("key") for i in test_idx])
         stats = {
             "source": source,
-            "train": {"read": sum(skipped.values()) + len(grids), "kept": len(train_idx), "held_out": len(test_idx), "rejected": dict(skipped)},
+            "train": {
+                "read": sum(skipped.values()) + len(grids),
+                "kept": len(train_idx),
+                "held_out": len(test_idx),
+                "rejected": dict(skipped),
+            },
             "test": {"read": len(test_idx), "kept": len(test_idx), "held_out": 0, "rejected": {}},
             "training_grids": len(train),  # the pieces in train.npz: with data.transpose, every kept transposed copy (originals included)
             "sixteenths": {"train": int(sum(g.shape[1] for g in train)), "test": int(sum(grids[i].shape[1] for i in test_idx))},
@@ -134,7 +148,9 @@ class BachChorales(DataSource):
     kind: ClassVar[str] = "music"
     reference_split: ClassVar[str | None] = "test"  # `genforge evaluate music X` compares with the held-out chorales
     train_split: ClassVar[str | None] = "train"  # and takes the bands and floors from every chorale, as a run does
-    description: ClassVar[str] = "Bach's four-part chorales from music21's corpus (368 of 433 files), 10 % held out; parsed once (about 1.5 minutes)"
+    description: ClassVar[str] = (
+        "Bach's four-part chorales from music21's corpus (368 of 433 files), 10 % held out; parsed once (about 1.5 minutes)"
+    )
 
     def files(self) -> dict[str, Path]:
         path, *_ = prepare(ChoraleDataConfig(), store.home() / "data")

@@ -54,8 +54,8 @@ from genforge.core import DataError, Evaluation, Evaluator, EvaluatorConfig, Met
 from genforge.core.kinds import Music
 
 from . import corpus, metrics, render
-from .data import load_grids
 from . import grid as G
+from .data import load_grids
 
 # -- reference data on disk ---------------------------------------------------------------
 
@@ -123,7 +123,6 @@ def reference_grids(path: Path, max_pieces: int | None = None, seed: int = 0) ->
 # -- numbers over a set of pieces ---------------------------------------------------------
 
 
-
 def _normalised(counts: np.ndarray) -> np.ndarray:
     return counts / counts.sum() if counts.sum() else counts
 
@@ -139,7 +138,7 @@ class PieceSet:
     weights: np.ndarray | None = None  # (n,) how much each piece counts in ``mean``, ``band`` and ``in_band`` (None: alike)
 
     @classmethod
-    def of(cls, grids: list[np.ndarray], weights: np.ndarray | None = None) -> "PieceSet":
+    def of(cls, grids: list[np.ndarray], weights: np.ndarray | None = None) -> PieceSet:
         rows = [metrics.piece_metrics(g) for g in grids]
         sounding = [G.pitches(g) for g in grids]
         counts = np.array([np.bincount(p[p >= 0] % 12, minlength=12) for p in sounding], float)
@@ -220,7 +219,9 @@ def p5_p95(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[float
         return float(np.percentile(values, 5)), float(np.percentile(values, 95))
     order = np.argsort(values, kind="stable")
     cdf = np.cumsum(weights[order]) / weights.sum()
-    low, high = (values[order][min(np.searchsorted(cdf, q * (1 - 1e-12)), len(cdf) - 1)] for q in (0.05, 0.95))  # the first value whose CDF reaches q
+    low, high = (
+        values[order][min(np.searchsorted(cdf, q * (1 - 1e-12)), len(cdf) - 1)] for q in (0.05, 0.95)
+    )  # the first value whose CDF reaches q
     return float(low), float(high)
 
 
@@ -233,7 +234,9 @@ def _ratio(a: float, b: float) -> float:
 
 
 class ChoraleEvalConfig(EvaluatorConfig):
-    max_pieces: int = Field(500, ge=1, description="pieces read from the samples and from each reference set (a seeded random subset beyond this)")
+    max_pieces: int = Field(
+        500, ge=1, description="pieces read from the samples and from each reference set (a seeded random subset beyond this)"
+    )
     rolls: int = Field(4, ge=0, description="sample pieces drawn as piano rolls (0: none)")
     seed: int = Field(0, description="seed of the subsets and of the test set's split in two halves")
 
@@ -242,7 +245,9 @@ class ChoraleEvaluator(Evaluator):
     name: ClassVar[str] = "chorale"
     kinds: ClassVar[tuple[str, ...]] = ("music",)
     Config: ClassVar[type[ChoraleEvalConfig]] = ChoraleEvalConfig
-    description: ClassVar[str] = "MIDI/MusicXML loads back; pitch-class histogram, ranges and counterpoint (parallels, crossings) vs real chorales"
+    description: ClassVar[str] = (
+        "MIDI/MusicXML loads back; pitch-class histogram, ranges and counterpoint (parallels, crossings) vs real chorales"
+    )
 
     def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: ChoraleEvalConfig) -> Evaluation:
         files = _subset(music_paths(samples.path), config.max_pieces, config.seed)
@@ -257,50 +262,94 @@ class ChoraleEvaluator(Evaluator):
         length = int(np.median([g.shape[1] for g in grids]))
         corpus_grids = test_grids + (train_grids or [])  # the real pieces at the samples' length: the bands and means
         cut, held = PieceSet.of(*stretches(corpus_grids, length)), PieceSet.of(*stretches(test_grids, length))
-        pieces_words = f"the {len(test_grids)} test and {len(train_grids)} training pieces" if train_grids else f"the {len(test_grids)} test pieces"
-        cut_words = (f"{len(cut)} stretches of {pieces_words}, {length / G.STEPS_PER_BEAT:g} beats long (the samples' median length), starting a bar apart, "
-                     "each piece counted by its length")
+        pieces_words = (
+            f"the {len(test_grids)} test and {len(train_grids)} training pieces" if train_grids else f"the {len(test_grids)} test pieces"
+        )
+        cut_words = (
+            f"{len(cut)} stretches of {pieces_words}, {length / G.STEPS_PER_BEAT:g} beats long (the samples' median length), starting a bar apart, "
+            "each piece counted by its length"
+        )
         pairs, how = _real_pairs(test_grids, test, train_grids, len(grids), config.seed)
 
         def floor(measure) -> float | None:  # a real-vs-real figure: its mean over the draws
             return float(np.mean([measure(a, b) for a, b in pairs])) if pairs else None
 
         out: list[Metric] = []
+        notes: list[str] = []
 
         def add(name: str, value: float, higher: bool | None, floor: float | None, text: str) -> None:
+            if not np.isfinite(value):  # cannot be computed on these pieces: left out, and said why
+                notes.append(f"{name} left out: {text}")
+                return
             out.append(Metric(name, float(value), higher, _finite(floor), text))
 
-        add("loads_back", len(grids) / len(files), True, None,
-            f"share of the {len(files)} files music21 parsed into a four-part grid (skipped: {_reasons(skipped)})")
+        add(
+            "loads_back",
+            len(grids) / len(files),
+            True,
+            None,
+            f"share of the {len(files)} files music21 parsed into a four-part grid (skipped: {_reasons(skipped)})",
+        )
         add("pieces", len(grids), None, None, f"pieces scored; the reference test set has {len(test)}")
-        add("pc_histogram_distance", metrics.histogram_distance(fake.histogram(), test.histogram()), False,
+        add(
+            "pc_histogram_distance",
+            metrics.histogram_distance(fake.histogram(), test.histogram()),
+            False,
             floor(lambda a, b: metrics.histogram_distance(a.histogram(), b.histogram())),
-            f"Jensen-Shannon distance (bits) of the pooled pitch-class histogram vs the test set's (floor: {how})")
-        add("pc_profile_distance", metrics.histogram_distance(fake.profile(), test.profile()), False,
+            f"Jensen-Shannon distance (bits) of the pooled pitch-class histogram vs the test set's (floor: {how})",
+        )
+        add(
+            "pc_profile_distance",
+            metrics.histogram_distance(fake.profile(), test.profile()),
+            False,
             floor(lambda a, b: metrics.histogram_distance(a.profile(), b.profile())),
-            f"the same with each piece first moved to C (the tonic of the major scale that holds most of it), so keys do not count (floor: {how})")
+            f"the same with each piece first moved to C (the tonic of the major scale that holds most of it), so keys do not count (floor: {how})",
+        )
         for name, (key, text) in MEANS.items():
             add(name, fake.mean(key), None, cut.mean(key), f"{text} (floor: {cut_words})")
         for name, (key, words) in BANDS.items():
             band = cut.band(key)
-            add(name, fake.in_band(key, band), True, held.in_band(key, band),
-                f"share of pieces whose {words} lies in the p5-p95 band [{band[0]:.3g}, {band[1]:.3g}] of {cut_words} (floor: the test pieces' {len(held)} stretches)")
-        add("out_of_range", fake.out_of_range(), False, test.out_of_range(), "share of note-steps outside the voice's usual range (grid.RANGES), all voices")
+            add(
+                name,
+                fake.in_band(key, band),
+                True,
+                held.in_band(key, band),
+                f"share of pieces whose {words} lies in the p5-p95 band [{band[0]:.3g}, {band[1]:.3g}] of {cut_words} (floor: the test pieces' {len(held)} stretches)",
+            )
+        add(
+            "out_of_range",
+            fake.out_of_range(),
+            False,
+            test.out_of_range(),
+            "share of note-steps outside the voice's usual range (grid.RANGES), all voices",
+        )
         for voice in G.VOICES:
             low, high = G.RANGES[voice]
-            add(f"out_of_range_{voice}", fake.out_of_range(voice), False, test.out_of_range(voice), f"share of {voice} note-steps outside MIDI {low}..{high}")
+            add(
+                f"out_of_range_{voice}",
+                fake.out_of_range(voice),
+                False,
+                test.out_of_range(voice),
+                f"share of {voice} note-steps outside MIDI {low}..{high}",
+            )
         for name, (key, text) in RATES.items():
             add(name, fake.rate(key), False, test.rate(key), f"{text}, pooled over pieces (floor: the real test pieces)")
-        add("parallels_ratio", _ratio(fake.parallels(), test.parallels()), False,
+        add(
+            "parallels_ratio",
+            _ratio(fake.parallels(), test.parallels()),
+            False,
             floor(lambda a, b: _ratio(a.parallels(), b.parallels())),
-            f"(fifths + octaves) per beat, samples / test set (target <= 2; NaN when the test set has none; floor: {how})")
+            f"(fifths + octaves) per beat, samples / test set (target <= 2; undefined when the test set has none; floor: {how})",
+        )
 
         out_dir.mkdir(parents=True, exist_ok=True)
         figures = {}
         if config.rolls:
-            figures["piano_rolls"] = render.piano_roll(grids[: config.rolls], out_dir / "piano_rolls.png", titles=[p.name for p in parsed[: config.rolls]])
+            figures["piano_rolls"] = render.piano_roll(
+                grids[: config.rolls], out_dir / "piano_rolls.png", titles=[p.name for p in parsed[: config.rolls]]
+            )
         figures["counterpoint"] = counterpoint_chart(fake, test, out_dir / "counterpoint.png")
-        return Evaluation(self.name, out, figures)
+        return Evaluation(self.name, out, figures, notes=notes)
 
 
 BAR = 4 * G.STEPS_PER_BEAT  # a 4/4 bar, in grid steps
@@ -316,7 +365,9 @@ def windows(grids: list[np.ndarray], length: int, hop: int | None = None) -> lis
         if g.shape[1] <= length:
             out.append(g)
         else:
-            out += [G.crop(g, start, length) for start in range(0, g.shape[1] - length + 1, hop or length)]  # held notes re-struck at a window's start
+            out += [
+                G.crop(g, start, length) for start in range(0, g.shape[1] - length + 1, hop or length)
+            ]  # held notes re-struck at a window's start
     return out
 
 
@@ -335,12 +386,16 @@ def stretches(grids: list[np.ndarray], length: int) -> tuple[list[np.ndarray], n
 FLOOR_DRAWS = 8  # real-vs-real floors are means over this many random draws: one draw of 64 pieces' keys moved a distance 4x
 
 
-def _real_pairs(test_grids: list[np.ndarray], test: PieceSet, train: list[np.ndarray] | None, n: int, seed: int) -> tuple[list[tuple[PieceSet, PieceSet]], str]:
+def _real_pairs(
+    test_grids: list[np.ndarray], test: PieceSet, train: list[np.ndarray] | None, n: int, seed: int
+) -> tuple[list[tuple[PieceSet, PieceSet]], str]:
     """Pairs of real sets to measure a samples-vs-test comparison on, drawn ``FLOOR_DRAWS`` times: (pairs, in words)."""
     if train:
         if len(train) <= n:
             return [(PieceSet.of(train), test)], f"the {len(train)} training pieces vs the test set"
-        return [(PieceSet.of(_subset(train, n, seed + i)), test) for i in range(FLOOR_DRAWS)], f"{n} training pieces vs the test set, mean of {FLOOR_DRAWS} draws"
+        return [
+            (PieceSet.of(_subset(train, n, seed + i)), test) for i in range(FLOOR_DRAWS)
+        ], f"{n} training pieces vs the test set, mean of {FLOOR_DRAWS} draws"
     if len(test_grids) < 2:
         return [], "none, the test set has one piece"
     half = len(test_grids) // 2

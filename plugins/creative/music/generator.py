@@ -49,10 +49,9 @@ from genforge.core.blocks import Autoregressive, MaskedDiffusion, Strategy, Tran
 from genforge.core.kinds import Music
 from genforge.core.training import load_weights, save_weights
 
-from . import corpus
+from . import corpus, render
 from . import data as chorale_data
 from . import grid as G
-from . import render
 from .counterpoint import voice_rules
 from .data import ChoraleDataConfig
 
@@ -67,18 +66,24 @@ class ChoraleModelConfig(TransformerConfig):
     n_heads: int = Field(4, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     order: Literal["masked", "autoregressive"] = Field(
-        "autoregressive", description="left to right (with the counterpoint rules at sampling) or masked diffusion (infills seeing both sides), on the same backbone"
+        "autoregressive",
+        description="left to right (with the counterpoint rules at sampling) or masked diffusion (infills seeing both sides), on the same backbone",
     )
     home_key: bool | None = Field(
-        None, description="learn in one key: training pieces moved to C major or A minor by their key, samples moved from there to keys drawn from the training pieces' own (given cells: back to theirs), so no piece wanders between keys from window to window (unset: on, unless data.transpose asks for transposed copies)"
+        None,
+        description="learn in one key: training pieces moved to C major or A minor by their key, samples moved from there to keys drawn from the training pieces' own (given cells: back to theirs), so no piece wanders between keys from window to window (unset: on, unless data.transpose asks for transposed copies)",
     )
-    window: int = Field(32, ge=8, description="sixteenths per training window (32: two 4/4 bars); longer pieces are generated window by window")
+    window: int = Field(
+        32, ge=8, description="sixteenths per training window (32: two 4/4 bars); longer pieces are generated window by window"
+    )
     hop: int = Field(4, ge=1, description="sixteenths between training windows' starts (4: a beat)")
 
     @model_validator(mode="after")
-    def _window(self) -> "ChoraleModelConfig":
+    def _window(self) -> ChoraleModelConfig:
         if self.window % 8:
-            raise ValueError(f"model.window ({self.window}) must be an even number of beats (a multiple of 8 sixteenths): generation moves on by half a window")
+            raise ValueError(
+                f"model.window ({self.window}) must be an even number of beats (a multiple of 8 sixteenths): generation moves on by half a window"
+            )
         return self
 
 
@@ -97,23 +102,31 @@ class ChoraleSampleConfig(SampleConfig):
     bars: int = Field(8, ge=1, le=512, description="length of each piece in 4/4 bars (16 sixteenths each)")
     steps: int = Field(64, ge=1, description="masked: unmasking rounds per window")
     hop: int | None = Field(
-        None, ge=1, description="sixteenths each generated window moves on from the one before, whose rest it is given as context (unset: half of model.window, one bar; smaller: more context, more windows)"
+        None,
+        ge=1,
+        description="sixteenths each generated window moves on from the one before, whose rest it is given as context (unset: half of model.window, one bar; smaller: more context, more windows)",
     )
     strategy: Strategy = Field(
-        "ancestral", description="masked: which cells to reveal each round (ancestral: MDLM's exact reverse process; confidence and margin reveal held notes first and stall)"
+        "ancestral",
+        description="masked: which cells to reveal each round (ancestral: MDLM's exact reverse process; confidence and margin reveal held notes first and stall)",
     )
     temperature: float = Field(1.0, gt=0, description="softmax temperature (lower: more tonal, plainer, more held notes)")
     top_p: float = Field(0.98, gt=0, le=1, description="autoregressive: nucleus sampling mass")
     avoid_parallels: bool = Field(
-        True, description="autoregressive: never draw a note that makes parallel fifths or octaves with a voice above it (the rule the evaluator counts)"
+        True,
+        description="autoregressive: never draw a note that makes parallel fifths or octaves with a voice above it (the rule the evaluator counts)",
     )
     avoid_crossings: bool = Field(
-        True, description="autoregressive: never draw a note above the voice over it, nor hold one that voice has moved below (voice crossings, which the evaluator counts)"
+        True,
+        description="autoregressive: never draw a note above the voice over it, nor hold one that voice has moved below (voice crossings, which the evaluator counts)",
     )
     keep_range: bool = Field(
-        True, description="autoregressive: never draw a note outside its voice's usual range in the key the piece is written in (with model.home_key, free pieces' keys are then drawn before sampling, in proportion to the training pieces')"
+        True,
+        description="autoregressive: never draw a note outside its voice's usual range in the key the piece is written in (with model.home_key, free pieces' keys are then drawn before sampling, in proportion to the training pieces')",
     )
-    melody: str | None = Field(None, description="a MIDI or MusicXML melody to harmonise: each piece keeps it as the soprano and fills alto, tenor and bass")
+    melody: str | None = Field(
+        None, description="a MIDI or MusicXML melody to harmonise: each piece keeps it as the soprano and fills alto, tenor and bass"
+    )
     previews: int = Field(3, ge=0, description="pieces also rendered as WAV audio previews")
     tempo: float = Field(80, gt=10, le=300, description="quarter notes per minute in the MIDI, MusicXML and audio")
 
@@ -130,9 +143,11 @@ class ChoraleDiffusionConfig(GeneratorConfig):
         return self.model.home_key if self.model.home_key is not None else not self.data.transpose
 
     @model_validator(mode="after")
-    def _sections_agree(self) -> "ChoraleDiffusionConfig":
+    def _sections_agree(self) -> ChoraleDiffusionConfig:
         if self.sample.hop and self.sample.hop >= self.model.window:
-            raise ValueError(f"sample.hop ({self.sample.hop}) must be shorter than model.window ({self.model.window}): each generated window is given the rest of the one before")
+            raise ValueError(
+                f"sample.hop ({self.sample.hop}) must be shorter than model.window ({self.model.window}): each generated window is given the rest of the one before"
+            )
         if self.model.hop > self.model.window:
             raise ValueError(f"model.hop ({self.model.hop}) cannot exceed model.window ({self.model.window})")
         if self.model.home_key and self.data.transpose:
@@ -145,7 +160,11 @@ class ChoraleDiffusionConfig(GeneratorConfig):
 
 def flatten(grids: np.ndarray | torch.Tensor):
     """(N, 4, T) -> (N, 4T), time-major (step 0: S A T B, step 1: ...)."""
-    return grids.transpose(1, 2).reshape(len(grids), -1) if isinstance(grids, torch.Tensor) else grids.transpose(0, 2, 1).reshape(len(grids), -1)
+    return (
+        grids.transpose(1, 2).reshape(len(grids), -1)
+        if isinstance(grids, torch.Tensor)
+        else grids.transpose(0, 2, 1).reshape(len(grids), -1)
+    )
 
 
 def unflatten(seqs: torch.Tensor) -> torch.Tensor:
@@ -165,8 +184,14 @@ def build(model: ChoraleModelConfig | dict) -> TransformerDenoiser:
 
 
 @torch.no_grad()
-def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: ChoraleSampleConfig, generator: torch.Generator,
-             bounds: torch.Tensor | None = None) -> np.ndarray:
+def generate(
+    net: TransformerDenoiser,
+    meta: dict,
+    given: torch.Tensor,
+    cfg: ChoraleSampleConfig,
+    generator: torch.Generator,
+    bounds: torch.Tensor | None = None,
+) -> np.ndarray:
     """Fill the ``MASK`` cells of ``given`` (N, 4, T), window by window; returns (N, 4, T) tokens, cleaned.
 
     Autoregressive: with the rules ``cfg`` asks for (``counterpoint.voice_rules``); ``bounds``
@@ -175,7 +200,9 @@ def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Cho
     window, order = meta["model"]["window"], meta["model"]["order"]
     hop = cfg.hop or window // 2
     if hop >= window:
-        raise ValueError(f"sample.hop ({hop}) must be shorter than the model's window ({window} sixteenths): each window is given the rest of the one before")
+        raise ValueError(
+            f"sample.hop ({hop}) must be shorter than the model's window ({window} sixteenths): each window is given the rest of the one before"
+        )
     x, length, start = given.clone(), given.shape[2], 0
     while True:
         end = min(start + window, length)
@@ -191,7 +218,9 @@ def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Cho
             seq = DIFFUSION.sample(net, steps=cfg.steps, temperature=cfg.temperature, strategy=cfg.strategy, generator=generator, given=seq)
         else:
             rule = voice_rules(x[:, :, :start], parallels=cfg.avoid_parallels, crossings=cfg.avoid_crossings, bounds=bounds)
-            seq = AUTOREGRESSIVE.sample(net, seq, unknown_id=G.MASK, temperature=cfg.temperature, top_p=cfg.top_p, generator=generator, constraint=rule)
+            seq = AUTOREGRESSIVE.sample(
+                net, seq, unknown_id=G.MASK, temperature=cfg.temperature, top_p=cfg.top_p, generator=generator, constraint=rule
+            )
         out = unflatten(seq)
         if start > 0:
             out[:, :, 0] = torch.where(first == G.MASK, out[:, :, 0], first)  # given cells stay as they were
@@ -202,7 +231,9 @@ def generate(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: Cho
     return np.stack([G.clean(g) for g in x.cpu().numpy()])
 
 
-def compose(net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: ChoraleSampleConfig, generator: torch.Generator) -> tuple[np.ndarray, list[int]]:
+def compose(
+    net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: ChoraleSampleConfig, generator: torch.Generator
+) -> tuple[np.ndarray, list[int]]:
     """``generate`` in the key the model was trained in: (pieces, the semitones each was moved by afterwards).
 
     A model trained with ``model.home_key`` knows C major and A minor only (``key_offsets`` in its
@@ -254,7 +285,9 @@ class ChoraleDiffusion(Generator):
     name: ClassVar[str] = "chorale-diffusion"
     kind: ClassVar[str] = "music"
     Config: ClassVar[type[ChoraleDiffusionConfig]] = ChoraleDiffusionConfig
-    description: ClassVar[str] = "four-part chorales over the voice x sixteenth grid: left to right with counterpoint rules (or masked diffusion), shared transformer; harmonises melodies"
+    description: ClassVar[str] = (
+        "four-part chorales over the voice x sixteenth grid: left to right with counterpoint rules (or masked diffusion), shared transformer; harmonises melodies"
+    )
     libraries: ClassVar[tuple[str, ...]] = ("torch", "music21")
     test_spec: ClassVar[dict] = {  # seconds on 2 cores: the first 12 files of the corpus
         "data": {"max_pieces": 12, "key_analysis": False},
@@ -299,7 +332,12 @@ class ChoraleDiffusion(Generator):
         if not trainer.is_main:
             return Checkpoint(weights, result.step)
         save_weights(net, weights, {"model": m.model_dump(), "step": result.step, "key_offsets": offsets})
-        details = {"order": m.order, "parameters": net.num_parameters(), "training_windows": len(windows), **self.heldout(net.to(device).eval(), data, m, config.home_key, device)}
+        details = {
+            "order": m.order,
+            "parameters": net.num_parameters(),
+            "training_windows": len(windows),
+            **self.heldout(net.to(device).eval(), data, m, config.home_key, device),
+        }
         return Checkpoint(weights, result.step, details=details)
 
     @staticmethod
@@ -313,7 +351,9 @@ class ChoraleDiffusion(Generator):
         return grids, {str(k): n for k, n in sorted(Counter(-k for k in shifts).items())}
 
     @staticmethod
-    def heldout(net: TransformerDenoiser, data: PreparedData, m: ChoraleModelConfig, home_key: bool, device: torch.device) -> dict[str, float]:
+    def heldout(
+        net: TransformerDenoiser, data: PreparedData, m: ChoraleModelConfig, home_key: bool, device: torch.device
+    ) -> dict[str, float]:
         """Likelihood of the held-out pieces' windows: masked-cell NLL at rate 0.5 (masked) or next-token NLL (autoregressive)."""
         pieces, _ = ChoraleDiffusion.pieces(data.path / "test.npz", home_key)
         where = ", moved to C major / A minor as the training pieces were" if home_key else ""
@@ -322,7 +362,10 @@ class ChoraleDiffusion(Generator):
         with torch.no_grad():
             if m.order == "masked":
                 nll = np.mean([DIFFUSION.masked_nll(net, test[i : i + 256], rate=0.5, generator=gen) for i in range(0, len(test), 256)])
-                return {"heldout_masked_nll": round(float(nll), 4), "heldout_note": f"nats per cell, half the cells of held-out windows masked, the rest given{where}"}
+                return {
+                    "heldout_masked_nll": round(float(nll), 4),
+                    "heldout_note": f"nats per cell, half the cells of held-out windows masked, the rest given{where}",
+                }
             nll = np.mean([AUTOREGRESSIVE.nll(net, test[i : i + 256]) for i in range(0, len(test), 256)])
             return {"heldout_nll": round(float(nll), 4), "heldout_note": f"nats per cell, next-cell likelihood of held-out windows{where}"}
 
@@ -354,11 +397,29 @@ class ChoraleDiffusion(Generator):
             moves.extend(moved)
             done += b
             run.report_progress("sample", done, cfg.n)
-        details = {"order": meta["model"]["order"], "bars": cfg.bars if melody is None else round(len(melody) / 16, 2),
-                   "steps": cfg.steps if meta["model"]["order"] == "masked" else None, "temperature": cfg.temperature,
-                   **({"top_p": cfg.top_p, "avoid_parallels": cfg.avoid_parallels, "avoid_crossings": cfg.avoid_crossings, "keep_range": cfg.keep_range} if meta["model"]["order"] == "autoregressive" else {})}
+        details = {
+            "order": meta["model"]["order"],
+            "bars": cfg.bars if melody is None else round(len(melody) / 16, 2),
+            "steps": cfg.steps if meta["model"]["order"] == "masked" else None,
+            "temperature": cfg.temperature,
+            **(
+                {
+                    "top_p": cfg.top_p,
+                    "avoid_parallels": cfg.avoid_parallels,
+                    "avoid_crossings": cfg.avoid_crossings,
+                    "keep_range": cfg.keep_range,
+                }
+                if meta["model"]["order"] == "autoregressive"
+                else {}
+            ),
+        }
         if meta.get("key_offsets"):
-            details["home_key"] = "trained in C major / A minor; pieces moved from there by " + ", ".join(f"{k:+d}" for k in moves[:16]) + (" ..." if len(moves) > 16 else "") + " semitones"
+            details["home_key"] = (
+                "trained in C major / A minor; pieces moved from there by "
+                + ", ".join(f"{k:+d}" for k in moves[:16])
+                + (" ..." if len(moves) > 16 else "")
+                + " semitones"
+            )
         if melody is not None:
             details["melody"] = melody_info
         details["renderer"] = write_pieces(pieces, run.samples_dir, cfg)

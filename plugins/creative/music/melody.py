@@ -32,7 +32,9 @@ def read_melody(path: Path) -> tuple[np.ndarray, dict]:
     try:
         score = converter.parse(str(path))
     except Exception as exc:  # music21 raises many types for files it cannot read
-        raise DataError(f"cannot read melody {path} as MIDI or MusicXML ({type(exc).__name__}); give a .mid or .musicxml file with one line of notes") from None
+        raise DataError(
+            f"cannot read melody {path} as MIDI or MusicXML ({type(exc).__name__}); give a .mid or .musicxml file with one line of notes"
+        ) from None
     parts = [p for p in getattr(score, "parts", [score]) if p.recurse().notes]
     if not parts:
         raise DataError(f"melody {path} holds no notes")
@@ -41,7 +43,9 @@ def read_melody(path: Path) -> tuple[np.ndarray, dict]:
     events = list(parts[0].flatten().notes)
     chords = [e for e in events if isinstance(e, chord.Chord)]
     if chords:
-        raise DataError(f"melody {path} has chords ({len(chords)}, the first at beat {float(chords[0].offset) + 1:g}); give one note at a time")
+        raise DataError(
+            f"melody {path} has chords ({len(chords)}, the first at beat {float(chords[0].offset) + 1:g}); give one note at a time"
+        )
     counts: Counter = Counter()
     # the corpus parser's own reading: ties merged, grace notes skipped, rounded to sixteenths the same way
     [line] = _quantise([_part_notes(parts[0], 0, counts)], STEP, counts)
@@ -53,7 +57,9 @@ def read_melody(path: Path) -> tuple[np.ndarray, dict]:
     pitches = [p for _, _, p in line]
     lo, hi = min(pitches), max(pitches)
     if hi - lo > high - low:
-        raise DataError(f"melody {path} spans {hi - lo} semitones (MIDI {lo}-{hi}); a soprano line spans at most {high - low} ({low}-{high})")
+        raise DataError(
+            f"melody {path} spans {hi - lo} semitones (MIDI {lo}-{hi}); a soprano line spans at most {high - low} ({low}-{high})"
+        )
     fits = [k for k in range(-48, 49, 12) if low <= lo + k and hi + k <= high]
     if not fits:
         raise DataError(

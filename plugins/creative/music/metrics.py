@@ -88,7 +88,12 @@ def out_of_range_counts(sounding: np.ndarray, shift: int = 0) -> np.ndarray:
 
     sounding: (4, T) ``grid.pitches`` of a grid (-1 where silent).
     """
-    return np.array([int(((row[row >= 0] + shift < G.RANGES[v][0]) | (row[row >= 0] + shift > G.RANGES[v][1])).sum()) for row, v in zip(sounding, G.VOICES)])
+    return np.array(
+        [
+            int(((row[row >= 0] + shift < G.RANGES[v][0]) | (row[row >= 0] + shift > G.RANGES[v][1])).sum())
+            for row, v in zip(sounding, G.VOICES)
+        ]
+    )
 
 
 def out_of_range_share(grid: np.ndarray) -> dict[str, float]:
@@ -185,8 +190,10 @@ def corpus_metrics(grids: Sequence[np.ndarray]) -> dict:
     for name in rows[0] if rows else []:
         values = np.array([r[name] for r in rows], float)
         summary[name] = {
-            "mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "p5": float(np.percentile(values, 5)), "p95": float(np.percentile(values, 95)),
+            "mean": float(values.mean()),
+            "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "p5": float(np.percentile(values, 5)),
+            "p95": float(np.percentile(values, 95)),
         }
     counts = np.zeros(12)
     for g in grids:

@@ -27,13 +27,22 @@ SAMPLE_RATE = 22050
 VOICE_COLOURS = ("tab:red", "tab:orange", "tab:green", "tab:blue")  # S, A, T, B in the piano roll
 
 
-def to_score(grid: np.ndarray, step: float = 0.25, tempo: float = DEFAULT_TEMPO, key: str | None = None, time_signature: str = "4/4", title: str | None = None):
+def to_score(
+    grid: np.ndarray,
+    step: float = 0.25,
+    tempo: float = DEFAULT_TEMPO,
+    key: str | None = None,
+    time_signature: str = "4/4",
+    title: str | None = None,
+):
     """A music21 Score of four parts (Soprano, Alto, Tenor, Bass): a note per struck token, rests where silent.
 
     ``step`` is the grid's step in quarter notes; ``key`` a key such as "F# minor" (as
     ``corpus.parse_score`` gives it) or None. Notes across barlines are tied, as notation needs.
     """
-    from music21 import clef, instrument, key as m21key, meter, metadata, note, stream, tempo as m21tempo
+    from music21 import clef, instrument, metadata, meter, note, stream
+    from music21 import key as m21key
+    from music21 import tempo as m21tempo
 
     grid = np.asarray(grid)
     length = grid.shape[1] * step
@@ -88,7 +97,9 @@ def write_midi(grid: np.ndarray, path: Path, step: float = 0.25, tempo: float = 
     return path
 
 
-def write_musicxml(grid: np.ndarray, path: Path, step: float = 0.25, tempo: float = DEFAULT_TEMPO, key: str | None = None, title: str | None = None) -> Path:
+def write_musicxml(
+    grid: np.ndarray, path: Path, step: float = 0.25, tempo: float = DEFAULT_TEMPO, key: str | None = None, title: str | None = None
+) -> Path:
     """The score as MusicXML (uncompressed) at ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -177,7 +188,9 @@ def _fluidsynth(grid: np.ndarray, step: float, tempo: float, seconds: float) -> 
         write_midi(grid, mid, step, tempo)
         subprocess.run(
             ["fluidsynth", "-ni", "-F", str(wav), "-r", str(SAMPLE_RATE), "-T", "wav", "-O", "s16", str(SOUNDFONT), str(mid)],
-            check=True, capture_output=True, timeout=120,
+            check=True,
+            capture_output=True,
+            timeout=120,
         )
         with wave.open(str(wav), "rb") as w:
             channels, width = w.getnchannels(), w.getsampwidth()

@@ -10,13 +10,13 @@ import pytest
 from genforge.core import DataError
 from genforge.core.plugin_manager import get_generator
 from genforge.core.runner import create_run, run_all
+from genforge.core.testing import check_generator, quick_run
+from genforge.core.testing.conformance import check_config_defaults
 from genforge.plugins.creative.music import grid as G
 from genforge.plugins.creative.music import render
 from genforge.plugins.creative.music.corpus import parse_score
 from genforge.plugins.creative.music.data import load_grids
 from genforge.plugins.creative.music.melody import read_melody
-from genforge.core.testing import check_generator, quick_run
-from genforge.core.testing.conformance import check_config_defaults
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,9 @@ def test_the_masked_order_on_the_same_backbone(genforge_home):
 def test_harmonising_keeps_the_melody_exactly(genforge_home, tmp_path, chorale, order):
     spec = get_generator("chorale-diffusion").test_spec
     melody = _melody_file(tmp_path, chorale[0, :48])
-    run = quick_run("chorale-diffusion", {**spec, "model": {**spec["model"], "order": order}, "sample": {**spec["sample"], "melody": str(melody)}})
+    run = quick_run(
+        "chorale-diffusion", {**spec, "model": {**spec["model"], "order": order}, "sample": {**spec["sample"], "melody": str(melody)}}
+    )
     tokens, _ = read_melody(melody)
     for piece in load_grids(run.samples_dir / "grids.npz"):
         assert G.notes(piece)[0] == soprano_notes(tokens) == soprano_notes(chorale[0, :48])
@@ -202,7 +204,9 @@ def test_too_few_pieces_and_an_odd_window_are_one_line(genforge_home, tmp_path, 
     with pytest.raises(ConfigError, match=r"sample.hop \(16\) must be shorter than model.window \(16\)"):
         create_run("chorale-diffusion", spec={**spec, "sample": {**spec["sample"], "hop": 16}})
     with pytest.raises(ConfigError, match="data.transpose .6. adds nothing when model.home_key"):
-        create_run("chorale-diffusion", spec={**spec, "data": {**spec["data"], "transpose": 6}, "model": {**spec["model"], "home_key": True}})
+        create_run(
+            "chorale-diffusion", spec={**spec, "data": {**spec["data"], "transpose": 6}, "model": {**spec["model"], "home_key": True}}
+        )
     # transposed copies without a word on home_key (and every run saved before it): the model that learns every key
     from genforge.core.runner import Steps
 
@@ -214,7 +218,7 @@ def test_left_to_right_sampling_keeps_each_rule_across_windows():
     import torch
 
     from genforge.plugins.creative.music import metrics as M
-    from genforge.plugins.creative.music.generator import ChoraleModelConfig, ChoraleSampleConfig, range_bounds, build, generate
+    from genforge.plugins.creative.music.generator import ChoraleModelConfig, ChoraleSampleConfig, build, generate, range_bounds
 
     model = ChoraleModelConfig(d_model=32, n_heads=2, n_layers=1, window=16, hop=8, order="autoregressive")
     torch.manual_seed(0)
@@ -226,15 +230,23 @@ def test_left_to_right_sampling_keeps_each_rule_across_windows():
     def faults(avoid: bool, hop: int | None = None) -> tuple[int, int, int]:
         cfg = ChoraleSampleConfig(n=16, bars=3, temperature=1.0, top_p=1.0, avoid_parallels=avoid, avoid_crossings=avoid, hop=hop)
         pieces = generate(net, meta, given, cfg, torch.Generator().manual_seed(0), range_bounds(away) if avoid else None)
-        outside = sum(int(((p[v][p[v] >= 0] + k < low) | (p[v][p[v] >= 0] + k > high)).sum())
-                      for g, k in zip(pieces, away) for p in [G.pitches(g)] for v, (low, high) in enumerate(G.RANGES.values()))
+        outside = sum(
+            int(((p[v][p[v] >= 0] + k < low) | (p[v][p[v] >= 0] + k > high)).sum())
+            for g, k in zip(pieces, away)
+            for p in [G.pitches(g)]
+            for v, (low, high) in enumerate(G.RANGES.values())
+        )
         sounding = sum(int((G.pitches(g) >= 0).sum()) for g in pieces)
         assert sounding > 16 * 40 * 2  # the rules leave notes to draw: most cells sound, not rest
         return sum(sum(M.parallels(p).values()) for p in pieces), sum(M.voice_crossings(p) for p in pieces), outside
 
     loose, ruled = faults(False), faults(True)
     assert min(loose) > 10 and ruled == (0, 0, 0), (loose, ruled)
-    assert faults(True, hop=4) == (0, 0, 0)  # windows moving on a beat at a time: seven of them, each given three quarters of the one before
+    assert faults(True, hop=4) == (
+        0,
+        0,
+        0,
+    )  # windows moving on a beat at a time: seven of them, each given three quarters of the one before
 
 
 def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale, monkeypatch):
@@ -254,7 +266,10 @@ def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale, monkey
     # not trained in a home key: generate as it is
     plain, moves = compose(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0))
     usual = gen_module.range_bounds([0] * 5)  # the range rule: the voices' usual ranges as they are
-    assert moves == [0] * 5 and (plain == generate(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0), usual)).all()
+    assert (
+        moves == [0] * 5
+        and (plain == generate(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(0), usual)).all()
+    )
 
     # trained in C major / A minor, every training piece 2 semitones above home
     seen = []
@@ -269,7 +284,9 @@ def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale, monkey
     assert (bounds == gen_module.range_bounds(moves)).all()  # each piece kept to the ranges of the key it goes to
     assert moves[2:4] == [-3, -3]  # the melody went up 3 to A minor and comes back down by as much
     for i in (2, 3):
-        assert (G.pitches(went_in[i].numpy()) - G.pitches(given[i].numpy()))[0][G.pitches(given[i].numpy())[0] >= 0].tolist() == [3] * int((G.pitches(given[i].numpy())[0] >= 0).sum())
+        assert (G.pitches(went_in[i].numpy()) - G.pitches(given[i].numpy()))[0][G.pitches(given[i].numpy())[0] >= 0].tolist() == [3] * int(
+            (G.pitches(given[i].numpy())[0] >= 0).sum()
+        )
         assert G.notes(pieces[i])[0] == soprano_notes(chorale[0, :32])
     assert (went_in[:2] == G.MASK).all() and (went_in[2:4, 1:] == G.MASK).all()
     assert G.notes(pieces[4])[3] == G.notes(chorale[:, :32])[3]  # the given bass, exactly

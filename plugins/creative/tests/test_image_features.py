@@ -86,8 +86,9 @@ def test_extract_takes_grayscale_and_rgb_of_any_size():
     rgb = rng.integers(0, 256, (3, 20, 14, 3), dtype=np.uint8)
     assert extract(random_feature_net(3), rgb)[0].shape == (3, 128)
     # batching does not change a feature: GroupNorm, not BatchNorm
-    np.testing.assert_allclose(extract(random_feature_net(3), rgb, batch_size=1)[0],
-                               extract(random_feature_net(3), rgb)[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        extract(random_feature_net(3), rgb, batch_size=1)[0], extract(random_feature_net(3), rgb)[0], rtol=1e-5, atol=1e-6
+    )
 
     with pytest.raises(ValueError, match="3-channel"):
         extract(random_feature_net(3), gray)

@@ -14,12 +14,12 @@ from PIL import Image
 from genforge.core import ConfigError, DataError
 from genforge.core.plugin_manager import get_generator
 from genforge.core.runner import create_run, run_all
+from genforge.core.testing import check_generator, quick_run
+from genforge.core.testing.conformance import check_config_defaults
 from genforge.plugins.creative.images import data as image_data
 from genforge.plugins.creative.images.data import ImageDataConfig, read_cifar10
 from genforge.plugins.creative.images.edm import EDM, SAMPLERS, guided, stochastic
 from genforge.plugins.creative.images.unet import UNet, UNetConfig
-from genforge.core.testing import check_generator, quick_run
-from genforge.core.testing.conformance import check_config_defaults
 
 
 def _png(img: Image.Image, format: str = "PNG") -> bytes:
@@ -167,7 +167,10 @@ def test_cifar10_binary_archive(tmp_path):
             tar.addfile(info, io.BytesIO(blob))
     splits = read_cifar10(archive)
     images, labels = splits["train"]
-    assert images.shape == (8, 32, 32, 3) and labels.tolist() == expected["data_batch_1.bin"][0].tolist() + expected["data_batch_2.bin"][0].tolist()
+    assert (
+        images.shape == (8, 32, 32, 3)
+        and labels.tolist() == expected["data_batch_1.bin"][0].tolist() + expected["data_batch_2.bin"][0].tolist()
+    )
     assert (images[0][..., 1] == expected["data_batch_1.bin"][1][0, 1]).all()  # planes -> (H, W, RGB)
     assert splits["test"][0].shape == (4, 32, 32, 3)
     path, key, stats, cache = image_data.prepare(ImageDataConfig(source="cifar10", path=str(archive), resolution=16), tmp_path / "c")
@@ -301,4 +304,9 @@ def test_the_image_evaluator_without_a_training_set(genforge_home, tmp_path):
     values = {m.name: m.value for m in result.metrics}
     assert np.isfinite(values["fd"]) and 0.3 < values["nn_ratio"] < 3
     with pytest.raises(DataError, match=r"more than evaluate.image.k=3 of each \(raise sample.n\)"):
-        ev.evaluate(Samples("images", Images().write(np.zeros((3, 8, 8), np.uint8), tmp_path / "few"), 3), Reference("images", test=test), tmp_path / "o2", ev.Config())
+        ev.evaluate(
+            Samples("images", Images().write(np.zeros((3, 8, 8), np.uint8), tmp_path / "few"), 3),
+            Reference("images", test=test),
+            tmp_path / "o2",
+            ev.Config(),
+        )

@@ -105,11 +105,14 @@ def test_parts_are_ordered_by_pitch():
     assert [v[0][2] for v in G.notes(grid)] == [72, 67, 64, 48]
 
 
-@pytest.mark.parametrize("voices, reason", [
-    ([[(i / 3, 1 / 3, 72) for i in range(12)]] + SIMPLE[1:], "off the sixteenth grid"),  # triplets
-    ([[(0, 4, 100)]] + SIMPLE[1:], "pitch out of vocabulary"),
-    (SIMPLE[:3], "not four parts"),
-])
+@pytest.mark.parametrize(
+    "voices, reason",
+    [
+        ([[(i / 3, 1 / 3, 72) for i in range(12)]] + SIMPLE[1:], "off the sixteenth grid"),  # triplets
+        ([[(0, 4, 100)]] + SIMPLE[1:], "pitch out of vocabulary"),
+        (SIMPLE[:3], "not four parts"),
+    ],
+)
 def test_pieces_that_cannot_be_a_grid(voices, reason):
     from music21 import stream
 

@@ -38,12 +38,14 @@ def test_encode_and_decode_notes():
 
 def test_ill_formed_output_decodes_as_rests():
     """A HOLD at step 0 or after a rest, and an unfilled MASK, are silence; clean() writes that reading."""
-    grid = np.array([
-        [G.HOLD, G.HOLD, G.pitch_token(70), G.HOLD],
-        [G.pitch_token(60), G.REST, G.HOLD, G.HOLD],
-        [G.MASK, G.HOLD, G.pitch_token(50), G.MASK],
-        [G.pitch_token(40), G.HOLD, G.HOLD, G.HOLD],
-    ])
+    grid = np.array(
+        [
+            [G.HOLD, G.HOLD, G.pitch_token(70), G.HOLD],
+            [G.pitch_token(60), G.REST, G.HOLD, G.HOLD],
+            [G.MASK, G.HOLD, G.pitch_token(50), G.MASK],
+            [G.pitch_token(40), G.HOLD, G.HOLD, G.HOLD],
+        ]
+    )
     assert G.notes(grid) == [[(2, 4, 70)], [(0, 1, 60)], [(2, 3, 50)], [(0, 4, 40)]]
     assert (G.pitches(grid)[:, 0] == [-1, 60, -1, 40]).all()
     cleaned = G.clean(grid)
@@ -64,7 +66,9 @@ def test_transpose_round_trip_and_vocabulary_edge():
     assert G.transpose(grid, G.PITCH_HIGH - 69) is not None
     folded = G.transpose(grid, G.PITCH_HIGH - 69 + 1, fold=True)  # A4 goes an octave down instead of off the top
     shift = G.PITCH_HIGH - 69 + 1
-    assert G.pitches(folded)[0, 8] == 69 + shift - 12 and G.pitches(folded)[0, 0] == 67 + shift and (folded[grid < 2] == grid[grid < 2]).all()
+    assert (
+        G.pitches(folded)[0, 8] == 69 + shift - 12 and G.pitches(folded)[0, 0] == 67 + shift and (folded[grid < 2] == grid[grid < 2]).all()
+    )
     assert (G.transpose(grid, 3, fold=True) == G.transpose(grid, 3)).all()
     masked = grid.copy()
     masked[1, :4] = G.MASK

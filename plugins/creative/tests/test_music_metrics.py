@@ -58,16 +58,30 @@ def _two_voices(soprano, bass, length):
 
 def test_parallels_counts_fifths_and_octaves_only_in_similar_motion():
     grid = _two_voices(
-        soprano=[(0, 4, 67), (4, 8, 69),  # G-C fifth -> A-D fifth, both up: one parallel fifth
-                 (12, 16, 72), (16, 20, 74),  # C-C octave -> D-D octave, both up: one parallel octave
-                 (24, 28, 67), (28, 32, 74),  # fifth -> twelfth in contrary motion: not counted
-                 (36, 40, 67), (40, 48, 69),  # fifth -> sixth -> fifth, one voice at a time: not counted
-                 (52, 56, 60), (56, 60, 60)],  # unison struck again: no motion, not counted
-        bass=[(0, 4, 60), (4, 8, 62),
-              (12, 16, 60), (16, 20, 62),
-              (24, 28, 60), (28, 32, 55),
-              (36, 42, 60), (42, 48, 62),
-              (52, 56, 60), (56, 60, 60)],
+        soprano=[
+            (0, 4, 67),
+            (4, 8, 69),  # G-C fifth -> A-D fifth, both up: one parallel fifth
+            (12, 16, 72),
+            (16, 20, 74),  # C-C octave -> D-D octave, both up: one parallel octave
+            (24, 28, 67),
+            (28, 32, 74),  # fifth -> twelfth in contrary motion: not counted
+            (36, 40, 67),
+            (40, 48, 69),  # fifth -> sixth -> fifth, one voice at a time: not counted
+            (52, 56, 60),
+            (56, 60, 60),
+        ],  # unison struck again: no motion, not counted
+        bass=[
+            (0, 4, 60),
+            (4, 8, 62),
+            (12, 16, 60),
+            (16, 20, 62),
+            (24, 28, 60),
+            (28, 32, 55),
+            (36, 42, 60),
+            (42, 48, 62),
+            (52, 56, 60),
+            (56, 60, 60),
+        ],
         length=64,
     )
     assert M.parallels(grid) == {"fifths": 1, "octaves": 1}
@@ -82,12 +96,14 @@ def test_parallels_counts_fifths_and_octaves_only_in_similar_motion():
 
 
 def test_voice_crossings_are_counted_as_events():
-    grid = G.encode_notes([
-        [(0, 8, 60), (8, 32, 72)],
-        [(0, 4, 64), (4, 8, 59), (8, 12, 67), (12, 16, 67), (16, 32, 64)],  # above the soprano for steps 0-3: one event
-        [(8, 12, 69), (12, 16, 65), (16, 20, 62), (20, 24, 64), (24, 28, 66)],  # above the alto at 8-11 and 24-27: two
-        [(0, 32, 48)],
-    ])
+    grid = G.encode_notes(
+        [
+            [(0, 8, 60), (8, 32, 72)],
+            [(0, 4, 64), (4, 8, 59), (8, 12, 67), (12, 16, 67), (16, 32, 64)],  # above the soprano for steps 0-3: one event
+            [(8, 12, 69), (12, 16, 65), (16, 20, 62), (20, 24, 64), (24, 28, 66)],  # above the alto at 8-11 and 24-27: two
+            [(0, 32, 48)],
+        ]
+    )
     assert M.voice_crossings(grid) == 3  # the tenor's unison with the alto (20-23) is no crossing
     assert M.voice_crossings_per_100_beats(grid) == pytest.approx(100 * 3 / 8)
 

@@ -13,13 +13,12 @@ from genforge.core import DataError, Samples
 from genforge.core.kinds import Scenarios
 from genforge.core.plugin_manager import evaluators, get_generator
 from genforge.core.runner import Steps, create_run, run_all
+from genforge.core.testing import check_evaluator, check_generator, quick_run
+from genforge.core.testing.conformance import check_config_defaults
 from genforge.plugins.finance import backtest
 from genforge.plugins.finance.data import long_form, wide_form
 from genforge.plugins.finance.evaluator import MarketEvaluator
 from genforge.plugins.finance.scenario_generator import start_day
-from genforge.core.testing import check_evaluator, check_generator, quick_run
-from genforge.core.testing import conformance
-from genforge.core.testing.conformance import check_config_defaults
 
 TEXTBOOK = ["gaussian", "garch", "bootstrap"]
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "sp500-nasdaq.yaml"
@@ -78,8 +77,15 @@ def test_a_gaussian_run_writes_scenarios_backtest_metrics_and_figures(gaussian_r
     assert run.status["state"] == "finished"
     assert (run.samples_dir / "scenarios.parquet").exists() and (run.samples_dir / "backtest.parquet").exists()
     metrics = run.metrics()["metrics"]
-    for name in ("market.backtest_1d_1pct_fz0", "market.backtest_10d_5pct_kupiec_p", "market.w1_1d", "market.acf_abs",
-                 "market.leverage_fake", "market.nn_ratio", "market.horizon_var_99"):
+    for name in (
+        "market.backtest_1d_1pct_fz0",
+        "market.backtest_10d_5pct_kupiec_p",
+        "market.w1_1d",
+        "market.acf_abs",
+        "market.leverage_fake",
+        "market.nn_ratio",
+        "market.horizon_var_99",
+    ):
         assert name in metrics and np.isfinite(metrics[name]), name
     assert metrics["market.scenarios"] == 50 and metrics["market.horizon"] == 30
     assert 0 <= metrics["market.backtest_1d_1pct_hits"] <= 1760
@@ -117,12 +123,16 @@ def test_the_market_evaluator_passes_its_conformance_check(gaussian_run, tmp_pat
     wrong = tmp_path / "wrong"
     Scenarios().write(long_form(rng.standard_normal((10, 25, 2)), ["sp500", "nasdaq"]), wrong)
     with pytest.raises(DataError, match=r"2 asset\(s\) \(sp500, nasdaq\), the reference 1 \(sp500\)"):
-        MarketEvaluator().evaluate(Samples("scenarios", wrong / "scenarios.parquet", 10, {}), reference, tmp_path / "w", MarketEvaluator.Config())
+        MarketEvaluator().evaluate(
+            Samples("scenarios", wrong / "scenarios.parquet", 10, {}), reference, tmp_path / "w", MarketEvaluator.Config()
+        )
 
 
 def test_two_assets_from_the_shipped_config_score_the_portfolio(genforge_home):
     spec = get_generator("garch").test_spec
-    run = create_run("garch", config_path=CONFIG, spec=spec, overrides=["sample.n=40", "sample.horizon=20", "sample.backtest_scenarios=100"])
+    run = create_run(
+        "garch", config_path=CONFIG, spec=spec, overrides=["sample.n=40", "sample.horizon=20", "sample.backtest_scenarios=100"]
+    )
     assert run.spec["data"]["series"] == ["sp500", "nasdaq"] and run.spec["data"]["start"] == "2008-01-01"
     run_all(run)
     metrics = run.metrics()["metrics"]
@@ -132,7 +142,9 @@ def test_two_assets_from_the_shipped_config_score_the_portfolio(genforge_home):
     samples = run.read_json("samples.json")["details"]
     assert samples["assets"] == ["sp500", "nasdaq"] and set(samples["risk"]) == {"sp500", "nasdaq", backtest.PORTFOLIO}
     assert "market.backtest_1d_1pct_fz0" in metrics  # scored on the portfolio
-    assert "portfolio" in next(m["description"] for e in run.metrics()["evaluations"] for m in e["metrics"] if m["name"] == "backtest_1d_1pct_hits")
+    assert "portfolio" in next(
+        m["description"] for e in run.metrics()["evaluations"] for m in e["metrics"] if m["name"] == "backtest_1d_1pct_hits"
+    )
 
 
 def test_where_scenarios_start(sp500):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from safetensors import SafetensorError
 
 from genforge.core import training
 from genforge.core.runner import Steps, create_run, run_all
@@ -25,8 +24,13 @@ class WorkerLost(RuntimeError):
 
 def test_a_crash_mid_training_then_resume_finishes_the_budget(store, one_thread, monkeypatch):
     overrides = overrides_from_spec(ScenarioGan.test_spec) + [
-        f"train.max_steps={MAX_STEPS}", "train.checkpoint_every=10", "train.log_every=10",
-        "model.validate_every=10", "sample.n=20", "sample.backtest_scenarios=100", "sample.backtest_horizons=[1]",
+        f"train.max_steps={MAX_STEPS}",
+        "train.checkpoint_every=10",
+        "train.log_every=10",
+        "model.validate_every=10",
+        "sample.n=20",
+        "sample.backtest_scenarios=100",
+        "sample.backtest_horizons=[1]",
         "data.test_start='2017-01-03'",  # two test years: the backtest's 500 days, not 1,760
     ]
     save = training.Trainer._save

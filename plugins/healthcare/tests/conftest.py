@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from genforge.plugins.healthcare.generator import MoleculeDiffusion
 from genforge.core.testing import overrides_from_spec
+from genforge.plugins.healthcare.generator import MoleculeDiffusion
 
 
 @pytest.fixture

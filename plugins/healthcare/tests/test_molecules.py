@@ -113,7 +113,9 @@ def test_an_exported_prepared_folder_trains_elsewhere(tmp_path, store, tiny):
 
     run = create_run("molecule-diffusion", overrides=tiny + [f"data.path={packed}"])
     data = Steps(run).prepare()
-    assert data.path == packed and data.stats["cache"] == "prepared folder" and data.stats["train"]["kept"] == prepared.stats["train"]["kept"]
+    assert (
+        data.path == packed and data.stats["cache"] == "prepared folder" and data.stats["train"]["kept"] == prepared.stats["train"]["kept"]
+    )
     # the folder keeps the name of the reference it was prepared with: still MOSES's test split (no /Ref figures)
     steps = Steps(run)
     assert steps.generator.reference(data, steps.config).name == "moses-test"
@@ -147,11 +149,26 @@ def test_a_tiny_model_learns_its_training_molecules(tmp_path, store):
     run = create_run(
         "molecule-diffusion",
         overrides=[
-            f"data.path={f}", f"data.test_path={f}", "data.representation=smiles", "data.workers=1",
-            "model.d_model=96", "model.n_heads=4", "model.n_layers=2",
-            "train.max_steps=1000", "train.max_minutes=null", "train.batch_size=32", "train.lr=2e-3",
-            "train.warmup_steps=20", "train.ema=null", "train.checkpoint_every=1000", "train.log_every=100",
-            "sample.n=100", "sample.steps=32", "sample.temperature=0.5", "evaluate.rdkit.grid=0", "evaluate.moses.enabled=false",
+            f"data.path={f}",
+            f"data.test_path={f}",
+            "data.representation=smiles",
+            "data.workers=1",
+            "model.d_model=96",
+            "model.n_heads=4",
+            "model.n_layers=2",
+            "train.max_steps=1000",
+            "train.max_minutes=null",
+            "train.batch_size=32",
+            "train.lr=2e-3",
+            "train.warmup_steps=20",
+            "train.ema=null",
+            "train.checkpoint_every=1000",
+            "train.log_every=100",
+            "sample.n=100",
+            "sample.steps=32",
+            "sample.temperature=0.5",
+            "evaluate.rdkit.grid=0",
+            "evaluate.moses.enabled=false",
         ],
     )
     metrics = run_all(run).metrics()
@@ -193,7 +210,11 @@ def test_compiled_model_trains_like_the_eager_one(tmp_path, tiny):
     compiled backward into visible ones."""
     losses = {}
     for compiled in (False, True):
-        run = create_run("molecule-diffusion", overrides=[*tiny, "train.optimizer=sgd", "train.lr=0.05", f"train.compile={str(compiled).lower()}"], root=tmp_path / str(compiled))
+        run = create_run(
+            "molecule-diffusion",
+            overrides=[*tiny, "train.optimizer=sgd", "train.lr=0.05", f"train.compile={str(compiled).lower()}"],
+            root=tmp_path / str(compiled),
+        )
         steps = Steps(run)
         steps.train(steps.prepare())
         losses[compiled] = [json.loads(line)["loss"] for line in (run.path / "logs" / "train.jsonl").read_text().splitlines()]
@@ -371,7 +392,10 @@ def test_the_autoregressive_order_trains_and_samples_left_to_right_on_the_same_b
     with pytest.raises(ConfigError, match="holds a masked model; set model.order=masked"):
         Steps(create_run("molecule-diffusion", overrides=tiny + ["model.order=autoregressive", "model.init_from=moses-pretrained"])).train()
     # continued from itself: its positions already include the ending <pad>, none added twice
-    again = create_run("molecule-diffusion", overrides=tiny + ["model.order=autoregressive", f"model.init_from={run.path}", "train.max_steps=3", "sample.n=4"])
+    again = create_run(
+        "molecule-diffusion",
+        overrides=tiny + ["model.order=autoregressive", f"model.init_from={run.path}", "train.max_steps=3", "sample.n=4"],
+    )
     run_all(again)
     assert json.loads((again.path / "model.json").read_text())["max_len"] == meta["max_len"]
 

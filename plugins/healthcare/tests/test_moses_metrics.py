@@ -96,9 +96,21 @@ def test_nearest_neighbour_similarity_excludes_the_molecule_itself():
 # PAINS and MCF motifs (quinone, catechol, azo, ene-rhodanine, ene-cyano, Michael acceptor,
 # peroxide, thiol, aldehyde, ...) to make molecules that fail the filters.
 MOTIFS = [
-    "O=C1C=CC(=O)C=C1", "Oc1ccccc1O", "c1ccccc1N=Nc1ccccc1", "S=C1SC(=Cc2ccccc2)C(=O)N1",
-    "N#CC(C#N)=Cc1ccccc1", "C=CC(=O)CC", "CC(=O)OOC", "CCS", "CCC=O", "c1ccc(N)c(N)c1",
-    "O=C(C=Cc1ccccc1)c1ccccc1", "CC(=O)C(=O)C", "c1ccc2[nH]ccc2c1", "Nc1ccc(O)cc1", "CC=NN",
+    "O=C1C=CC(=O)C=C1",
+    "Oc1ccccc1O",
+    "c1ccccc1N=Nc1ccccc1",
+    "S=C1SC(=Cc2ccccc2)C(=O)N1",
+    "N#CC(C#N)=Cc1ccccc1",
+    "C=CC(=O)CC",
+    "CC(=O)OOC",
+    "CCS",
+    "CCC=O",
+    "c1ccc(N)c(N)c1",
+    "O=C(C=Cc1ccccc1)c1ccccc1",
+    "CC(=O)C(=O)C",
+    "c1ccc2[nH]ccc2c1",
+    "Nc1ccc(O)cc1",
+    "CC=NN",
 ]
 
 
@@ -211,7 +223,9 @@ def test_own_reference_statistics_are_cached_by_content_and_a_damaged_cache_is_r
     samples.write_text("\n".join(MOSES_GEN) + "\n")
     one = tmp_path / "one.smi"
     one.write_text("CCO\nnot-a-smiles\n")
-    ev = E.MosesEvaluator().evaluate(Samples("molecules", samples, 6), Reference("molecules", one, name="one.smi"), tmp_path, E.MosesConfig(kl_score=False, workers=1))
+    ev = E.MosesEvaluator().evaluate(
+        Samples("molecules", samples, 6), Reference("molecules", one, name="one.smi"), tmp_path, E.MosesConfig(kl_score=False, workers=1)
+    )
     names = {m.name for m in ev.metrics}
     assert "FCD/Test" in names and not any(n.endswith("/Ref") for n in names)
     assert ev.notes == ["no /Ref figures against one.smi: the reference has 1 valid molecule(s) of 2; the suite needs at least 2"]
