@@ -148,3 +148,26 @@ def test_every_hook_is_documented_with_its_arguments():
         assert args == list(inspect.signature(fn).parameters), f"{name}: documented ({', '.join(args)}), spec {inspect.signature(fn)}"
         assert fn.__doc__ and len(fn.__doc__.strip().splitlines()) == 1, f"{name}: keep a one-line docstring"
     assert set(documented) == set(specs), f"documented but not hooks: {set(documented) - set(specs)}"
+
+
+def test_one_import_name_per_file():
+    """Every module file of genforge is imported under one name: no folder mapped twice (the double import DESIGN warns of)."""
+    import importlib
+    import pkgutil
+    import sys
+
+    import genforge.core.testing
+
+    with pytest.raises(ModuleNotFoundError):
+        importlib.import_module("genforge.testing")  # the kit's one name is genforge.core.testing
+    for package in ("genforge.core", "genforge.flows", "genforge.plugins"):
+        for info in pkgutil.walk_packages(importlib.import_module(package).__path__, f"{package}."):
+            if ".tests" not in info.name:
+                importlib.import_module(info.name)
+    by_file: dict[str, list[str]] = {}
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if name.startswith("genforge") and path:
+            by_file.setdefault(str(Path(path).resolve()), []).append(name)
+    assert {f: names for f, names in by_file.items() if len(names) > 1} == {}
+    assert genforge.core.testing.toy.ToyPlugin is sys.modules["genforge.core.testing.toy"].ToyPlugin
