@@ -40,6 +40,10 @@ class RunNotFound(GenforgeError):
     """No run folder by that id."""
 
 
+class RunGone(RunNotFound):
+    """The run's folder disappeared while the run executed: it stops, and nothing recreates the folder."""
+
+
 class TrainingFailed(GenforgeError):
     """A training process (e.g. one of several launched by torchrun) exited with an error."""
 

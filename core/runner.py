@@ -19,7 +19,7 @@ import pluggy
 from . import distributed
 from .config import GeneratorConfig, load_spec, parse_override, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
-from .errors import ConfigError, DataError, LeaseLost, TrainingFailed
+from .errors import ConfigError, DataError, GenforgeError, LeaseLost, TrainingFailed
 from .kinds import read_as
 from .plugin_manager import call_listeners, evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore, read_jsonl, redact_secrets, unredact
@@ -191,6 +191,10 @@ class Steps:
                 f"`genforge run {self.run.generator} --config {self.run.path / 'spec.yaml'}` (a URL recorded <redacted> given again with --set)"
             )
         check_rejections(data.stats, getattr(self.config.data, "max_rejected", MAX_REJECTED))
+        if str(data.stats.get("cache", "")).startswith("rebuilt"):  # a damaged cache was set aside: say so where people look
+            note = f"the cached prepared data at {data.path} was not used and was prepared again: {data.stats['cache']}"
+            if add_note(self.run, note):
+                log.warning("run %s: %s", self.run.id, note)
         core = {k: data.stats[k] for k in DATA_KEYS if k in data.stats}
         details = {k: v for k, v in data.stats.items() if k not in DATA_KEYS}
         self.run.write_json("data.json", {"fingerprint": data.fingerprint, "path": str(data.path), **core, "details": details})
@@ -374,7 +378,7 @@ class Steps:
             return
         try:
             self.run.set_status(state, error=f"{type(error).__name__}: {error}")
-        except OSError:  # a full disk that caused the failure may refuse the status too; the error still reaches the user
+        except (OSError, GenforgeError):  # a full disk, or a deleted run folder, refuses the status too; the error still reaches the user
             log.debug("could not record the status of run %s", self.run.id, exc_info=True)
         self.notify("genforge_run_failed", error=error)
 

@@ -48,7 +48,9 @@ batch. Only rank 0 writes checkpoints and sends progress events.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import math
 import os
 import pickle
@@ -65,8 +67,9 @@ import torch.distributed as dist
 from torch import nn
 
 from .config import OptimizerConfig, PhaseConfig, TrainConfig
-from .errors import ConfigError, TrainingDiverged
+from .errors import ConfigError, RunGone, TrainingDiverged
 from .store import atomic_write_bytes, atomic_write_text
+from .store.files import file_digest
 
 LossFn = Callable[[nn.Module, int], tuple[torch.Tensor, dict[str, "float | torch.Tensor"]]]
 PhaseLossFn = Callable[[dict[str, nn.Module], int, int], tuple[torch.Tensor, dict[str, "float | torch.Tensor"]]]
@@ -204,6 +207,21 @@ def learning_rate(config: OptimizerSettings | TrainConfig, step: int, progress: 
     return config.lr * warm * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cos)
 
 
+DIGESTS = "digests.json"  # in checkpoints/: each checkpoint file's SHA-256, checked before it is loaded
+
+
+def read_digests(folder: Path) -> dict[str, str]:
+    try:
+        found = json.loads((Path(folder) / DIGESTS).read_text())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return {}
+    return {k: v for k, v in found.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(found, dict) else {}
+
+
+def write_digests(folder: Path, digests: dict[str, str]) -> None:
+    atomic_write_text(Path(folder) / DIGESTS, json.dumps(digests, indent=1, sort_keys=True))
+
+
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     if not folder.exists():
         return []
@@ -261,6 +279,7 @@ class Trainer:
     ):
         self.config = config
         self.run_dir = Path(run_dir)  # where the generator writes what it exports
+        self._run_dir_existed = self.run_dir.is_dir()  # a run's folder (the host's): never recreated once deleted
         self.checkpoint_dir = self.run_dir / "checkpoints"
         distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if distributed else 0
@@ -314,8 +333,15 @@ class Trainer:
         }
         buf = io.BytesIO()
         torch.save(state, buf)
+        data = buf.getvalue()
         path = self.checkpoint_dir / f"step-{step:08d}.pt"
-        atomic_write_bytes(path, buf.getvalue())
+        if self._run_dir_existed and not self.run_dir.is_dir():  # the run folder was deleted: never recreate it as an orphan
+            raise RunGone(f"the run folder {self.run_dir} was deleted while the run trained; training stopped (nothing was recreated)")
+        on_disk = {p.name for _, p in list_checkpoints(self.checkpoint_dir)}
+        digests = {name: d for name, d in read_digests(self.checkpoint_dir).items() if name in on_disk}
+        # the digest first: a checkpoint on disk always has its entry (a crash in between leaves an entry without a file)
+        write_digests(self.checkpoint_dir, {**digests, path.name: hashlib.sha256(data).hexdigest()})
+        atomic_write_bytes(path, data)
         for _, old in list_checkpoints(self.checkpoint_dir)[: -self.config.keep_checkpoints]:
             old.unlink(missing_ok=True)
         self.on_checkpoint(step, path)
@@ -326,8 +352,11 @@ class Trainer:
         if self.is_main:  # half-written checkpoints of a process killed mid-write (the run's lock is held: none is ours)
             for tmp in self.checkpoint_dir.glob(".*.tmp"):
                 tmp.unlink(missing_ok=True)
+        digests = read_digests(self.checkpoint_dir)
         for step, path in reversed(list_checkpoints(self.checkpoint_dir)):
             try:
+                if path.name in digests and file_digest(path) != digests[path.name]:
+                    raise ValueError(f"{path.name} does not match its recorded SHA-256")  # flipped bits load without a word otherwise
                 state = load_checkpoint(path, self.device)
             except torch.cuda.OutOfMemoryError:
                 raise  # not damage: the device is full
@@ -558,26 +587,47 @@ class Trainer:
         )
 
 
-def save_weights(network: nn.Module, path: Path, meta: dict[str, Any]) -> Path:
-    """A trained network for the sample step: float32 safetensors at ``path`` and ``meta`` (what rebuilds it) as JSON beside it.
+WEIGHTS_DIGEST = "weights_sha256"  # in the JSON beside saved weights: the SHA-256 of the weights file, checked at load
 
-    Both written atomically; the JSON is ``path`` with the suffix ``.json`` (``model.safetensors`` -> ``model.json``).
+
+def save_weights(network: nn.Module | dict[str, torch.Tensor], path: Path, meta: dict[str, Any]) -> Path:
+    """Trained weights for the sample step: float32 safetensors at ``path`` and ``meta`` (what rebuilds it) as JSON beside it.
+
+    ``network`` is a module or its state dict. Both files are written atomically; the JSON is
+    ``path`` with the suffix ``.json`` (``model.safetensors`` -> ``model.json``) and records the
+    weights' SHA-256 (``weights_sha256``), which ``load_weights`` checks. The JSON is written first:
+    a crash between the two leaves a mismatch that ``load_weights`` names, never weights read as
+    another model's.
     """
+    import hashlib
     import json
 
     from safetensors.torch import save
 
     path = Path(path)
-    atomic_write_bytes(path, save({k: v.detach().float().cpu().contiguous() for k, v in network.state_dict().items()}))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+    state = network.state_dict() if isinstance(network, nn.Module) else network
+    data = save({k: v.detach().float().cpu().contiguous() for k, v in state.items()})
+    atomic_write_text(path.with_suffix(".json"), json.dumps({**meta, WEIGHTS_DIGEST: hashlib.sha256(data).hexdigest()}, indent=1))
+    atomic_write_bytes(path, data)
     return path
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """What ``save_weights`` wrote: the state dict and the meta."""
+    """What ``save_weights`` wrote: the state dict and the meta; weights that do not match their recorded SHA-256 are refused."""
+    import hashlib
     import json
 
-    from safetensors.torch import load_file
+    from safetensors.torch import load
+
+    from .errors import DataError
 
     path = Path(path)
-    return load_file(str(path)), json.loads(path.with_suffix(".json").read_text())
+    meta = json.loads(path.with_suffix(".json").read_text())
+    data = path.read_bytes()
+    want = meta.pop(WEIGHTS_DIGEST, None)  # weights written before the digest was recorded (a shipped checkpoint) have none
+    if want is not None and hashlib.sha256(data).hexdigest() != want:
+        raise DataError(
+            f"{path} does not match the SHA-256 recorded in {path.with_suffix('.json').name} (damaged or replaced since it was "
+            "written); restore it, or train again (`genforge resume` re-fits a run whose training is unfinished)"
+        )
+    return load(data), meta

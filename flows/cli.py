@@ -455,7 +455,7 @@ def runs(
             metrics, problem = {k: v for k, v in r.metrics().get("metrics", {}).items() if "." not in k}, None
         except GenforgeError as exc:  # a damaged file of one run: say so on its row, list the others
             metrics, problem = {}, str(exc)
-        if status.get("state") == "unreadable":
+        if status.get("state") == "damaged":
             problem = status.get("error")
         rows.append(
             {

@@ -193,17 +193,33 @@ def test_evaluate_says_what_is_wrong_with_the_kind_or_the_path(store, tmp_path):
     assert r.code == 2 and "unknown field 'evaluate.rdkit.grd'" in r.stderr
 
 
-def test_damaged_state_files_are_named_and_the_other_runs_still_list(store, genforge_pm):
-    """A damaged metrics.json is named on its row and by `show`; a run with an empty status.json is listed as unreadable."""
+def test_damaged_state_files_are_named_and_the_other_runs_still_list(store, genforge_pm, toy_dist):
+    """Damaged or wrong-shaped run files (metrics.json cut short, status.json empty or a list, spec.yaml gone or a list,
+    .lock a folder): each is named on its run's row and by `show`, and every other run still lists."""
     pm = genforge_pm(ToyPlugin())
-    first = quick_run("toy-gaussian", {"train": {"max_steps": 5}, "sample": {"n": 10}}, pm)
-    second = quick_run("toy-gaussian", {"train": {"max_steps": 5}, "sample": {"n": 10}}, pm)
-    (first.path / "metrics.json").write_text('{"metrics": {"validity": 0.')
-    (second.path / "status.json").write_text("")
-    listing = genforge("runs", env={"COLUMNS": "200"})
-    assert listing.code == 0 and "is damaged" in listing.stdout and "unreadable" in listing.stdout
-    shown = genforge("show", first.id)
-    assert shown.code == 2 and f"{first.path / 'metrics.json'} is damaged" in shown.stderr and "Traceback" not in shown.stderr
+    runs = [quick_run("toy-gaussian", {"train": {"max_steps": 5}, "sample": {"n": 10}}, pm) for _ in range(6)]
+    (runs[0].path / "metrics.json").write_text('{"metrics": {"validity": 0.')
+    (runs[1].path / "status.json").write_text("")
+    (runs[2].path / "status.json").write_text("[]")
+    (runs[3].path / "spec.yaml").unlink()
+    (runs[4].path / "spec.yaml").write_text("- a list\n")
+    (runs[5].path / "metrics.json").write_text('"x"')
+    listing = genforge("runs")
+    assert listing.code == 0 and "damaged" in listing.stdout, listing.stdout + listing.stderr
+    rows = {r["run_id"]: r for r in json.loads(genforge("runs", "--json").stdout)}
+    assert set(rows) == {r.id for r in runs}  # a run with its spec gone is still listed
+    assert "metrics.json is damaged" in rows[runs[0].id]["damaged"]
+    assert rows[runs[1].id]["state"] == rows[runs[2].id]["state"] == "damaged" and "status.json is damaged" in rows[runs[2].id]["damaged"]
+    assert "it holds str JSON, not an object" in rows[runs[5].id]["damaged"]
+    for run, problem in ((runs[0], "metrics.json is damaged"), (runs[3], "spec.yaml is missing"), (runs[4], "spec.yaml is damaged")):
+        shown = genforge("show", run.id)
+        assert shown.code == 2 and problem in shown.stderr and "Traceback" not in shown.stderr, shown.stderr
+        assert len(shown.stderr.strip().splitlines()) == 1
+    assert genforge("show", runs[2].id).code == 0  # a damaged status is a state, said, not an error
+    (runs[1].path / ".lock").unlink(missing_ok=True)
+    (runs[1].path / ".lock").mkdir()  # a lock that is a folder
+    resumed = genforge("resume", runs[1].id, "--no-prefect")
+    assert resumed.code == 2 and ".lock" in resumed.stderr and "Traceback" not in resumed.stderr, resumed.stderr
 
 
 def test_runs_never_cuts_an_id_and_has_json(store, genforge_pm):

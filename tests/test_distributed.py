@@ -30,7 +30,7 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tmp_path):
     for k in a["state"]:
         torch.testing.assert_close(a["state"][k], b["state"][k], rtol=1e-5, atol=1e-6)
     # only rank 0 wrote checkpoints, and they are complete
-    assert sorted(p.name for p in (two / "checkpoints").iterdir()) == ["step-00000010.pt", "step-00000020.pt"]
+    assert sorted(p.name for p in (two / "checkpoints").glob("*.pt")) == ["step-00000010.pt", "step-00000020.pt"]  # rank 0 wrote them
 
 
 def test_run_with_two_devices_trains_under_torchrun(store, tiny):

@@ -39,7 +39,7 @@ def test_url_store_pushes_every_file_and_resumes_on_another_machine(tmp_path, mo
     assert model["resumed_from"] == 5 and model["step"] == 12
     for name in ("toy.safetensors", "metrics.json", "report.md", "samples.json", "training.json"):
         assert (remote_run / name).exists(), name
-    assert sorted(p.name for p in (remote_run / "checkpoints").iterdir()) == ["step-00000010.pt", "step-00000012.pt"]
+    assert sorted(p.name for p in (remote_run / "checkpoints").iterdir()) == ["digests.json", "step-00000010.pt", "step-00000012.pt"]
     samples = json.loads((remote_run / "samples.json").read_text())
     assert (remote_run / samples["path"]).exists()  # recorded relative to the run folder
     # no temp files or local markers on the shared store: only the lease's records (the newest marks it released)

@@ -93,10 +93,12 @@ class RunStore:
         return run
 
     def exists(self, run_id: str) -> bool:
+        """A run folder: one with its spec or its status (a run whose spec.yaml was lost is still a run, named as damaged)."""
         if self.url:
             fs = filesystem(self.url)
-            return fs.exists(f"{mirror.strip(fs, self.url)}/runs/{run_id}/spec.yaml")
-        return (self.runs / run_id / "spec.yaml").exists()
+            base = f"{mirror.strip(fs, self.url)}/runs/{run_id}"
+            return fs.exists(f"{base}/spec.yaml") or fs.exists(f"{base}/status.json")
+        return _is_run(self.runs / run_id)
 
     def all(self) -> list[Run]:
         if self.url:  # fetch what a listing needs: each run's spec and status
@@ -108,8 +110,8 @@ class RunStore:
                     self._run(run_id).pull("spec.yaml", "status.json")
         if not self.runs.exists():
             return []
-        runs = [self._run(p.name) for p in self.runs.iterdir() if valid_id(p.name) and (p / "spec.yaml").exists()]
-        return sorted(runs, key=lambda r: (r.status.get("created", ""), r.id))
+        runs = [self._run(p.name) for p in self.runs.iterdir() if valid_id(p.name) and _is_run(p)]
+        return sorted(runs, key=lambda r: (str(r.status.get("created", "")), r.id))
 
     def get(self, run_id: str) -> Run:
         """A run by id, by ``latest``, by a unique prefix, or by its folder's path (a folder of this store's ``runs/``)."""
@@ -121,7 +123,7 @@ class RunStore:
             return runs[-1]
         if "/" in run_id or os.sep in run_id:  # a folder: only one of this store's runs
             as_path = Path(run_id).expanduser().resolve()
-            if as_path.parent != self.runs.resolve() or not (as_path / "spec.yaml").exists():
+            if as_path.parent != self.runs.resolve() or not _is_run(as_path):
                 raise RunNotFound(
                     f"{run_id!r} is not a run folder of this store ({self.runs}); give a run id, or --store for another store"
                 )
@@ -138,3 +140,7 @@ class RunStore:
         if matches:
             raise RunNotFound(f"run id {run_id!r} is ambiguous: {', '.join(r.id for r in matches[:5])}")
         raise RunNotFound(f"no run {run_id!r} under {self.runs} (try `genforge show latest`)")
+
+
+def _is_run(folder: Path) -> bool:
+    return folder.is_dir() and ((folder / "spec.yaml").is_file() or (folder / "status.json").is_file())

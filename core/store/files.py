@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,36 +32,100 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
-def prepared_once(out: Path, write: Callable[[Path], dict], stats_name: str = "stats.json") -> tuple[dict, str]:
-    """A prepared-data folder ``out``, written by ``write(folder) -> stats`` unless it exists: (stats, "hit" or "miss").
+MANIFEST = ".manifest.json"  # in a prepared folder: each file's size and SHA-256, written before the folder is renamed into place
 
-    ``write`` fills a temporary folder beside ``out`` that is renamed into place when complete,
-    so ``out`` exists only whole: a bad file or a full disk leaves nothing behind. Processes of
-    one machine that prepare the same data at once take turns (a lock file beside ``out``): the
-    first writes it, the others find it. ``write`` must also write ``stats_name`` (the marker of a
-    complete folder).
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(folder: Path) -> dict[str, dict]:
+    """Record every file under ``folder`` (its size and SHA-256) in ``folder/.manifest.json``."""
+    folder = Path(folder)
+    files = {
+        p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": file_digest(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != MANIFEST
+    }
+    atomic_write_text(folder / MANIFEST, json.dumps({"files": files}, indent=1))
+    return files
+
+
+def check_manifest(folder: Path) -> str | None:
+    """None when every file ``folder``'s manifest lists is there with its size and SHA-256; else what is wrong, in words."""
+    folder = Path(folder)
+    try:
+        listed = json.loads((folder / MANIFEST).read_text())["files"]
+    except FileNotFoundError:
+        return "it has no manifest of its files"
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        return "its manifest is damaged"
+    for name, want in listed.items():
+        p = folder / name
+        if not p.is_file():
+            return f"{name} is missing"
+        if p.stat().st_size != want.get("size") or file_digest(p) != want.get("sha256"):
+            return f"{name} changed since it was prepared"
+    return None
+
+
+def prepared_once(out: Path, write: Callable[[Path], dict], stats_name: str = "stats.json") -> tuple[dict, str]:
+    """A prepared-data folder ``out``, written by ``write(folder) -> stats`` unless it exists whole: (stats, cache).
+
+    ``cache`` is "hit" (found, every file as it was written), "miss" (written now) or "rebuilt
+    (<why>)" (found but incomplete, or a file in it changed or went missing: never used, written
+    again). ``write`` fills a temporary folder beside ``out``, which gets a manifest of its files
+    (size, SHA-256) and is renamed into place when complete, so ``out`` exists only whole: a bad
+    file or a full disk leaves nothing behind. Processes of one machine that prepare the same data
+    at once take turns (a lock file beside ``out``): the first writes it, the others find it.
+    ``write`` must also write ``stats_name`` (the marker of a complete folder).
     """
     import fcntl
 
     out = Path(out)
-    if (out / stats_name).exists():
-        return json.loads((out / stats_name).read_text()), "hit"
+    stats = _verified(out, stats_name)
+    if stats is not None:
+        return stats, "hit"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out.parent / f".{out.name}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, however this process ends
-        if (out / stats_name).exists():  # another process prepared it while this one waited
-            return json.loads((out / stats_name).read_text()), "hit"
+        stats = _verified(out, stats_name)
+        if stats is not None:  # another process prepared it while this one waited
+            return stats, "hit"
+        cache = "miss"
+        if out.exists():  # there, but not whole or not as written: set aside, never used
+            why = check_manifest(out) if (out / stats_name).exists() else f"{stats_name} is missing (an interrupted preparation)"
+            cache = f"rebuilt ({why})"
+            aside = out.with_name(f".{out.name}.damaged-{time.time_ns()}")
+            out.rename(aside)
+            shutil.rmtree(aside, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
         try:
             stats = write(tmp)
+            write_manifest(tmp)
             tmp.replace(out)
-            return stats, "miss"
+            return stats, cache
         except OSError:
-            if not (out / stats_name).exists():
+            if _verified(out, stats_name) is None:
                 raise
             return json.loads((out / stats_name).read_text()), "hit"  # another machine (a shared cache) was first
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already when renamed
+
+
+def _verified(out: Path, stats_name: str) -> dict | None:
+    """The stats of a prepared folder that is complete and whose files match its manifest, else None."""
+    if not (out / stats_name).exists() or check_manifest(out) is not None:
+        return None
+    try:
+        stats = json.loads((out / stats_name).read_text())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return stats if isinstance(stats, dict) else None
 
 
 def read_jsonl(path: Path) -> list[dict]:

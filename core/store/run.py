@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, DataError, RunBusy, RunNotFound
+from ..errors import ConfigError, DataError, RunBusy, RunGone, RunNotFound
 from . import mirror
 from .files import atomic_write_text
 from .lease import Lease
@@ -115,18 +115,34 @@ class Run:
         return self.path / "figures"
 
     # -- json/yaml helpers ----------------------------------------------------------
-    def read_json(self, name: str, default: Any = None) -> Any:
-        """A JSON file of the run (``default`` where it does not exist); a damaged one is a one-line ``DataError`` naming it."""
+    def read_json(self, name: str, default: Any = None, shape: type | None = dict) -> Any:
+        """A JSON file of the run (``default`` where it does not exist); a damaged one is a one-line ``DataError`` naming it.
+
+        ``shape``: the type the file must hold (an object by default): valid JSON of another shape
+        (``[]``, ``"x"``) is damage too, named as such, never an ``AttributeError`` further on.
+        """
         p = self.path / name
         if not p.exists():
             return default
         try:
-            return json.loads(p.read_text())
+            value = json.loads(p.read_text())
         except (ValueError, UnicodeDecodeError) as exc:
             raise DataError(f"{p} is damaged ({exc}); restore it, or delete it to rebuild it by resuming the run") from None
+        except IsADirectoryError:
+            raise DataError(f"{p} is a folder where genforge keeps a file; remove it") from None
+        if shape is not None and not isinstance(value, shape):
+            raise DataError(
+                f"{p} is damaged (it holds {type(value).__name__} JSON, not an object); restore it, or delete it and resume the run"
+            )
+        return value
+
+    def _writable(self) -> None:
+        if not self.path.is_dir():  # deleted while the run executed: never recreated as an orphan
+            raise RunGone(f"the run folder {self.path} was deleted while the run executed; it stopped (nothing was recreated)")
 
     def write_json(self, name: str, obj: Any) -> Path:
         """Written whole; a NaN or infinite number is written as null (JSON has neither)."""
+        self._writable()
         p = self.path / name
         atomic_write_text(p, json.dumps(finite(obj), indent=2, default=str, allow_nan=False) + "\n")
         self.push(name)
@@ -134,7 +150,19 @@ class Run:
 
     @property
     def spec(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / "spec.yaml").read_text())
+        """The resolved spec; a missing, damaged or wrong-shaped spec.yaml is a one-line ``DataError`` naming it."""
+        p = self.path / "spec.yaml"
+        try:
+            spec = yaml.safe_load(p.read_text())
+        except FileNotFoundError:
+            raise DataError(f"{p} is missing: the run's spec is gone; restore it (or delete the run folder)") from None
+        except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError) as exc:
+            raise DataError(f"{p} is damaged ({type(exc).__name__}); restore it (or delete the run folder)") from None
+        if not isinstance(spec, dict) or not isinstance(spec.get("generator"), str):
+            raise DataError(
+                f"{p} is damaged (not a spec: a mapping with a generator and its sections); restore it (or delete the run folder)"
+            )
+        return spec
 
     def write_spec(self, generator: str, config: dict[str, Any]) -> None:
         """spec.yaml: URLs recorded without credentials or query strings (see ``redact_secrets``)."""
@@ -148,18 +176,65 @@ class Run:
 
     @property
     def status(self) -> dict[str, Any]:
+        """``status.json``, as it stands. A damaged file reads ``damaged`` (naming it); a ``running`` run whose holder is gone
+        reads ``died`` (``recorded``: what the file says)."""
         try:
-            return self.read_json("status.json", {"state": "created"})
+            status = self.read_json("status.json", {"state": "created"})
         except DataError as exc:  # one damaged run must not hide the others in `genforge runs`
-            return {"state": "unreadable", "error": str(exc)}
+            return {"state": "damaged", "error": str(exc)}
+        if status.get("state") == "running":
+            gone = self.holder_gone()
+            if gone:
+                return {**status, "state": "died", "recorded": "running", "error": f"{gone}; `genforge resume {self.id}` continues it"}
+        return status
+
+    def holder_gone(self) -> str | None:
+        """Why the process that holds this run is known to be gone, or None when it runs (or this machine cannot tell).
+
+        The run's lock names its holder (``... by pid N on HOST since ...``): on this host, a pid that
+        no longer exists; an empty lock (released) while the status still says running; on a shared
+        store, a lease that lapsed or was released.
+        """
+        if str(self.path.resolve()) in _held_locks:
+            return None
+        try:
+            holder = (self.path / ".lock").read_text().strip()
+        except (FileNotFoundError, IsADirectoryError):
+            holder = ""
+        except OSError:
+            return None
+        if self.remote:
+            try:
+                _, record = Lease(self.id, self.remote, "").newest()
+            except Exception:  # the store cannot be reached: no verdict
+                return None
+            if record is None or record.get("released") or record.get("expires", 0) < dt.datetime.now(dt.UTC).timestamp():
+                return f"its holder ({record.get('holder') if record else 'unknown'}) stopped renewing its lease on the store"
+            return None
+        found = re.search(r"by pid (\d+) on (\S+) since", holder)
+        if not holder:
+            return "no process holds it (it stopped without recording how)"
+        if found and found.group(2) == socket.gethostname():
+            try:
+                os.kill(int(found.group(1)), 0)
+            except ProcessLookupError:
+                return f"its process (pid {found.group(1)} on {found.group(2)}) is gone: killed, or out of memory"
+            except PermissionError:
+                return None  # alive, another user's
+        return None
 
     def set_status(self, state: str, **extra: Any) -> None:
-        status = self.status
+        self._writable()
+        try:
+            status = self.read_json("status.json", {"state": "created"})
+        except DataError:  # rewritten whole below
+            status = {}
         changed = status.get("state") != state
         status.update(state=state, updated=dt.datetime.now(dt.UTC).isoformat(), **extra)
+        status.pop("recorded", None)
         if state not in ("failed", "interrupted"):
             status.pop("error", None)
-        atomic_write_text(self.path / "status.json", json.dumps(status, indent=2, default=str) + "\n")
+        atomic_write_text(self.path / "status.json", json.dumps(finite(status), indent=2, default=str) + "\n")
         # Progress updates reach a remote store at most every 10 s; state changes at once.
         now = dt.datetime.now().timestamp()
         if changed or now - getattr(self, "_status_pushed", 0.0) > 10:
@@ -201,7 +276,10 @@ class Run:
                 held[1] -= 1
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path / ".lock", "a+")
+        try:
+            fh = open(self.path / ".lock", "a+")
+        except IsADirectoryError:
+            raise DataError(f"{self.path / '.lock'} is a folder where genforge keeps the run's lock file; remove it") from None
         try:
             try:
                 fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)

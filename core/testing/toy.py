@@ -162,7 +162,8 @@ class GaussianGenerator(Generator):
             rejected, read, source = Counter(), cfg.n, "synthetic"
         if len(x) < 10:
             raise DataError(f"{source}: {len(x)} usable rows of {read}; need at least 10")
-        key = hashlib.sha256(x.tobytes() + json.dumps(cfg.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+        settings = cfg.model_dump(exclude={"path", "max_rejected"})  # the content, not where it came from
+        key = hashlib.sha256(x.tobytes() + json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
         def write(folder: Path) -> dict:
             perm = rng.permutation(len(x))

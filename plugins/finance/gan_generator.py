@@ -12,7 +12,6 @@ under its σ and μ heads. The engine keeps an EMA of the generator's weights; e
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -23,7 +22,8 @@ from pydantic import Field, model_validator
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from genforge.core import Checkpoint, ConfigError, OptimizerConfig, PhaseConfig, PreparedData, Section, TrainConfig, Trainer, store
+from genforge.core import Checkpoint, ConfigError, OptimizerConfig, PhaseConfig, PreparedData, Section, TrainConfig, Trainer
+from genforge.core.training import load_weights, save_weights
 
 from .data import load_split
 from .gan_networks import Critic, PathGenerator, gradient_penalty
@@ -205,8 +205,7 @@ class ScenarioGan(FinanceGenerator):
         path = trainer.run_dir / "scenario-gan.safetensors"
         if trainer.is_main:
             self.keep_history(data, trainer.run_dir)
-            save_file(load_file(str(best.path)) if best.step is not None else {k: t.contiguous() for k, t in final.items()}, str(path))
-            store.atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+            save_weights(load_file(str(best.path)) if best.step is not None else final, path, meta)  # with scenario-gan.json
         notes = [
             f"weights from step {best.step} of {result.step}: the best validation FZ0 ({best.score:.3f}, {len(val_days)} days before the test period)"
         ]
@@ -235,10 +234,10 @@ class ScenarioGan(FinanceGenerator):
 
     def load_model(self, checkpoint: Checkpoint) -> GanModel:
         path = Path(checkpoint.path)
-        meta = json.loads(path.with_suffix(".json").read_text())
+        state, meta = load_weights(path)
         m = GanModelConfig(**meta["model"])
         net = PathGenerator(len(meta["assets"]), m.hidden, m.noise_dim)
-        net.load_state_dict(load_file(str(path)))
+        net.load_state_dict(state)
         return GanModel(net, Transform.from_dict(meta["transform"]), m.history)
 
 

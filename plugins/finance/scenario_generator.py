@@ -107,7 +107,7 @@ class FinanceGenerator(Generator):
         key = fingerprint(prices, cfg)
         out = run.cache_root / f"finance-{key}"
         stats, cache = prepare_once(prices, cfg, out, source)  # a bad file stops here: nothing in the cache
-        return PreparedData(out, key, {**stats, "cache": cache})
+        return PreparedData(out, key, {**stats, "source": source, "cache": cache})  # the file this run read
 
     def reference(self, data: PreparedData, config: FinanceConfig) -> Reference:
         return Reference(self.kind, test=data.path / "test.parquet", train=data.path / "train.parquet", name=data.stats.get("source", ""))

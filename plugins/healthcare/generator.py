@@ -270,7 +270,7 @@ class MoleculeDiffusion(Generator):
             return self._prepare_into(folder, cfg, train_file, test_file, source, fixed, max_length)
 
         stats, cache = store.prepared_once(out, write)  # one process prepares; others running at once wait and reuse it
-        return PreparedData(out, fingerprint, {**stats, "cache": cache})
+        return PreparedData(out, fingerprint, {**stats, "source": source, "cache": cache})  # the file this run read
 
     def _prepare_into(
         self,

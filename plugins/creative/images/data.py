@@ -362,6 +362,8 @@ def prepare(cfg: ImageDataConfig, cache_root: Path) -> tuple[Path, str, dict, st
         return write_prepared(loaded, cfg, folder)
 
     stats, cache = store.prepared_once(out, write)
+    if cfg.origin == "folder":  # the folder this run read, whichever (a copy with the same pictures) filled the cache
+        stats = {**stats, "source": f"folder {Path(cfg.path).expanduser().resolve()}"}
     return out, key, stats, cache
 
 

@@ -138,7 +138,7 @@ def prepare(cfg: ChoraleDataConfig, cache_root: Path, progress=None) -> tuple[Pa
         return stats
 
     stats, cache = store.prepared_once(out, write)
-    return out, key, stats, cache
+    return out, key, {**stats, "source": source}, cache  # the folder this run read, whichever filled the cache
 
 
 class BachChorales(DataSource):

@@ -1,0 +1,145 @@
+"""Nothing silently wrong: what the host reads back is verified, states tell the truth, damage is named (docs/reliability.md).
+
+Each test injects one fault an SRE team found (a file replaced, a bit flipped, a process killed, a
+folder deleted) and checks that it is named and never used; all on the toy plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from genforge.core import DataError, RunGone, hookimpl
+from genforge.core.runner import Steps, create_run, run_all
+from genforge.core.testing import quick_run
+from genforge.core.testing.toy import ToyPlugin
+
+SPEC = {"train": {"max_steps": 20, "checkpoint_every": 5, "log_every": 5}, "sample": {"n": 10}}
+
+
+def _csv(path: Path, rows: int = 60, shift: float = 0.0) -> Path:
+    path.write_text("".join(f"{i * 0.1 + shift:.1f},{(i % 7) * 0.3:.1f}\n" for i in range(rows)))
+    return path
+
+
+def test_a_cached_file_replaced_by_other_data_is_never_used(genforge_home, genforge_pm, tmp_path):
+    pm = genforge_pm(ToyPlugin())
+    data = _csv(tmp_path / "prices.csv")
+    first = quick_run("toy-gaussian", {**SPEC, "data": {"path": str(data)}}, pm)
+    folder = Path(first.read_json("data.json")["path"])
+    np_test = folder / "test.npy"
+    import numpy as np
+
+    np.save(np_test, np.full((5, 2), 1e6, dtype=np.float32))  # someone else's numbers under the same name
+    second = create_run("toy-gaussian", spec={**SPEC, "data": {"path": str(data)}}, pm=pm)
+    prepared = Steps(second, pm).prepare()
+    assert prepared.stats["cache"] == "rebuilt (test.npy changed since it was prepared)"
+    assert np.load(folder / "test.npy").max() < 100  # prepared again from the file, not the replaced numbers
+    run_all(second, pm)
+    assert any("was not used and was prepared again: rebuilt (test.npy changed" in n for n in second.metrics()["notes"])
+    again = Steps(create_run("toy-gaussian", spec={**SPEC, "data": {"path": str(data)}}, pm=pm), pm).prepare()
+    assert again.stats["cache"] == "hit"
+
+
+def test_an_incomplete_cache_folder_is_rebuilt_not_fatal(genforge_home, genforge_pm, tmp_path):
+    pm = genforge_pm(ToyPlugin())
+    data = _csv(tmp_path / "prices.csv")
+    run = quick_run("toy-gaussian", {**SPEC, "data": {"path": str(data)}}, pm)
+    folder = Path(run.read_json("data.json")["path"])
+    (folder / "stats.json").unlink()  # as an interrupted preparation of an older version left it
+    again = Steps(create_run("toy-gaussian", spec={**SPEC, "data": {"path": str(data)}}, pm=pm), pm).prepare()
+    assert again.stats["cache"].startswith("rebuilt (stats.json is missing")
+    assert (folder / "stats.json").exists() and not list(folder.parent.glob(".*damaged*"))
+
+
+def test_the_source_recorded_is_the_file_this_run_read(genforge_home, genforge_pm, tmp_path):
+    """Two files with the same content share the cache; each run names its own file, not the one that filled the cache."""
+    pm = genforge_pm(ToyPlugin())
+    a, b = _csv(tmp_path / "a.csv"), _csv(tmp_path / "copy-of-a.csv")
+    quick_run("toy-gaussian", {**SPEC, "data": {"path": str(a)}}, pm)
+    run = quick_run("toy-gaussian", {**SPEC, "data": {"path": str(b)}}, pm)
+    recorded = run.read_json("data.json")
+    assert recorded["cache"] == "hit" and recorded["source"] == str(b)
+
+
+def test_a_checkpoint_with_flipped_bits_is_set_aside_and_noted(genforge_home, genforge_pm):
+    pm = genforge_pm(ToyPlugin())
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 10, "checkpoint_every": 5}, "sample": {"n": 10}}, pm=pm)
+    steps = Steps(run, pm)
+    steps.train(steps.prepare())
+    newest = run.checkpoints / "step-00000010.pt"
+    raw = bytearray(newest.read_bytes())
+    raw[len(raw) // 2] ^= 0x01  # one bit, in the middle of a tensor: torch.load would not notice
+    newest.write_bytes(bytes(raw))
+    for f in run.path.glob("*.safetensors"):
+        f.unlink()
+    run.path.joinpath("training.json").unlink()
+    (run.path / "spec.yaml").write_text((run.path / "spec.yaml").read_text().replace("max_steps: 10", "max_steps: 12"))
+    Steps(run, pm).train()
+    training = run.read_json("training.json")
+    assert training["resumed_from"] == 5 and (run.checkpoints / "step-00000010.pt.damaged").exists()
+    assert any("step 10" in n and "could not be loaded" in n for n in training["notes"])
+
+
+def test_weights_that_do_not_match_their_record_are_refused_in_one_line(genforge_home, tmp_path):
+    import torch
+
+    from genforge.core.training import load_weights, save_weights
+
+    path = save_weights(torch.nn.Linear(4, 2), tmp_path / "model.safetensors", {"in": 4})
+    state, meta = load_weights(path)
+    assert meta == {"in": 4} and set(state) == {"weight", "bias"}
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=r"model.safetensors does not match the SHA-256 recorded in model.json"):
+        load_weights(path)
+
+
+def test_a_run_whose_process_was_killed_shows_died_not_running(genforge_home, toy_dist):
+    """kill -9 (or the OOM killer, or a lost machine): `genforge runs` and `show` say died, and resume continues it."""
+    from genforge.flows.cli import invoke
+
+    env = {**os.environ, "PYTHONPATH": toy_dist.pythonpath, "GENFORGE_PLUGINS": "toy"}
+    script = str(Path(sys.executable).parent / "genforge")
+    proc = subprocess.Popen(
+        [script, "run", "toy-gaussian", "--no-prefect", "--set", "train.max_steps=3000", "--set", "train.checkpoint_every=100"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(genforge_home.glob("runs/*/checkpoints/step-*.pt")):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    run_dir = next((genforge_home / "runs").iterdir())
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "running"  # what the file says
+    rows = json.loads(invoke("runs", "--json").stdout)
+    assert rows[0]["state"] == "died" and f"pid {proc.pid}" in rows[0]["error"] and f"genforge resume {run_dir.name}" in rows[0]["error"]
+    shown = invoke("show", run_dir.name)
+    assert f"{run_dir.name}: died" in shown.stdout
+    resumed = invoke("resume", run_dir.name, "--no-prefect")
+    assert resumed.code == 0, resumed.stderr
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
+class DeletesTheRunFolder:
+    @hookimpl
+    def genforge_train_progress(self, run, step, total, metrics):
+        if step >= 10 and run.path.exists():
+            shutil.rmtree(run.path)
+
+
+def test_a_run_folder_deleted_during_training_stops_the_run_and_is_not_recreated(genforge_home, genforge_pm):
+    pm = genforge_pm(ToyPlugin(), DeletesTheRunFolder())
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 200, "checkpoint_every": 5, "log_every": 5}}, pm=pm)
+    with pytest.raises(RunGone, match=r"the run folder .* was deleted while the run (trained|executed)"):
+        run_all(run, pm)
+    assert not run.path.exists()
