@@ -1,5 +1,5 @@
-"""The reference pages against the code, as datasette's test_docs: a type or a field missing from
-docs/contracts.md, or documented but gone from the code, fails here."""
+"""The reference pages against the code, as datasette's test_docs: a type, a field or an option missing from
+docs/contracts.md or docs/cli.md, or documented but gone from the code, fails here."""
 
 from __future__ import annotations
 
@@ -149,3 +149,42 @@ def test_a_config_table_gives_the_code_defaults(name):
 def test_an_error_names_its_base(name):
     for base in getattr(core, name).__bases__:
         assert f"`{base.__name__}`" in CONTRACTS[name], f"docs/contracts.md: say that {name} is a {base.__name__}"
+
+
+# -- docs/cli.md against the typer app ---------------------------------------------------
+
+
+def cli_commands() -> dict:
+    """Every command of the ``genforge`` command line, plugins' commands included, as click commands."""
+    import typer
+
+    from genforge.flows import cli
+
+    cli.add_plugin_commands()
+    return dict(typer.main.get_command(cli.app).commands)
+
+
+def test_every_command_and_option_is_in_the_cli_reference():
+    from genforge.core.plugin_manager import plugin_infos
+
+    text = (DOCS / "cli.md").read_text()
+    headings = dict(re.findall(r"^### `genforge ([\w-]+)((?: \S+)*)`\s*$", text, re.M))
+    documented = sections(text, r"genforge ([\w-]+)[^`]*")
+    commands = cli_commands()
+    if "creative" not in {i.name for i in plugin_infos() if i.status == "loaded"}:
+        documented.pop("harmonise", None)  # the creative plugin's command, there when its extra is installed
+    assert set(commands) - set(documented) == set(), "commands missing from docs/cli.md"
+    assert set(documented) - set(commands) == set(), "docs/cli.md documents commands genforge does not have"
+    for name, command in commands.items():
+        body = documented[name]
+        arguments = [p for p in command.params if p.param_type_name == "argument"]  # (typer ships its own click)
+        written = headings[name].split()
+        assert len(written) == len(arguments), f"genforge {name}: the heading shows {written}, the command takes {len(arguments)}"
+        for word, arg in zip(written, arguments):
+            assert word.startswith("[") != arg.required, f"genforge {name}: {word} is {'required' if arg.required else 'optional'}"
+        options = {opt for p in command.params if p.param_type_name == "option" for opt in (*p.opts, *p.secondary_opts)}
+        for opt in options:
+            assert f"`{opt}`" in body, f"genforge {name}: {opt} is not in docs/cli.md"
+        first_cells = "\n".join(line.split("|")[1] for line in body.splitlines() if line.startswith("| `"))
+        gone = set(re.findall(r"`(--?[\w-]+)`", first_cells)) - options
+        assert not gone, f"genforge {name}: docs/cli.md documents {sorted(gone)}, which the command does not take"
