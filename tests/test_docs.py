@@ -188,3 +188,31 @@ def test_every_command_and_option_is_in_the_cli_reference():
         first_cells = "\n".join(line.split("|")[1] for line in body.splitlines() if line.startswith("| `"))
         gone = set(re.findall(r"`(--?[\w-]+)`", first_cells)) - options
         assert not gone, f"genforge {name}: docs/cli.md documents {sorted(gone)}, which the command does not take"
+
+
+# -- links between the pages -----------------------------------------------------------
+
+
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings: lowercased, punctuation dropped, spaces as dashes, repeats numbered."""
+    seen: dict[str, int] = {}
+    for heading in re.findall(r"^#{1,6} (.+?)\s*$", re.sub(r"```.*?```", "", page.read_text(), flags=re.S), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        seen[slug] = seen.get(slug, -1) + 1
+        yield slug if seen[slug] == 0 else f"{slug}-{seen[slug]}"
+
+
+def test_every_link_between_the_pages_finds_its_file_and_heading():
+    root = DOCS.parent
+    pages = [root / "README.md", root / "DEVELOPERS.md", root / "CHANGELOG.md", *DOCS.glob("*.md"), *root.glob("benchmarks/record/*.md")]
+    broken = []
+    for page in pages:
+        text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue  # a web address
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            if not dest.exists() or (anchor and dest.suffix == ".md" and anchor not in set(_anchors(dest))):
+                broken.append(f"{page.relative_to(root)}: {target}")
+    assert not broken, "links to nothing:\n" + "\n".join(broken)
