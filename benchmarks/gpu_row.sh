@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU half of the H100 row in docs/benchmarks.md, for a GPU host that has PyTorch but
+# The GPU half of the H100 row of benchmarks/record/molecules.md, for a GPU host that has PyTorch but
 # not RDKit, Prefect or the MOSES wheel (the lent device machine; DEVELOPERS.md has the
 # whole procedure). Installs the carried wheels (the few packages the host lacks) and
 # genforge from this tree, trains on a prepared folder for the budget, samples, and writes samples.smi and

@@ -4,7 +4,7 @@
 
 Trains a tiny molecule model (seconds), then samples each n in a fresh process and prints
 the process's peak resident memory (ru_maxrss) and the rate. CPU only; the figures go in
-the closing note of the issue that asked for them and in docs/benchmarks.md.
+the closing note of the issue that asked for them and in benchmarks/record/host.md.
 """
 
 from __future__ import annotations

@@ -156,8 +156,10 @@ class RunInfo:
 class DataSource:
     """A named source of reference and training data, of one sample kind.
 
-    ``load(split)`` returns the raw records of a split in the source's kind; ``describe``
-    says where the data comes from and under which licence.
+    ``files()`` returns each split's local file (a source that must fetch data does it
+    there); ``splits`` names the splits, ``description`` says where the data comes from and
+    under which licence, and ``reference_split`` / ``train_split`` make it a kind's default
+    reference for ``genforge evaluate``.
     """
 
     name: ClassVar[str]

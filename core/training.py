@@ -82,7 +82,7 @@ ONE_NETWORK, ONE_OPTIMIZER, ONE_PHASE = "model", "main", "train"
 def step_seed(seed: int, step: int, sub: int = 0, rank: int = 0, world_size: int = 1) -> int:
     """The torch seed of one phase repeat: a function of (seed, step, which repeat, rank) alone.
 
-    The first repeat of a step keeps genforge 0.1's formula, so one-network runs are unchanged;
+    The first repeat of a step keeps the first engine's formula, so one-network runs are unchanged;
     later repeats take a SeedSequence hash, so no two (step, repeat) pairs share a seed.
     """
     if sub == 0:
@@ -233,11 +233,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     """Load a checkpoint written by the engine; never unpickles arbitrary objects.
 
     Returns ``{"step", "elapsed", "networks": {name: state}, "optimizers": {name: state},
-    "ema": {network: {parameter: tensor}}}``; a one-network checkpoint of genforge 0.1
-    (``model``/``optimizer`` keys) is read into the same form.
+    "ema": {network: {parameter: tensor}}}``; a checkpoint of the first format (one network:
+    ``model``/``optimizer`` keys) is read into the same form.
     """
     state = torch.load(path, map_location=map_location, weights_only=True)
-    if "networks" not in state:  # genforge 0.1: one model, one optimizer
+    if "networks" not in state:  # the first checkpoint format: one model, one optimizer
         state = {
             "step": state["step"],
             "elapsed": state["elapsed"],
