@@ -8,8 +8,6 @@ never fatal. What survives is stored as canonical SMILES.
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import os
 import urllib.parse
 import urllib.request
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from genforge.core import DataError, DataSource, store
+from genforge.core.inputs import text_lines
 
 PACKAGE_DATA = Path(__file__).parent / "moses"  # the shipped MOSES subset
 MOSES_URL = "https://media.githubusercontent.com/media/molecularsets/moses/master/data/{split}.csv"
@@ -104,45 +103,63 @@ def _first_existing(folder: Path, split: str) -> Path | None:
 # -- reading files -------------------------------------------------------------------
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    # utf-8-sig: a byte-order mark before a CSV header (Excel writes one) is not part of the first column's name
-    if str(path).endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline="")
-    return open(path, encoding="utf-8-sig", errors="replace", newline="")
+def read_smiles_rows(path: str | Path, column: str | None = None) -> Iterator[tuple[str, str | None]]:
+    """(SMILES field, None) for every row of a .smi / .csv / .txt file (optionally .gz), or ("", why) for a row it cannot read.
+
+    CSV: the column named ``column``, else the first column whose header is "smiles" (any
+    case); a row with more or fewer cells than the header is not read (an unquoted comma in a
+    name would shift the SMILES column: another field must never be taken for a SMILES). SMI:
+    the first whitespace-separated field; a header line "smiles" is skipped. A blank row, a row
+    that is not UTF-8, a line longer than any SMILES file holds: ("", why), for the caller to count.
+    A file that is no text file at all (a folder, binary data, a FIFO) is one ``DataError``.
+    """
+    path = Path(path)
+    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
+    lines = text_lines(path, "data file")
+    if stem.endswith(".csv"):
+        header = None
+        for number, text, problem in lines:
+            if problem:
+                raise DataError(f"{path}, line {number} (the header): {problem}; give a UTF-8 CSV with a SMILES column")
+            header = next(csv.reader([text]), [])
+            break
+        if header is None:
+            return
+        names = [h.strip().lower() for h in header]
+        wanted = (column or "smiles").lower()
+        if wanted not in names:
+            raise DataError(f"{path.name}: no column {column or 'SMILES'!r} in the header ({', '.join(header)}); set data.smiles_column")
+        idx = names.index(wanted)
+        for _, text, problem in lines:
+            if problem:
+                yield "", problem
+                continue
+            try:
+                row = next(csv.reader([text]), [])
+            except csv.Error as exc:
+                yield "", f"not a CSV row ({exc})"
+                continue
+            if not any(cell.strip() for cell in row):
+                yield "", "empty or unreadable row"
+            elif len(row) != len(header):
+                yield "", "a different number of cells from the header"
+            else:
+                yield row[idx].strip(), None
+    else:
+        for number, text, problem in lines:
+            if problem:
+                yield "", problem
+                continue
+            field = text.split()[0] if text.split() else ""
+            if number == 1 and field.lower() == "smiles":
+                continue
+            yield field, None if field else "empty or unreadable row"
 
 
 def read_smiles(path: str | Path, column: str | None = None) -> Iterator[str]:
-    """Yield the SMILES field of every row of a .smi / .csv / .txt file (optionally .gz).
-
-    CSV: the column named ``column``, else the first column whose header is "smiles"
-    (any case). SMI: the first whitespace-separated field; a header line "smiles" is skipped.
-    Blank and unreadable rows yield "" so that the caller counts them.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"data file {str(path)!r} does not exist")
-    stem = path.name[:-3] if path.name.endswith(".gz") else path.name
-    with _open_text(path) as fh:
-        if stem.endswith(".csv"):
-            reader = csv.reader(fh)
-            header = next(reader, None)
-            if header is None:
-                return
-            names = [h.strip().lower() for h in header]
-            wanted = (column or "smiles").lower()
-            if wanted not in names:
-                raise DataError(
-                    f"{path.name}: no column {column or 'SMILES'!r} in the header ({', '.join(header)}); set data.smiles_column"
-                )
-            idx = names.index(wanted)
-            for row in reader:
-                yield row[idx].strip() if len(row) > idx else ""
-        else:
-            for i, line in enumerate(fh):
-                field = line.split()[0] if line.split() else ""
-                if i == 0 and field.lower() == "smiles":
-                    continue
-                yield field  # a blank line yields "" and is counted as an empty row
+    """The SMILES fields of ``read_smiles_rows`` ("" for a row it cannot read, which validation counts as empty)."""
+    for smiles, _ in read_smiles_rows(path, column):
+        yield smiles
 
 
 # -- validation ----------------------------------------------------------------------

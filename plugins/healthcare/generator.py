@@ -7,6 +7,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections import Counter
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -37,7 +38,7 @@ from genforge.core.plugin_manager import get_dataset
 from genforge.core.store import redact_url
 from genforge.core.training import load_weights, save_weights
 
-from .data import drop_unusable, read_smiles, validate_all
+from .data import drop_unusable, read_smiles, read_smiles_rows, validate_all
 from .tokens import MASK_ID, PAD_ID, Tokenizer
 
 PREPARE_VERSION = "molecules-prepare-2"  # bump when prepare's output changes for the same inputs
@@ -284,7 +285,9 @@ class MoleculeDiffusion(Generator):
     ) -> dict:
         """Validate every molecule with RDKit, tokenise, hold out or read the reference: the prepared files into ``folder``."""
         t0 = time.perf_counter()
-        raw_train = list(read_smiles(train_file, cfg.smiles_column))
+        rows = list(read_smiles_rows(train_file, cfg.smiles_column))
+        raw_train = [smiles for smiles, why in rows if why is None]
+        unreadable = Counter(why for _, why in rows if why is not None)  # rows the reader could not read: counted, never parsed
         rng = np.random.default_rng(cfg.seed)
         if cfg.max_molecules and len(raw_train) > cfg.max_molecules:
             # Validate a random subset of the rows rather than the whole file.
@@ -293,6 +296,7 @@ class MoleculeDiffusion(Generator):
                 raw_train[i] for i in sorted(rng.choice(len(raw_train), min(len(raw_train), int(want * 1.05) + 50), replace=False))
             ]
         kept, pieces, rejected = validate_all(raw_train, cfg.representation, cfg.group_indices, cfg.workers)
+        rejected.update(unreadable)
         kept, pieces = drop_unusable(kept, pieces, rejected, max_length, fixed.index if fixed else None)
         held_out = 0
         if test_file is None:  # hold out a reference set from the user's file
@@ -314,7 +318,7 @@ class MoleculeDiffusion(Generator):
             kept, pieces = [kept[i] for i in pick], [pieces[i] for i in pick]
         if len(kept) < 2:
             reasons = ", ".join(f"{n} {r}" for r, n in rejected.most_common()) or "the file is empty"
-            raise DataError(f"no usable molecules in {source}: {len(raw_train)} rows read; rejected: {reasons}")
+            raise DataError(f"no usable molecules in {source}: {len(rows)} rows read; rejected: {reasons}")
 
         tokenizer = fixed or Tokenizer.fit(pieces, cfg.representation, cfg.group_indices)
         lengths = np.array([len(p) for p in pieces], dtype=np.int64)
@@ -326,7 +330,12 @@ class MoleculeDiffusion(Generator):
             "source": source,
             "reference": _reference_name(cfg, source, held_out_from_train=test_file is None),
             "representation": cfg.representation,
-            "train": {"read": len(raw_train), "kept": len(kept), "held_out": held_out, "rejected": dict(rejected.most_common())},
+            "train": {
+                "read": len(raw_train) + sum(unreadable.values()),
+                "kept": len(kept),
+                "held_out": held_out,
+                "rejected": dict(rejected.most_common()),
+            },
             "test": test_stats,
             "vocab_size": tokenizer.vocab_size,
             "max_length": int(lengths.max()),

@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 
 from genforge.core import DataConfig, DataError, DataSource, store
 from genforge.core.downloads import fetch
+from genforge.core.inputs import check_folder
 
 PREPARE_VERSION = "images-prepare-1"  # bump when the prepared arrays change for the same inputs
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -163,11 +164,12 @@ class Loaded:
 
 def folder_files(folder: Path) -> tuple[list[Path], list[str] | None]:
     """Image files under ``folder`` (sorted) and the class names (sub-folders) or None."""
-    if not folder.exists():
-        raise DataError(f"data.path {str(folder)!r} does not exist")
-    if not folder.is_dir():
+    if Path(folder).expanduser().is_file():
         raise DataError(f"data.path {str(folder)!r} is a file; give a folder of PNG/JPEG images (sub-folders are classes)")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+    folder = check_folder(folder, "data.path")  # a loop of links, a FIFO: one line
+    # every name that looks like a picture; one that is no regular file (a link that leads nowhere, a FIFO) is
+    # counted by load_folder, never opened
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not files:
         raise DataError(f"data.path {str(folder)!r} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
     tops = {p.relative_to(folder).parts[0] for p in files if len(p.relative_to(folder).parts) > 1}
@@ -179,7 +181,8 @@ def folder_digest(folder: Path, files: list[Path]) -> str:
     """The folder's content: each file's path inside it (its class) and bytes."""
     h = hashlib.sha256()
     for p in files:
-        h.update(str(p.relative_to(folder)).encode() + b"\0" + hashlib.sha256(p.read_bytes()).digest())
+        content = hashlib.sha256(p.read_bytes()).digest() if p.is_file() else b"not a regular file"
+        h.update(str(p.relative_to(folder)).encode() + b"\0" + content)
     return h.hexdigest()
 
 
@@ -188,6 +191,9 @@ def load_folder(folder: Path, cfg: ImageDataConfig, files: list[Path], classes: 
     # colour is decided afterwards: grey when every image was
     squares, grays, labels, rejected, converted = [], [], [], Counter(), Counter()
     for p in files:
+        if not p.is_file():  # a dangling link, a loop, a FIFO named like a picture: never opened
+            rejected["not a regular file"] += 1
+            continue
         try:
             arr, notes = read_image(p.read_bytes(), p.name)
         except SkipImage as exc:

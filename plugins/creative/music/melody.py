@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from genforge.core import DataError
+from genforge.core.inputs import check_file
 
 from . import grid as G
 from .corpus import _part_notes, _quantise
@@ -24,9 +25,7 @@ STEP = 0.25  # quarter notes per sixteenth
 
 def read_melody(path: Path) -> tuple[np.ndarray, dict]:
     """(T,) soprano tokens (pitch, HOLD, REST), and what was done: notes, bars, transposition."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"melody {path} does not exist")
+    path = check_file(path, "melody")  # a folder, a FIFO, a link that leads nowhere: one line
     from music21 import chord, converter
 
     try:

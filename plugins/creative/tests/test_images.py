@@ -88,6 +88,28 @@ def test_a_messy_folder_trains_and_counts_each_skipped_file(genforge_home, messy
         assert z["images"].shape == (40, 8, 8, 3)
 
 
+def test_names_that_are_no_regular_file_are_counted_never_opened(tmp_path):
+    """A FIFO named like a picture (opening it would block), a link that leads nowhere, a loop of links: counted, not read."""
+    import os
+
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        (folder / f"ok-{i}.png").write_bytes(_png(_picture(rng, (16, 16))))
+    os.mkfifo(folder / "pipe.png")
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (folder / "loop.png").symlink_to(folder / "loop.png")
+    cfg = image_data.ImageDataConfig(path=str(folder), resolution=8)
+    files, classes = image_data.folder_files(folder)
+    loaded = image_data.load_folder(folder, cfg, files, classes)
+    assert loaded.read == 6 and len(loaded.images) == 3 and loaded.rejected == {"not a regular file": 3}
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(DataError, match="is a loop of symbolic links"):
+        image_data.folder_files(tmp_path / "a")
+
+
 def test_read_image_conversions():
     rng = np.random.default_rng(1)
     arr, notes = image_data.read_image(_png(Image.fromarray(np.full((10, 10), 65535, np.uint16))))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import random
 from pathlib import Path
 
@@ -327,15 +328,20 @@ def test_a_data_url_token_is_never_written_and_a_resume_takes_the_url_again(tmp_
 
 
 def test_a_file_that_is_not_molecules_stops_with_its_counts(tmp_path, store, tiny):
-    """/bin/ls renamed .smi: nearly every row rejected, so the run stops instead of training on 4 "molecules"."""
+    """/bin/ls renamed .smi is no text file: refused at once, naming it; text that is mostly not SMILES stops with the counts."""
     import shutil
 
     binary = tmp_path / "ls.smi"
     shutil.copyfile("/bin/ls", binary)
     run = create_run("molecule-diffusion", overrides=tiny + [f"data.path={binary}", "data.max_molecules=null"])
-    with pytest.raises(DataError, match=r"rows of .*ls\.smi were rejected \(.*\), more than 50%: is it the right file\?"):
+    with pytest.raises(DataError, match=r"data file .*ls\.smi is not a text file \(it holds NUL bytes\)"):
         Steps(run).prepare()
     assert not (run.path / "data.json").exists()
+    prose = tmp_path / "notes.smi"
+    prose.write_text("\n".join(moses(10) + [f"meeting notes, item {i}: see attached" for i in range(20)]) + "\n")
+    run = create_run("molecule-diffusion", overrides=tiny + [f"data.path={prose}", "data.max_molecules=null"])
+    with pytest.raises(DataError, match=r"rows of .*notes\.smi were rejected \(.*\), more than 50%: is it the right file\?"):
+        Steps(run).prepare()
 
 
 def test_a_byte_order_mark_before_the_csv_header_is_not_part_of_the_column_name(tmp_path):
@@ -424,3 +430,34 @@ def test_the_reference_is_named_so_that_the_moses_suite_knows_moses_own_test_spl
     assert is_moses_test(ref({"source": "moses", "test": {"read": 10}}))
     mine = ref({"source": "my.smi", "test": {"read": 5, "held_out_from": "train"}})
     assert mine.name == "my.smi (held out)" and not is_moses_test(mine) and mine.test == tmp_path / "test.smi"
+
+
+def test_rows_the_reader_cannot_read_are_counted_never_taken_for_smiles(tmp_path):
+    """An unquoted comma shifting the SMILES column, a line in latin-1, a line of 2 MB: each counted by reason, none parsed."""
+    from genforge.plugins.healthcare.data import read_smiles_rows
+
+    f = tmp_path / "vendor.csv"
+    f.write_bytes(
+        b"id,name,smiles\n"
+        b"1,ethanol,CCO\n"
+        b"2,acetic acid, glacial,CC(=O)O\n"  # an unquoted comma in the name: "glacial" would be read as the SMILES
+        b"3,caf\xe9,CN1C=NC2=C1C(=O)N(C(=O)N2C)C\n"  # latin-1
+        + b"4,long," + b"C" * (2 << 20) + b"\n"
+        + b"5,benzene,c1ccccc1\n"
+    )  # fmt: skip
+    rows = list(read_smiles_rows(f))
+    assert [s for s, why in rows if why is None] == ["CCO", "c1ccccc1"]
+    reasons = [why for _, why in rows if why]
+    assert reasons[0] == "a different number of cells from the header"
+    assert reasons[1].startswith("not UTF-8 text (byte 0xe9") and reasons[2].startswith("a line longer than")
+    for bad, said in ((tmp_path, "is a folder"), (tmp_path / "missing.smi", "does not exist")):
+        with pytest.raises(DataError, match=said):
+            list(read_smiles_rows(bad))
+    fifo = tmp_path / "pipe.smi"
+    os.mkfifo(fifo)
+    with pytest.raises(DataError, match="is not a regular file"):
+        list(read_smiles_rows(fifo))  # refused, not read (reading a FIFO would block)
+    loop = tmp_path / "loop.smi"
+    loop.symlink_to(loop)
+    with pytest.raises(DataError, match="loop of symbolic links"):
+        list(read_smiles_rows(loop))
