@@ -124,8 +124,11 @@ class Molecules(SampleKind):
             with os.fdopen(fd, "w") as fh:
 
                 def write(batch: list[str]) -> None:
-                    fh.write("".join(s + "\n" for s in batch))
-                    fh.flush()  # each batch on disk before the next is drawn
+                    try:
+                        fh.write("".join(s + "\n" for s in batch))
+                        fh.flush()  # each batch on disk before the next is drawn
+                    except OSError as exc:  # a full disk: name the file (the partial one is removed below)
+                        raise OSError(exc.errno, exc.strerror, str(path)) from None
 
                 yield write
             os.replace(tmp, path)

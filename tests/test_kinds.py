@@ -98,3 +98,40 @@ def test_scenarios_are_long_form_parquet(tmp_path):
 def test_an_unknown_kind_lists_the_known_ones():
     with pytest.raises(UnknownNameError, match="unknown sample kind 'pictures'; known: molecules, images, music, scenarios"):
         get_kind("pictures", make_plugin_manager(load_entrypoints=False))
+
+
+def test_a_failed_streamed_write_names_the_file_and_leaves_no_partial_one(tmp_path, monkeypatch):
+    """A disk that fills while molecules are written: the error names the samples file; no half file is left."""
+    import errno
+    import os
+
+    from genforge.core.kinds import Molecules
+
+    real_fdopen = os.fdopen
+
+    class FullDisk:  # the second batch finds the disk full
+        def __init__(self, fh):
+            self.fh, self.writes = fh, 0
+
+        def write(self, text):
+            self.writes += 1
+            if self.writes > 1:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return self.fh.write(text)
+
+        def __getattr__(self, name):
+            return getattr(self.fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.fh.__exit__(*exc)
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: FullDisk(real_fdopen(fd, *a, **k)))
+    with pytest.raises(OSError) as err, Molecules().stream(tmp_path) as write:
+        write(["CCO"])
+        write(["c1ccccc1"])
+    monkeypatch.undo()
+    assert err.value.errno == errno.ENOSPC and err.value.filename == str(tmp_path / "samples.smi")
+    assert list(tmp_path.iterdir()) == []  # neither samples.smi nor its temporary file
