@@ -192,12 +192,12 @@ def prepare_once(prices: pd.DataFrame, cfg: MarketDataConfig, out: Path, source:
     return store.prepared_once(out, lambda folder: write_prepared(prices, cfg, folder, source))
 
 
-def long_form(paths: np.ndarray, assets: list[str]) -> pd.DataFrame:
-    """(scenarios, steps, assets) returns -> the ``scenarios`` kind's long table, assets by name."""
+def long_form(paths: np.ndarray, assets: list[str], first: int = 0) -> pd.DataFrame:
+    """(scenarios, steps, assets) returns -> the ``scenarios`` kind's long table, assets by name, scenarios numbered from ``first``."""
     s, t, a = paths.shape
     return pd.DataFrame(
         {
-            "scenario": np.repeat(np.arange(s), t * a),
+            "scenario": np.repeat(np.arange(first, first + s), t * a),
             "step": np.tile(np.repeat(np.arange(t), a), s),
             "asset": np.tile(np.asarray(assets, dtype=object), s * t),
             "value": paths.reshape(-1).astype(float),
