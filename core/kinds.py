@@ -358,13 +358,77 @@ class Scenarios(SampleKind):
 
     def write(self, samples, folder: Path) -> Path:
         """``samples``: a DataFrame in long form, or an array (scenarios, steps, assets) whose assets are named asset0, asset1, ..."""
+        path = Path(folder) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._long(samples).to_parquet(path, index=False)
+        return path
+
+    @contextlib.contextmanager
+    def stream(self, folder: Path):
+        """Write scenarios part by part with bounded memory: ``with kind.stream(folder) as write: write(part)``.
+
+        Each part is what ``write`` takes (a long DataFrame numbered by the caller, or an array
+        (scenarios, steps, assets), numbered on from the previous array) and becomes a row group of
+        one Parquet file, the same file ``write`` makes. It is written to a temporary file beside
+        ``scenarios.parquet`` and renamed into place when the block ends; an error leaves no file
+        (an ``OSError``, such as a full disk, names ``scenarios.parquet``). Yields ``write``.
+        """
+        import tempfile
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        path = Path(folder) / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        writer: pq.ParquetWriter | None = None
+        numbered = 0  # scenarios numbered so far in array parts
+
+        @contextlib.contextmanager
+        def naming_the_file():
+            try:
+                yield
+            except OSError as exc:  # pyarrow's say neither file: name the one being written
+                if exc.filename:
+                    raise
+                raise OSError(exc.errno, f"{exc.strerror or exc} (writing {path})", str(path)) from exc
+
+        def write(part) -> None:
+            nonlocal writer, numbered
+            frame = self._long(part, first=numbered)
+            numbered += part.shape[0] if isinstance(part, np.ndarray) else 0
+            table = pa.Table.from_pandas(frame, preserve_index=False)  # as DataFrame.to_parquet converts it
+            with naming_the_file():
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema, compression="snappy")
+                elif not table.schema.equals(writer.schema, check_metadata=False):
+                    table = table.cast(writer.schema)
+                writer.write_table(table)
+
+        try:
+            yield write
+            if writer is None:  # nothing written: an empty file of the same form
+                write(self._long(np.zeros((1, 1, 1))).iloc[:0])
+            with naming_the_file():
+                writer.close()
+                os.replace(tmp, path)
+        finally:
+            if writer is not None and writer.is_open:
+                with contextlib.suppress(Exception):
+                    writer.close()
+            Path(tmp).unlink(missing_ok=True)
+
+    @staticmethod
+    def _long(samples, first: int = 0):
+        """A long DataFrame of the four columns, from a long DataFrame or an array (scenarios, steps, assets) numbered from ``first``."""
         import pandas as pd
 
         if isinstance(samples, np.ndarray):
             s, t, a = samples.shape
             frame = pd.DataFrame(
                 {
-                    "scenario": np.repeat(np.arange(s), t * a),
+                    "scenario": np.repeat(np.arange(first, first + s), t * a),
                     "step": np.tile(np.repeat(np.arange(t), a), s),
                     "asset": np.tile([f"asset{i}" for i in range(a)], s * t),
                     "value": samples.reshape(-1).astype(float),
@@ -375,10 +439,7 @@ class Scenarios(SampleKind):
         missing = [c for c in SCENARIO_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"scenarios need columns {', '.join(SCENARIO_COLUMNS)}; missing {', '.join(missing)}")
-        path = Path(folder) / self.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frame[list(SCENARIO_COLUMNS)].to_parquet(path, index=False)
-        return path
+        return frame[list(SCENARIO_COLUMNS)]
 
     def check(self, path: Path) -> None:
         super().check(path)

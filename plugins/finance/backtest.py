@@ -33,7 +33,16 @@ def horizon_risk(paths: np.ndarray, assets: list[str]) -> dict[str, dict[str, fl
 
     ``paths`` (n, horizon, A) -> {asset or PORTFOLIO: {"var_95", "es_95", "var_99", "es_99"}}.
     """
-    pnl = paths.sum(axis=1)  # (n, A)
+    return pnl_risk(horizon_pnl(paths), assets)
+
+
+def horizon_pnl(paths: np.ndarray) -> np.ndarray:
+    """The horizon P&L of each scenario: paths (n, horizon, A) -> (n, A), the sum of its log returns (percent)."""
+    return paths.sum(axis=1)
+
+
+def pnl_risk(pnl: np.ndarray, assets: list[str]) -> dict[str, dict[str, float]]:
+    """``horizon_risk`` from the horizon P&L (n, A) alone: what a sampler drawing paths part by part keeps (n floats per asset)."""
     books = {a: pnl[:, i] for i, a in enumerate(assets)}
     if len(assets) > 1:
         books[PORTFOLIO] = pnl.mean(axis=1)

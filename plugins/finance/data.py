@@ -2,9 +2,10 @@
 
 Returns are ``r = 100 * diff(log price)``, aligned across assets. A day on which some
 asset has no price is a gap: it is dropped and counted, and the next return spans it.
-A CSV that is wrong (a missing or repeated date, a cell that is not a number, a price
-that is not positive, a single row) is refused with one line naming the row and the
-column: prices feed risk figures, so a guess is worse than an error.
+A CSV that is wrong (a missing or repeated date, a cell that is not a number, a row with
+more or fewer cells than the header, a price that is not positive, a single row, a file
+that is not UTF-8 text) is refused with one line naming the row and the column: prices
+feed risk figures, so a guess is worse than an error (``price_csv.py`` reads it).
 
 The prepared folder holds ``returns.parquet`` (date index, one column per asset, a
 ``split`` column: train / validation / test), ``prices.parquet``, and the reference sets
@@ -13,10 +14,8 @@ in the ``scenarios`` kind's form (``train.parquet``, ``test.parquet``: one scena
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import ClassVar
 
@@ -27,10 +26,10 @@ from pydantic import Field, field_validator
 from genforge.core import DataConfig, DataError, DataSource, store
 from genforge.core.kinds import Scenarios
 
+from .price_csv import read_price_csv
+
 ARCH_SERIES = ("sp500", "nasdaq", "wti")  # arch.data price series (daily; "Adj Close" or the price column)
 PREPARE_VERSION = "finance-prepare-2"  # bump when prepare's output changes for the same inputs
-THOUSANDS = re.compile(r"\d{1,3}(,\d{3})+(\.\d+)?")  # 1,234.56 (a comma anywhere else is an error)
-NA_CELLS = {"", "na", "n/a", "nan", "null", "."}  # a missing price (a gap), as CSV exports write it
 
 
 class MarketDataConfig(DataConfig):
@@ -90,66 +89,10 @@ def arch_prices(name: str) -> pd.Series:
     return prices.rename(name)
 
 
-def read_price_csv(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
-    """Dated prices from a CSV (header row, first column the date); a wrong cell is a ``DataError`` naming it.
-
-    Empty or NA cells are gaps (kept as NaN and counted later); anything else that is not a
-    positive number stops the read with the file's line number and the column's name.
-    """
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
-    if not rows:
-        raise DataError(f"{path}: the file is empty; expected a header row, then a date and prices on each row")
-    header = [h.strip() for h in rows[0]]
-    if len(header) < 2:
-        raise DataError(f"{path}: the header has {len(header)} column(s); expected a date column, then one column per asset")
-    wanted = columns or header[1:]
-    missing = [c for c in wanted if c not in header[1:]]
-    if missing:
-        raise DataError(f"{path}: no column(s) {', '.join(map(repr, missing))}; the file has {', '.join(header[1:])}")
-    index = [header.index(c) for c in wanted]
-    dates, values, seen = [], [], {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not any(cell.strip() for cell in row):
-            continue  # a blank line
-        where = f"{path}, row {line}"
-        cell = row[0].strip() if row else ""
-        if not cell:
-            raise DataError(f"{where}, column {header[0]!r}: the date is missing")
-        try:
-            date = pd.to_datetime(cell, format="ISO8601").normalize()
-        except ValueError:
-            raise DataError(f"{where}, column {header[0]!r}: {cell!r} is not a date (YYYY-MM-DD)") from None
-        if date in seen:
-            raise DataError(f"{where}, column {header[0]!r}: date {date.date()} repeats row {seen[date]}")
-        seen[date] = line
-        prices = []
-        for i, name in zip(index, wanted):
-            text = row[i].strip() if i < len(row) else ""
-            if text.lower() in NA_CELLS:
-                prices.append(np.nan)
-                continue
-            try:
-                price = float(text.replace(",", "")) if THOUSANDS.fullmatch(text) else float(text)
-            except ValueError:
-                raise DataError(f"{where}, column {name!r}: {text!r} is not a number") from None
-            if not np.isfinite(price) or price <= 0:
-                raise DataError(f"{where}, column {name!r}: price {text} is not positive; prices, not returns, are expected")
-            prices.append(price)
-        dates.append(date)
-        values.append(prices)
-    if len(dates) < 2:
-        raise DataError(f"{path}: {len(dates)} row(s) of prices; at least two are needed for a return")
-    frame = pd.DataFrame(values, index=pd.DatetimeIndex(dates, name="date"), columns=wanted)
-    return frame.sort_index()
-
-
 def load_prices(cfg: MarketDataConfig) -> tuple[pd.DataFrame, str]:
     """The configured prices (date index, one column per asset) and where they came from."""
     if cfg.path:
-        path = Path(cfg.path).expanduser()
-        if not path.is_file():
-            raise DataError(f"data.path {cfg.path!r} is not a file; give a CSV of dated prices")
+        path = Path(cfg.path).expanduser()  # read_price_csv says what is wrong with it (missing, a folder, not text, a bad cell)
         return read_price_csv(path, cfg.columns), str(path)
     frame = pd.concat([arch_prices(s) for s in cfg.series], axis=1, join="outer").sort_index()
     frame.index.name = "date"
@@ -249,12 +192,12 @@ def prepare_once(prices: pd.DataFrame, cfg: MarketDataConfig, out: Path, source:
     return store.prepared_once(out, lambda folder: write_prepared(prices, cfg, folder, source))
 
 
-def long_form(paths: np.ndarray, assets: list[str]) -> pd.DataFrame:
-    """(scenarios, steps, assets) returns -> the ``scenarios`` kind's long table, assets by name."""
+def long_form(paths: np.ndarray, assets: list[str], first: int = 0) -> pd.DataFrame:
+    """(scenarios, steps, assets) returns -> the ``scenarios`` kind's long table, assets by name, scenarios numbered from ``first``."""
     s, t, a = paths.shape
     return pd.DataFrame(
         {
-            "scenario": np.repeat(np.arange(s), t * a),
+            "scenario": np.repeat(np.arange(first, first + s), t * a),
             "step": np.tile(np.repeat(np.arange(t), a), s),
             "asset": np.tile(np.asarray(assets, dtype=object), s * t),
             "value": paths.reshape(-1).astype(float),

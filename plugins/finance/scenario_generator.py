@@ -3,9 +3,10 @@
 ``scenario-gan`` (``gan_generator.py``) and the textbook ``gaussian``, ``garch`` and ``bootstrap``
 (``textbook_generators.py``) differ only in the ``ScenarioModel`` they fit, so the pipeline, the
 CLI and the report treat them alike. The sample step writes ``n`` scenarios of ``horizon``
-days (percent log returns, the ``scenarios`` kind) from the day ``sample.given`` names,
-given the real history before it, and — unless switched off — the conditional risk
-backtest over the test period (``backtest.parquet``; see ``backtest.py``).
+days (percent log returns, the ``scenarios`` kind; drawn and written part by part, so memory
+stays flat at any ``n``) from the day ``sample.given`` names, given the real history before
+it, and — unless switched off — the conditional risk backtest over the test period
+(``backtest.parquet``; see ``backtest.py``).
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ class FinanceGenerator(Generator):
     uses_gpu: ClassVar[bool] = False
     # the model refits during the backtest (textbook models do; a trained network does not)
     refits: ClassVar[bool] = True
+    # returns (scenarios x days x assets) drawn and written at a time by the sample step: about 100 MB of work at a time
+    part_values: ClassVar[int] = 1_250_000
     test_spec: ClassVar[dict] = {
         "data": {"start": "2008-01-01", "test_start": "2012-01-01"},
         "sample": {"n": 50, "horizon": 30, "backtest_scenarios": 200, "given": "test"},
@@ -148,15 +151,13 @@ class FinanceGenerator(Generator):
             # the fit saw the days before the test period; from another day, a desk refits on
             # every day before it (for `last`, the latest prices; for an earlier date, no look-ahead)
             model.fit(returns.to_numpy()[:first])
-        rng = np.random.default_rng(cfg.seed)
-        paths = model.simulate(returns.to_numpy()[:first], cfg.n, cfg.horizon, rng)
         assets = list(map(str, returns.columns))
-        path = Scenarios().write(long_form(paths, assets), run.samples_dir)
+        path, pnl = self.draw(model, returns.to_numpy()[:first], cfg, assets, run.samples_dir)
         details = {
             "history_end": label,
             "horizon": cfg.horizon,
             "assets": assets,
-            "risk": {b: {k: round(v, 3) for k, v in row.items()} for b, row in backtest.horizon_risk(paths, assets).items()},
+            "risk": {b: {k: round(v, 3) for k, v in row.items()} for b, row in backtest.pnl_risk(pnl, assets).items()},
         }
         if cfg.backtest:
             model = self.load_model(checkpoint)  # as fitted before the test period; the backtest refits as it goes
@@ -175,6 +176,27 @@ class FinanceGenerator(Generator):
                 f"{table['date'].nunique()} test days, {cfg.backtest_scenarios} scenarios each, horizons {cfg.backtest_horizons}"
             )
         return Samples(self.kind, path, cfg.n, details)
+
+    def draw(
+        self, model: ScenarioModel, history: np.ndarray, cfg: ScenarioSampleConfig, assets: list[str], folder: Path
+    ) -> tuple[Path, np.ndarray]:
+        """``cfg.n`` scenarios given ``history``, drawn and written part by part: (the scenarios file, their horizon P&L (n, A)).
+
+        Memory stays bounded at any ``n``: each part holds at most ``part_values`` returns (5,000
+        scenarios of 250 days for one asset), is written as a row group of the file and dropped;
+        only the horizon P&L of every scenario is kept, so the risk summary is exact. The parts
+        come one after another from one generator seeded by ``sample.seed``: the same seed gives
+        the same scenarios, and the Gaussian and GARCH models draw the same paths as in one piece.
+        """
+        rng = np.random.default_rng(cfg.seed)
+        per_part = max(1, self.part_values // (cfg.horizon * len(assets)))
+        pnl = np.empty((cfg.n, len(assets)))
+        with Scenarios().stream(folder) as write:
+            for start in range(0, cfg.n, per_part):
+                paths = model.simulate(history, min(per_part, cfg.n - start), cfg.horizon, rng)  # (part, horizon, A)
+                write(long_form(paths, assets, first=start))
+                pnl[start : start + len(paths)] = backtest.horizon_pnl(paths)
+        return folder / Scenarios.filename, pnl
 
     @staticmethod
     def keep_history(data: PreparedData, run_dir: Path) -> None:
