@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import io
 import os
 import stat
 from collections.abc import Iterator
@@ -21,26 +22,43 @@ from .errors import DataError
 MAX_LINE = 1 << 20  # characters: longer than any line of a text data format (a SMILES, a CSV row of prices)
 
 
-def check_file(path: str | Path, what: str = "file") -> Path:
-    """``path`` as a readable regular file, else one ``DataError`` line saying what it is instead and what to do."""
+def open_regular(path: str | Path, what: str = "file", hint: str = "give a file") -> io.BufferedReader:
+    """``path`` opened for reading in binary if it is a regular file, else one ``DataError`` line saying what it is.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO is never read and a
+    file swapped between a check and the open cannot slip through. ``hint`` ends the lines that
+    say what to give instead.
+    """
     p = Path(path).expanduser()
+    name = f"{what} {p}" if what else str(p)  # what="": the message starts with the path
     try:
-        st = p.stat()
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         if p.is_symlink():
-            raise DataError(f"{what} {p} is a symbolic link to {os.readlink(p)}, which does not exist") from None
-        raise DataError(f"{what} {p} does not exist") from None
+            raise DataError(f"{name} is a symbolic link to {os.readlink(p)}, which does not exist; {hint}") from None
+        raise DataError(f"{name} does not exist; {hint}") from None
+    except PermissionError:
+        raise DataError(f"{name} cannot be read (permission denied); make it readable or copy it somewhere that is") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise DataError(f"{what} {p} is a loop of symbolic links; point it at a file") from None
-        raise DataError(f"{what} {p} cannot be read ({exc.strerror})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise DataError(f"{what} {p} is a folder; give a file")
-    if not stat.S_ISREG(st.st_mode):
-        raise DataError(f"{what} {p} is not a regular file (a FIFO, a socket or a device); give a file")
-    if not os.access(p, os.R_OK):
-        raise DataError(f"{what} {p} cannot be read: permission denied")
-    return p
+            raise DataError(f"{name} is a loop of symbolic links (or too deep a chain of them); {hint}") from None
+        if exc.errno == errno.EISDIR:
+            raise DataError(f"{name} is a folder; {hint}") from None
+        raise DataError(f"{name} cannot be opened ({exc.strerror or exc}); {hint}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise DataError(f"{name} is a folder; {hint}")
+        raise DataError(f"{name} is not a regular file (a FIFO, a device or a socket); {hint}")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def check_file(path: str | Path, what: str = "file", hint: str = "give a file") -> Path:
+    """``path`` as a readable regular file, else one ``DataError`` line saying what it is instead and what to do."""
+    open_regular(path, what, hint).close()
+    return Path(path).expanduser()
 
 
 def check_folder(path: str | Path, what: str = "folder") -> Path:
@@ -67,10 +85,10 @@ def text_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str 
     A file that is not text at all (NUL bytes near its start), or a ``.gz`` that is not gzip, is
     one ``DataError`` naming it.
     """
-    p = check_file(path, what)
-    opener = gzip.open if p.name.endswith(".gz") else open
+    p = Path(path).expanduser()
+    opened = open_regular(p, what)
     try:
-        with opener(p, "rb") as fh:
+        with gzip.GzipFile(fileobj=opened) if p.name.endswith(".gz") else opened as fh:
             head = fh.read(8192)
             if b"\x00" in head:
                 raise DataError(f"{what} {p} is not a text file (it holds NUL bytes); give a UTF-8 text file")
@@ -96,3 +114,5 @@ def text_lines(path: str | Path, what: str = "file") -> Iterator[tuple[int, str 
                 yield number, text.rstrip("\r\n"), None
     except (gzip.BadGzipFile, EOFError) as exc:
         raise DataError(f"{what} {p} is not a whole gzip file ({exc}); give the file again") from None
+    finally:
+        opened.close()

@@ -19,11 +19,8 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime
-import errno
 import io
-import os
 import re
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from genforge.core import DataError
+from genforge.core.inputs import open_regular
 
 NA_CELLS = {"", "na", "n/a", "nan", "null", "."}  # a missing price (a gap), as CSV exports write it
 NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")  # ASCII digits only: float() also takes 1_000 and １００
@@ -60,28 +58,8 @@ def read_price_csv(path: Path, columns: list[str] | None = None) -> pd.DataFrame
 
 
 def _open_regular(path: Path) -> io.BufferedReader:
-    """``path`` opened for reading if it is a regular file; else a ``DataError`` saying what it is.
-
-    Opened without blocking and checked on the open descriptor, so a FIFO is never read
-    and a file swapped between a check and the open cannot slip through.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise DataError(f"{path} does not exist; give the path of a CSV of dated prices") from None
-    except PermissionError:
-        raise DataError(f"{path} cannot be read (permission denied); make it readable or copy it somewhere that is") from None
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise DataError(f"{path} is a symbolic link that loops (or too deep a chain of them); give the CSV file itself") from None
-        raise DataError(f"{path} cannot be opened ({exc.strerror or exc}); give the path of a CSV of dated prices") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise DataError(f"{path} is a folder; give the CSV file in it")
-        raise DataError(f"{path} is not a regular file (a pipe, a device or a socket); save the prices to a CSV file and give that")
-    return os.fdopen(fd, "rb")
+    """``path`` opened for reading if it is a regular file (a FIFO is never read); else a ``DataError`` saying what it is."""
+    return open_regular(path, "", "give the path of a CSV of dated prices")
 
 
 def _lines(path: Path, raw: io.BufferedReader) -> Iterator[str]:

@@ -159,11 +159,11 @@ def test_an_unclosed_quote_is_one_line(tmp_path):
 
 
 def test_a_folder_a_missing_file_and_a_symlink_loop_are_named(tmp_path):
-    refused(tmp_path, r"is a folder; give the CSV file in it")
+    refused(tmp_path, r"is a folder; give the path of a CSV of dated prices")
     refused(tmp_path / "nope.csv", r"does not exist")
     loop = tmp_path / "loop.csv"
     loop.symlink_to(loop)
-    refused(loop, r"is a symbolic link that loops")
+    refused(loop, r"is a loop of symbolic links")
 
 
 def test_a_fifo_is_refused_without_blocking(tmp_path):
@@ -186,7 +186,7 @@ def test_a_fifo_is_refused_without_blocking(tmp_path):
         reader.join(10)
         pytest.fail("reading a FIFO blocked until something wrote to it")
     assert isinstance(outcome[0], DataError) and str(outcome[0]) == (
-        f"{fifo} is not a regular file (a pipe, a device or a socket); save the prices to a CSV file and give that"
+        f"{fifo} is not a regular file (a FIFO, a device or a socket); give the path of a CSV of dated prices"
     )
 
 
@@ -200,5 +200,5 @@ def test_prepare_names_a_folder_given_as_data_path(tmp_path, store):
     from genforge.core.runner import Steps, create_run
 
     run = create_run("gaussian", overrides=["data.start=null", "data.test_start=null", f"data.path={tmp_path}"])
-    with pytest.raises(DataError, match=rf"^{tmp_path} is a folder; give the CSV file in it$"):
+    with pytest.raises(DataError, match=rf"^{tmp_path} is a folder; give the path of a CSV of dated prices$"):
         Steps(run).prepare()
