@@ -457,16 +457,25 @@ class Scenarios(SampleKind):
         if missing:
             raise DataError(f"{path} lacks column(s) {', '.join(missing)}; {self.name} are {self.description}")
 
-    def load(self, path: Path):
+    def load(self, path: Path, scenarios: int | None = None):
+        """The long table; with ``scenarios``, only the scenarios numbered below it (read by row group: memory stays
+        that of those scenarios, however many the file holds)."""
         import pandas as pd
 
-        return pd.read_parquet(path, columns=list(SCENARIO_COLUMNS))
+        filters = [("scenario", "<", scenarios)] if scenarios is not None else None
+        return pd.read_parquet(path, columns=list(SCENARIO_COLUMNS), filters=filters)
 
     def count(self, path: Path) -> int:
-        return int(self.load(path)["scenario"].nunique())
+        """Distinct scenarios, read a batch of one column at a time."""
+        import pyarrow.parquet as pq
+
+        seen: set[int] = set()
+        for batch in pq.ParquetFile(path).iter_batches(columns=["scenario"], batch_size=1 << 20):
+            seen.update(np.unique(batch.column(0).to_numpy()).tolist())
+        return len(seen)
 
     def preview(self, path: Path, out: Path, n: int = 16) -> Path | None:
-        frame = self.load(path)
+        frame = self.load(path, scenarios=1000)  # the bands of the first thousand scenarios: a picture, not a measurement
         if frame.empty:
             return None
         plt = _pyplot()

@@ -206,19 +206,28 @@ def long_form(paths: np.ndarray, assets: list[str], first: int = 0) -> pd.DataFr
 
 
 def wide_form(frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """The ``scenarios`` long table -> (scenarios, steps, assets) array and the asset names, in first-seen order."""
-    dup = frame.duplicated(["scenario", "step", "asset"])
-    if dup.any():
-        row = frame[dup].iloc[0]
+    """The ``scenarios`` long table -> (scenarios, steps, assets) array and the asset names, in first-seen order.
+
+    Built by indexing (no pivot table): memory is the array's and a few integer columns'.
+    """
+    assets_codes, assets = pd.factorize(frame["asset"], sort=False)
+    scen_ids, scen_idx = np.unique(frame["scenario"].to_numpy(), return_inverse=True)
+    step_ids, step_idx = np.unique(frame["step"].to_numpy(), return_inverse=True)
+    shape = (len(scen_ids), len(step_ids), len(assets))
+    flat = np.ravel_multi_index((scen_idx, step_idx, assets_codes), shape)
+    counts = np.bincount(flat, minlength=int(np.prod(shape)))
+    if counts.max(initial=0) > 1:
+        first = int(np.argmax(counts[flat] > 1))
+        row = frame.iloc[first]
         raise DataError(
-            f"scenario {row['scenario']}, step {row['step']}, asset {row['asset']!r} appears more than once ({int(dup.sum())} repeated rows)"
+            f"scenario {row['scenario']}, step {row['step']}, asset {row['asset']!r} appears more than once "
+            f"({int((counts > 1).sum())} repeated entries)"
         )
-    assets = list(dict.fromkeys(frame["asset"]))
-    cube = frame.pivot_table(index=["scenario", "step"], columns="asset", values="value", sort=True)[assets]
-    n_scen, n_step = frame["scenario"].nunique(), frame["step"].nunique()
-    if len(cube) != n_scen * n_step or cube.isna().any().any():
+    if (counts == 0).any():
         raise DataError("scenarios differ in length or miss an asset on some step; every scenario needs every step and asset")
-    return cube.to_numpy().reshape(n_scen, n_step, len(assets)), assets
+    cube = np.empty(shape, dtype=np.float64)
+    cube.reshape(-1)[flat] = frame["value"].to_numpy(dtype=np.float64)
+    return cube, [str(a) for a in assets]
 
 
 def load_split(path: Path) -> tuple[pd.DataFrame, pd.Series]:

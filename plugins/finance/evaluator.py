@@ -56,6 +56,10 @@ PATH_METRICS: dict[str, tuple[bool | None, str]] = {
 
 
 class MarketConfig(EvaluatorConfig):
+    max_scenarios: int = Field(
+        10_000, ge=10, description="scenarios scored: those numbered below this (independent draws: a random subset); "
+        "memory and time stay bounded at any sample.n (the sample step's own risk summary uses every scenario)"
+    )
     max_lag: int = Field(100, ge=1, description="lags of the ACF scores")
     memorisation_window: int = Field(20, ge=2, description="days per window in the memorisation check")
     fan_chart_days: int = Field(250, ge=10, description="real days shown before the scenarios in the fan chart")
@@ -72,7 +76,7 @@ class MarketEvaluator(Evaluator):
 
     def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: MarketConfig) -> Evaluation:
         kind = Scenarios()
-        fake, assets = wide_form(kind.load(samples.path))
+        fake, assets = wide_form(kind.load(samples.path, scenarios=config.max_scenarios))
         test, test_assets = wide_form(kind.load(reference.test))
         if set(assets) == set(test_assets):  # same assets in another order
             fake = fake[..., [assets.index(a) for a in test_assets]]
