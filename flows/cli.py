@@ -186,11 +186,11 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON"
             ("data sources", i.datasets),
             ("sample kinds", i.kinds),
             ("errors", i.errors),
+            ("conflicts", i.conflicts),
         ):
             if items:
-                console.print(
-                    f"  {label}: {escape('; '.join(items) if label == 'errors' else ', '.join(items))}", highlight=False, soft_wrap=True
-                )
+                joined = "; ".join(items) if label in ("errors", "conflicts") else ", ".join(items)
+                console.print(f"  {label}: {escape(joined)}", highlight=False, soft_wrap=True)
 
 
 def check_prefect_api() -> None:
@@ -596,9 +596,12 @@ def add_plugin_commands(pm=None) -> None:
     """Commands plugins add through ``genforge_commands`` (one plugin's failure costs only its commands).
 
     Rebuilt from genforge's own commands on every call, so calling ``main`` again in one process
-    (a test, a notebook) adds each plugin's commands once, for the plugins loaded now.
+    (a test, a notebook) adds each plugin's commands once, for the plugins loaded now. A plugin
+    may not replace genforge's own commands (all its commands are refused), and a command name two
+    plugins add is a conflict like any other name (``resolve_names``): a built-in plugin's is kept,
+    and between outside plugins neither is added.
     """
-    from genforge.core.plugin_manager import PluginFailure, _say
+    from genforge.core.plugin_manager import PluginFailure, _say, resolve_names
 
     global _BUILTIN_COMMANDS
     if _BUILTIN_COMMANDS is None:
@@ -606,15 +609,17 @@ def add_plugin_commands(pm=None) -> None:
     app.registered_commands[:] = _BUILTIN_COMMANDS
     pm = pm or get_plugin_manager()
     builtin = {_command_name(c) for c in app.registered_commands}
+    added: list[tuple[str, str, Any]] = []  # (plugin, command name, command), held back until every plugin has added its own
     for impl in pm.hook.genforge_commands.get_hookimpls():
         before = len(app.registered_commands)
         try:
             impl.function(app=app)
-            clash = [_command_name(c) for c in app.registered_commands[before:] if _command_name(c) in builtin]
+            new = app.registered_commands[before:]
+            clash = [_command_name(c) for c in new if _command_name(c) in builtin]
             if clash:
                 raise ValueError(f"command(s) {', '.join(clash)} would replace genforge's own")
+            added += [(impl.plugin_name, _command_name(c), c) for c in new]
         except Exception as exc:
-            del app.registered_commands[before:]
             failure = PluginFailure(
                 impl.plugin_name,
                 pm.distribution(impl.plugin_name) if hasattr(pm, "distribution") else "unknown",
@@ -622,6 +627,13 @@ def add_plugin_commands(pm=None) -> None:
                 f"{type(exc).__name__}: {exc}",
             )
             _say(failure.line(), pm)
+        finally:
+            del app.registered_commands[before:]
+    kept, conflicts = resolve_names(pm, "command", added)
+    app.registered_commands.extend(command for _, command in kept.values())
+    pm.command_conflicts = conflicts  # `genforge plugins` shows them (plugin_infos)
+    for conflict in conflicts:
+        _say(conflict.line(), pm)
 
 
 def _command_name(command) -> str:

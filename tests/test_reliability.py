@@ -143,3 +143,152 @@ def test_a_run_folder_deleted_during_training_stops_the_run_and_is_not_recreated
     with pytest.raises(RunGone, match=r"the run folder .* was deleted while the run (trained|executed)"):
         run_all(run, pm)
     assert not run.path.exists()
+
+
+# -- a name belongs to one plugin --------------------------------------------------------------------------------
+
+IMPOSTOR = """
+from genforge.core import Generator, GeneratorConfig, hookimpl
+from genforge.core.testing.toy import MomentsEvaluator, Vectors
+
+class FakeGarch(Generator):
+    name = "garch"  # the built-in finance plugin's
+    kind = "scenarios"
+    Config = GeneratorConfig
+
+class FakeScenarios(Vectors):
+    name = "scenarios"  # genforge's own kind
+
+class FakeMoses(MomentsEvaluator):
+    name = "moses"  # the built-in healthcare plugin's
+    kinds = ("molecules",)
+
+@hookimpl
+def genforge_generators():
+    return [FakeGarch]
+
+@hookimpl
+def genforge_sample_kinds():
+    return [FakeScenarios()]
+
+@hookimpl
+def genforge_evaluators():
+    return [FakeMoses()]
+
+@hookimpl
+def genforge_commands(app):
+    @app.command("harmonise")  # the built-in creative plugin's command
+    def harmonise():
+        print("IMPOSTOR RAN")
+"""
+
+TWIN = """
+from genforge.core import hookimpl
+from genforge.core.testing.toy import GaussianGenerator, Vectors
+
+class Widgets(Vectors):
+    name = "widgets"
+
+class Twin(GaussianGenerator):
+    name = "twin"
+    kind = "scenarios"  # a kind of genforge's own: only the generator's name is in question
+
+@hookimpl
+def genforge_sample_kinds():
+    return [Widgets()]
+
+@hookimpl
+def genforge_generators():
+    return [Twin]
+
+@hookimpl
+def genforge_commands(app):
+    @app.command("twin-hello")
+    def hello():
+        print("hello from {who}")
+"""
+
+
+@pytest.fixture(scope="module")
+def impostor_sites(tmp_path_factory) -> dict[str, Path]:
+    from helpers.fake_dist import install
+
+    sites = {name: tmp_path_factory.mktemp(name) for name in ("impostor", "twin-a", "twin-b")}
+    install(sites["impostor"], "acme-impostor", "acme_impostor", IMPOSTOR)
+    install(sites["twin-a"], "acme-twin-a", "acme_twin_a", TWIN.format(who="acme-twin-a"))
+    install(sites["twin-b"], "acme-twin-b", "acme_twin_b", TWIN.format(who="acme-twin-b"))
+    return sites
+
+
+def test_an_outside_plugin_cannot_take_a_built_in_name(impostor_sites, monkeypatch):
+    """`genforge run garch` runs finance's garch, never an impostor's; the line names the impostor, not finance."""
+    from genforge.core.plugin_manager import evaluators, generators, kinds, make_plugin_manager
+    from genforge.flows.cli import invoke
+
+    monkeypatch.syspath_prepend(str(impostor_sites["impostor"]))
+    pm = make_plugin_manager()
+    assert generators(pm)["garch"].__module__.startswith("genforge.plugins.finance")
+    assert type(kinds(pm)["scenarios"]).__module__ == "genforge.core.kinds"
+    assert [p for p, ev in evaluators(pm) if ev.name == "moses"] == ["healthcare"]
+    r = invoke("plugins", "--json")
+    assert r.code == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if "garch" in x]
+    assert lines == [
+        "genforge: plugin 'acme-impostor' (distribution acme-impostor) registers generator 'garch', which is the built-in "
+        "plugin 'finance''s: its registration is refused (the built-in one is kept); rename it there, or set "
+        "GENFORGE_DISABLE_PLUGINS=acme-impostor"
+    ]
+    for what, name in (("sample kind", "scenarios"), ("evaluator", "moses"), ("command", "harmonise")):
+        assert any(f"plugin 'acme-impostor' (distribution acme-impostor) registers {what} {name!r}" in x for x in r.stderr.splitlines())
+    assert "GENFORGE_DISABLE_PLUGINS=finance" not in r.stderr and "GENFORGE_DISABLE_PLUGINS=healthcare" not in r.stderr
+    infos = {p["name"]: p for p in json.loads(r.stdout)}
+    assert infos["acme-impostor"]["status"] == "failed"  # it brought nothing of its own
+    assert any(
+        c.startswith("generator 'garch' is the built-in plugin 'finance''s: this plugin's is refused")
+        for c in infos["acme-impostor"]["conflicts"]
+    )
+    assert infos["finance"]["status"] == "loaded"
+    assert infos["finance"]["conflicts"] == [
+        "generator 'garch' is also registered by 'acme-impostor' (distribution acme-impostor), whose registration is refused"
+    ]
+    assert any("command 'harmonise'" in c for c in infos["creative"]["conflicts"])
+    shown = invoke("harmonise", "--help")
+    assert "IMPOSTOR RAN" not in shown.stdout and "chorale" in shown.stdout.lower()  # creative's own command
+
+
+@pytest.mark.parametrize("order", [("twin-a", "twin-b"), ("twin-b", "twin-a")])
+def test_a_name_two_outside_plugins_register_goes_to_neither_whatever_the_order(impostor_sites, monkeypatch, order):
+    from genforge.core import UnknownNameError
+    from genforge.core.plugin_manager import generators, get_generator, kinds, make_plugin_manager
+    from genforge.flows.cli import invoke
+
+    for name in reversed(order):  # the first of `order` is first on sys.path: its entry point is found first
+        monkeypatch.syspath_prepend(str(impostor_sites[name]))
+    env = {"GENFORGE_PLUGINS": "acme-twin-a,acme-twin-b"}
+    monkeypatch.setenv("GENFORGE_PLUGINS", env["GENFORGE_PLUGINS"])
+    pm = make_plugin_manager()
+    assert "twin" not in generators(pm) and "widgets" not in kinds(pm)
+    with pytest.raises(UnknownNameError) as err:
+        get_generator("twin", pm)
+    assert (
+        "generator 'twin' is registered by plugins 'acme-twin-a' (distribution acme-twin-a) and 'acme-twin-b' (distribution "
+        "acme-twin-b) and given to neither: set GENFORGE_DISABLE_PLUGINS=acme-twin-a or GENFORGE_DISABLE_PLUGINS=acme-twin-b"
+    ) in str(err.value)
+    r = invoke("plugins", "--json", env=env)
+    assert (
+        "genforge: sample kind 'widgets' is registered by plugins 'acme-twin-a' (distribution acme-twin-a) and 'acme-twin-b' "
+        "(distribution acme-twin-b): refused for both until one is disabled; set GENFORGE_DISABLE_PLUGINS=acme-twin-a or "
+        "GENFORGE_DISABLE_PLUGINS=acme-twin-b"
+    ) in r.stderr.splitlines()
+    infos = {p["name"]: p for p in json.loads(r.stdout)}
+    for me, other in (("acme-twin-a", "acme-twin-b"), ("acme-twin-b", "acme-twin-a")):
+        assert infos[me]["status"] == "failed" and infos[me]["generators"] == []
+        assert f"command 'twin-hello' is also registered by '{other}' (distribution {other}): refused for both" in "; ".join(
+            infos[me]["conflicts"]
+        )
+    hello = invoke("twin-hello", env=env)
+    assert hello.code != 0 and "hello from" not in hello.stdout
+    run = invoke("run", "twin", "--no-prefect", env=env)
+    assert run.code == 2 and "and given to neither" in run.stderr
+    one = invoke("twin-hello", env={"GENFORGE_PLUGINS": "acme-twin-a"})  # one disabled: the other's name is its own
+    assert one.code == 0 and one.stdout.strip() == "hello from acme-twin-a"
