@@ -19,7 +19,7 @@ import pluggy
 from . import distributed
 from .config import GeneratorConfig, load_spec, parse_override, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
-from .errors import ConfigError, DataError, GenforgeError, LeaseLost, TrainingFailed
+from .errors import ConfigError, DataError, GenforgeError, LeaseLost, TrainingFailed, shorten
 from .kinds import read_as
 from .plugin_manager import call_listeners, evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore, read_jsonl, redact_secrets, unredact
@@ -83,9 +83,9 @@ def give_redacted(run: Run, overrides: list[str] | tuple[str, ...]) -> None:
         for part in path:
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, str) or "<redacted>" not in node:
-            raise ConfigError(f"--set {name}: a resume keeps the run's spec; only a URL recorded redacted can be given again")
+            raise ConfigError(f"--set {shorten(name)}: a resume keeps the run's spec; only a URL recorded redacted can be given again")
         if redact_secrets(str(value)) != node:
-            raise ConfigError(f"--set {name}: the run recorded {node}; give that URL (its credentials or token may be new)")
+            raise ConfigError(f"--set {shorten(name)}: the run recorded {node}; give that URL (its credentials or token may be new)")
 
 
 def create_run(

@@ -357,6 +357,7 @@ def evaluate(
 
     from genforge.core import Reference
     from genforge.core.config import load_spec, spec_model
+    from genforge.core.errors import shown
     from genforge.core.kinds import read_as
     from genforge.core.plugin_manager import datasets, default_reference, evaluators, get_kind
     from genforge.core.runner import evaluate_samples, metrics_record
@@ -377,7 +378,7 @@ def evaluate(
                 if split in files:
                     return files[split]
         listing = ", ".join(f"{n}-{s}" for n, src in found.items() if src.kind == kind for s in src.splits) or "none installed"
-        raise GenforgeError(f"unknown reference {spec!r} for {kind}; use a file or one of: {listing}")
+        raise GenforgeError(f"unknown reference {shown(spec)} for {kind}; use a file or one of: {listing}")
 
     if reference is None:
         default = default_reference(kind)

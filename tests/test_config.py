@@ -91,3 +91,46 @@ def test_evaluator_settings_are_validated_per_evaluator():
         load_spec(model, None, ["evaluate.moment.figure=false"])
     with pytest.raises(ConfigError, match="evaluate.moments.figure"):
         load_spec(model, None, ["evaluate.moments.figure=sometimes"])
+
+
+def test_a_billion_laughs_config_is_refused_in_one_line_naming_the_file(tmp_path):
+    """Nested aliases expand on every print: a config may not use anchors or aliases at all (a 1 KB file, gigabytes expanded)."""
+    bomb = tmp_path / "laughs.yaml"
+    levels = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 6)]  # 10^6 "lol" once expanded
+    bomb.write_text("\n".join(levels) + "\ntrain:\n  betas: *a5\n")
+    assert bomb.stat().st_size < 1024
+    with pytest.raises(ConfigError) as err:
+        load_spec(ToyConfig, bomb)
+    msg = str(err.value)
+    assert len(msg) < 400 and "\n" not in msg, msg[:500]
+    assert msg.startswith(
+        f"config file {str(bomb)!r} is not a spec genforge reads: YAML anchors and aliases (&name, *name) are not accepted"
+    )
+    run_spec = tmp_path / "run"
+    run_spec.mkdir()
+    (run_spec / "spec.yaml").write_text("generator: toy-gaussian\n" + "\n".join(levels) + "\n")
+    from genforge.core import DataError, Run
+
+    with pytest.raises(DataError, match=r"spec.yaml is damaged \(YAML anchors and aliases"):
+        _ = Run(run_spec).spec
+
+
+def test_an_error_quotes_at_most_200_characters_of_a_value(tmp_path):
+    huge = "x" * 100_000
+    with pytest.raises(ConfigError) as err:
+        load_spec(ToyConfig, None, [f"sample.n={huge}"])
+    assert "sample.n" in str(err.value) and len(str(err.value)) < 400 and "…" in str(err.value)
+    with pytest.raises(ConfigError) as err:
+        load_spec(ToyConfig, None, [f"train.{huge}=1"])
+    assert len(str(err.value)) < 1200 and "…" in str(err.value)
+    many = tmp_path / "many.yaml"
+    many.write_text("train:\n  betas: [" + ", ".join(["oops"] * 50_000) + "]\n")
+    with pytest.raises(ConfigError) as err:
+        load_spec(ToyConfig, many)
+    assert "train.betas" in str(err.value) and len(str(err.value)) < 1500
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("train: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nested deeper than 32 levels"):
+        load_spec(ToyConfig, deep)
+    assert parse_override("data.path=*.csv") == (["data", "path"], "*.csv")  # not an alias: the text as given

@@ -31,7 +31,7 @@ import os
 import secrets as _secrets
 from pathlib import Path
 
-from ..errors import RunNotFound
+from ..errors import RunNotFound, shown
 from . import mirror
 from .files import atomic_write_bytes, atomic_write_text, prepared_once, read_jsonl
 from .lease import LEASE_SECONDS, Lease
@@ -125,7 +125,7 @@ class RunStore:
             as_path = Path(run_id).expanduser().resolve()
             if as_path.parent != self.runs.resolve() or not _is_run(as_path):
                 raise RunNotFound(
-                    f"{run_id!r} is not a run folder of this store ({self.runs}); give a run id, or --store for another store"
+                    f"{shown(run_id)} is not a run folder of this store ({self.runs}); give a run id, or --store for another store"
                 )
             run_id = as_path.name
         check_run_id(run_id)

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, DataError, RunBusy, RunGone, RunNotFound
+from ..config import YamlRefused, read_yaml
+from ..errors import ConfigError, DataError, RunBusy, RunGone, RunNotFound, shown
 from . import mirror
 from .files import atomic_write_text
 from .lease import Lease
@@ -43,7 +44,7 @@ def valid_id(run_id: str) -> bool:
 def check_run_id(run_id: str) -> str:
     """A run id is one folder name: letters, digits, '.', '_', '-'; no separators, no '..' (it is joined into paths and URLs)."""
     if not isinstance(run_id, str) or not valid_id(run_id):
-        raise RunNotFound(f"{run_id!r} is not a run id: use letters, digits, '.', '_' and '-' (no path separators or '..')")
+        raise RunNotFound(f"{shown(run_id)} is not a run id: use letters, digits, '.', '_' and '-' (no path separators or '..')")
     return run_id
 
 
@@ -153,10 +154,12 @@ class Run:
         """The resolved spec; a missing, damaged or wrong-shaped spec.yaml is a one-line ``DataError`` naming it."""
         p = self.path / "spec.yaml"
         try:
-            spec = yaml.safe_load(p.read_text())
+            spec = read_yaml(p.read_text())  # no anchors or aliases: a spec edited into a "billion laughs" is refused, not expanded
         except FileNotFoundError:
             raise DataError(f"{p} is missing: the run's spec is gone; restore it (or delete the run folder)") from None
-        except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError) as exc:
+        except YamlRefused as exc:
+            raise DataError(f"{p} is damaged ({exc}); restore it (or delete the run folder)") from None
+        except (UnicodeDecodeError, IsADirectoryError) as exc:
             raise DataError(f"{p} is damaged ({type(exc).__name__}); restore it (or delete the run folder)") from None
         if not isinstance(spec, dict) or not isinstance(spec.get("generator"), str):
             raise DataError(
