@@ -126,7 +126,8 @@ class GeneratorConfig(Section):
 
     ``evaluate`` is not the generator's: it holds one section per evaluator that accepts
     the generator's kind (``evaluate.<evaluator>.<field>``), each validated by that evaluator's
-    ``Config``. ``spec_model`` builds it for the evaluators installed.
+    ``Config``, and the host's own settings (``evaluate.timeout_minutes``, see ``EVALUATE_SETTINGS``).
+    ``spec_model`` builds it for the evaluators installed.
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -134,6 +135,19 @@ class GeneratorConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     evaluate: Section = Field(default_factory=Section)
+
+
+EVALUATE_SETTINGS: dict[str, Any] = {  # the host's settings in the ``evaluate`` section (no evaluator may take these names)
+    "timeout_minutes": (
+        float,
+        Field(
+            30.0,
+            gt=0,
+            description="an evaluator still running after this many minutes is named and skipped like one that failed "
+            "(its metrics are lost; the run goes on)",
+        ),
+    ),
+}
 
 
 def spec_model(config_cls: type[GeneratorConfig], evaluators: list[Any], strict: bool = True) -> type[GeneratorConfig]:
@@ -144,10 +158,11 @@ def spec_model(config_cls: type[GeneratorConfig], evaluators: list[Any], strict:
     """
     from pydantic import create_model
 
-    fields = {
+    fields: dict[str, Any] = {
         ev.name: (ev.Config, Field(default_factory=ev.Config, description=ev.description or f"settings of evaluator {ev.name}"))
         for ev in evaluators
     }
+    fields.update(EVALUATE_SETTINGS)  # the host's own, beside the evaluators' sections
     base = Section if strict else _LenientSection
     evaluate = create_model(f"{config_cls.__name__}Evaluate", __base__=base, **fields)
     extra: dict[str, Any] = {"evaluate": (evaluate, Field(default_factory=evaluate))}

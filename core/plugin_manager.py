@@ -35,7 +35,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .config import GeneratorConfig, Section
+from .config import EVALUATE_SETTINGS, GeneratorConfig, Section
 from .contracts import DataSource, Evaluator, Generator
 from .errors import UnknownNameError
 from .kinds import BUILTIN_KINDS, SampleKind
@@ -43,7 +43,7 @@ from .kinds import BUILTIN_KINDS, SampleKind
 ENTRY_POINT_GROUP = "genforge"
 _manager: pluggy.PluginManager | None = None
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # evaluator names: spec fields and metric-key prefixes
-RESERVED_EVALUATORS = ("training", "samples")  # the host's own sections of a report
+RESERVED_EVALUATORS = ("training", "samples", *EVALUATE_SETTINGS)  # the host's own sections of a report, its settings in `evaluate`
 
 
 def _names(var: str) -> set[str]:

@@ -344,18 +344,23 @@ def evaluate(
         typer.Option(
             "--set",
             "-s",
-            help="an evaluator setting: --set EVALUATOR.FIELD=VALUE, e.g. --set EVALUATOR.enabled=false (repeatable; `genforge plugins` lists evaluators)",
+            help="an evaluator setting: --set EVALUATOR.FIELD=VALUE, e.g. --set EVALUATOR.enabled=false, or --set timeout_minutes=MINUTES "
+            "for every evaluator (default 30) (repeatable; `genforge plugins` lists evaluators)",
         ),
     ] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print every metric as JSON, keyed by name")] = False,
     out: Annotated[
-        Path | None, typer.Option(help="folder for figures and metrics.json (default: a new folder under $GENFORGE_HOME/evaluations)")
+        Path | None,
+        typer.Option(
+            help="folder for figures, metrics.json and plugins.log (what the evaluators printed) (default: a new folder under $GENFORGE_HOME/evaluations)"
+        ),
     ] = None,
 ) -> None:
     """Score any samples of a kind with every evaluator registered for it."""
     import datetime as dt
 
     from genforge.core import Reference
+    from genforge.core.capture import CappedLog
     from genforge.core.config import load_spec, spec_model
     from genforge.core.errors import shown
     from genforge.core.kinds import read_as
@@ -398,7 +403,9 @@ def evaluate(
     samples = Samples(kind, path, read_as(sample_kind, path, "count"))
     report = Report(f"evaluate {path}")
     todo = [(plugin, ev, getattr(settings, ev.name)) for plugin, ev in chosen]
-    timings = evaluate_samples(samples, ref, out, [t for t in todo if t[2].enabled], report)
+    enabled = [t for t in todo if t[2].enabled]
+    plugin_log = CappedLog(out / "plugins.log")  # what the evaluators print, capped: not the terminal
+    timings = evaluate_samples(samples, ref, out, enabled, report, timeout_minutes=settings.timeout_minutes, output=plugin_log)
     record = metrics_record(report, timings)
     (out / "metrics.json").write_text(json.dumps(finite(record), indent=2, default=str, allow_nan=False))
     if as_json:

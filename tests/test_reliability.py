@@ -292,3 +292,108 @@ def test_a_name_two_outside_plugins_register_goes_to_neither_whatever_the_order(
     assert run.code == 2 and "and given to neither" in run.stderr
     one = invoke("twin-hello", env={"GENFORGE_PLUGINS": "acme-twin-a"})  # one disabled: the other's name is its own
     assert one.code == 0 and one.stdout.strip() == "hello from acme-twin-a"
+
+
+# -- bounded work: an evaluator's time and output ------------------------------------------------------------------
+
+NOISY = """
+import sys, threading
+from genforge.core import hookimpl
+from genforge.core.testing.toy import GaussianGenerator, MomentsEvaluator
+
+RELEASE = threading.Event()  # the test lets the hung evaluator go at its end
+
+class Noisy(MomentsEvaluator):
+    name = "noisy"
+
+    def evaluate(self, samples, reference, out_dir, config):
+        for _ in range(20):
+            print("N" * (1 << 20))  # 20 MB in all
+        print("noisy on stderr too", file=sys.stderr)
+        return super().evaluate(samples, reference, out_dir, config)
+
+class Hung(MomentsEvaluator):
+    name = "hung"
+
+    def evaluate(self, samples, reference, out_dir, config):
+        print("hung: waiting forever")
+        RELEASE.wait(120)
+        return super().evaluate(samples, reference, out_dir, config)
+
+class Chatty(GaussianGenerator):
+    name = "toy-chatty"
+
+    def sample(self, checkpoint, config, run):
+        print("CHATTY " * 1000)
+        return super().sample(checkpoint, config, run)
+
+@hookimpl
+def genforge_evaluators():
+    return [Noisy(), Hung()]
+
+@hookimpl
+def genforge_generators():
+    return [Chatty]
+"""
+
+
+@pytest.fixture
+def noisy(toy_dist, tmp_path_factory, monkeypatch):
+    from helpers.fake_dist import install
+
+    site = install(tmp_path_factory.mktemp("noisy"), "acme-noisy", "acme_noisy", NOISY)
+    monkeypatch.syspath_prepend(str(site))
+    if "acme_noisy" in sys.modules:  # imported by an earlier test, whose end let its hung evaluator go
+        sys.modules["acme_noisy"].RELEASE.clear()
+    yield {"GENFORGE_PLUGINS": "toy,acme-noisy"}
+    if "acme_noisy" in sys.modules:
+        sys.modules["acme_noisy"].RELEASE.set()
+
+
+def test_a_hung_evaluator_is_skipped_at_its_deadline_and_what_evaluators_print_goes_to_a_capped_log(genforge_home, noisy):
+    from genforge.core.capture import LOG_CAP
+    from genforge.flows.cli import invoke
+
+    t0 = time.monotonic()
+    args = ["--set", "train.max_steps=5", "--set", "sample.n=20", "--set", "evaluate.timeout_minutes=0.05"]
+    r = invoke("run", "toy-chatty", "--no-prefect", *args, env=noisy)
+    assert r.code == 0, r.stderr[-2000:]
+    assert time.monotonic() - t0 < 60  # 3 s for the hung one, not its 120
+    assert len(r.stdout) + len(r.stderr) < 100_000 and "NNNN" not in r.stdout + r.stderr and "CHATTY" not in r.stdout
+    run = next((genforge_home / "runs").iterdir())
+    log = run / "logs" / "plugins.log"
+    text = log.read_text()
+    assert log.stat().st_size <= LOG_CAP
+    assert "CHATTY CHATTY" in text and "== generator 'toy-chatty' sample ==" in text and "hung: waiting forever" in text
+    assert (
+        "bytes evaluator 'noisy' of plugin 'acme-noisy' wrote were cut: this log keeps at most 262,144 bytes of each and 1,048,576 in all]"
+        in text
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    by_name = {e["evaluator"]: e for e in metrics["evaluations"]}
+    assert by_name["hung"]["error"] == "timed out after 0.05 minutes" and by_name["hung"]["metrics"] == []
+    assert by_name["noisy"]["metrics"] and by_name["moments"]["metrics"] and by_name["noisy"]["error"] is None
+    note = (
+        "evaluator 'hung' of plugin 'acme-noisy' did not finish on vectors within 0.05 minutes (evaluate.timeout_minutes) and was skipped"
+    )
+    assert any(n.startswith(note) for n in metrics["notes"]) and note in r.stdout  # the summary names it
+    assert "noisy: it printed 20,971,560 bytes; plugins.log keeps the first 262,144" in metrics["notes"]
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def test_genforge_evaluate_takes_the_deadline_and_keeps_the_evaluators_output_in_its_folder(genforge_home, noisy, tmp_path):
+    import numpy as np
+
+    from genforge.core.capture import LOG_CAP
+    from genforge.flows.cli import invoke
+
+    vectors = tmp_path / "v.npy"
+    np.save(vectors, np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32))
+    out = tmp_path / "eval"
+    r = invoke("evaluate", "vectors", str(vectors), "--reference", str(vectors), "--out", str(out), "--json",
+               "--set", "timeout_minutes=0.02", env=noisy)  # fmt: skip
+    assert r.code == 0, r.stderr[-2000:]
+    assert len(r.stdout) + len(r.stderr) < 100_000 and "NNNN" not in r.stdout + r.stderr
+    assert "moments.mean_abs_error" in json.loads(r.stdout)
+    assert "evaluator 'hung' of plugin 'acme-noisy' did not finish on vectors within 0.02 minutes" in r.stderr
+    assert (out / "plugins.log").stat().st_size <= LOG_CAP and "were cut" in (out / "plugins.log").read_text()

@@ -10,6 +10,7 @@
         samples/           the samples, in their kind's format
         samples.json       kind, path, count, seconds, samples per second, generator details
         logs/train.jsonl   one line per progress event
+        logs/plugins.log   what the generator's steps and the evaluators printed (capped; genforge.core.capture)
         metrics.json       every metric, by evaluator
         figures/           PNG files, one folder per evaluator (and training/, samples/)
         report.md          the human-readable report
