@@ -137,7 +137,7 @@ class Steps:
         self.config: GeneratorConfig = model.model_validate(sections)
         self.info = RunInfo(self.run.id, spec["generator"], self.run.path)
         self._listener_failures: set[tuple[str, str]] = set()
-        self.plugin_log = CappedLog(self.run.path / PLUGIN_LOG)  # what the generator's steps and the evaluators print
+        self.plugin_log = CappedLog(self.run.writable(PLUGIN_LOG))  # what the generator's steps and the evaluators print
         for field in [k for k, v in evaluate.items() if not isinstance(v, dict) and k not in EVALUATE_SETTINGS]:
             note = (
                 f"evaluate.{field} in this run's spec is no evaluator's section and is ignored; an evaluator's settings are "
@@ -171,7 +171,7 @@ class Steps:
             log.debug("listener %s of %s failed", hook, plugin, exc_info=exc)
             try:
                 add_note(self.run, note)
-            except OSError:  # the note is a courtesy; the run's own files come first
+            except (OSError, GenforgeError):  # the note is a courtesy; the run's own files come first
                 log.debug("could not record the note", exc_info=True)
 
     def started(self) -> None:
@@ -243,6 +243,7 @@ class Steps:
 
     def _train(self, data: PreparedData | None = None) -> Checkpoint:
         data = data or self.prepared()
+        self.run.writable("checkpoints")  # the engine writes there: not through a link
         trainer = Trainer(
             self.config.train,
             self.run.path,
@@ -295,7 +296,7 @@ class Steps:
     def _progress(self, step: int, total: int | None, metrics: dict[str, float]) -> None:
         self.run.check_lease()  # a lease another machine took stops training here, at the engine's next progress event
         self.run.set_status("running", step=step, train_total=total, train_metrics=metrics)
-        log = self.run.path / "logs" / "train.jsonl"
+        log = self.run.writable("logs/train.jsonl")
         log.parent.mkdir(exist_ok=True)
         with open(log, "a") as fh:  # appended: a resumed run continues the same curve
             fh.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
@@ -308,6 +309,7 @@ class Steps:
         return Checkpoint(self.run.path / d["path"], d["step"])
 
     def sample(self, checkpoint: Checkpoint | None = None) -> Samples:
+        self.run.writable("samples")  # the generator writes there: not through a link
         t0 = time.perf_counter()
         self.run.progress_listener = self._step_progress
         try:
@@ -344,6 +346,7 @@ class Steps:
         """
         samples = samples or self.samples()
         data = data or self.prepared()
+        self.run.writable("figures")  # the evaluators write there: not through a link
         reference = self.generator.reference(data, self.config)
         report = Report(self.run.id)
         from .report import training_curve, write_report
@@ -408,7 +411,7 @@ def add_note(run: Run, note: str) -> bool:
 
     False when the run has it already (each step of a run may find the same thing).
     """
-    path = run.path / NOTES
+    path = run.writable(NOTES)
     if note in run_notes(run):
         return False
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -397,3 +397,78 @@ def test_genforge_evaluate_takes_the_deadline_and_keeps_the_evaluators_output_in
     assert "moments.mean_abs_error" in json.loads(r.stdout)
     assert "evaluator 'hung' of plugin 'acme-noisy' did not finish on vectors within 0.02 minutes" in r.stderr
     assert (out / "plugins.log").stat().st_size <= LOG_CAP and "were cut" in (out / "plugins.log").read_text()
+
+
+# -- the store writes only inside itself -----------------------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_folder_that_is_a_link_out_of_the_store_is_refused_before_anything_is_written(genforge_home, genforge_pm, tmp_path):
+    from genforge.core import RunStore
+    from genforge.flows.cli import invoke
+
+    pm = genforge_pm(ToyPlugin())
+    real = quick_run("toy-gaussian", SPEC, pm)
+    outside = tmp_path / "outside"
+    shutil.copytree(real.path, outside)  # a run's files, outside the store
+    before = _tree(outside)
+    link = genforge_home / "runs" / "linked-run"
+    link.symlink_to(outside)
+    message = f"{link} is a symbolic link (to {outside}): genforge writes only inside its store, never through a link"
+    with pytest.raises(DataError, match="is a symbolic link") as err:
+        RunStore().get("linked-run")
+    assert str(err.value).startswith(message)
+    with pytest.raises(DataError, match="is a symbolic link"):
+        RunStore().create("toy-gaussian", "linked-run")
+    from genforge.core import Run
+
+    with pytest.raises(DataError, match="is a symbolic link"):
+        Run(link).set_status("running")
+    with pytest.raises(DataError, match="is a symbolic link"):
+        with Run(link).lock("run"):
+            pass
+    r = invoke("resume", "linked-run", "--no-prefect")
+    assert r.code == 2 and r.stderr.startswith(f"error: {message}") and len(r.stderr.splitlines()) == 1
+    assert [run.id for run in RunStore().all()] == [real.id]  # listed as no run of this store
+    assert _tree(outside) == before  # no status, lock, metrics or marker written through the link
+
+    inside = real.path / "logs"  # a folder inside a run, linked out: its writes are refused too
+    shutil.rmtree(inside)
+    (tmp_path / "logs-elsewhere").mkdir()
+    inside.symlink_to(tmp_path / "logs-elsewhere")
+    with pytest.raises(DataError, match="logs is a symbolic link"):
+        Steps(real, pm)
+    assert list((tmp_path / "logs-elsewhere").iterdir()) == []
+
+
+def test_a_runs_or_cache_folder_that_is_a_link_is_refused_before_anything_is_written(genforge_home, genforge_pm, tmp_path):
+    from genforge.core import RunStore
+
+    pm = genforge_pm(ToyPlugin())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    genforge_home.mkdir(parents=True)
+    (genforge_home / "runs").symlink_to(elsewhere)
+    with pytest.raises(DataError, match=r"genforge-home/runs is a symbolic link"):
+        create_run("toy-gaussian", spec=SPEC, pm=pm)
+    with pytest.raises(DataError, match=r"genforge-home/runs is a symbolic link"):
+        RunStore().all()
+    assert list(elsewhere.iterdir()) == []
+    (genforge_home / "runs").unlink()
+
+    (genforge_home / "cache").symlink_to(elsewhere)  # the prepared-data cache
+    run = create_run("toy-gaussian", spec=SPEC, pm=pm)
+    with pytest.raises(DataError, match=r"genforge-home/cache is a symbolic link"):
+        Steps(run, pm).prepare()
+    assert list(elsewhere.iterdir()) == []
+    (genforge_home / "cache").unlink()
+    prepared = Steps(run, pm).prepare()  # one prepared folder linked out: the same
+    folder = Path(prepared.path)
+    shutil.rmtree(folder)
+    folder.symlink_to(elsewhere)
+    with pytest.raises(DataError, match=f"{folder.name} is a symbolic link"):
+        Steps(create_run("toy-gaussian", spec=SPEC, pm=pm), pm).prepare()
+    assert list(elsewhere.iterdir()) == []

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..errors import RunNotFound, shown
 from . import mirror
-from .files import atomic_write_bytes, atomic_write_text, prepared_once, read_jsonl
+from .files import atomic_write_bytes, atomic_write_text, prepared_once, read_jsonl, refuse_links
 from .lease import LEASE_SECONDS, Lease
 from .mirror import filesystem, home, is_url, mirror_dir, set_storage_options, store_root
 from .run import Run, check_run_id, valid_id
@@ -54,6 +54,7 @@ __all__ = [
     "mirror_dir",
     "prepared_once",
     "read_jsonl",
+    "refuse_links",
     "redact_secrets",
     "redact_url",
     "remember_store",
@@ -79,8 +80,9 @@ class RunStore:
         return redact_url(self.url) if self.url else str(self.root)
 
     def _run(self, run_id: str) -> Run:
+        """A run of this store by id: its folder is ``runs/<id>``, and neither is a symbolic link (refused before anything is written)."""
         check_run_id(run_id)
-        return Run(self.runs / run_id, f"{self.url}/runs/{run_id}" if self.url else None)
+        return Run(refuse_links(self.runs / run_id, self.root), f"{self.url}/runs/{run_id}" if self.url else None)
 
     def create(self, generator: str, run_id: str | None = None) -> Run:
         """A new run folder; ``run_id`` (e.g. derived from an orchestrator's run) must be new."""
@@ -111,7 +113,9 @@ class RunStore:
                     self._run(run_id).pull("spec.yaml", "status.json")
         if not self.runs.exists():
             return []
-        runs = [self._run(p.name) for p in self.runs.iterdir() if valid_id(p.name) and _is_run(p)]
+        refuse_links(self.runs, self.root)
+        # A run folder that is a link is no run of this store: left out here, and refused by name (get).
+        runs = [self._run(p.name) for p in self.runs.iterdir() if valid_id(p.name) and not p.is_symlink() and _is_run(p)]
         return sorted(runs, key=lambda r: (str(r.status.get("created", "")), r.id))
 
     def get(self, run_id: str) -> Run:

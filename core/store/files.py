@@ -11,6 +11,38 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import DataError
+
+
+def refuse_links(path: Path, root: Path | None = None) -> Path:
+    """``path``, unless it or a folder on the way to it from ``root`` (not ``root`` itself) is a symbolic link: then a one-line ``DataError`` naming the link.
+
+    The store writes only inside itself: a run, cache or model folder that is a link (``runs/x ->
+    /etc``, ``cache -> /mnt/elsewhere``) would have metrics, status files and locks land wherever it
+    points. The check is by name, not resolved, so ``root`` itself may be a link (``~/.genforge ->
+    /data/genforge``). ``root`` None, or not above ``path``: ``path`` and its parent folder are checked.
+    """
+    path = Path(path)
+    try:
+        parts = path.relative_to(root).parts if root is not None else None
+    except ValueError:
+        parts = None
+    if parts is None:
+        root, parts = path.parent.parent, path.parts[-2:]
+    here = Path(root)
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            try:
+                target = os.readlink(here)
+            except OSError:
+                target = "?"
+            raise DataError(
+                f"{here} is a symbolic link (to {target}): genforge writes only inside its store, never through a link; "
+                "remove the link, or point GENFORGE_HOME (--store) at the store it belongs to"
+            )
+    return path
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename: never half-written."""
@@ -86,7 +118,9 @@ def prepared_once(out: Path, write: Callable[[Path], dict], stats_name: str = "s
     """
     import fcntl
 
-    out = Path(out)
+    from .mirror import home
+
+    out = refuse_links(Path(out), home())  # before anything is read or written there
     stats = _verified(out, stats_name)
     if stats is not None:
         return stats, "hit"

@@ -17,7 +17,7 @@ import yaml
 from ..config import YamlRefused, read_yaml
 from ..errors import ConfigError, DataError, RunBusy, RunGone, RunNotFound, shown
 from . import mirror
-from .files import atomic_write_text
+from .files import atomic_write_text, refuse_links
 from .lease import Lease
 from .secrets import redact_secrets, remember_store, unredact
 
@@ -95,7 +95,7 @@ class Run:
 
     def _mark_remote(self) -> None:
         if self.remote:
-            (self.path / REMOTE_MARKER).write_text(redact_secrets(self.remote))
+            self.writable(REMOTE_MARKER).write_text(redact_secrets(self.remote))
 
     # -- locations ----------------------------------------------------------------
     @property
@@ -137,14 +137,22 @@ class Run:
             )
         return value
 
-    def _writable(self) -> None:
+    @property
+    def store_root(self) -> Path:
+        """The local root of the store this run's folder is in (``<root>/runs/<id>``; a folder elsewhere: its parent)."""
+        return self.path.parent.parent if self.path.parent.name == "runs" else self.path.parent
+
+    def writable(self, name: str = "") -> Path:
+        """``path/name``, to be written: refused (``DataError``) if the run folder, ``runs/`` or a folder inside the run on the
+        way to ``name`` is a symbolic link; ``RunGone`` if the run folder is gone."""
+        target = refuse_links(self.path / name, self.store_root) if name else refuse_links(self.path, self.store_root)
         if not self.path.is_dir():  # deleted while the run executed: never recreated as an orphan
             raise RunGone(f"the run folder {self.path} was deleted while the run executed; it stopped (nothing was recreated)")
+        return target
 
     def write_json(self, name: str, obj: Any) -> Path:
         """Written whole; a NaN or infinite number is written as null (JSON has neither)."""
-        self._writable()
-        p = self.path / name
+        p = self.writable(name)
         atomic_write_text(p, json.dumps(finite(obj), indent=2, default=str, allow_nan=False) + "\n")
         self.push(name)
         return p
@@ -170,7 +178,7 @@ class Run:
     def write_spec(self, generator: str, config: dict[str, Any]) -> None:
         """spec.yaml: URLs recorded without credentials or query strings (see ``redact_secrets``)."""
         spec = redact_secrets({"generator": generator, **config})
-        atomic_write_text(self.path / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
+        atomic_write_text(self.writable("spec.yaml"), yaml.safe_dump(spec, sort_keys=False))
         self.push("spec.yaml")
 
     @property
@@ -227,7 +235,7 @@ class Run:
         return None
 
     def set_status(self, state: str, **extra: Any) -> None:
-        self._writable()
+        self.writable("status.json")
         try:
             status = self.read_json("status.json", {"state": "created"})
         except DataError:  # rewritten whole below
@@ -278,9 +286,10 @@ class Run:
             finally:
                 held[1] -= 1
             return
+        refuse_links(self.path, self.store_root)  # before the folder or its lock file is made
         self.path.mkdir(parents=True, exist_ok=True)
         try:
-            fh = open(self.path / ".lock", "a+")
+            fh = open(self.writable(".lock"), "a+")
         except IsADirectoryError:
             raise DataError(f"{self.path / '.lock'} is a folder where genforge keeps the run's lock file; remove it") from None
         try:
