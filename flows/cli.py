@@ -656,19 +656,25 @@ def _terminated(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The console entry point (``argv``: the arguments, default ``sys.argv[1:]``); errors a user can cause are one line."""
+    from genforge.core.store import redact_text  # an error may quote a URL with its token: printed redacted
+
     try:
         add_plugin_commands()
         app(args=argv, prog_name="genforge")
     except GenforgeError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(redact_text(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except FileNotFoundError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(redact_text(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as exc:  # the error boundary: one line, what to do; GENFORGE_DEBUG=1 shows the traceback
         if os.environ.get("GENFORGE_DEBUG", "") not in ("", "0"):
             raise
-        err.print(f"[red]error:[/] {escape(describe_error(exc))} (GENFORGE_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
+        err.print(
+            f"[red]error:[/] {escape(redact_text(describe_error(exc)))} (GENFORGE_DEBUG=1 shows the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)
 
 

@@ -38,7 +38,7 @@ from .files import atomic_write_bytes, atomic_write_text, prepared_once, read_js
 from .lease import LEASE_SECONDS, Lease
 from .mirror import filesystem, home, is_url, mirror_dir, set_storage_options, store_root
 from .run import Run, check_run_id, valid_id
-from .secrets import _stores, _unredacted, redact_secrets, redact_url, remember_store, unredact  # noqa: F401 (_stores, _unredacted: tests)
+from .secrets import _stores, _unredacted, redact_secrets, redact_text, redact_url, remember_store, unredact  # noqa: F401 (_stores, _unredacted: tests)
 
 __all__ = [
     "LEASE_SECONDS",
@@ -56,6 +56,7 @@ __all__ = [
     "read_jsonl",
     "refuse_links",
     "redact_secrets",
+    "redact_text",
     "redact_url",
     "remember_store",
     "set_storage_options",

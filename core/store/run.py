@@ -19,7 +19,7 @@ from ..errors import ConfigError, DataError, RunBusy, RunGone, RunNotFound, show
 from . import mirror
 from .files import atomic_write_text, refuse_links
 from .lease import Lease
-from .secrets import redact_secrets, remember_store, unredact
+from .secrets import redact_secrets, redact_text, remember_store, unredact
 
 REMOTE_MARKER = ".remote"  # in a mirrored run folder: the run's URL
 _held_locks: dict[str, list] = {}  # run folder -> [open lock file, depth, lease or None], for this process
@@ -241,6 +241,8 @@ class Run:
         except DataError:  # rewritten whole below
             status = {}
         changed = status.get("state") != state
+        if "error" in extra:  # an error's text may quote a URL with its token: recorded redacted
+            extra["error"] = redact_text(str(extra["error"]))
         status.update(state=state, updated=dt.datetime.now(dt.UTC).isoformat(), **extra)
         status.pop("recorded", None)
         if state not in ("failed", "interrupted"):
