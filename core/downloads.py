@@ -7,7 +7,6 @@ import http.client
 import json
 import os
 import re
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -35,7 +34,7 @@ def fetch(path_or_url: str, cache: Path, max_mb: float | None = None) -> Path:
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache)
+    fd, tmp = store.temp_file(target)
     digest, size = hashlib.sha256(), 0
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(path_or_url, timeout=60) as resp:

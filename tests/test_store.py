@@ -299,3 +299,34 @@ def test_a_store_without_atomic_create_is_said_once(tmp_path, caplog):
             lease.release()
     lines = [r.getMessage() for r in caplog.records if "atomic create-if-absent" in r.getMessage()]
     assert len(lines) == 1 and "memory://" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "folder_mode"),
+    [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)],
+    ids=["umask-022", "umask-077", "umask-002"],
+)
+def test_files_the_store_writes_follow_the_umask(tmp_path, genforge_pm, monkeypatch, umask, file_mode, folder_mode):
+    """A team's shared store (umask 0o002 or 0o022) can read what genforge writes; a private umask keeps it private."""
+    import os
+    import stat
+
+    from genforge.core.store import atomic_write_text, prepared_once
+
+    monkeypatch.setenv("GENFORGE_HOME", str(tmp_path / "store"))
+
+    def prepare(folder):
+        (folder / "stats.json").write_text("{}")
+        return {}
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        prepared_once(tmp_path / "store" / "cache" / "x", prepare)
+        run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == file_mode
+    assert stat.S_IMODE((tmp_path / "store" / "cache" / "x").stat().st_mode) == folder_mode
+    for name in ("spec.yaml", "status.json", "versions.json"):
+        assert stat.S_IMODE((run.path / name).stat().st_mode) == file_mode, name

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,11 +45,46 @@ def refuse_links(path: Path, root: Path | None = None) -> Path:
     return path
 
 
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux's /proc), else set and put back at once."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:  # for that instant a file another thread creates is private (0o077), never more open than asked
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def temp_file(path: Path) -> tuple[int, str]:
+    """A temporary file beside ``path`` (``.name.XXXX.tmp``), open, with the permissions an ordinary new file gets: 0o666 less the umask.
+
+    ``tempfile.mkstemp`` makes it 0o600 whatever the umask, and ``os.replace`` keeps that: on a
+    store a team shares (umask 0o002 or 0o022) no one else could read a run's files.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fd, tmp
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: never half-written."""
+    """Write to a temporary file in the same folder, fsync, then rename: never half-written; its mode follows the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -139,6 +175,7 @@ def prepared_once(out: Path, write: Callable[[Path], dict], stats_name: str = "s
             shutil.rmtree(aside, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
         try:
+            tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0o700 would keep a shared cache from the team
             stats = write(tmp)
             write_manifest(tmp)
             tmp.replace(out)
