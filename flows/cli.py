@@ -72,6 +72,10 @@ class CliProgress:
                 TextColumn("step {task.fields[step]}  loss {task.fields[loss]:.4f}"),
                 TimeElapsedColumn(),
                 console=console,
+                # rich would replace sys.stdout to print above the bar: then its redraws, made in the training thread, would
+                # land in the run's plugins.log with what the plugin prints (genforge.core.capture), not on the terminal
+                redirect_stdout=False,
+                redirect_stderr=False,
             )
             self.progress.start()
             self.task = self.progress.add_task("train", total=100, step=step, loss=headline_loss(metrics))
@@ -84,7 +88,15 @@ class CliProgress:
         if self.sampling is None:
             self.stop()
             of = "{task.completed:,.0f} of {task.total:,.0f}" if total else "{task.completed:,.0f}"
-            self.sampling = Progress(TextColumn(f"[bold]{stage}"), BarColumn(), TextColumn(of), TimeElapsedColumn(), console=console)
+            self.sampling = Progress(
+                TextColumn(f"[bold]{stage}"),
+                BarColumn(),
+                TextColumn(of),
+                TimeElapsedColumn(),
+                console=console,
+                redirect_stdout=False,  # as above
+                redirect_stderr=False,
+            )
             self.sampling.start()
             self.sampling_task = self.sampling.add_task(stage, total=total or None)
         self.sampling.update(self.sampling_task, completed=done)
