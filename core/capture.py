@@ -113,14 +113,17 @@ class _Router:
         return self.sections.get(threading.get_ident(), self.default)
 
     def write(self, text: str) -> int:
-        return self._target().write(text)
+        target = self._target()
+        return len(text) if target is None else target.write(text)  # no stream at all (pythonw): as print would, nothing
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
             self.write(line)
 
     def flush(self) -> None:
-        self._target().flush()
+        target = self._target()
+        if target is not None:
+            target.flush()
 
     def isatty(self) -> bool:
         target = self._target()
