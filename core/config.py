@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ConfigError
+from .errors import ConfigError, shorten, shown
 
 
 class Section(BaseModel):
@@ -126,7 +126,8 @@ class GeneratorConfig(Section):
 
     ``evaluate`` is not the generator's: it holds one section per evaluator that accepts
     the generator's kind (``evaluate.<evaluator>.<field>``), each validated by that evaluator's
-    ``Config``. ``spec_model`` builds it for the evaluators installed.
+    ``Config``, and the host's own settings (``evaluate.timeout_minutes``, see ``EVALUATE_SETTINGS``).
+    ``spec_model`` builds it for the evaluators installed.
     """
 
     data: DataConfig = Field(default_factory=DataConfig)
@@ -134,6 +135,19 @@ class GeneratorConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     evaluate: Section = Field(default_factory=Section)
+
+
+EVALUATE_SETTINGS: dict[str, Any] = {  # the host's settings in the ``evaluate`` section (no evaluator may take these names)
+    "timeout_minutes": (
+        float,
+        Field(
+            30.0,
+            gt=0,
+            description="an evaluator still running after this many minutes is named and skipped like one that failed "
+            "(its metrics are lost; the run goes on)",
+        ),
+    ),
+}
 
 
 def spec_model(config_cls: type[GeneratorConfig], evaluators: list[Any], strict: bool = True) -> type[GeneratorConfig]:
@@ -144,10 +158,11 @@ def spec_model(config_cls: type[GeneratorConfig], evaluators: list[Any], strict:
     """
     from pydantic import create_model
 
-    fields = {
+    fields: dict[str, Any] = {
         ev.name: (ev.Config, Field(default_factory=ev.Config, description=ev.description or f"settings of evaluator {ev.name}"))
         for ev in evaluators
     }
+    fields.update(EVALUATE_SETTINGS)  # the host's own, beside the evaluators' sections
     base = Section if strict else _LenientSection
     evaluate = create_model(f"{config_cls.__name__}Evaluate", __base__=base, **fields)
     extra: dict[str, Any] = {"evaluate": (evaluate, Field(default_factory=evaluate))}
@@ -165,17 +180,81 @@ class _LenientSection(Section):
 # -- reading specs ---------------------------------------------------------------------
 
 
+MAX_DEPTH = 32  # levels of nesting a spec may have: deeper is no spec, and would exhaust the stack on the way
+
+
+class YamlRefused(ValueError):
+    """YAML genforge does not read: anchors or aliases, nesting deeper than ``MAX_DEPTH``, or not YAML at all (one line)."""
+
+
+class _PlainLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing anchors and aliases.
+
+    An alias is cheap to load (the node is shared) but expands on every walk or print of the value:
+    a 1 KB "billion laughs" document of nested aliases becomes gigabytes in an error message that
+    quotes it. A spec has no need of them, so a user's YAML may not use them at all.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:  # an anchor (&name) or an alias (*name)
+            mark = event.start_mark
+            raise YamlRefused(
+                f"YAML anchors and aliases (&name, *name) are not accepted (line {mark.line + 1}, column {mark.column + 1}); "
+                "write the values out in full"
+            )
+        return super().compose_node(parent, index)
+
+
+def read_yaml(text: str) -> Any:
+    """A user's YAML (a config file, a ``--set`` value), as plain data; ``YamlRefused`` (one line) for anything else.
+
+    Refused: anchors and aliases (see ``_PlainLoader``), nesting deeper than ``MAX_DEPTH``, and what
+    is not YAML (the parser's message, on one line).
+    """
+    try:
+        value = yaml.load(text, Loader=_PlainLoader)  # a SafeLoader that refuses aliases
+    except YamlRefused:
+        raise
+    except yaml.MarkedYAMLError as exc:
+        where = f" at line {exc.problem_mark.line + 1}, column {exc.problem_mark.column + 1}" if exc.problem_mark else ""
+        raise YamlRefused(f"{shorten(exc.problem or exc.context or type(exc).__name__)}{where}") from None
+    except RecursionError:
+        raise YamlRefused(f"it is nested deeper than {MAX_DEPTH} levels") from None
+    except Exception as exc:  # (the parser on a user's text: a bad date, a bad !!tag, bytes it cannot read)
+        raise YamlRefused(shorten(f"{type(exc).__name__}: {exc}")) from None
+    _check_depth(value)
+    return value
+
+
+def _check_depth(value: Any) -> None:
+    todo = [(value, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            raise YamlRefused(f"it is nested deeper than {MAX_DEPTH} levels")
+        if isinstance(node, dict):
+            todo += [(v, depth + 1) for v in node.values()]
+        elif isinstance(node, (list, tuple, set)):
+            todo += [(v, depth + 1) for v in node]
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """``train.max_steps=200`` -> (["train", "max_steps"], 200). Values are read as YAML."""
+    """``train.max_steps=200`` -> (["train", "max_steps"], 200). Values are read as YAML; text that is not plain YAML is kept as text.
+
+    (``--set data.path=*.csv`` is the text ``*.csv``, not an alias.)
+    """
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key=value, e.g. train.max_steps=200")
+        raise ConfigError(f"--set {shown(text)}: expected key=value, e.g. train.max_steps=200")
     key, _, raw = text.partition("=")
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text!r}: the key must be a dotted field name such as train.max_steps")
+        raise ConfigError(f"--set {shown(text)}: the key must be a dotted field name such as train.max_steps")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = read_yaml(raw) if raw.strip() else ""
+    except YamlRefused as exc:
+        if "nested deeper" in str(exc):
+            raise ConfigError(f"--set {shorten(key)}: the value is {exc}") from None
         value = raw
     return key.split("."), value
 
@@ -205,11 +284,11 @@ def _check_path(config_cls: type[BaseModel], path: list[str]) -> None:
     while depth < len(path):
         part = path[depth]
         if model is None:
-            raise ConfigError(f"unknown field {'.'.join(path)!r}: {'.'.join(path[:depth])} takes a value, not fields")
+            raise ConfigError(f"unknown field {shown('.'.join(path))}: {shorten('.'.join(path[:depth]))} takes a value, not fields")
         fields = _model_fields(model)
         if part not in fields:
-            where = ".".join(path[:depth]) or "the spec"
-            raise ConfigError(f"unknown field {'.'.join(path)!r}; {where} has: {', '.join(fields)}")
+            where = shorten(".".join(path[:depth])) or "the spec"
+            raise ConfigError(f"unknown field {shown('.'.join(path))}; {where} has: {', '.join(fields)}")
         annotation = fields[part].annotation
         if typing.get_origin(annotation) is dict:
             model = _section_type(typing.get_args(annotation)[1])
@@ -233,24 +312,30 @@ def apply_override(tree: dict[str, Any], path: list[str], value: Any) -> None:
 
 
 def _describe_error(err: dict[str, Any]) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
-    msg = err["msg"].removeprefix("Value error, ")
+    """One validation error in a user's words; every part that comes from the user (field names, the value) cut short."""
+    loc = shorten(".".join(str(p) for p in err["loc"]))
+    msg = shorten(err["msg"].removeprefix("Value error, "))
     ctx = err.get("ctx") or {}
     if err["type"] == "literal_error" and "expected" in ctx:
         msg = f"must be one of {ctx['expected']}"
     if err["type"] == "extra_forbidden":
         msg = "is not a field"
     got = err.get("input")
-    shown = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"{loc}: {msg}{shown}"
+    quoted = "" if isinstance(got, dict) else f" (got {shown(got)})"
+    return f"{loc}: {msg}{quoted}"
+
+
+MAX_ERRORS = 5  # validation errors a message names; the rest are counted
 
 
 def validate_spec(config_cls: type[GeneratorConfig], tree: dict[str, Any]) -> GeneratorConfig:
     try:
         return config_cls.model_validate(tree)
     except ValidationError as exc:
-        errors = [_describe_error(e) for e in exc.errors()]
-        raise ConfigError("invalid spec: " + "; ".join(errors)) from None
+        found = exc.errors()
+        errors = [_describe_error(e) for e in found[:MAX_ERRORS]]
+        more = f"; and {len(found) - MAX_ERRORS} more" if len(found) > MAX_ERRORS else ""
+        raise ConfigError("invalid spec: " + "; ".join(errors) + more) from None
 
 
 def load_spec(
@@ -269,13 +354,15 @@ def load_spec(
     if path is not None:
         path = Path(path)
         if not path.exists():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
+            raise ConfigError(f"config file {shown(str(path))} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {exc}") from None
+            loaded = read_yaml(path.read_text()) or {}
+        except YamlRefused as exc:
+            raise ConfigError(f"config file {shown(str(path))} is not a spec genforge reads: {exc}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {shown(str(path))} cannot be read: {shorten(exc)}") from None
         if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections (data, model, train, sample, evaluate)")
+            raise ConfigError(f"config file {shown(str(path))} must hold a mapping of sections (data, model, train, sample, evaluate)")
         loaded.pop("generator", None)
         tree = _merge(tree, loaded)
     for text in overrides:

@@ -6,13 +6,13 @@ import hashlib
 import http.client
 import json
 import os
-import tempfile
+import re
 import urllib.request
 from pathlib import Path
 
 from . import store
 from .errors import DataError
-from .store import redact_url
+from .store import redact_text, redact_url
 
 MAX_DOWNLOAD_MB = float(os.environ.get("GENFORGE_MAX_DOWNLOAD_MB", "4096"))
 
@@ -28,12 +28,13 @@ def fetch(path_or_url: str, cache: Path, max_mb: float | None = None) -> Path:
         return Path(path_or_url).expanduser()
     limit = int((max_mb if max_mb is not None else MAX_DOWNLOAD_MB) * 2**20)
     key = hashlib.sha256(path_or_url.encode()).hexdigest()[:16]
-    name = path_or_url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
+    # the file's name from the path alone: a query, a fragment or ;parameters may hold a token (never in a file name)
+    name = re.split(r"[?#;]", path_or_url, maxsplit=1)[0].rstrip("/").rsplit("/", 1)[-1] or "download"
     target = cache / f"{key}-{name}"
     if target.exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=cache)
+    fd, tmp = store.temp_file(target)
     digest, size = hashlib.sha256(), 0
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(path_or_url, timeout=60) as resp:
@@ -47,7 +48,7 @@ def fetch(path_or_url: str, cache: Path, max_mb: float | None = None) -> Path:
                 out.write(chunk)
         os.replace(tmp, target)
     except (OSError, http.client.HTTPException, ValueError) as exc:  # network, a cut-off body, a malformed URL
-        raise DataError(f"cannot fetch {redact_url(path_or_url)}: {type(exc).__name__}: {exc}") from None
+        raise DataError(f"cannot fetch {redact_url(path_or_url)}: {type(exc).__name__}: {redact_text(str(exc))}") from None
     finally:
         Path(tmp).unlink(missing_ok=True)
     store.atomic_write_text(

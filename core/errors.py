@@ -2,6 +2,31 @@
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+QUOTE_LIMIT = 200  # characters of a user's value an error message quotes
+
+
+def shown(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for a message, at most ``limit`` characters ("…" marks a cut).
+
+    Never builds the whole repr of a big value first (``reprlib`` stops at a few items and levels):
+    a message quoting a user's 20 MB string or deeply nested list stays one short line.
+    """
+    if isinstance(value, str):
+        return shorten(repr(value[: limit + 1]), limit)
+    r = reprlib.Repr()
+    r.maxstring, r.maxother = 60, limit  # reprlib cuts the middle of what it shortens ('ab...yz')
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset, r.maxfrozenset, r.maxdeque = 3, 8, 8, 8, 8, 8, 8
+    return shorten(r.repr(value), limit)
+
+
+def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, the cut marked with "…", and on one line."""
+    text = str(text).replace("\n", "\\n").replace("\r", "\\r")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 class GenforgeError(Exception):
     """Base class: the CLI prints these as one line, without a traceback."""
@@ -12,6 +37,7 @@ class UnknownNameError(GenforgeError, KeyError):
 
     def __init__(self, what: str, name: str, installed: list[str], hint: str = ""):
         self.what, self.name, self.installed = what, name, installed
+        name = shorten(name)  # a name typed by a user: quoted, never whole
         listing = (
             ", ".join(installed)
             if installed

@@ -115,11 +115,11 @@ class Molecules(SampleKind):
     @contextlib.contextmanager
     def stream(self, folder: Path):
         """Write samples batch by batch: ``with kind.stream(folder) as write: write(batch)``; renamed into place when complete."""
-        import tempfile
+        from .store.files import temp_file
 
         path = Path(folder) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_file(path)
         try:
             with os.fdopen(fd, "w") as fh:
 

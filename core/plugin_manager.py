@@ -17,6 +17,10 @@ fails to import, whose registration hook raises, or which registers something ma
 (a generator of an unknown sample kind, ...) is skipped with one line on stderr naming the
 entry point, its distribution and the ``GENFORGE_DISABLE_PLUGINS`` value that silences
 it; ``genforge plugins`` lists it as failed, and every other plugin keeps working.
+
+A name (generator, sample kind, evaluator, data source, command) belongs to one plugin
+(``resolve_names``): a built-in plugin keeps its own, and a name two outside plugins register
+goes to neither until one is disabled, whatever the order they load in.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .config import GeneratorConfig, Section
+from .config import EVALUATE_SETTINGS, GeneratorConfig, Section
 from .contracts import DataSource, Evaluator, Generator
 from .errors import UnknownNameError
 from .kinds import BUILTIN_KINDS, SampleKind
@@ -39,7 +43,7 @@ from .kinds import BUILTIN_KINDS, SampleKind
 ENTRY_POINT_GROUP = "genforge"
 _manager: pluggy.PluginManager | None = None
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # evaluator names: spec fields and metric-key prefixes
-RESERVED_EVALUATORS = ("training", "samples")  # the host's own sections of a report
+RESERVED_EVALUATORS = ("training", "samples", *EVALUATE_SETTINGS)  # the host's own sections of a report, its settings in `evaluate`
 
 
 def _names(var: str) -> set[str]:
@@ -232,6 +236,102 @@ def call_listeners(pm: pluggy.PluginManager, hook: str, kwargs: dict[str, Any]) 
 # -- what the plugins register, checked ------------------------------------------------
 
 
+BUILTIN_DISTRIBUTION = "genforge"  # plugins of genforge's own distribution keep their names
+CORE = "genforge"  # the owner of the built-in sample kinds (core, not a plugin)
+
+
+def is_builtin(pm: pluggy.PluginManager, plugin: str) -> bool:
+    """A plugin of genforge's own distribution (healthcare, finance, creative); one registered in code, or of another distribution, is outside."""
+    dist = getattr(pm, "distributions", {}).get(plugin)
+    return dist is not None and dist[0] == BUILTIN_DISTRIBUTION
+
+
+@dataclass
+class NameConflict:
+    """A name (of a generator, sample kind, evaluator, data source or command) that more than one plugin registers.
+
+    ``kept``: the built-in plugin that keeps it (the outside one's registration is refused), or None:
+    refused for every plugin that registers it until all but one are disabled. Never first-come.
+    """
+
+    what: str  # "generator", "sample kind", "evaluator", "data source", "command"
+    name: str
+    plugins: list[tuple[str, str]]  # (plugin, distribution) of each plugin that registers it, sorted by plugin
+    kept: str | None = None
+
+    @property
+    def refused(self) -> list[str]:
+        return [p for p, _ in self.plugins if p != self.kept]
+
+    def _named(self, plugins: list[str]) -> str:
+        dists = dict(self.plugins)
+        return " and ".join(f"{p!r} (distribution {dists[p]})" for p in plugins)
+
+    def line(self) -> str:
+        """The one line on stderr: the plugins at fault, the name, and the switch that settles it."""
+        refused = self.refused
+        if self.kept is not None:
+            owner = "genforge's own" if self.kept == CORE else f"the built-in plugin {self.kept!r}'s"
+            return (
+                f"genforge: plugin {self._named(refused)} registers {self.what} {self.name!r}, which is {owner}: its "
+                f"registration is refused (the built-in one is kept); rename it there, or set GENFORGE_DISABLE_PLUGINS={refused[0]}"
+            )
+        fixes = " or ".join(f"GENFORGE_DISABLE_PLUGINS={p}" for p in refused)
+        return (
+            f"genforge: {self.what} {self.name!r} is registered by plugins {self._named(refused)}: refused for "
+            f"{'both' if len(refused) == 2 else 'each'} until one is disabled; set {fixes}"
+        )
+
+    def note(self, plugin: str) -> str:
+        """What `genforge plugins` shows on ``plugin``, one of those involved."""
+        others = [p for p, _ in self.plugins if p != plugin]
+        if self.kept == plugin:
+            return f"{self.what} {self.name!r} is also registered by {self._named(others)}, whose registration is refused"
+        if self.kept is not None:
+            owner = "genforge's own" if self.kept == CORE else f"the built-in plugin {self.kept!r}'s"
+            return f"{self.what} {self.name!r} is {owner}: this plugin's is refused (rename it, or GENFORGE_DISABLE_PLUGINS={plugin})"
+        return (
+            f"{self.what} {self.name!r} is also registered by {self._named(others)}: refused for "
+            f"{'both' if len(others) == 1 else 'each'} until one is disabled (GENFORGE_DISABLE_PLUGINS={plugin} or {' or '.join(others)})"
+        )
+
+
+def resolve_names(
+    pm: pluggy.PluginManager, what: str, claims: list[tuple[str, str, Any]], fail: Any = None
+) -> tuple[dict[str, tuple[str, Any]], list[NameConflict]]:
+    """Who gets each name of ``claims`` ((plugin, name, item), in registration order): ({name: (plugin, item)}, conflicts).
+
+    A name one plugin registers is that plugin's. A name several plugins register goes to the one
+    built-in plugin among them (``is_builtin``; ``CORE`` for the built-in kinds), else to none of
+    them. The order in which plugins were registered decides nothing. A plugin that registers a name
+    twice keeps its first (``fail(plugin, error)`` is told of the second).
+    """
+    by_name: dict[str, dict[str, Any]] = {}
+    for plugin, name, item in claims:
+        mine = by_name.setdefault(name, {})
+        if plugin in mine:
+            if fail is not None:
+                fail(plugin, f"{what} {name!r} is registered twice by this plugin; the first is kept")
+            continue
+        mine[plugin] = item
+    kept: dict[str, tuple[str, Any]] = {}
+    conflicts: list[NameConflict] = []
+    for name, mine in by_name.items():
+        if len(mine) == 1:
+            kept[name] = next(iter(mine.items()))
+            continue
+        plugins = sorted(mine)
+        builtin = [p for p in plugins if p == CORE or is_builtin(pm, p)]
+        dists = [(p, "genforge" if p == CORE else _dist(pm, p)) for p in plugins]
+        if len(builtin) == 1:
+            owner = builtin[0]
+            kept[name] = (owner, mine[owner])
+            conflicts += [NameConflict(what, name, [d for d in dists if d[0] in (owner, p)], owner) for p in plugins if p != owner]
+        else:
+            conflicts.append(NameConflict(what, name, dists))
+    return kept, conflicts
+
+
 @dataclass
 class Registry:
     """Everything the loaded plugins register, each item tagged with its plugin; what failed, and why."""
@@ -242,6 +342,11 @@ class Registry:
     datasets: dict[str, tuple[str, DataSource]] = field(default_factory=dict)
     failures: list[PluginFailure] = field(default_factory=list)
     kind_plugins: dict[str, str] = field(default_factory=dict)  # kinds added by plugins -> plugin
+    conflicts: list[NameConflict] = field(default_factory=list)  # names more than one plugin registers
+
+    def conflict(self, what: str, name: str) -> NameConflict | None:
+        """The conflict that kept ``name`` from every plugin, if that is why it is missing."""
+        return next((c for c in self.conflicts if c.what == what and c.name == name and c.kept is None), None)
 
 
 def _collect(pm: pluggy.PluginManager, hook: str, reg: Registry) -> list[tuple[str, Any]]:
@@ -292,35 +397,43 @@ def _build_registry(pm: pluggy.PluginManager) -> Registry:
     def fail(plugin: str, error: str) -> None:
         reg.failures.append(PluginFailure(plugin, _dist(pm, plugin), "check", error))
 
-    reg.kinds = {k.name: k for k in BUILTIN_KINDS}
+    # Each kind of registration: first every item is checked on its own, then each name is given to
+    # one plugin (``resolve_names``): a name two plugins register never goes silently to either.
+    claims = [(CORE, k.name, k) for k in BUILTIN_KINDS]
     for plugin, kind in _collect(pm, "genforge_sample_kinds", reg):
         name = getattr(kind, "name", None)
         if not isinstance(kind, SampleKind) or not name:
             fail(plugin, f"genforge_sample_kinds returned {_kind_of(kind)}, not a SampleKind instance with a name")
-        elif name in reg.kinds:
-            fail(plugin, f"sample kind {name!r} is already registered")
         else:
-            reg.kinds[name] = kind
-            reg.kind_plugins[name] = plugin
+            claims.append((plugin, name, kind))
+    kept, conflicts = resolve_names(pm, "sample kind", claims, fail)
+    reg.conflicts += conflicts
+    reg.kinds = {name: kind for name, (_, kind) in kept.items()}
+    reg.kind_plugins = {name: plugin for name, (plugin, _) in kept.items() if plugin != CORE}
     known = ", ".join(reg.kinds)
 
+    def unknown_kind(kind: Any) -> str:
+        why = reg.conflict("sample kind", kind) if isinstance(kind, str) else None
+        return f" ({why.name!r} is registered by several plugins and given to none)" if why else ""
+
+    claims = []
     for plugin, gen in _collect(pm, "genforge_generators", reg):
         name = getattr(gen, "name", None)
         if not (isinstance(gen, type) and issubclass(gen, Generator)) or not name:
             fail(plugin, f"genforge_generators returned {_kind_of(gen)}, not a Generator subclass with a name")
         elif getattr(gen, "kind", None) not in reg.kinds:
+            kind = getattr(gen, "kind", None)
             fail(
-                plugin,
-                f"generator {name!r} produces sample kind {getattr(gen, 'kind', None)!r}, which is not a known kind (known: {known})",
+                plugin, f"generator {name!r} produces sample kind {kind!r}, which is not a known kind (known: {known}){unknown_kind(kind)}"
             )
         elif not (isinstance(getattr(gen, "Config", None), type) and issubclass(gen.Config, GeneratorConfig)):
             fail(plugin, f"generator {name!r} has no Config subclassing genforge.core.GeneratorConfig")
-        elif name in reg.generators:
-            fail(plugin, f"generator {name!r} is already registered by plugin {reg.generators[name][0]!r}")
         else:
-            reg.generators[name] = (plugin, gen)
+            claims.append((plugin, name, gen))
+    reg.generators, conflicts = resolve_names(pm, "generator", claims, fail)
+    reg.conflicts += conflicts
 
-    seen: set[str] = set()
+    claims = []
     for plugin, ev in _collect(pm, "genforge_evaluators", reg):
         name, kinds = getattr(ev, "name", None), getattr(ev, "kinds", None)
         config = getattr(ev, "Config", None)
@@ -332,28 +445,33 @@ def _build_registry(pm: pluggy.PluginManager) -> Registry:
                 f"evaluator name {name!r}: use letters, digits, '-' and '_' (not {', '.join(RESERVED_EVALUATORS)}, which the host uses)",
             )
         elif not kinds or isinstance(kinds, str) or any(k not in reg.kinds for k in kinds):
-            fail(plugin, f"evaluator {name!r} accepts kinds {kinds!r}; each must be a known kind (known: {known})")
+            missing = next((k for k in kinds if k not in reg.kinds), None) if kinds and not isinstance(kinds, str) else None
+            fail(plugin, f"evaluator {name!r} accepts kinds {kinds!r}; each must be a known kind (known: {known}){unknown_kind(missing)}")
         elif not (isinstance(config, type) and issubclass(config, Section)):
             fail(plugin, f"evaluator {name!r} has no Config subclassing genforge.core.EvaluatorConfig")
-        elif name in seen:
-            fail(plugin, f"evaluator {name!r} is already registered")
         else:
-            seen.add(name)
-            reg.evaluators.append((plugin, ev))
+            claims.append((plugin, name, ev))
+    kept, conflicts = resolve_names(pm, "evaluator", claims, fail)
+    reg.evaluators = list(kept.values())
+    reg.conflicts += conflicts
 
+    claims = []
     for plugin, src in _collect(pm, "genforge_datasets", reg):
         name = getattr(src, "name", None)
         if not isinstance(src, DataSource) or not name:
             fail(plugin, f"genforge_datasets returned {_kind_of(src)}, not a DataSource instance with a name")
         elif getattr(src, "kind", None) not in reg.kinds:
-            fail(plugin, f"data source {name!r} has kind {getattr(src, 'kind', None)!r}, which is not a known kind (known: {known})")
-        elif name in reg.datasets:
-            fail(plugin, f"data source {name!r} is already registered by plugin {reg.datasets[name][0]!r}")
+            kind = getattr(src, "kind", None)
+            fail(plugin, f"data source {name!r} has kind {kind!r}, which is not a known kind (known: {known}){unknown_kind(kind)}")
         else:
-            reg.datasets[name] = (plugin, src)
+            claims.append((plugin, name, src))
+    reg.datasets, conflicts = resolve_names(pm, "data source", claims, fail)
+    reg.conflicts += conflicts
 
     for failure in reg.failures:
         _say(failure.line(), pm)
+    for conflict in reg.conflicts:
+        _say(conflict.line(), pm)
     return reg
 
 
@@ -407,11 +525,20 @@ def _skipped_hint(pm: pluggy.PluginManager, hook: str, name: str) -> str:
     return "".join(f"; {h}" for h in hints)
 
 
+def _conflict_hint(pm: pluggy.PluginManager, what: str, name: str) -> str:
+    conflict = registry(pm).conflict(what, name)
+    if conflict is None:
+        return ""
+    fixes = " or ".join(f"GENFORGE_DISABLE_PLUGINS={p}" for p in conflict.refused)
+    return f"; {what} {name!r} is registered by plugins {conflict._named(conflict.refused)} and given to neither: set {fixes}"
+
+
 def get_generator(name: str, pm: pluggy.PluginManager | None = None) -> type[Generator]:
     pm = pm or get_plugin_manager()
     found = generators(pm)
     if name not in found:
-        raise UnknownNameError("generator", name, sorted(found), _skipped_hint(pm, "genforge_generators", name))
+        hint = _conflict_hint(pm, "generator", name) or _skipped_hint(pm, "genforge_generators", name)
+        raise UnknownNameError("generator", name, sorted(found), hint)
     return found[name]
 
 
@@ -419,7 +546,8 @@ def get_dataset(name: str, pm: pluggy.PluginManager | None = None) -> DataSource
     pm = pm or get_plugin_manager()
     found = datasets(pm)
     if name not in found:
-        raise UnknownNameError("data source", name, sorted(found), _skipped_hint(pm, "genforge_datasets", name))
+        hint = _conflict_hint(pm, "data source", name) or _skipped_hint(pm, "genforge_datasets", name)
+        raise UnknownNameError("data source", name, sorted(found), hint)
     return found[name]
 
 
@@ -448,6 +576,7 @@ class PluginInfo:
     datasets: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)  # names it shares with another plugin, and who keeps them (NameConflict.note)
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -478,6 +607,15 @@ def plugin_infos(pm: pluggy.PluginManager | None = None) -> list[PluginInfo]:
         brought = info.generators or info.evaluators or info.datasets or info.kinds
         info.status = "partly failed" if brought and f.stage != "import" else "failed"
         info.errors.append(f"{f.stage}: {f.error}")
+    for conflict in [*reg.conflicts, *getattr(pm, "command_conflicts", [])]:  # commands: see genforge.flows.cli
+        for plugin, _ in conflict.plugins:
+            info = infos.get(plugin)
+            if info is None:
+                continue
+            info.conflicts.append(conflict.note(plugin))
+            if plugin in conflict.refused and info.status != "failed":  # its registration of that name is not used
+                brought = info.generators or info.evaluators or info.datasets or info.kinds or conflict.what == "command"
+                info.status = "partly failed" if brought else "failed"
     for name, why in getattr(pm, "skipped", {}).items():
         infos.setdefault(name, PluginInfo(name, "", [], status="skipped", reason=why))
     return sorted(infos.values(), key=lambda i: i.name)

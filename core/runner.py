@@ -7,9 +7,11 @@ Prefect task; ``run_all`` calls them directly (a bare GPU box, a test, a benchma
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,10 @@ from typing import Any
 import pluggy
 
 from . import distributed
-from .config import GeneratorConfig, load_spec, parse_override, spec_model
+from .capture import CappedLog, captured, uncaptured
+from .config import EVALUATE_SETTINGS, GeneratorConfig, load_spec, parse_override, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
-from .errors import ConfigError, DataError, GenforgeError, LeaseLost, TrainingFailed
+from .errors import ConfigError, DataError, GenforgeError, LeaseLost, TrainingFailed, shorten
 from .kinds import read_as
 from .plugin_manager import call_listeners, evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore, read_jsonl, redact_secrets, unredact
@@ -83,9 +86,9 @@ def give_redacted(run: Run, overrides: list[str] | tuple[str, ...]) -> None:
         for part in path:
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, str) or "<redacted>" not in node:
-            raise ConfigError(f"--set {name}: a resume keeps the run's spec; only a URL recorded redacted can be given again")
+            raise ConfigError(f"--set {shorten(name)}: a resume keeps the run's spec; only a URL recorded redacted can be given again")
         if redact_secrets(str(value)) != node:
-            raise ConfigError(f"--set {name}: the run recorded {node}; give that URL (its credentials or token may be new)")
+            raise ConfigError(f"--set {shorten(name)}: the run recorded {node}; give that URL (its credentials or token may be new)")
 
 
 def create_run(
@@ -127,14 +130,15 @@ class Steps:
         self.generator = self.generator_cls()
         model = spec_model(self.generator_cls.Config, [ev for _, ev in evaluators(self.pm, self.generator_cls.kind)], strict=False)
         sections = {k: v for k, v in spec.items() if k != "generator"}
-        # Evaluator sections are mappings; anything else (a setting of an older spec, before evaluators had sections)
-        # is ignored, and said so, rather than silently dropped.
+        # Evaluator sections are mappings, beside the host's settings (timeout_minutes); anything else (a setting of an
+        # older spec, before evaluators had sections) is ignored, and said so, rather than silently dropped.
         evaluate = sections.get("evaluate") or {}
-        sections["evaluate"] = {k: v for k, v in evaluate.items() if isinstance(v, dict)}
+        sections["evaluate"] = {k: v for k, v in evaluate.items() if isinstance(v, dict) or k in EVALUATE_SETTINGS}
         self.config: GeneratorConfig = model.model_validate(sections)
         self.info = RunInfo(self.run.id, spec["generator"], self.run.path)
         self._listener_failures: set[tuple[str, str]] = set()
-        for field in [k for k, v in evaluate.items() if not isinstance(v, dict)]:
+        self.plugin_log = CappedLog(self.run.writable(PLUGIN_LOG))  # what the generator's steps and the evaluators print
+        for field in [k for k, v in evaluate.items() if not isinstance(v, dict) and k not in EVALUATE_SETTINGS]:
             note = (
                 f"evaluate.{field} in this run's spec is no evaluator's section and is ignored; an evaluator's settings are "
                 f"evaluate.<evaluator>.<field> (`genforge plugins` lists the evaluators)"
@@ -156,7 +160,9 @@ class Steps:
         The failure is logged and kept in ``logs/notes.jsonl``, which the report's notes read; a
         listener that must stop the run raises ``StopRun`` (see ``call_listeners``).
         """
-        for plugin, exc in call_listeners(self.pm, hook, {"run": self.info, **kwargs}):
+        with uncaptured():  # called from within a generator's step: the progress bar and the Prefect log are the terminal's
+            failures = call_listeners(self.pm, hook, {"run": self.info, **kwargs})
+        for plugin, exc in failures:
             if (plugin, hook) in self._listener_failures:
                 continue
             self._listener_failures.add((plugin, hook))
@@ -165,7 +171,7 @@ class Steps:
             log.debug("listener %s of %s failed", hook, plugin, exc_info=exc)
             try:
                 add_note(self.run, note)
-            except OSError:  # the note is a courtesy; the run's own files come first
+            except (OSError, GenforgeError):  # the note is a courtesy; the run's own files come first
                 log.debug("could not record the note", exc_info=True)
 
     def started(self) -> None:
@@ -183,7 +189,8 @@ class Steps:
                 f"run {self.run.id}'s {fields} held credentials or a token, which genforge does not record, and its prepared data "
                 f"is not on this machine: give it again, `genforge resume {self.run.id} --set {self.unresolved[0]}=URL`"
             )
-        data = self.generator.prepare(self.config, self.run)
+        with captured(self.plugin_log, f"generator {self.generator_cls.name!r} prepare"):
+            data = self.generator.prepare(self.config, self.run)
         if before and before.get("fingerprint") != data.fingerprint:
             raise DataError(
                 f"the data of run {self.run.id} changed since it was prepared (fingerprint {before.get('fingerprint')}, now {data.fingerprint}, "
@@ -236,6 +243,7 @@ class Steps:
 
     def _train(self, data: PreparedData | None = None) -> Checkpoint:
         data = data or self.prepared()
+        self.run.writable("checkpoints")  # the engine writes there: not through a link
         trainer = Trainer(
             self.config.train,
             self.run.path,
@@ -243,7 +251,8 @@ class Steps:
             on_checkpoint=self._checkpoint_saved,
             on_resume=self._trim_training_log,
         )
-        checkpoint = self.generator.fit(data, self.config, trainer)
+        with captured(self.plugin_log, f"generator {self.generator_cls.name!r} fit"):
+            checkpoint = self.generator.fit(data, self.config, trainer)
         if trainer.is_main:
             self.run.write_json("checkpoint.json", {"path": self._relative(checkpoint.path), "step": checkpoint.step})
             self.run.write_json("training.json", training_record(trainer.result, checkpoint))
@@ -287,7 +296,7 @@ class Steps:
     def _progress(self, step: int, total: int | None, metrics: dict[str, float]) -> None:
         self.run.check_lease()  # a lease another machine took stops training here, at the engine's next progress event
         self.run.set_status("running", step=step, train_total=total, train_metrics=metrics)
-        log = self.run.path / "logs" / "train.jsonl"
+        log = self.run.writable("logs/train.jsonl")
         log.parent.mkdir(exist_ok=True)
         with open(log, "a") as fh:  # appended: a resumed run continues the same curve
             fh.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
@@ -300,10 +309,12 @@ class Steps:
         return Checkpoint(self.run.path / d["path"], d["step"])
 
     def sample(self, checkpoint: Checkpoint | None = None) -> Samples:
+        self.run.writable("samples")  # the generator writes there: not through a link
         t0 = time.perf_counter()
         self.run.progress_listener = self._step_progress
         try:
-            samples = self.generator.sample(checkpoint or self.checkpoint(), self.config, self.run)
+            with captured(self.plugin_log, f"generator {self.generator_cls.name!r} sample"):
+                samples = self.generator.sample(checkpoint or self.checkpoint(), self.config, self.run)
         finally:
             self.run.progress_listener = None
         seconds = time.perf_counter() - t0
@@ -335,6 +346,7 @@ class Steps:
         """
         samples = samples or self.samples()
         data = data or self.prepared()
+        self.run.writable("figures")  # the evaluators write there: not through a link
         reference = self.generator.reference(data, self.config)
         report = Report(self.run.id)
         from .report import training_curve, write_report
@@ -356,7 +368,14 @@ class Steps:
                 report.evaluations.append(result)
         chosen = [(plugin, ev, getattr(self.config.evaluate, ev.name)) for plugin, ev in evaluators(self.pm, samples.kind)]
         timings = evaluate_samples(
-            samples, reference, self.run.figures, [(p, ev, cfg) for p, ev, cfg in chosen if cfg.enabled], report, self.pm
+            samples,
+            reference,
+            self.run.figures,
+            [(p, ev, cfg) for p, ev, cfg in chosen if cfg.enabled],
+            report,
+            self.pm,
+            timeout_minutes=self.config.evaluate.timeout_minutes,
+            output=self.plugin_log,
         )
         report.notes.extend(n for n in run_notes(self.run) if n not in report.notes)
         rejected = data.stats.get("train", {}).get("rejected", {})
@@ -384,6 +403,7 @@ class Steps:
 
 
 NOTES = "logs/notes.jsonl"  # sentences for the report that steps before evaluate found (a listener that failed)
+PLUGIN_LOG = "logs/plugins.log"  # what plugin code printed (capped: see genforge.core.capture)
 
 
 def add_note(run: Run, note: str) -> bool:
@@ -391,7 +411,7 @@ def add_note(run: Run, note: str) -> bool:
 
     False when the run has it already (each step of a run may find the same thing).
     """
-    path = run.path / NOTES
+    path = run.writable(NOTES)
     if note in run_notes(run):
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -418,11 +438,15 @@ def evaluate_samples(
     chosen: list[tuple[str, Any, Any]],
     report: Report,
     pm: pluggy.PluginManager | None = None,
+    timeout_minutes: float | None = EVALUATE_SETTINGS["timeout_minutes"][1].default,
+    output: CappedLog | None = None,
 ) -> dict[str, float]:
     """Run each (plugin, evaluator, settings) on the samples into ``report``; returns seconds per evaluator.
 
     Shared by a run's evaluate step and ``genforge evaluate``. The samples are checked by
     their kind first (a path of the wrong form is one clear error, before any evaluator).
+    An evaluator that raises, or is still running after ``timeout_minutes``, costs only its own
+    metrics (named in the report). What evaluators print goes to ``output`` (capped), not the terminal.
     """
     read_as(get_kind(samples.kind, pm), samples.path, "check")
     timings = {}
@@ -430,8 +454,10 @@ def evaluate_samples(
         t0 = time.perf_counter()
         out_dir = Path(figures) / ev.name
         out_dir.mkdir(parents=True, exist_ok=True)
+        label = f"evaluator {ev.name!r} of plugin {plugin!r}"
         try:
-            result: Evaluation = ev.evaluate(samples, reference, out_dir, settings)
+            call = functools.partial(_evaluate, ev, samples, reference, out_dir, settings, output, label)
+            result: Evaluation = _with_deadline(call, timeout_minutes, f"genforge-evaluator-{ev.name}")
             result.evaluator, result.plugin = ev.name, plugin  # an evaluator speaks only for itself
             report.notes.extend(f"{ev.name}: {note}" for note in result.notes)
             undefined = [m for m in result.metrics if isinstance(m.value, float) and not math.isfinite(m.value)]
@@ -440,14 +466,64 @@ def evaluate_samples(
                 report.notes.append(
                     f"{ev.name}: {', '.join(m.name for m in undefined)} could not be computed on these samples and is left out"
                 )
+        except _Overdue:
+            message = (
+                f"{label} did not finish on {samples.kind} within {timeout_minutes:g} minutes (evaluate.timeout_minutes) and was "
+                "skipped: its metrics are lost"
+            )
+            log.debug(message)  # the note reaches the report, the summary and the Prefect log
+            result = Evaluation(ev.name, [], plugin=plugin, error=f"timed out after {timeout_minutes:g} minutes")
+            report.notes.append(message)
         except Exception as exc:  # an evaluator's bug costs only its own metrics
-            message = f"evaluator {ev.name!r} of plugin {plugin!r} failed on {samples.kind}: {type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {shorten(str(exc), 500)}"
+            message = f"{label} failed on {samples.kind}: {error}"
             log.debug(message, exc_info=True)  # the note reaches the report, the summary and the Prefect log
-            result = Evaluation(ev.name, [], plugin=plugin, error=f"{type(exc).__name__}: {exc}")
+            result = Evaluation(ev.name, [], plugin=plugin, error=error)
             report.notes.append(message)
         timings[ev.name] = round(time.perf_counter() - t0, 2)
         report.evaluations.append(result)
     return timings
+
+
+def _evaluate(ev: Any, samples: Samples, reference: Any, out_dir: Path, settings: Any, output: CappedLog | None, label: str) -> Evaluation:
+    """One evaluator's call, what it prints captured into ``output``; a note in the report when the log had to cut it."""
+    with captured(output, label) as section:
+        result = ev.evaluate(samples, reference, out_dir, settings)
+    if section is not None and section.cut and isinstance(result, Evaluation):
+        result.notes.append(f"it printed {section.written:,} bytes; {output.path.name} keeps the first {section.kept:,}")
+    return result
+
+
+class _Overdue(Exception):
+    """An evaluator still running at its deadline."""
+
+
+def _with_deadline(call: Any, minutes: float | None, name: str) -> Any:
+    """``call()`` in a worker thread, waited for at most ``minutes`` (None: as long as it takes); ``_Overdue`` past that.
+
+    A thread, not a subprocess: an evaluator is any object a plugin registers (one registered in code
+    cannot be re-imported by a spawned process, and forking a process that holds torch's and
+    Prefect's threads can deadlock), and it takes samples and reference data as they are in memory.
+    Python cannot kill a thread: one past its deadline is left running as a daemon (it ends with
+    the process, its CPU and memory held until then; what it prints still goes to its log), and the
+    run goes on without it.
+    """
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            box["result"] = call()
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            box["error"] = exc
+
+    worker = threading.Thread(target=work, name=name, daemon=True)
+    worker.start()
+    worker.join(None if minutes is None else minutes * 60)
+    if worker.is_alive():
+        raise _Overdue()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def metrics_record(report: Report, timings: dict[str, float]) -> dict[str, Any]:

@@ -72,6 +72,10 @@ class CliProgress:
                 TextColumn("step {task.fields[step]}  loss {task.fields[loss]:.4f}"),
                 TimeElapsedColumn(),
                 console=console,
+                # rich would replace sys.stdout to print above the bar: then its redraws, made in the training thread, would
+                # land in the run's plugins.log with what the plugin prints (genforge.core.capture), not on the terminal
+                redirect_stdout=False,
+                redirect_stderr=False,
             )
             self.progress.start()
             self.task = self.progress.add_task("train", total=100, step=step, loss=headline_loss(metrics))
@@ -84,7 +88,15 @@ class CliProgress:
         if self.sampling is None:
             self.stop()
             of = "{task.completed:,.0f} of {task.total:,.0f}" if total else "{task.completed:,.0f}"
-            self.sampling = Progress(TextColumn(f"[bold]{stage}"), BarColumn(), TextColumn(of), TimeElapsedColumn(), console=console)
+            self.sampling = Progress(
+                TextColumn(f"[bold]{stage}"),
+                BarColumn(),
+                TextColumn(of),
+                TimeElapsedColumn(),
+                console=console,
+                redirect_stdout=False,  # as above
+                redirect_stderr=False,
+            )
             self.sampling.start()
             self.sampling_task = self.sampling.add_task(stage, total=total or None)
         self.sampling.update(self.sampling_task, completed=done)
@@ -186,11 +198,11 @@ def plugins(as_json: Annotated[bool, typer.Option("--json", help="print as JSON"
             ("data sources", i.datasets),
             ("sample kinds", i.kinds),
             ("errors", i.errors),
+            ("conflicts", i.conflicts),
         ):
             if items:
-                console.print(
-                    f"  {label}: {escape('; '.join(items) if label == 'errors' else ', '.join(items))}", highlight=False, soft_wrap=True
-                )
+                joined = "; ".join(items) if label in ("errors", "conflicts") else ", ".join(items)
+                console.print(f"  {label}: {escape(joined)}", highlight=False, soft_wrap=True)
 
 
 def check_prefect_api() -> None:
@@ -344,19 +356,25 @@ def evaluate(
         typer.Option(
             "--set",
             "-s",
-            help="an evaluator setting: --set EVALUATOR.FIELD=VALUE, e.g. --set EVALUATOR.enabled=false (repeatable; `genforge plugins` lists evaluators)",
+            help="an evaluator setting: --set EVALUATOR.FIELD=VALUE, e.g. --set EVALUATOR.enabled=false, or --set timeout_minutes=MINUTES "
+            "for every evaluator (default 30) (repeatable; `genforge plugins` lists evaluators)",
         ),
     ] = [],
     as_json: Annotated[bool, typer.Option("--json", help="print every metric as JSON, keyed by name")] = False,
     out: Annotated[
-        Path | None, typer.Option(help="folder for figures and metrics.json (default: a new folder under $GENFORGE_HOME/evaluations)")
+        Path | None,
+        typer.Option(
+            help="folder for figures, metrics.json and plugins.log (what the evaluators printed) (default: a new folder under $GENFORGE_HOME/evaluations)"
+        ),
     ] = None,
 ) -> None:
     """Score any samples of a kind with every evaluator registered for it."""
     import datetime as dt
 
     from genforge.core import Reference
+    from genforge.core.capture import CappedLog
     from genforge.core.config import load_spec, spec_model
+    from genforge.core.errors import shown
     from genforge.core.kinds import read_as
     from genforge.core.plugin_manager import datasets, default_reference, evaluators, get_kind
     from genforge.core.runner import evaluate_samples, metrics_record
@@ -377,7 +395,7 @@ def evaluate(
                 if split in files:
                     return files[split]
         listing = ", ".join(f"{n}-{s}" for n, src in found.items() if src.kind == kind for s in src.splits) or "none installed"
-        raise GenforgeError(f"unknown reference {spec!r} for {kind}; use a file or one of: {listing}")
+        raise GenforgeError(f"unknown reference {shown(spec)} for {kind}; use a file or one of: {listing}")
 
     if reference is None:
         default = default_reference(kind)
@@ -397,7 +415,9 @@ def evaluate(
     samples = Samples(kind, path, read_as(sample_kind, path, "count"))
     report = Report(f"evaluate {path}")
     todo = [(plugin, ev, getattr(settings, ev.name)) for plugin, ev in chosen]
-    timings = evaluate_samples(samples, ref, out, [t for t in todo if t[2].enabled], report)
+    enabled = [t for t in todo if t[2].enabled]
+    plugin_log = CappedLog(out / "plugins.log")  # what the evaluators print, capped: not the terminal
+    timings = evaluate_samples(samples, ref, out, enabled, report, timeout_minutes=settings.timeout_minutes, output=plugin_log)
     record = metrics_record(report, timings)
     (out / "metrics.json").write_text(json.dumps(finite(record), indent=2, default=str, allow_nan=False))
     if as_json:
@@ -596,9 +616,12 @@ def add_plugin_commands(pm=None) -> None:
     """Commands plugins add through ``genforge_commands`` (one plugin's failure costs only its commands).
 
     Rebuilt from genforge's own commands on every call, so calling ``main`` again in one process
-    (a test, a notebook) adds each plugin's commands once, for the plugins loaded now.
+    (a test, a notebook) adds each plugin's commands once, for the plugins loaded now. A plugin
+    may not replace genforge's own commands (all its commands are refused), and a command name two
+    plugins add is a conflict like any other name (``resolve_names``): a built-in plugin's is kept,
+    and between outside plugins neither is added.
     """
-    from genforge.core.plugin_manager import PluginFailure, _say
+    from genforge.core.plugin_manager import PluginFailure, _say, resolve_names
 
     global _BUILTIN_COMMANDS
     if _BUILTIN_COMMANDS is None:
@@ -606,15 +629,17 @@ def add_plugin_commands(pm=None) -> None:
     app.registered_commands[:] = _BUILTIN_COMMANDS
     pm = pm or get_plugin_manager()
     builtin = {_command_name(c) for c in app.registered_commands}
+    added: list[tuple[str, str, Any]] = []  # (plugin, command name, command), held back until every plugin has added its own
     for impl in pm.hook.genforge_commands.get_hookimpls():
         before = len(app.registered_commands)
         try:
             impl.function(app=app)
-            clash = [_command_name(c) for c in app.registered_commands[before:] if _command_name(c) in builtin]
+            new = app.registered_commands[before:]
+            clash = [_command_name(c) for c in new if _command_name(c) in builtin]
             if clash:
                 raise ValueError(f"command(s) {', '.join(clash)} would replace genforge's own")
+            added += [(impl.plugin_name, _command_name(c), c) for c in new]
         except Exception as exc:
-            del app.registered_commands[before:]
             failure = PluginFailure(
                 impl.plugin_name,
                 pm.distribution(impl.plugin_name) if hasattr(pm, "distribution") else "unknown",
@@ -622,6 +647,13 @@ def add_plugin_commands(pm=None) -> None:
                 f"{type(exc).__name__}: {exc}",
             )
             _say(failure.line(), pm)
+        finally:
+            del app.registered_commands[before:]
+    kept, conflicts = resolve_names(pm, "command", added)
+    app.registered_commands.extend(command for _, command in kept.values())
+    pm.command_conflicts = conflicts  # `genforge plugins` shows them (plugin_infos)
+    for conflict in conflicts:
+        _say(conflict.line(), pm)
 
 
 def _command_name(command) -> str:
@@ -636,19 +668,25 @@ def _terminated(signum, frame) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The console entry point (``argv``: the arguments, default ``sys.argv[1:]``); errors a user can cause are one line."""
+    from genforge.core.store import redact_text  # an error may quote a URL with its token: printed redacted
+
     try:
         add_plugin_commands()
         app(args=argv, prog_name="genforge")
     except GenforgeError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(redact_text(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except FileNotFoundError as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/] {escape(redact_text(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except Exception as exc:  # the error boundary: one line, what to do; GENFORGE_DEBUG=1 shows the traceback
         if os.environ.get("GENFORGE_DEBUG", "") not in ("", "0"):
             raise
-        err.print(f"[red]error:[/] {escape(describe_error(exc))} (GENFORGE_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
+        err.print(
+            f"[red]error:[/] {escape(redact_text(describe_error(exc)))} (GENFORGE_DEBUG=1 shows the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(1)
 
 

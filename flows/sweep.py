@@ -25,6 +25,7 @@ from prefect.deployments import run_deployment
 import genforge.flows  # noqa: F401
 from genforge.core import ConfigError, Evaluation, GenforgeError, Metric, Report
 from genforge.core.config import apply_override, parse_override
+from genforge.core.errors import shown
 from genforge.core.store import redact_secrets, redact_url
 
 from .bridge import artifact_key
@@ -40,9 +41,9 @@ def grid_points(grid: dict[str, list[Any]], overrides: list[str] | None = None) 
         raise ConfigError(f"{', '.join(both)} is in both grid and overrides; give each field in one of them")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
-            raise ConfigError(f"grid[{key!r}] must be a non-empty list of values, got {values!r}")
+            raise ConfigError(f"grid[{shown(key)}] must be a non-empty list of values, got {shown(values)}")
         if not key or any(not part for part in key.split(".")):
-            raise ConfigError(f"grid key {key!r} must be a dotted spec field such as train.seed")
+            raise ConfigError(f"grid key {shown(key)} must be a dotted spec field such as train.seed")
     keys = list(grid)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 

@@ -143,3 +143,332 @@ def test_a_run_folder_deleted_during_training_stops_the_run_and_is_not_recreated
     with pytest.raises(RunGone, match=r"the run folder .* was deleted while the run (trained|executed)"):
         run_all(run, pm)
     assert not run.path.exists()
+
+
+# -- a name belongs to one plugin --------------------------------------------------------------------------------
+
+IMPOSTOR = """
+from genforge.core import Generator, GeneratorConfig, hookimpl
+from genforge.core.testing.toy import MomentsEvaluator, Vectors
+
+class FakeGarch(Generator):
+    name = "garch"  # the built-in finance plugin's
+    kind = "scenarios"
+    Config = GeneratorConfig
+
+class FakeScenarios(Vectors):
+    name = "scenarios"  # genforge's own kind
+
+class FakeMoses(MomentsEvaluator):
+    name = "moses"  # the built-in healthcare plugin's
+    kinds = ("molecules",)
+
+@hookimpl
+def genforge_generators():
+    return [FakeGarch]
+
+@hookimpl
+def genforge_sample_kinds():
+    return [FakeScenarios()]
+
+@hookimpl
+def genforge_evaluators():
+    return [FakeMoses()]
+
+@hookimpl
+def genforge_commands(app):
+    @app.command("harmonise")  # the built-in creative plugin's command
+    def harmonise():
+        print("IMPOSTOR RAN")
+"""
+
+TWIN = """
+from genforge.core import hookimpl
+from genforge.core.testing.toy import GaussianGenerator, Vectors
+
+class Widgets(Vectors):
+    name = "widgets"
+
+class Twin(GaussianGenerator):
+    name = "twin"
+    kind = "scenarios"  # a kind of genforge's own: only the generator's name is in question
+
+@hookimpl
+def genforge_sample_kinds():
+    return [Widgets()]
+
+@hookimpl
+def genforge_generators():
+    return [Twin]
+
+@hookimpl
+def genforge_commands(app):
+    @app.command("twin-hello")
+    def hello():
+        print("hello from {who}")
+"""
+
+
+@pytest.fixture(scope="module")
+def impostor_sites(tmp_path_factory) -> dict[str, Path]:
+    from helpers.fake_dist import install
+
+    sites = {name: tmp_path_factory.mktemp(name) for name in ("impostor", "twin-a", "twin-b")}
+    install(sites["impostor"], "acme-impostor", "acme_impostor", IMPOSTOR)
+    install(sites["twin-a"], "acme-twin-a", "acme_twin_a", TWIN.format(who="acme-twin-a"))
+    install(sites["twin-b"], "acme-twin-b", "acme_twin_b", TWIN.format(who="acme-twin-b"))
+    return sites
+
+
+def test_an_outside_plugin_cannot_take_a_built_in_name(impostor_sites, monkeypatch):
+    """`genforge run garch` runs finance's garch, never an impostor's; the line names the impostor, not finance."""
+    from genforge.core.plugin_manager import evaluators, generators, kinds, make_plugin_manager
+    from genforge.flows.cli import invoke
+
+    monkeypatch.syspath_prepend(str(impostor_sites["impostor"]))
+    pm = make_plugin_manager()
+    assert generators(pm)["garch"].__module__.startswith("genforge.plugins.finance")
+    assert type(kinds(pm)["scenarios"]).__module__ == "genforge.core.kinds"
+    assert [p for p, ev in evaluators(pm) if ev.name == "moses"] == ["healthcare"]
+    r = invoke("plugins", "--json")
+    assert r.code == 0, r.stderr
+    lines = [x for x in r.stderr.splitlines() if "garch" in x]
+    assert lines == [
+        "genforge: plugin 'acme-impostor' (distribution acme-impostor) registers generator 'garch', which is the built-in "
+        "plugin 'finance''s: its registration is refused (the built-in one is kept); rename it there, or set "
+        "GENFORGE_DISABLE_PLUGINS=acme-impostor"
+    ]
+    for what, name in (("sample kind", "scenarios"), ("evaluator", "moses"), ("command", "harmonise")):
+        assert any(f"plugin 'acme-impostor' (distribution acme-impostor) registers {what} {name!r}" in x for x in r.stderr.splitlines())
+    assert "GENFORGE_DISABLE_PLUGINS=finance" not in r.stderr and "GENFORGE_DISABLE_PLUGINS=healthcare" not in r.stderr
+    infos = {p["name"]: p for p in json.loads(r.stdout)}
+    assert infos["acme-impostor"]["status"] == "failed"  # it brought nothing of its own
+    assert any(
+        c.startswith("generator 'garch' is the built-in plugin 'finance''s: this plugin's is refused")
+        for c in infos["acme-impostor"]["conflicts"]
+    )
+    assert infos["finance"]["status"] == "loaded"
+    assert infos["finance"]["conflicts"] == [
+        "generator 'garch' is also registered by 'acme-impostor' (distribution acme-impostor), whose registration is refused"
+    ]
+    assert any("command 'harmonise'" in c for c in infos["creative"]["conflicts"])
+    shown = invoke("harmonise", "--help")
+    assert "IMPOSTOR RAN" not in shown.stdout and "chorale" in shown.stdout.lower()  # creative's own command
+
+
+@pytest.mark.parametrize("order", [("twin-a", "twin-b"), ("twin-b", "twin-a")])
+def test_a_name_two_outside_plugins_register_goes_to_neither_whatever_the_order(impostor_sites, monkeypatch, order):
+    from genforge.core import UnknownNameError
+    from genforge.core.plugin_manager import generators, get_generator, kinds, make_plugin_manager
+    from genforge.flows.cli import invoke
+
+    for name in reversed(order):  # the first of `order` is first on sys.path: its entry point is found first
+        monkeypatch.syspath_prepend(str(impostor_sites[name]))
+    env = {"GENFORGE_PLUGINS": "acme-twin-a,acme-twin-b"}
+    monkeypatch.setenv("GENFORGE_PLUGINS", env["GENFORGE_PLUGINS"])
+    pm = make_plugin_manager()
+    assert "twin" not in generators(pm) and "widgets" not in kinds(pm)
+    with pytest.raises(UnknownNameError) as err:
+        get_generator("twin", pm)
+    assert (
+        "generator 'twin' is registered by plugins 'acme-twin-a' (distribution acme-twin-a) and 'acme-twin-b' (distribution "
+        "acme-twin-b) and given to neither: set GENFORGE_DISABLE_PLUGINS=acme-twin-a or GENFORGE_DISABLE_PLUGINS=acme-twin-b"
+    ) in str(err.value)
+    r = invoke("plugins", "--json", env=env)
+    assert (
+        "genforge: sample kind 'widgets' is registered by plugins 'acme-twin-a' (distribution acme-twin-a) and 'acme-twin-b' "
+        "(distribution acme-twin-b): refused for both until one is disabled; set GENFORGE_DISABLE_PLUGINS=acme-twin-a or "
+        "GENFORGE_DISABLE_PLUGINS=acme-twin-b"
+    ) in r.stderr.splitlines()
+    infos = {p["name"]: p for p in json.loads(r.stdout)}
+    for me, other in (("acme-twin-a", "acme-twin-b"), ("acme-twin-b", "acme-twin-a")):
+        assert infos[me]["status"] == "failed" and infos[me]["generators"] == []
+        assert f"command 'twin-hello' is also registered by '{other}' (distribution {other}): refused for both" in "; ".join(
+            infos[me]["conflicts"]
+        )
+    hello = invoke("twin-hello", env=env)
+    assert hello.code != 0 and "hello from" not in hello.stdout
+    run = invoke("run", "twin", "--no-prefect", env=env)
+    assert run.code == 2 and "and given to neither" in run.stderr
+    one = invoke("twin-hello", env={"GENFORGE_PLUGINS": "acme-twin-a"})  # one disabled: the other's name is its own
+    assert one.code == 0 and one.stdout.strip() == "hello from acme-twin-a"
+
+
+# -- bounded work: an evaluator's time and output ------------------------------------------------------------------
+
+NOISY = """
+import sys, threading
+from genforge.core import hookimpl
+from genforge.core.testing.toy import GaussianGenerator, MomentsEvaluator
+
+RELEASE = threading.Event()  # the test lets the hung evaluator go at its end
+
+class Noisy(MomentsEvaluator):
+    name = "noisy"
+
+    def evaluate(self, samples, reference, out_dir, config):
+        for _ in range(20):
+            print("N" * (1 << 20))  # 20 MB in all
+        print("noisy on stderr too", file=sys.stderr)
+        return super().evaluate(samples, reference, out_dir, config)
+
+class Hung(MomentsEvaluator):
+    name = "hung"
+
+    def evaluate(self, samples, reference, out_dir, config):
+        print("hung: waiting forever")
+        RELEASE.wait(120)
+        return super().evaluate(samples, reference, out_dir, config)
+
+class Chatty(GaussianGenerator):
+    name = "toy-chatty"
+
+    def sample(self, checkpoint, config, run):
+        print("CHATTY " * 1000)
+        return super().sample(checkpoint, config, run)
+
+@hookimpl
+def genforge_evaluators():
+    return [Noisy(), Hung()]
+
+@hookimpl
+def genforge_generators():
+    return [Chatty]
+"""
+
+
+@pytest.fixture
+def noisy(toy_dist, tmp_path_factory, monkeypatch):
+    from helpers.fake_dist import install
+
+    site = install(tmp_path_factory.mktemp("noisy"), "acme-noisy", "acme_noisy", NOISY)
+    monkeypatch.syspath_prepend(str(site))
+    if "acme_noisy" in sys.modules:  # imported by an earlier test, whose end let its hung evaluator go
+        sys.modules["acme_noisy"].RELEASE.clear()
+    yield {"GENFORGE_PLUGINS": "toy,acme-noisy"}
+    if "acme_noisy" in sys.modules:
+        sys.modules["acme_noisy"].RELEASE.set()
+
+
+def test_a_hung_evaluator_is_skipped_at_its_deadline_and_what_evaluators_print_goes_to_a_capped_log(genforge_home, noisy):
+    from genforge.core.capture import LOG_CAP
+    from genforge.flows.cli import invoke
+
+    t0 = time.monotonic()
+    args = ["--set", "train.max_steps=5", "--set", "sample.n=20", "--set", "evaluate.timeout_minutes=0.05"]
+    r = invoke("run", "toy-chatty", "--no-prefect", *args, env=noisy)
+    assert r.code == 0, r.stderr[-2000:]
+    assert time.monotonic() - t0 < 60  # 3 s for the hung one, not its 120
+    assert len(r.stdout) + len(r.stderr) < 100_000 and "NNNN" not in r.stdout + r.stderr and "CHATTY" not in r.stdout
+    run = next((genforge_home / "runs").iterdir())
+    log = run / "logs" / "plugins.log"
+    text = log.read_text()
+    assert log.stat().st_size <= LOG_CAP
+    assert "CHATTY CHATTY" in text and "== generator 'toy-chatty' sample ==" in text and "hung: waiting forever" in text
+    assert (
+        "bytes evaluator 'noisy' of plugin 'acme-noisy' wrote were cut: this log keeps at most 262,144 bytes of each and 1,048,576 in all]"
+        in text
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    by_name = {e["evaluator"]: e for e in metrics["evaluations"]}
+    assert by_name["hung"]["error"] == "timed out after 0.05 minutes" and by_name["hung"]["metrics"] == []
+    assert by_name["noisy"]["metrics"] and by_name["moments"]["metrics"] and by_name["noisy"]["error"] is None
+    note = (
+        "evaluator 'hung' of plugin 'acme-noisy' did not finish on vectors within 0.05 minutes (evaluate.timeout_minutes) and was skipped"
+    )
+    assert any(n.startswith(note) for n in metrics["notes"]) and note in r.stdout  # the summary names it
+    assert "noisy: it printed 20,971,560 bytes; plugins.log keeps the first 262,144" in metrics["notes"]
+    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def test_genforge_evaluate_takes_the_deadline_and_keeps_the_evaluators_output_in_its_folder(genforge_home, noisy, tmp_path):
+    import numpy as np
+
+    from genforge.core.capture import LOG_CAP
+    from genforge.flows.cli import invoke
+
+    vectors = tmp_path / "v.npy"
+    np.save(vectors, np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32))
+    out = tmp_path / "eval"
+    r = invoke("evaluate", "vectors", str(vectors), "--reference", str(vectors), "--out", str(out), "--json",
+               "--set", "timeout_minutes=0.02", env=noisy)  # fmt: skip
+    assert r.code == 0, r.stderr[-2000:]
+    assert len(r.stdout) + len(r.stderr) < 100_000 and "NNNN" not in r.stdout + r.stderr
+    assert "moments.mean_abs_error" in json.loads(r.stdout)
+    assert "evaluator 'hung' of plugin 'acme-noisy' did not finish on vectors within 0.02 minutes" in r.stderr
+    assert (out / "plugins.log").stat().st_size <= LOG_CAP and "were cut" in (out / "plugins.log").read_text()
+
+
+# -- the store writes only inside itself -----------------------------------------------------------------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_run_folder_that_is_a_link_out_of_the_store_is_refused_before_anything_is_written(genforge_home, genforge_pm, tmp_path):
+    from genforge.core import RunStore
+    from genforge.flows.cli import invoke
+
+    pm = genforge_pm(ToyPlugin())
+    real = quick_run("toy-gaussian", SPEC, pm)
+    outside = tmp_path / "outside"
+    shutil.copytree(real.path, outside)  # a run's files, outside the store
+    before = _tree(outside)
+    link = genforge_home / "runs" / "linked-run"
+    link.symlink_to(outside)
+    message = f"{link} is a symbolic link (to {outside}): genforge writes only inside its store, never through a link"
+    with pytest.raises(DataError, match="is a symbolic link") as err:
+        RunStore().get("linked-run")
+    assert str(err.value).startswith(message)
+    with pytest.raises(DataError, match="is a symbolic link"):
+        RunStore().create("toy-gaussian", "linked-run")
+    from genforge.core import Run
+
+    with pytest.raises(DataError, match="is a symbolic link"):
+        Run(link).set_status("running")
+    with pytest.raises(DataError, match="is a symbolic link"):
+        with Run(link).lock("run"):
+            pass
+    r = invoke("resume", "linked-run", "--no-prefect")
+    assert r.code == 2 and r.stderr.startswith(f"error: {message}") and len(r.stderr.splitlines()) == 1
+    assert [run.id for run in RunStore().all()] == [real.id]  # listed as no run of this store
+    assert _tree(outside) == before  # no status, lock, metrics or marker written through the link
+
+    inside = real.path / "logs"  # a folder inside a run, linked out: its writes are refused too
+    shutil.rmtree(inside)
+    (tmp_path / "logs-elsewhere").mkdir()
+    inside.symlink_to(tmp_path / "logs-elsewhere")
+    with pytest.raises(DataError, match="logs is a symbolic link"):
+        Steps(real, pm)
+    assert list((tmp_path / "logs-elsewhere").iterdir()) == []
+
+
+def test_a_runs_or_cache_folder_that_is_a_link_is_refused_before_anything_is_written(genforge_home, genforge_pm, tmp_path):
+    from genforge.core import RunStore
+
+    pm = genforge_pm(ToyPlugin())
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    genforge_home.mkdir(parents=True)
+    (genforge_home / "runs").symlink_to(elsewhere)
+    with pytest.raises(DataError, match=r"genforge-home/runs is a symbolic link"):
+        create_run("toy-gaussian", spec=SPEC, pm=pm)
+    with pytest.raises(DataError, match=r"genforge-home/runs is a symbolic link"):
+        RunStore().all()
+    assert list(elsewhere.iterdir()) == []
+    (genforge_home / "runs").unlink()
+
+    (genforge_home / "cache").symlink_to(elsewhere)  # the prepared-data cache
+    run = create_run("toy-gaussian", spec=SPEC, pm=pm)
+    with pytest.raises(DataError, match=r"genforge-home/cache is a symbolic link"):
+        Steps(run, pm).prepare()
+    assert list(elsewhere.iterdir()) == []
+    (genforge_home / "cache").unlink()
+    prepared = Steps(run, pm).prepare()  # one prepared folder linked out: the same
+    folder = Path(prepared.path)
+    shutil.rmtree(folder)
+    folder.symlink_to(elsewhere)
+    with pytest.raises(DataError, match=f"{folder.name} is a symbolic link"):
+        Steps(create_run("toy-gaussian", spec=SPEC, pm=pm), pm).prepare()
+    assert list(elsewhere.iterdir()) == []

@@ -80,8 +80,33 @@ def test_urls_are_recorded_and_shown_without_credentials():
     assert redact_url("http://[::1]:4200/api") == "http://[::1]:4200/api" and redact_url("data/x.smi") == "data/x.smi"
     assert str(RunStore("s3://KEY:SECRET@bucket/genforge")) == "s3://<redacted>@bucket/genforge"
     assert redact_url("simplecache::s3://K:S@b/x") == "simplecache::s3://<redacted>@b/x"  # each part of an fsspec chain
-    assert redact_url("memory://Foo/Bar#x") == "memory://Foo/Bar#x"  # nothing secret: as given
+    assert redact_url("memory://Foo/Bar") == "memory://Foo/Bar"  # nothing but scheme, host and path: as given
     assert redact_url("http://u:p@h:notaport/x?t=1") == "http://<redacted>@h:notaport/x?<redacted>"
+    # an allow-list: scheme, host, port and path are kept; a fragment, ;parameters and whatever else is there are not
+    assert redact_url("https://h.example:8443/d/f.csv#access_token=SECRET") == "https://h.example:8443/d/f.csv#<redacted>"
+    assert redact_url("https://h/d;token=SECRET/f.csv;v=2") == "https://h/d;<redacted>/f.csv;<redacted>"
+    assert redact_url("simplecache::https://h/f.csv?sig=S#t=T") == "simplecache::https://h/f.csv?<redacted>#<redacted>"
+    assert redact_url("s3://bucket/runs/x") == "s3://bucket/runs/x" and redact_url("file:///tmp/x") == "file:///tmp/x"
+
+
+@pytest.mark.parametrize("secret", ["#access_token=SECRET", ";token=SECRET", "?X-Amz-Signature=SECRET"])
+def test_a_token_anywhere_in_a_url_reaches_no_file_and_no_terminal(genforge_home, toy_dist, secret):
+    """spec.yaml, status.json (the error, which quotes the URL) and stderr hold the URL redacted; this process can still use it."""
+    from genforge.core import store as store_module
+    from genforge.core.store import redact_secrets, unredact
+    from genforge.flows.cli import invoke
+
+    url = f"https://data.example/prices.csv{secret}"
+    r = invoke("run", "toy-gaussian", "--no-prefect", "--set", f"data.path={url}", env={"GENFORGE_PLUGINS": "toy"})
+    assert r.code == 2 and "is not a file" in r.stderr  # the toy reads local files: the run fails, quoting the URL
+    assert "SECRET" not in r.stdout + r.stderr and "<redacted>" in r.stderr
+    written = [p for p in genforge_home.rglob("*") if p.is_file() and b"SECRET" in p.read_bytes()]
+    assert written == []
+    run_dir = next((genforge_home / "runs").iterdir())
+    assert "<redacted>" in (run_dir / "spec.yaml").read_text() and "<redacted>" in (run_dir / "status.json").read_text()
+    assert unredact(redact_secrets({"p": url}))[0] == {"p": url}  # the original, in this process's memory only
+    store_module._unredacted.clear()
+    assert unredact(redact_secrets({"p": "s3://bucket/x"}))[0] == {"p": "s3://bucket/x"}
 
 
 def test_a_store_url_with_credentials_is_not_written_into_the_mirror(tmp_path, monkeypatch, genforge_pm):
@@ -274,3 +299,34 @@ def test_a_store_without_atomic_create_is_said_once(tmp_path, caplog):
             lease.release()
     lines = [r.getMessage() for r in caplog.records if "atomic create-if-absent" in r.getMessage()]
     assert len(lines) == 1 and "memory://" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("umask", "file_mode", "folder_mode"),
+    [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700), (0o002, 0o664, 0o775)],
+    ids=["umask-022", "umask-077", "umask-002"],
+)
+def test_files_the_store_writes_follow_the_umask(tmp_path, genforge_pm, monkeypatch, umask, file_mode, folder_mode):
+    """A team's shared store (umask 0o002 or 0o022) can read what genforge writes; a private umask keeps it private."""
+    import os
+    import stat
+
+    from genforge.core.store import atomic_write_text, prepared_once
+
+    monkeypatch.setenv("GENFORGE_HOME", str(tmp_path / "store"))
+
+    def prepare(folder):
+        (folder / "stats.json").write_text("{}")
+        return {}
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.json", "{}")
+        prepared_once(tmp_path / "store" / "cache" / "x", prepare)
+        run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == file_mode
+    assert stat.S_IMODE((tmp_path / "store" / "cache" / "x").stat().st_mode) == folder_mode
+    for name in ("spec.yaml", "status.json", "versions.json"):
+        assert stat.S_IMODE((run.path / name).stat().st_mode) == file_mode, name

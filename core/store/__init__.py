@@ -10,6 +10,7 @@
         samples/           the samples, in their kind's format
         samples.json       kind, path, count, seconds, samples per second, generator details
         logs/train.jsonl   one line per progress event
+        logs/plugins.log   what the generator's steps and the evaluators printed (capped; genforge.core.capture)
         metrics.json       every metric, by evaluator
         figures/           PNG files, one folder per evaluator (and training/, samples/)
         report.md          the human-readable report
@@ -31,13 +32,13 @@ import os
 import secrets as _secrets
 from pathlib import Path
 
-from ..errors import RunNotFound
+from ..errors import RunNotFound, shown
 from . import mirror
-from .files import atomic_write_bytes, atomic_write_text, prepared_once, read_jsonl
+from .files import atomic_write_bytes, atomic_write_text, prepared_once, read_jsonl, refuse_links, temp_file
 from .lease import LEASE_SECONDS, Lease
 from .mirror import filesystem, home, is_url, mirror_dir, set_storage_options, store_root
 from .run import Run, check_run_id, valid_id
-from .secrets import _stores, _unredacted, redact_secrets, redact_url, remember_store, unredact  # noqa: F401 (_stores, _unredacted: tests)
+from .secrets import _stores, _unredacted, redact_secrets, redact_text, redact_url, remember_store, unredact  # noqa: F401 (_stores, _unredacted: tests)
 
 __all__ = [
     "LEASE_SECONDS",
@@ -53,11 +54,14 @@ __all__ = [
     "mirror_dir",
     "prepared_once",
     "read_jsonl",
+    "refuse_links",
     "redact_secrets",
+    "redact_text",
     "redact_url",
     "remember_store",
     "set_storage_options",
     "store_root",
+    "temp_file",
     "unredact",
 ]
 
@@ -78,8 +82,9 @@ class RunStore:
         return redact_url(self.url) if self.url else str(self.root)
 
     def _run(self, run_id: str) -> Run:
+        """A run of this store by id: its folder is ``runs/<id>``, and neither is a symbolic link (refused before anything is written)."""
         check_run_id(run_id)
-        return Run(self.runs / run_id, f"{self.url}/runs/{run_id}" if self.url else None)
+        return Run(refuse_links(self.runs / run_id, self.root), f"{self.url}/runs/{run_id}" if self.url else None)
 
     def create(self, generator: str, run_id: str | None = None) -> Run:
         """A new run folder; ``run_id`` (e.g. derived from an orchestrator's run) must be new."""
@@ -110,7 +115,9 @@ class RunStore:
                     self._run(run_id).pull("spec.yaml", "status.json")
         if not self.runs.exists():
             return []
-        runs = [self._run(p.name) for p in self.runs.iterdir() if valid_id(p.name) and _is_run(p)]
+        refuse_links(self.runs, self.root)
+        # A run folder that is a link is no run of this store: left out here, and refused by name (get).
+        runs = [self._run(p.name) for p in self.runs.iterdir() if valid_id(p.name) and not p.is_symlink() and _is_run(p)]
         return sorted(runs, key=lambda r: (str(r.status.get("created", "")), r.id))
 
     def get(self, run_id: str) -> Run:
@@ -125,7 +132,7 @@ class RunStore:
             as_path = Path(run_id).expanduser().resolve()
             if as_path.parent != self.runs.resolve() or not _is_run(as_path):
                 raise RunNotFound(
-                    f"{run_id!r} is not a run folder of this store ({self.runs}); give a run id, or --store for another store"
+                    f"{shown(run_id)} is not a run folder of this store ({self.runs}); give a run id, or --store for another store"
                 )
             run_id = as_path.name
         check_run_id(run_id)

@@ -7,16 +7,84 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ..errors import DataError
+
+
+def refuse_links(path: Path, root: Path | None = None) -> Path:
+    """``path``, unless it or a folder on the way to it from ``root`` (not ``root`` itself) is a symbolic link: then a one-line ``DataError`` naming the link.
+
+    The store writes only inside itself: a run, cache or model folder that is a link (``runs/x ->
+    /etc``, ``cache -> /mnt/elsewhere``) would have metrics, status files and locks land wherever it
+    points. The check is by name, not resolved, so ``root`` itself may be a link (``~/.genforge ->
+    /data/genforge``). ``root`` None, or not above ``path``: ``path`` and its parent folder are checked.
+    """
+    path = Path(path)
+    try:
+        parts = path.relative_to(root).parts if root is not None else None
+    except ValueError:
+        parts = None
+    if parts is None:
+        root, parts = path.parent.parent, path.parts[-2:]
+    here = Path(root)
+    for part in parts:
+        here = here / part
+        if here.is_symlink():
+            try:
+                target = os.readlink(here)
+            except OSError:
+                target = "?"
+            raise DataError(
+                f"{here} is a symbolic link (to {target}): genforge writes only inside its store, never through a link; "
+                "remove the link, or point GENFORGE_HOME (--store) at the store it belongs to"
+            )
+    return path
+
+
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system says it (Linux's /proc), else set and put back at once."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _umask_lock:  # for that instant a file another thread creates is private (0o077), never more open than asked
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def temp_file(path: Path) -> tuple[int, str]:
+    """A temporary file beside ``path`` (``.name.XXXX.tmp``), open, with the permissions an ordinary new file gets: 0o666 less the umask.
+
+    ``tempfile.mkstemp`` makes it 0o600 whatever the umask, and ``os.replace`` keeps that: on a
+    store a team shares (umask 0o002 or 0o022) no one else could read a run's files.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o666 & ~current_umask())
+    except BaseException:
+        os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return fd, tmp
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename: never half-written."""
+    """Write to a temporary file in the same folder, fsync, then rename: never half-written; its mode follows the umask."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -86,7 +154,9 @@ def prepared_once(out: Path, write: Callable[[Path], dict], stats_name: str = "s
     """
     import fcntl
 
-    out = Path(out)
+    from .mirror import home
+
+    out = refuse_links(Path(out), home())  # before anything is read or written there
     stats = _verified(out, stats_name)
     if stats is not None:
         return stats, "hit"
@@ -105,6 +175,7 @@ def prepared_once(out: Path, write: Callable[[Path], dict], stats_name: str = "s
             shutil.rmtree(aside, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
         try:
+            tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0o700 would keep a shared cache from the team
             stats = write(tmp)
             write_manifest(tmp)
             tmp.replace(out)

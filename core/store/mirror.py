@@ -14,10 +14,10 @@ import hashlib
 import logging
 import os
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from .files import temp_file
 from .secrets import is_url, redact_url
 
 SMALL = 1 << 20  # files under 1 MiB are always pushed (they change in place: status, metrics)
@@ -92,7 +92,7 @@ def create_if_absent(fs, path: str, data: bytes) -> bool:
     if _is_local(fs):
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        fd, tmp = temp_file(target)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -171,7 +171,7 @@ def pull(path: Path, remote: str | None, names: tuple[str, ...] = ()) -> None:
         if dest.exists() and dest.stat().st_size == info.get("size") and info.get("size", 0) >= SMALL:
             continue
         dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        fd, tmp = temp_file(dest)
         os.close(fd)
         try:
             fs.get_file(p, tmp)

@@ -14,11 +14,12 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError, DataError, RunBusy, RunGone, RunNotFound
+from ..config import YamlRefused, read_yaml
+from ..errors import ConfigError, DataError, RunBusy, RunGone, RunNotFound, shown
 from . import mirror
-from .files import atomic_write_text
+from .files import atomic_write_text, refuse_links
 from .lease import Lease
-from .secrets import redact_secrets, remember_store, unredact
+from .secrets import redact_secrets, redact_text, remember_store, unredact
 
 REMOTE_MARKER = ".remote"  # in a mirrored run folder: the run's URL
 _held_locks: dict[str, list] = {}  # run folder -> [open lock file, depth, lease or None], for this process
@@ -43,7 +44,7 @@ def valid_id(run_id: str) -> bool:
 def check_run_id(run_id: str) -> str:
     """A run id is one folder name: letters, digits, '.', '_', '-'; no separators, no '..' (it is joined into paths and URLs)."""
     if not isinstance(run_id, str) or not valid_id(run_id):
-        raise RunNotFound(f"{run_id!r} is not a run id: use letters, digits, '.', '_' and '-' (no path separators or '..')")
+        raise RunNotFound(f"{shown(run_id)} is not a run id: use letters, digits, '.', '_' and '-' (no path separators or '..')")
     return run_id
 
 
@@ -94,7 +95,7 @@ class Run:
 
     def _mark_remote(self) -> None:
         if self.remote:
-            (self.path / REMOTE_MARKER).write_text(redact_secrets(self.remote))
+            self.writable(REMOTE_MARKER).write_text(redact_secrets(self.remote))
 
     # -- locations ----------------------------------------------------------------
     @property
@@ -136,14 +137,22 @@ class Run:
             )
         return value
 
-    def _writable(self) -> None:
+    @property
+    def store_root(self) -> Path:
+        """The local root of the store this run's folder is in (``<root>/runs/<id>``; a folder elsewhere: its parent)."""
+        return self.path.parent.parent if self.path.parent.name == "runs" else self.path.parent
+
+    def writable(self, name: str = "") -> Path:
+        """``path/name``, to be written: refused (``DataError``) if the run folder, ``runs/`` or a folder inside the run on the
+        way to ``name`` is a symbolic link; ``RunGone`` if the run folder is gone."""
+        target = refuse_links(self.path / name, self.store_root) if name else refuse_links(self.path, self.store_root)
         if not self.path.is_dir():  # deleted while the run executed: never recreated as an orphan
             raise RunGone(f"the run folder {self.path} was deleted while the run executed; it stopped (nothing was recreated)")
+        return target
 
     def write_json(self, name: str, obj: Any) -> Path:
         """Written whole; a NaN or infinite number is written as null (JSON has neither)."""
-        self._writable()
-        p = self.path / name
+        p = self.writable(name)
         atomic_write_text(p, json.dumps(finite(obj), indent=2, default=str, allow_nan=False) + "\n")
         self.push(name)
         return p
@@ -153,10 +162,12 @@ class Run:
         """The resolved spec; a missing, damaged or wrong-shaped spec.yaml is a one-line ``DataError`` naming it."""
         p = self.path / "spec.yaml"
         try:
-            spec = yaml.safe_load(p.read_text())
+            spec = read_yaml(p.read_text())  # no anchors or aliases: a spec edited into a "billion laughs" is refused, not expanded
         except FileNotFoundError:
             raise DataError(f"{p} is missing: the run's spec is gone; restore it (or delete the run folder)") from None
-        except (yaml.YAMLError, UnicodeDecodeError, IsADirectoryError) as exc:
+        except YamlRefused as exc:
+            raise DataError(f"{p} is damaged ({exc}); restore it (or delete the run folder)") from None
+        except (UnicodeDecodeError, IsADirectoryError) as exc:
             raise DataError(f"{p} is damaged ({type(exc).__name__}); restore it (or delete the run folder)") from None
         if not isinstance(spec, dict) or not isinstance(spec.get("generator"), str):
             raise DataError(
@@ -167,7 +178,7 @@ class Run:
     def write_spec(self, generator: str, config: dict[str, Any]) -> None:
         """spec.yaml: URLs recorded without credentials or query strings (see ``redact_secrets``)."""
         spec = redact_secrets({"generator": generator, **config})
-        atomic_write_text(self.path / "spec.yaml", yaml.safe_dump(spec, sort_keys=False))
+        atomic_write_text(self.writable("spec.yaml"), yaml.safe_dump(spec, sort_keys=False))
         self.push("spec.yaml")
 
     @property
@@ -224,12 +235,14 @@ class Run:
         return None
 
     def set_status(self, state: str, **extra: Any) -> None:
-        self._writable()
+        self.writable("status.json")
         try:
             status = self.read_json("status.json", {"state": "created"})
         except DataError:  # rewritten whole below
             status = {}
         changed = status.get("state") != state
+        if "error" in extra:  # an error's text may quote a URL with its token: recorded redacted
+            extra["error"] = redact_text(str(extra["error"]))
         status.update(state=state, updated=dt.datetime.now(dt.UTC).isoformat(), **extra)
         status.pop("recorded", None)
         if state not in ("failed", "interrupted"):
@@ -275,9 +288,10 @@ class Run:
             finally:
                 held[1] -= 1
             return
+        refuse_links(self.path, self.store_root)  # before the folder or its lock file is made
         self.path.mkdir(parents=True, exist_ok=True)
         try:
-            fh = open(self.path / ".lock", "a+")
+            fh = open(self.writable(".lock"), "a+")
         except IsADirectoryError:
             raise DataError(f"{self.path / '.lock'} is a folder where genforge keeps the run's lock file; remove it") from None
         try:

@@ -13,30 +13,44 @@ def is_url(root: Any) -> bool:
     return "://" in str(root)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_CHAIN = re.compile(r"::(?=[A-Za-z][A-Za-z0-9+.-]*(?:::|://|$))")  # fsspec chains (simplecache::s3://...); not IPv6's [::1]
+_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")  # a URL within a sentence: up to a space or a quote
+
+
 def redact_url(url: str) -> str:
-    """A URL fit to print or record: user:password and the query string (tokens of presigned links) replaced by ``<redacted>``.
+    """A URL fit to print or record: only its scheme, host, port and path are kept; anything else is ``<redacted>``.
 
-    Each part of a chained fsspec URL (``simplecache::s3://...``) is redacted; a URL without
-    either is returned as given.
+    An allow-list: user and password (``<redacted>@host``), the query (``?<redacted>``: a presigned
+    link's signature), the fragment (``#<redacted>``: ``#access_token=...``) and ``;`` parameters of a
+    path segment (``;<redacted>``: ``;token=...``), wherever present, are replaced. Each part of a
+    chained fsspec URL (``simplecache::s3://...``) is redacted; a local path, or a URL with nothing
+    but those four parts, is returned as given. Text that does not start with a URL has each URL in
+    it redacted (``redact_text``).
     """
-    import urllib.parse
-
     url = str(url)
     if "://" not in url:  # a local path
         return url
-    chained = re.split(r"::(?=[A-Za-z][A-Za-z0-9+.-]*(?:::|://|$))", url)  # fsspec chains; not IPv6's [::1]
+    chained = _CHAIN.split(url)
     if len(chained) > 1:
         return "::".join(redact_url(part) for part in chained)
-    try:
-        parts = urllib.parse.urlsplit(url)
-        secret = parts.username or parts.password or parts.query
-    except ValueError:  # not a URL urllib reads (a bad port, brackets): cut by pattern
-        return re.sub(r"\?.*$", "?<redacted>", re.sub(r"^([^:/]+://)[^/]*@", r"\1<redacted>@", url))
-    if not secret:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    netloc = "<redacted>@" + netloc if "@" in parts.netloc else netloc
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "<redacted>" if parts.query else "", parts.fragment))
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return redact_text(url)
+    rest = url[scheme.end() :]
+    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    if "@" in authority:  # user:password@host:port
+        authority = "<redacted>@" + authority.rsplit("@", 1)[1]
+    tail, hashed, fragment = tail.partition("#")
+    path, asked, query = tail.partition("?")
+    path = re.sub(r";[^/]+", ";<redacted>", path)  # parameters of any segment: /a;token=x/b
+    return scheme.group(0) + authority + path + (asked + ("<redacted>" if query else "")) + (hashed + ("<redacted>" if fragment else ""))
+
+
+def redact_text(text: str) -> str:
+    """``text`` (an error message, a log line) with every URL in it redacted (``redact_url``)."""
+    return _IN_TEXT.sub(lambda m: redact_url(m.group(0)), str(text)) if "://" in str(text) else str(text)
 
 
 def redact_secrets(obj: Any) -> Any:

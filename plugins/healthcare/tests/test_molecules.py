@@ -278,7 +278,7 @@ def test_downloads_are_cached_by_url_and_capped(tmp_path):
     from genforge.core.store import redact_url
 
     bodies = {"/a/x/data.smi": b"CCO\n", "/b/y/data.smi": b"c1ccccc1\n" * 200}
-    server, base = serve(lambda path: bodies.get(path.split("?")[0]))
+    server, base = serve(lambda path: bodies.get(path.split("?")[0].split(";")[0]))
     try:
         a = fetch(f"{base}/a/x/data.smi", tmp_path)
         b = fetch(f"{base}/b/y/data.smi?token=SECRET", tmp_path)
@@ -288,9 +288,15 @@ def test_downloads_are_cached_by_url_and_capped(tmp_path):
         with pytest.raises(DataError, match="passed 0 MB; raise GENFORGE_MAX_DOWNLOAD_MB"):
             fetch(f"{base}/b/y/data.smi?other", tmp_path, max_mb=0.001)
         assert not list(tmp_path.glob(".*.tmp"))
+        for url in (f"{base}/a/x/data.smi#access_token=SECRET3", f"{base}/a/x/data.smi;token=SECRET3"):  # not in a name or a record
+            c = fetch(url, tmp_path)
+            assert c.name.endswith("-data.smi") and c.read_bytes() == b"CCO\n"
+        assert not [p for p in tmp_path.rglob("*") if "SECRET3" in p.name or (p.is_file() and b"SECRET3" in p.read_bytes())]
     finally:
         server.shutdown()
     assert redact_url("https://user:pw@host:8443/p/f.smi?X-Amz-Signature=abc") == "https://<redacted>@host:8443/p/f.smi?<redacted>"
+    assert redact_url("https://h/f.smi#access_token=abc") == "https://h/f.smi#<redacted>"
+    assert redact_url("https://h/d;token=abc/f.smi") == "https://h/d;<redacted>/f.smi"
 
 
 def test_a_data_url_token_is_never_written_and_a_resume_takes_the_url_again(tmp_path, store, tiny):
