@@ -57,8 +57,10 @@ PATH_METRICS: dict[str, tuple[bool | None, str]] = {
 
 class MarketConfig(EvaluatorConfig):
     max_scenarios: int = Field(
-        10_000, ge=10, description="scenarios scored: those numbered below this (independent draws: a random subset); "
-        "memory and time stay bounded at any sample.n (the sample step's own risk summary uses every scenario)"
+        10_000,
+        ge=10,
+        description="scenarios scored: those numbered below this (independent draws: a random subset); "
+        "memory and time stay bounded at any sample.n (the sample step's own risk summary uses every scenario)",
     )
     max_lag: int = Field(100, ge=1, description="lags of the ACF scores")
     memorisation_window: int = Field(20, ge=2, description="days per window in the memorisation check")
