@@ -157,6 +157,40 @@ def missing_extra(ep: metadata.EntryPoint) -> tuple[str, list[str]] | None:
     return (f"{dist.name}[{ep.name}]", missing) if missing else None
 
 
+def _dist_name(ep: metadata.EntryPoint) -> str:
+    return ep.dist.name if ep.dist is not None else "unknown"
+
+
+def _one_per_name(eps: list[metadata.EntryPoint], pm: PluginManager) -> list[metadata.EntryPoint]:
+    """The entry points to load: one per plugin name, never decided by which is first on ``sys.path``.
+
+    A name that genforge's own distribution uses (``finance``) stays the built-in plugin's: an
+    outside entry point of that name is refused, with a line. A name two outside distributions
+    use is refused for both until one is removed. The same entry point seen twice (a distribution
+    on the path twice) counts once.
+    """
+    by_name: dict[str, list[metadata.EntryPoint]] = {}
+    for ep in eps:
+        same = by_name.setdefault(ep.name, [])
+        if not any(_dist_name(o) == _dist_name(ep) and o.value == ep.value for o in same):
+            same.append(ep)
+    chosen = []
+    for name, same in by_name.items():
+        if len(same) == 1:
+            chosen.append(same[0])
+            continue
+        builtin = [ep for ep in same if _dist_name(ep) == BUILTIN_DISTRIBUTION]
+        outside = sorted({_dist_name(ep) for ep in same if _dist_name(ep) != BUILTIN_DISTRIBUTION})
+        if builtin:
+            chosen.append(builtin[0])
+            why = f"the plugin name {name!r} is genforge's built-in plugin's; the entry point of {', '.join(outside)} is refused: rename it there"
+        else:
+            why = f"the plugin name {name!r} is the entry point of {' and of '.join(outside)}, and given to neither: uninstall all but one"
+        pm.skipped[name if not builtin else f"{name} ({', '.join(outside)})"] = why
+        _say(f"genforge: {why}", pm)
+    return chosen
+
+
 def _load_entrypoints(pm: PluginManager) -> None:
     disabled, allowed = disabled_plugins(), allowed_plugins()
     eps = _entry_points()
@@ -164,7 +198,7 @@ def _load_entrypoints(pm: PluginManager) -> None:
     for var, names in (("GENFORGE_DISABLE_PLUGINS", disabled), ("GENFORGE_PLUGINS", allowed or set())):
         for name in sorted(names - known):
             _say(f"genforge: {var} names {name!r}, which matches no installed plugin (installed: {', '.join(sorted(known)) or 'none'})", pm)
-    for ep in eps:
+    for ep in _one_per_name(eps, pm):
         if ep.name in disabled:
             pm.skipped[ep.name] = "disabled by GENFORGE_DISABLE_PLUGINS"
             continue

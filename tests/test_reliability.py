@@ -294,6 +294,38 @@ def test_a_name_two_outside_plugins_register_goes_to_neither_whatever_the_order(
     assert one.code == 0 and one.stdout.strip() == "hello from acme-twin-a"
 
 
+@pytest.mark.parametrize("first", ["outsider", "genforge"])
+def test_an_outside_entry_point_named_like_a_built_in_plugin_is_refused(tmp_path, monkeypatch, first):
+    """An outside distribution whose entry point is called `finance` never replaces finance, whichever is first on the path."""
+    from helpers.fake_dist import install
+
+    from genforge.core.plugin_manager import generators, make_plugin_manager
+
+    site = install(tmp_path / "site", "acme-shadow", "acme_shadow", IMPOSTOR, entry_point="finance")
+    if first == "outsider":
+        monkeypatch.syspath_prepend(str(site))
+    else:
+        monkeypatch.setattr(sys, "path", [*sys.path, str(site)])
+    pm = make_plugin_manager()
+    assert generators(pm)["garch"].__module__.startswith("genforge.plugins.finance")
+    assert pm.distributions["finance"][0] == "genforge"
+    assert any("acme-shadow" in key and "refused" in why for key, why in pm.skipped.items())
+
+
+def test_a_plugin_name_two_outside_distributions_use_goes_to_neither(tmp_path, monkeypatch):
+    from helpers.fake_dist import install
+
+    from genforge.core.plugin_manager import generators, make_plugin_manager
+
+    for dist in ("acme-twin-a", "acme-twin-b"):
+        monkeypatch.syspath_prepend(str(install(tmp_path / dist, dist, dist.replace("-", "_"), TWIN.format(who=dist), entry_point="twins")))
+    pm = make_plugin_manager()
+    assert pm.get_plugin("twins") is None and "twin" not in generators(pm)
+    assert pm.skipped["twins"] == (
+        "the plugin name 'twins' is the entry point of acme-twin-a and of acme-twin-b, and given to neither: uninstall all but one"
+    )
+
+
 # -- bounded work: an evaluator's time and output ------------------------------------------------------------------
 
 NOISY = """
