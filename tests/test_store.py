@@ -287,6 +287,32 @@ def test_two_acquirers_started_together_exactly_one_holds_the_lease(tmp_path, mo
             lease.release()
 
 
+def test_a_reader_that_stalled_past_pruned_generations_does_not_take_the_lease(tmp_path):
+    """Machine b reads generation 1 (a's, released), stalls; a takes the lease again and renews it until generation 1 and 2
+    are pruned; b wakes and creates generation 2, which is absent by then. b must not hold the lease: a does."""
+    from genforge.core import RunBusy
+    from genforge.core.store.lease import Lease
+
+    url = f"file://{tmp_path}/bucket/runs/r"
+    a, b = Lease("r", url, "machine-a"), Lease("r", url, "machine-b")
+    a.acquire()
+    a.release()  # generation 2: released, so free
+    stalled = b.newest()
+    assert stalled[0] == 2 and stalled[1]["released"]
+    a2 = Lease("r", url, "machine-a")
+    a2.acquire()  # generation 3
+    for _ in range(3):
+        assert a2.renew()  # 4, 5, 6: 2, 3 and 4 are pruned
+    assert 3 not in a2.generations()
+    b.newest = lambda: stalled  # b acts on what it read before it stalled
+    with pytest.raises(RunBusy):
+        b.acquire()
+    del b.newest
+    assert b.generations()[-1] == 6 and 3 not in b.generations()  # b's stale record was withdrawn
+    assert a2.renew() and a2.newest()[1]["token"] == a2.token
+    a2.release()
+
+
 def test_a_store_without_atomic_create_is_said_once(tmp_path, caplog):
     """fsspec's in-memory filesystem checks, then writes: the lease says so in one line rather than pretend."""
     from genforge.core.store.lease import Lease

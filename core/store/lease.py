@@ -17,7 +17,10 @@ read-back: the create is the compare-and-swap.
   reads the newest record on the store first (a fence: a holder whose lease was taken over never
   pushes another checkpoint).
 - Releasing writes a record marked released (the newest is kept, so generations only grow;
-  records two generations old are deleted as the lease moves on).
+  records two generations old are deleted as the lease moves on). Because old records are
+  deleted, a create can succeed for a machine that stalled between reading g and creating
+  g + 1 long enough for g + 1 to be written and pruned; so a create counts only when no newer
+  generation is listed after it, and is withdrawn otherwise.
 
 Expiry compares wall clocks: keep the machines' clocks in sync (NTP). A store without an atomic
 create (see ``mirror.atomic_create_supported``) is said so in one line when a lease is taken.
@@ -71,6 +74,7 @@ class Lease:
         return f"{self.folder}/g-{generation:012d}.json"
 
     def generations(self) -> list[int]:
+        self.fs.invalidate_cache(self.folder)  # s3fs and gcsfs cache listings: a lease must see the store as it is now
         try:
             names = self.fs.ls(self.folder, detail=False)
         except FileNotFoundError:
@@ -103,11 +107,19 @@ class Lease:
             "expires": 0.0 if released else now + self.seconds,
             "released": released,
         }
-        created = mirror.create_if_absent(self.fs, self._path(generation), json.dumps(record).encode())
-        if created:
-            self.generation, self.expires = generation, record["expires"]
-            self._prune(generation)
-        return created
+        if not mirror.create_if_absent(self.fs, self._path(generation), json.dumps(record).encode()):
+            return False
+        if any(g > generation for g in self.generations()):
+            # A reader that stalled since it listed g - 1 created a generation already pruned: the lease has moved
+            # on past it. The record is withdrawn and the create counts as lost, as if g had still been there.
+            try:
+                self.fs.rm_file(self._path(generation))
+            except (FileNotFoundError, OSError):
+                pass
+            return False
+        self.generation, self.expires = generation, record["expires"]
+        self._prune(generation)
+        return True
 
     def _prune(self, generation: int) -> None:
         for old in self.generations():
