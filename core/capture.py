@@ -47,8 +47,12 @@ class CappedLog:
         """Write as much of ``data`` as keeps the file within ``limit`` bytes; returns the bytes written."""
         with self._lock:
             if self._fh is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._fh = open(self.path, "ab")  # kept open while plugin code writes; see close
+                try:
+                    # the log's own folder only: a run folder deleted while plugin code prints is not recreated
+                    self.path.parent.mkdir(exist_ok=True)
+                    self._fh = open(self.path, "ab")  # kept open while plugin code writes; see close
+                except OSError:
+                    return 0  # nowhere to write: counted as cut, never an error in the plugin's print()
             room = max(0, limit - self._fh.tell())
             if room:
                 self._fh.write(data[:room])

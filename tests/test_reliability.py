@@ -137,8 +137,35 @@ class DeletesTheRunFolder:
             shutil.rmtree(run.path)
 
 
-def test_a_run_folder_deleted_during_training_stops_the_run_and_is_not_recreated(genforge_home, genforge_pm):
-    pm = genforge_pm(ToyPlugin(), DeletesTheRunFolder())
+class DeletesItsFolderAndPrints(ToyPlugin):
+    """The toy generator, deleting its run folder at step 10 and printing right after (to the run's capped plugin log)."""
+
+    @hookimpl
+    def genforge_generators(self):
+        from genforge.core.testing.toy import GaussianGenerator
+
+        class Printing(GaussianGenerator):
+            def fit(self, data, config, trainer):
+                fit = trainer.fit
+
+                def printing_fit(model, loss_fn, **kwargs):
+                    def loss(model, step):
+                        if step == 10:
+                            shutil.rmtree(trainer.run_dir)
+                            print("still here")  # the plugin log is opened now, its folder gone
+                        return loss_fn(model, step)
+
+                    return fit(model, loss, **kwargs)
+
+                trainer.fit = printing_fit
+                return super().fit(data, config, trainer)
+
+        return [Printing]
+
+
+@pytest.mark.parametrize("by", ["listener", "generator-printing"])
+def test_a_run_folder_deleted_during_training_stops_the_run_and_is_not_recreated(genforge_home, genforge_pm, by):
+    pm = genforge_pm(ToyPlugin(), DeletesTheRunFolder()) if by == "listener" else genforge_pm(DeletesItsFolderAndPrints())
     run = create_run("toy-gaussian", spec={"train": {"max_steps": 200, "checkpoint_every": 5, "log_every": 5}}, pm=pm)
     with pytest.raises(RunGone, match=r"the run folder .* was deleted while the run (trained|executed)"):
         run_all(run, pm)
