@@ -191,7 +191,16 @@ class Images(SampleKind):
         folder = Path(folder)
         (folder / "png").mkdir(parents=True, exist_ok=True)
         path = folder / self.filename
-        np.savez_compressed(path, **arrays)
+        from .store.files import temp_file
+
+        fd, tmp = temp_file(path)  # written whole, then renamed: never a half-written images.npz
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         from PIL import Image
 
         for i, img in enumerate(images):
@@ -373,14 +382,14 @@ class Scenarios(SampleKind):
         ``scenarios.parquet`` and renamed into place when the block ends; an error leaves no file
         (an ``OSError``, such as a full disk, names ``scenarios.parquet``). Yields ``write``.
         """
-        import tempfile
-
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        from .store.files import temp_file
+
         path = Path(folder) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = temp_file(path)  # its mode follows the umask, as every file of the store
         os.close(fd)
         writer: pq.ParquetWriter | None = None
         numbered = 0  # scenarios numbered so far in array parts

@@ -337,6 +337,9 @@ def test_files_the_store_writes_follow_the_umask(tmp_path, genforge_pm, monkeypa
     import os
     import stat
 
+    import numpy as np
+
+    from genforge.core.kinds import Images, Scenarios
     from genforge.core.store import atomic_write_text, prepared_once
 
     monkeypatch.setenv("GENFORGE_HOME", str(tmp_path / "store"))
@@ -350,8 +353,13 @@ def test_files_the_store_writes_follow_the_umask(tmp_path, genforge_pm, monkeypa
         atomic_write_text(tmp_path / "a.json", "{}")
         prepared_once(tmp_path / "store" / "cache" / "x", prepare)
         run = create_run("toy-gaussian", spec={"train": {"max_steps": 2}}, pm=genforge_pm(ToyPlugin()))
+        with Scenarios().stream(tmp_path / "scen") as write:  # the sample kinds' own writers
+            write(np.zeros((2, 3, 1)))
+        Images().write(np.zeros((2, 4, 4), np.uint8), tmp_path / "img")
     finally:
         os.umask(old)
+    for written in (tmp_path / "scen" / "scenarios.parquet", tmp_path / "img" / "images.npz"):
+        assert stat.S_IMODE(written.stat().st_mode) == file_mode, written.name
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == file_mode
     assert stat.S_IMODE((tmp_path / "store" / "cache" / "x").stat().st_mode) == folder_mode
     for name in ("spec.yaml", "status.json", "versions.json"):
