@@ -222,6 +222,26 @@ def test_damaged_state_files_are_named_and_the_other_runs_still_list(store, genf
     assert resumed.code == 2 and ".lock" in resumed.stderr and "Traceback" not in resumed.stderr, resumed.stderr
 
 
+def test_an_unreadable_run_file_is_named_and_the_other_runs_still_list(store, genforge_pm, toy_dist, monkeypatch):
+    """A status.json genforge may not read (another user's, a lost mount): its run's row says so, the others list."""
+    pm = genforge_pm(ToyPlugin())
+    runs = [quick_run("toy-gaussian", {"train": {"max_steps": 5}, "sample": {"n": 10}}, pm) for _ in range(2)]
+    locked = runs[0].path / "status.json"
+    real = Path.read_text
+
+    def read_text(self, *args, **kwargs):
+        if self == locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    listing = genforge("runs", "--json")
+    assert listing.code == 0, listing.stderr
+    rows = {r["run_id"]: r for r in json.loads(listing.stdout)}
+    assert rows[runs[1].id]["state"] == "finished"
+    assert rows[runs[0].id]["state"] == "damaged" and "status.json cannot be read (Permission denied)" in rows[runs[0].id]["damaged"]
+
+
 def test_runs_never_cuts_an_id_and_has_json(store, genforge_pm):
     pm = genforge_pm(ToyPlugin())
     runs = [quick_run("toy-gaussian", {"train": {"max_steps": 5}, "sample": {"n": 10}}, pm) for _ in range(2)]

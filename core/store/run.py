@@ -131,6 +131,10 @@ class Run:
             raise DataError(f"{p} is damaged ({exc}); restore it, or delete it to rebuild it by resuming the run") from None
         except IsADirectoryError:
             raise DataError(f"{p} is a folder where genforge keeps a file; remove it") from None
+        except FileNotFoundError:  # deleted between the check and the read
+            return default
+        except OSError as exc:  # unreadable: another user's file, a lost mount
+            raise DataError(f"{p} cannot be read ({exc.strerror or exc}); check its permissions") from None
         if shape is not None and not isinstance(value, shape):
             raise DataError(
                 f"{p} is damaged (it holds {type(value).__name__} JSON, not an object); restore it, or delete it and resume the run"
