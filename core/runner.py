@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import logging
 import math
 import threading
@@ -69,7 +70,8 @@ def pin_data_paths(config: GeneratorConfig) -> GeneratorConfig:
         if not value.strip():
             raise ConfigError(f"data.{name} is empty; give a file, folder or URL, or leave it out to use the default data")
         if "://" not in value and not Path(value).expanduser().is_absolute():
-            setattr(data, name, str(Path(value).expanduser().resolve()))
+            # absolute, not resolved: a link keeps naming what it points at then, and a link loop is refused where it is read
+            setattr(data, name, os.path.abspath(Path(value).expanduser()))
     return config
 
 

@@ -531,3 +531,19 @@ def test_a_runs_or_cache_folder_that_is_a_link_is_refused_before_anything_is_wri
     with pytest.raises(DataError, match=f"{folder.name} is a symbolic link"):
         Steps(create_run("toy-gaussian", spec=SPEC, pm=pm), pm).prepare()
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_loop_of_links_given_as_a_path_is_one_line(genforge_home, toy_dist, tmp_path, monkeypatch):
+    """A relative data.path, a run folder or an image folder that is a loop of links: one `error:` line, never a RuntimeError."""
+    from genforge.flows.cli import invoke
+
+    monkeypatch.chdir(tmp_path)
+    Path("loop").symlink_to("loop")
+    for args in (
+        ("run", "toy-gaussian", "--no-prefect", "--set", "data.path=loop"),
+        ("run", "image-diffusion", "--no-prefect", "--set", "data.path=loop", "--set", "train.max_steps=1"),
+        ("show", "./loop"),
+    ):
+        r = invoke(*args)
+        assert r.code == 2 and r.stderr.startswith("error: ") and len(r.stderr.splitlines()) == 1, (args, r.stderr)
+        assert "loop" in r.stderr and "RuntimeError" not in r.stderr and "Traceback" not in r.stderr

@@ -129,7 +129,10 @@ class RunStore:
             runs[-1].pull()
             return runs[-1]
         if "/" in run_id or os.sep in run_id:  # a folder: only one of this store's runs
-            as_path = Path(run_id).expanduser().resolve()
+            try:
+                as_path = Path(run_id).expanduser().resolve()
+            except (RuntimeError, OSError):  # a symbolic link loop: no run folder
+                as_path = Path(os.path.abspath(Path(run_id).expanduser()))
             if as_path.parent != self.runs.resolve() or not _is_run(as_path):
                 raise RunNotFound(
                     f"{shown(run_id)} is not a run folder of this store ({self.runs}); give a run id, or --store for another store"

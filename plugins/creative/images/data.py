@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -290,6 +291,11 @@ def fingerprint(cfg: ImageDataConfig, content: str) -> str:
     return hashlib.sha256(json.dumps([PREPARE_VERSION, content, settings], sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _absolute(path: str) -> Path:
+    """The folder as an absolute path, links kept (a link loop is then refused as not a folder, never a RuntimeError)."""
+    return Path(os.path.abspath(Path(path).expanduser()))
+
+
 def source_content(cfg: ImageDataConfig) -> tuple[str, tuple[list[Path], list[str] | None] | None]:
     """What identifies the source's content (for the cache key), and a folder's listing."""
     if cfg.origin == "digits":
@@ -302,7 +308,7 @@ def source_content(cfg: ImageDataConfig) -> tuple[str, tuple[list[Path], list[st
         if local.is_file():
             return f"cifar10-{hashlib.sha256(local.read_bytes()).hexdigest()}", None
         return f"cifar10-{given}", None
-    folder = Path(cfg.path).expanduser().resolve()
+    folder = _absolute(cfg.path)
     listing = folder_files(folder)
     return folder_digest(folder, listing[0]), listing
 
@@ -364,12 +370,12 @@ def prepare(cfg: ImageDataConfig, cache_root: Path) -> tuple[Path, str, dict, st
         elif cfg.origin == "cifar10":
             loaded = load_cifar10(cfg, cache_root)
         else:
-            loaded = load_folder(Path(cfg.path).expanduser().resolve(), cfg, *listing)
+            loaded = load_folder(_absolute(cfg.path), cfg, *listing)
         return write_prepared(loaded, cfg, folder)
 
     stats, cache = store.prepared_once(out, write)
     if cfg.origin == "folder":  # the folder this run read, whichever (a copy with the same pictures) filled the cache
-        stats = {**stats, "source": f"folder {Path(cfg.path).expanduser().resolve()}"}
+        stats = {**stats, "source": f"folder {_absolute(cfg.path)}"}
     return out, key, stats, cache
 
 
