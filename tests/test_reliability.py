@@ -130,6 +130,18 @@ def test_a_run_whose_process_was_killed_shows_died_not_running(genforge_home, to
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
 
 
+def test_a_run_between_its_steps_is_running_not_died(genforge_home, genforge_pm):
+    """A step-by-step run (a flow's tasks) holds no lock between its steps: that is no evidence of a death."""
+    from genforge.flows.cli import invoke
+
+    pm = genforge_pm(ToyPlugin())
+    run = create_run("toy-gaussian", spec=SPEC, pm=pm)
+    Steps(run, pm).prepare()  # takes the lock and releases it: the lock is empty, the status running
+    run.set_status("running", step_name="train")
+    rows = json.loads(invoke("runs", "--json").stdout)
+    assert rows[0]["state"] == "running", rows[0]
+
+
 class DeletesTheRunFolder:
     @hookimpl
     def genforge_train_progress(self, run, step, total, metrics):

@@ -207,8 +207,8 @@ class Run:
         """Why the process that holds this run is known to be gone, or None when it runs (or this machine cannot tell).
 
         The run's lock names its holder (``... by pid N on HOST since ...``): on this host, a pid that
-        no longer exists; an empty lock (released) while the status still says running; on a shared
-        store, a lease that lapsed or was released.
+        no longer exists; on a shared store, a lease that lapsed or was released. An empty lock
+        (released) is no evidence: a step-by-step run is ``running`` between its steps with no holder.
         """
         if str(self.path.resolve()) in _held_locks:
             return None
@@ -228,7 +228,9 @@ class Run:
             return None
         found = re.search(r"by pid (\d+) on (\S+) since", holder)
         if not holder:
-            return "no process holds it (it stopped without recording how)"
+            # released: between the steps of a step-by-step run (a flow's tasks) no process holds it, and that is
+            # no evidence of a death; only a holder recorded and gone is
+            return None
         if found and found.group(2) == socket.gethostname():
             try:
                 os.kill(int(found.group(1)), 0)
