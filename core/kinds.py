@@ -467,21 +467,29 @@ class Scenarios(SampleKind):
             raise DataError(f"{path} lacks column(s) {', '.join(missing)}; {self.name} are {self.description}")
 
     def load(self, path: Path, scenarios: int | None = None):
-        """The long table; with ``scenarios``, only the scenarios numbered below it (read by row group: memory stays
-        that of those scenarios, however many the file holds)."""
+        """The long table; with ``scenarios``, only the first that many scenarios by id (read by row group: memory
+        stays that of those scenarios, however many the file holds, and whatever its ids: 0.., 1000.., or gaps)."""
         import pandas as pd
 
-        filters = [("scenario", "<", scenarios)] if scenarios is not None else None
+        filters = None
+        if scenarios is not None:
+            ids = self._ids(path)
+            if len(ids) > scenarios:
+                filters = [("scenario", "<=", int(ids[scenarios - 1]))] if scenarios > 0 else [("scenario", "<", int(ids[0]))]
         return pd.read_parquet(path, columns=list(SCENARIO_COLUMNS), filters=filters)
 
-    def count(self, path: Path) -> int:
-        """Distinct scenarios, read a batch of one column at a time."""
+    def _ids(self, path: Path) -> np.ndarray:
+        """The distinct scenario ids, sorted, read a batch of one column at a time."""
         import pyarrow.parquet as pq
 
         seen: set[int] = set()
         for batch in pq.ParquetFile(path).iter_batches(columns=["scenario"], batch_size=1 << 20):
             seen.update(np.unique(batch.column(0).to_numpy()).tolist())
-        return len(seen)
+        return np.array(sorted(seen))
+
+    def count(self, path: Path) -> int:
+        """Distinct scenarios."""
+        return len(self._ids(path))
 
     def preview(self, path: Path, out: Path, n: int = 16) -> Path | None:
         frame = self.load(path, scenarios=1000)  # the bands of the first thousand scenarios: a picture, not a measurement

@@ -95,6 +95,20 @@ def test_scenarios_are_long_form_parquet(tmp_path):
         kind.check(tmp_path / "fake.parquet")
 
 
+@pytest.mark.parametrize("ids", [range(0, 30), range(1000, 1030), range(0, 300, 10)], ids=["0..", "1000..", "gaps"])
+def test_scenarios_load_the_first_n_by_id_whatever_the_ids(tmp_path, ids):
+    """The market evaluator's cap (evaluate.market.max_scenarios) reads the first N scenarios by id, not ids below N."""
+    kind = Scenarios()
+    paths = np.random.default_rng(0).normal(size=(30, 5, 1))
+    frame = kind._long(paths)
+    frame["scenario"] = np.asarray(list(ids))[frame["scenario"].to_numpy()]
+    path = tmp_path / "scenarios.parquet"
+    frame.to_parquet(path, index=False)
+    capped = kind.load(path, scenarios=12)
+    assert sorted(capped["scenario"].unique()) == sorted(ids)[:12] and len(capped) == 12 * 5
+    assert len(kind.load(path, scenarios=100)) == 30 * 5
+
+
 def test_an_unknown_kind_lists_the_known_ones():
     with pytest.raises(UnknownNameError, match="unknown sample kind 'pictures'; known: molecules, images, music, scenarios"):
         get_kind("pictures", make_plugin_manager(load_entrypoints=False))
