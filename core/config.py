@@ -92,7 +92,7 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(100, ge=1, description="steps between checkpoints")
     keep_checkpoints: int = Field(2, ge=1, description="newest checkpoints kept on disk")
     log_every: int = Field(10, ge=1, description="steps between progress events")
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="seed of the training's randomness (0 or more)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     devices: int = Field(
         1, ge=1, description="processes (GPUs) for data-parallel training; >1 launches torchrun (DDP), batch_size is the global batch"
@@ -107,7 +107,7 @@ class TrainConfig(Section):
 class SampleConfig(Section):
     n: int = Field(1000, ge=1, description="number of samples to draw")
     batch_size: int = Field(500, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="seed of the sampling's randomness (0 or more)")
 
 
 class DataConfig(Section):

@@ -192,7 +192,7 @@ class Generator:
     # Libraries whose versions decide this generator's results (recorded in versions.json).
     libraries: ClassVar[tuple[str, ...]] = ()
     # Training runs on the accelerator: the pipeline's train step then takes a GPU slot.
-    # False for generators that fit in closed form or on the CPU (a GARCH fit, a bootstrap).
+    # False for generators that fit in closed form or on the CPU (a closed-form fit, a bootstrap).
     uses_gpu: ClassVar[bool] = True
     # Tiny settings (seconds on a laptop CPU) for tests: genforge.core.testing.check_generator uses them.
     test_spec: ClassVar[dict[str, Any]] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .errors import DataError
 
-MAX_LINE = 1 << 20  # characters: longer than any line of a text data format (a SMILES, a CSV row of prices)
+MAX_LINE = 1 << 20  # characters: longer than any line of a text data format (one sample of a line notation, a CSV row of numbers)
 
 
 def open_regular(path: str | Path, what: str = "file", hint: str = "give a file") -> io.BufferedReader:

@@ -5,13 +5,13 @@ built-in plugin does, an outside plugin can do too.
 
 Switches (environment variables, comma-separated entry-point names):
 
-* ``GENFORGE_DISABLE_PLUGINS=acme,healthcare``: load every plugin but these;
-* ``GENFORGE_PLUGINS=healthcare``: load only these (an allow list);
+* ``GENFORGE_DISABLE_PLUGINS=acme,acme-beta``: load every plugin but these;
+* ``GENFORGE_PLUGINS=acme``: load only these (an allow list);
 * ``GENFORGE_DISABLE_PLUGIN_AUTOLOAD=1``: load none from entry points (tests register their own);
 * ``GENFORGE_TRACE_HOOKS=1``: log every hook call, its arguments and results to stderr (pluggy's tracing).
 
 A name in either list that matches no installed plugin is reported. An entry point named like
-an extra of its distribution (``healthcare`` of ``genforge[healthcare]``) is skipped, with the
+an extra of its distribution (``acme`` of ``genforge[acme]``) is skipped, with the
 ``pip install`` line that fixes it, while a requirement of that extra is missing. A plugin whose module
 fails to import, whose registration hook raises, or which registers something malformed
 (a generator of an unknown sample kind, ...) is skipped with one line on stderr naming the
@@ -131,8 +131,8 @@ def _installed(name: str) -> str | None:
 def missing_extra(ep: metadata.EntryPoint) -> tuple[str, list[str]] | None:
     """For an entry point named like an extra of its distribution: (``dist[extra]``, what of that extra is missing), else None.
 
-    The convention that lets ``pip install genforge`` (no extras) work without RDKit: the
-    ``healthcare`` entry point needs the ``healthcare`` extra, and is skipped, with the line to
+    The convention that lets ``pip install genforge`` (no extras) work without an industry's
+    libraries: the entry point ``acme`` needs the extra ``acme``, and is skipped, with the line to
     install it, when a requirement of that extra is not installed. An outside distribution can
     use the same convention.
     """
@@ -164,7 +164,7 @@ def _dist_name(ep: metadata.EntryPoint) -> str:
 def _one_per_name(eps: list[metadata.EntryPoint], pm: PluginManager) -> list[metadata.EntryPoint]:
     """The entry points to load: one per plugin name, never decided by which is first on ``sys.path``.
 
-    A name that genforge's own distribution uses (``finance``) stays the built-in plugin's: an
+    A name that genforge's own distribution uses stays the built-in plugin's: an
     outside entry point of that name is refused, with a line. A name two outside distributions
     use is refused for both until one is removed. The same entry point seen twice (a distribution
     on the path twice) counts once.
@@ -275,7 +275,7 @@ CORE = "genforge"  # the owner of the built-in sample kinds (core, not a plugin)
 
 
 def is_builtin(pm: pluggy.PluginManager, plugin: str) -> bool:
-    """A plugin of genforge's own distribution (healthcare, finance, creative); one registered in code, or of another distribution, is outside."""
+    """A plugin of genforge's own distribution (a built-in one); one registered in code, or of another distribution, is outside."""
     dist = getattr(pm, "distributions", {}).get(plugin)
     return dist is not None and dist[0] == BUILTIN_DISTRIBUTION
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import logging
 import math
+import os
 import threading
 import time
 from pathlib import Path

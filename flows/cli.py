@@ -702,7 +702,7 @@ class Invocation:
 def invoke(*args: str, env: dict[str, str | None] | None = None) -> Invocation:
     """Call the command line in this process, through the console script's error boundary, capturing what it prints.
 
-        r = invoke("run", "molecule-difusion")
+        r = invoke("run", "toy-gausian")
         assert r.code == 2 and r.stderr.startswith("error: unknown generator")
 
     For tests (a plugin's command, a message): plugins are loaded afresh for the call, as its

@@ -8,7 +8,7 @@ flow run is rescheduled (by the automation ``genforge deploy`` creates) and a wo
 it up again, the flow finds its run folder and resumes training from the last checkpoint.
 Training holds a slot of a Prefect global concurrency limit (``$GENFORGE_GPU_LIMIT``;
 ``gpu`` on a machine with CUDA) for as long as it runs, so two trainings never share a GPU;
-a generator with ``uses_gpu = False`` (a GARCH fit) takes no slot.
+a generator with ``uses_gpu = False`` (a closed-form fit) takes no slot.
 """
 
 from __future__ import annotations

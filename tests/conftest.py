@@ -12,12 +12,16 @@ import pytest
 
 # Under pytest-xdist (`make test`: two workers on two cores) each worker computes on one thread: two
 # workers with two OpenMP threads each would spin against each other (torch, numpy's BLAS, RDKit pools).
+# The variables reach the processes the tests start and libraries loaded later; threadpoolctl limits the
+# BLAS and OpenMP pools already loaded in this one (numpy's, imported before this file), torch its own.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[_var] = "1"
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1)
 
 from genforge.core.testing import overrides_from_spec  # noqa: E402 (after the thread settings)
 

@@ -49,6 +49,12 @@ def test_bad_type_names_the_field():
     assert "sample.n" in str(err.value)
 
 
+@pytest.mark.parametrize("field", ["train.seed", "sample.seed", "data.seed"])
+def test_a_negative_seed_names_the_field(field):
+    with pytest.raises(ConfigError, match=rf"{field}.*greater than or equal to 0"):
+        load_spec(ToyConfig, None, [f"{field}=-1"])
+
+
 def test_malformed_override():
     with pytest.raises(ConfigError, match="expected key=value"):
         parse_override("train.max_steps")

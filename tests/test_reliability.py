@@ -47,6 +47,9 @@ def test_a_cached_file_replaced_by_other_data_is_never_used(genforge_home, genfo
     assert any("was not used and was prepared again: rebuilt (test.npy changed" in n for n in second.metrics()["notes"])
     again = Steps(create_run("toy-gaussian", spec={**SPEC, "data": {"path": str(data)}}, pm=pm), pm).prepare()
     assert again.stats["cache"] == "hit"
+    np.save(folder / "more.npy", np.zeros(3))  # a file added beside the prepared ones: read by a generator that globs
+    added = Steps(create_run("toy-gaussian", spec={**SPEC, "data": {"path": str(data)}}, pm=pm), pm).prepare()
+    assert added.stats["cache"] == "rebuilt (more.npy was added since it was prepared)" and not (folder / "more.npy").exists()
 
 
 def test_an_incomplete_cache_folder_is_rebuilt_not_fatal(genforge_home, genforge_pm, tmp_path):

@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ..errors import RunNotFound, shown
 from . import mirror
-from .files import atomic_write_bytes, atomic_write_text, prepared_once, read_jsonl, refuse_links, temp_file
+from .files import atomic_write_bytes, atomic_write_text, file_digest, prepared_once, read_jsonl, refuse_links, temp_file
 from .lease import LEASE_SECONDS, Lease
 from .mirror import filesystem, home, is_url, mirror_dir, set_storage_options, store_root
 from .run import Run, check_run_id, valid_id
@@ -48,6 +48,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "check_run_id",
+    "file_digest",
     "filesystem",
     "home",
     "is_url",

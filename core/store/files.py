@@ -138,6 +138,10 @@ def check_manifest(folder: Path) -> str | None:
             return f"{name} is missing"
         if p.stat().st_size != want.get("size") or file_digest(p) != want.get("sha256"):
             return f"{name} changed since it was prepared"
+    extra = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    extra = [name for name in extra if name not in listed]
+    if extra:  # a generator that reads what a folder holds (every *.npz) would read it as its own
+        return f"{extra[0]} was added since it was prepared" + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
     return None
 
 

@@ -19,7 +19,6 @@ from typing import ClassVar
 import numpy as np
 import torch
 from pydantic import Field
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from genforge.core import (
@@ -42,6 +41,7 @@ from genforge.core import (
     hookimpl,
     store,
 )
+from genforge.core.training import load_weights, save_weights
 
 
 class Vectors(SampleKind):
@@ -88,7 +88,7 @@ class ToyData(DataConfig):
     n: int = Field(2000, ge=10, description="synthetic vectors to draw")
     dim: int = Field(2, ge=1, description="dimension of the synthetic vectors")
     test_fraction: float = Field(0.2, gt=0, lt=1, description="held out as reference")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class ToyTrain(TrainConfig):
@@ -196,11 +196,11 @@ class GaussianGenerator(Generator):
         result = trainer.fit(model, loss_fn, count="vectors")
         weights = trainer.run_dir / "toy.safetensors"
         if trainer.is_main:
-            save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(weights))
+            save_weights(model, weights, {"dim": int(x.shape[1])})
         return Checkpoint(weights, result.step, details={"dim": int(x.shape[1])})
 
     def sample(self, checkpoint: Checkpoint, config: ToyConfig, run: Run) -> Samples:
-        state = load_file(str(checkpoint.path))
+        state, _ = load_weights(checkpoint.path)
         gen = torch.Generator().manual_seed(config.sample.seed)
         z = torch.randn(config.sample.n, state["mean"].shape[0], generator=gen)
         x = (state["mean"] + z * state["log_std"].exp()).numpy()

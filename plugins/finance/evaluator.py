@@ -65,7 +65,7 @@ class MarketConfig(EvaluatorConfig):
     max_lag: int = Field(100, ge=1, description="lags of the ACF scores")
     memorisation_window: int = Field(20, ge=2, description="days per window in the memorisation check")
     fan_chart_days: int = Field(250, ge=10, description="real days shown before the scenarios in the fan chart")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class MarketEvaluator(Evaluator):

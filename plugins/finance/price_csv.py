@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from genforge.core import DataError
-from genforge.core.inputs import open_regular
+from genforge.core.inputs import MAX_LINE, open_regular  # MAX_LINE: a price row of many thousand assets fits; a binary blob does not
 
 NA_CELLS = {"", "na", "n/a", "nan", "null", "."}  # a missing price (a gap), as CSV exports write it
 NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")  # ASCII digits only: float() also takes 1_000 and １００
@@ -37,7 +37,6 @@ INFINITE = {"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
 DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?")
 DECIMAL_COMMA = re.compile(r"[+-]?[0-9]+,[0-9]+")  # "1,5" in one (quoted) cell
 BLANKS = " \t"  # what is stripped around a cell (not every Unicode space: a no-break space is not part of a number)
-MAX_LINE = 1_000_000  # characters in one line: a price row of many thousand assets fits; a binary blob does not
 
 
 def read_price_csv(path: Path, columns: list[str] | None = None) -> pd.DataFrame:

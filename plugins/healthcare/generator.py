@@ -133,7 +133,7 @@ class MoleculeDataConfig(DataConfig):
     group_indices: bool = Field(True, description="SELFIES: a branch/ring symbol and its index symbols form one token")
     max_length: int = Field(72, ge=4, description="molecules with more tokens are skipped (counted)")
     workers: int | None = Field(None, ge=1, description="processes for RDKit validation (default: all cores)")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class MoleculeModelConfig(TransformerConfig):
@@ -190,14 +190,6 @@ def _reference_name(cfg: MoleculeDataConfig, source: str, held_out_from_train: b
     if held_out_from_train:
         return f"{source} (held out)"
     return f"{source}-test"
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_smi(path: Path, smiles: list[str]) -> None:
@@ -260,8 +252,8 @@ class MoleculeDiffusion(Generator):
             "vocabulary": hashlib.sha256(json.dumps(fixed.tokens).encode()).hexdigest() if fixed else None,
             "max_length": max_length,  # the limit in force (a checkpoint's may be shorter than data.max_length)
             "version": PREPARE_VERSION,
-            "train": _file_digest(train_file),
-            "test": _file_digest(test_file) if test_file else None,
+            "train": store.file_digest(train_file),
+            "test": store.file_digest(test_file) if test_file else None,
             "config": cfg.model_dump(exclude={"workers", "source", "path", "test_path", "max_rejected"}),
         }
         fingerprint = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]

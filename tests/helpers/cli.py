@@ -1,6 +1,6 @@
 """The genforge command line called in this process (``genforge.flows.cli.invoke``), as the host's tests use it.
 
-    r = genforge("run", "molecule-difusion")
+    r = genforge("run", "toy-gausian")
     assert r.code == 2 and r.stderr.startswith("error: unknown generator")
 
 What a fresh process proves that this cannot (the console script's exit code, signals, imports)

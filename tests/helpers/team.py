@@ -122,23 +122,41 @@ class Team:
         return found[0] if found else None
 
     def stop(self) -> None:
+        """Stop everything this stack started, each part even when an earlier part failed to stop; then raise the first failure."""
+        failures: list[BaseException] = []
+
+        def attempt(part, *args) -> None:
+            try:
+                part(*args)
+            except Exception as exc:
+                failures.append(exc)
+
         for w in self.workers:
-            services.stop(w)
+            attempt(services.stop, w)
         pids = (self.base / "pids").read_text().split() if (self.base / "pids").exists() else []
         for pid in map(int, pids):
             try:
                 os.killpg(pid, signal.SIGKILL)  # the server and the docs' worker, with their children
             except ProcessLookupError:
                 pass
-        services.kill_pids(services.flow_run_processes(api_url=self.api))
+        attempt(lambda: services.kill_pids(services.flow_run_processes(api_url=self.api)))
         data = self.base / "pg" / "data"
-        if data.exists():
-            subprocess.run(
-                services._as_postgres([services.pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]), capture_output=True
-            )
+
+        def stop_postgres() -> None:
+            pg_ctl = services._as_postgres([services.pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"])
+            subprocess.run(pg_ctl, capture_output=True)
             assert not (data / "postmaster.pid").exists(), "PostgreSQL did not stop"
-        assert not services.flow_run_processes(api_url=self.api)
+
+        if data.exists():
+            attempt(stop_postgres)
+
+        def none_left() -> None:
+            assert not services.flow_run_processes(api_url=self.api)
+
+        attempt(none_left)
         shutil.rmtree(self.base, ignore_errors=True)
+        if failures:
+            raise failures[0]
 
 
 def bring_up() -> Team:

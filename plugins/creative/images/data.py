@@ -60,7 +60,7 @@ class ImageDataConfig(DataConfig):
     )
     max_images: int | None = Field(None, ge=10, description="train on a random subset of this many images")
     max_test: int = Field(10_000, ge=10, description="cap on reference (test) images")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _source(self) -> ImageDataConfig:

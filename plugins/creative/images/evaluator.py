@@ -50,7 +50,7 @@ class ImageEvalConfig(EvaluatorConfig):
     k: int = Field(3, ge=1, description="neighbours that set the radii of precision and recall (Kynkäänniemi et al. 2019)")
     grid: int = Field(80, ge=0, description="samples in the picture (0: none)")
     pairs: int = Field(8, ge=0, description="nearest-training-neighbour pairs in the picture")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 def _load(path: Path, max_n: int, seed: int) -> tuple[np.ndarray, np.ndarray | None, list[str]]:

@@ -40,7 +40,7 @@ class ChoraleDataConfig(DataConfig):
     )
     max_pieces: int | None = Field(None, ge=2, description="use only the first this many files (quick trials and tests)")
     key_analysis: bool = Field(True, description="record each piece's key by music21's analysis (else the key signature)")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 def save_grids(path: Path, grids: list[np.ndarray], keys: list[str | None] | None = None) -> Path:
