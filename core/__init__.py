@@ -10,7 +10,7 @@ Shared modelling blocks (a transformer denoiser, masked discrete diffusion) are 
 from importlib import metadata as _metadata
 
 from . import store
-from .config import DataConfig, GeneratorConfig, OptimizerConfig, PhaseConfig, SampleConfig, Section, TrainConfig, load_spec
+from .config import DataConfig, GeneratorConfig, OptimizerConfig, PhaseConfig, PromoteConfig, SampleConfig, Section, TrainConfig, load_spec
 from .contracts import (
     Checkpoint,
     DataSource,
@@ -59,6 +59,7 @@ __all__ = [
     "EvaluatorConfig",
     "Generator",
     "GeneratorConfig",
+    "PromoteConfig",
     "GenforgeError",
     "LeaseLost",
     "Metric",

@@ -121,6 +121,31 @@ class DataConfig(Section):
     )
 
 
+class PromoteConfig(Section):
+    """The ``promote`` section: register the finished run as the next version of ``model`` and gate it.
+
+    The gate compares the new version with the one ``alias`` points at, on the same reference
+    data, and moves the alias only when every decisive metric is better by ``margin`` and no
+    guard metric is worse than its tolerance. Left as None, ``metrics``, ``margin`` and ``guards``
+    are the generator's declared gate (``Generator.gate``).
+    """
+
+    model: str | None = Field(None, description="register the finished run as the next version of this model and gate it (None: neither)")
+    alias: str = Field("champion", description="the alias the gate moves when the new version wins")
+    metrics: list[str] | None = Field(
+        None, description="the decisive metrics (evaluator.metric): each must be better by the margin (None: the generator's gate)"
+    )
+    margin: float | None = Field(
+        None, ge=0, description="the relative improvement each decisive metric needs: 0.02 is 2 % (None: the generator's)"
+    )
+    guards: dict[str, float] | None = Field(
+        None, description="metric (evaluator.metric) -> the relative amount it may get worse by: 0 is not worse (None: the generator's)"
+    )
+    thresholds: dict[str, float] | None = Field(
+        None, description="metric -> the value the new version must reach, in the metric's direction (None: the generator's)"
+    )
+
+
 class GeneratorConfig(Section):
     """A generator's whole spec. Subclasses narrow the ``data``, ``model``, ``train`` and ``sample`` types.
 
@@ -135,6 +160,7 @@ class GeneratorConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     evaluate: Section = Field(default_factory=Section)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
 
 
 EVALUATE_SETTINGS: dict[str, Any] = {  # the host's settings in the ``evaluate`` section (no evaluator may take these names)

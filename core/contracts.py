@@ -196,6 +196,11 @@ class Generator:
     uses_gpu: ClassVar[bool] = True
     # Tiny settings (seconds on a laptop CPU) for tests: genforge.core.testing.check_generator uses them.
     test_spec: ClassVar[dict[str, Any]] = {}
+    # The promotion gate (`promote` section, `genforge gate`; docs/models.md): "metrics" that decide (evaluator.metric,
+    # each better by "margin", relative), "guards" (metric -> the relative amount it may get worse by), "thresholds"
+    # (metric -> the value a new version must reach) and "directions" (metric -> higher is better, for a metric whose
+    # evaluator gives none, such as a training detail read as training.<key>). Empty: a run's promote section names them.
+    gate: ClassVar[dict[str, Any]] = {}
 
     def prepare(self, config: GeneratorConfig, run: Run) -> PreparedData:
         """Read, validate and encode the training data; reuse a cached copy when the inputs match."""
@@ -212,6 +217,17 @@ class Generator:
     def reference(self, data: PreparedData, config: GeneratorConfig) -> Reference:
         """The real data evaluators compare samples with."""
         raise NotImplementedError
+
+    def model_files(self, checkpoint: Checkpoint) -> list[Path]:
+        """The files of a trained model that ``sample`` reads, in the run folder: a model version keeps these.
+
+        By default the checkpoint's file and, where ``save_weights`` wrote it, its JSON beside it
+        (``model.safetensors`` and ``model.json``). A generator whose ``sample`` reads more (a
+        vocabulary, a scaler, the history it conditions on) adds those files here.
+        """
+        path = Path(checkpoint.path)
+        meta = path.with_suffix(".json")
+        return [path] + ([meta] if meta != path and meta.is_file() else [])
 
 
 @dataclass

@@ -58,6 +58,9 @@ def summary_lines(run: Run) -> list[str]:
         )
     if data.get("details") and _details(data["details"]):
         lines.append(f"Data details: {_details(data['details'])}.")
+    if training.get("from_model"):
+        source = training["from_model"]
+        lines.append(f"No training: the weights of model {source.get('ref')} (trained by run {source.get('trained_by_run')}).")
     if training.get("stopped_by"):
         thr = training.get("throughput") or {}
         lines.append(

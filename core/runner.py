@@ -148,6 +148,11 @@ class Steps:
             if add_note(self.run, note):
                 log.warning("run %s: %s", self.run.id, note)
 
+    @property
+    def trains_nothing(self) -> bool:
+        """A run that samples from a model version (``from_model.json``): no training, no GPU slot for it."""
+        return (self.run.path / "from_model.json").is_file()
+
     def _relative(self, path: Path) -> str:
         """Paths inside the run folder are recorded relative to it, so a copy elsewhere still works."""
         path = Path(path).resolve()
@@ -223,7 +228,12 @@ class Steps:
         return PreparedData(Path(d["path"]), d["fingerprint"], {**stats, **d.get("details", {})})
 
     def train(self, data: PreparedData | None = None) -> Checkpoint:
-        """Train to the budget, resuming from the newest checkpoint; one process at a time per run (a lock)."""
+        """Train to the budget, resuming from the newest checkpoint; one process at a time per run (a lock).
+
+        A run sampled from a model version (``genforge sample``) trains nothing: its checkpoint is the version's.
+        """
+        if self.trains_nothing:
+            return self.checkpoint()
         if distributed.in_process_group():  # a torchrun worker: the launching process holds the lock
             return self._train(data)
         with self.run.lock("train"):
@@ -390,6 +400,18 @@ class Steps:
         self.run.set_status("finished")
         self.notify("genforge_run_finished", report=report)
         return report
+
+    def gate(self) -> Any:
+        """With ``promote.model`` set: register the finished run as the model's next version and gate it (``gate.json``)."""
+        promote = self.config.promote
+        if not promote.model or self.trains_nothing:
+            return None
+        from .gate import gate_run
+
+        verdict = gate_run(self.run, promote.model, pm=self.pm, config=promote)
+        self.run.write_json("gate.json", verdict.to_dict())
+        log.info("run %s: %s", self.run.id, verdict.line())
+        return verdict
 
     def failed(self, error: BaseException) -> None:
         """Record how the run ended: ``interrupted`` (Ctrl-C, SIGTERM, a cancellation: resumable) or ``failed``."""
@@ -585,7 +607,9 @@ def run_all(run: Run | str | Path, pm: pluggy.PluginManager | None = None) -> Re
             data = steps.prepare()
             checkpoint = steps.train(data)
             samples = steps.sample(checkpoint)
-            return steps.evaluate(samples, data)
+            report = steps.evaluate(samples, data)
         except BaseException as exc:
             steps.failed(exc)
             raise
+        steps.gate()  # after the run finished: a gate that cannot decide leaves a finished run, and says why
+        return report

@@ -460,12 +460,19 @@ def new_plugin(
     )
 
 
-@app.command()
+runs_app = typer.Typer(help="List the runs in the store, oldest first: id, state, step, and headline metrics.", no_args_is_help=False)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback(invoke_without_command=True)
 def runs(
+    ctx: typer.Context,
     store: StoreOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="every run as JSON: id, generator, state, step, created, path, metrics")] = False,
 ) -> None:
-    """List the runs in the store, oldest first: id, state, step, and headline metrics."""
+    """List the runs in the store, oldest first: id, state, step, and headline metrics (`genforge runs prune`: a retention rule)."""
+    if ctx.invoked_subcommand is not None:
+        return
     the_store = RunStore(store)
     all_runs = the_store.all()
     rows = []
@@ -511,6 +518,197 @@ def runs(
     console.print(table)
 
 
+@runs_app.command("prune")
+def runs_prune(
+    keep: Annotated[int | None, typer.Option("--keep", help="keep the newest N runs of each generator")] = None,
+    older_than: Annotated[float | None, typer.Option("--older-than", help="delete only runs created more than DAYS days ago")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="say what would be deleted, delete nothing")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Delete old run folders by a retention rule; never a run an alias's model version came from, nor one not ended."""
+    from genforge.core.models import prune_runs
+
+    the_store = RunStore(store)
+    doomed, kept = prune_runs(the_store, keep, older_than, dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    for run in doomed:
+        console.print(f"{verb} {run.id}", highlight=False, soft_wrap=True)
+    for run_id, why in kept.items():
+        console.print(f"kept {run_id}: {escape(why)}", highlight=False, soft_wrap=True)
+    console.print(f"{verb} {len(doomed)} run(s); {len(kept)} kept by the rules above", highlight=False)
+
+
+models_app = typer.Typer(help="Registered models: their versions, aliases and headline metrics.", no_args_is_help=False)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models(
+    ctx: typer.Context,
+    store: StoreOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="every model, version and alias as JSON")] = False,
+) -> None:
+    """List the registered models: each version, the aliases pointing at it, and its headline metrics (`genforge models show REF`: one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from genforge.core.store.registry import Registry
+
+    registry = Registry(store)
+    rows = []
+    for name in registry.models():
+        aliases = registry.aliases(name)
+        for v in registry.versions(name):
+            rows.append(
+                {
+                    "model": name,
+                    "version": v.version,
+                    "aliases": sorted(a for a, n in aliases.items() if n == v.version),
+                    "generator": v.generator,
+                    "run_id": v.run_id,
+                    "registered": v.record.get("registered"),
+                    "metrics": v.metrics,
+                }
+            )
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        console.print(f"no models in {registry}; register a finished run: genforge register RUN --model NAME", highlight=False)
+        return
+    table = Table()
+    for column in ("model", "version", "aliases", "generator", "registered"):
+        table.add_column(column, no_wrap=column in ("model", "version"))
+    table.add_column("metrics", overflow="fold")
+    for row in rows:
+        headline = ", ".join(f"{k} {_fmt(v)}" for k, v in [(k, v) for k, v in row["metrics"].items() if "." not in k][:4])
+        aliases = " ".join(f"@{a}" for a in row["aliases"])
+        table.add_row(row["model"], str(row["version"]), aliases, row["generator"], str(row["registered"] or ""), escape(headline))
+    console.print(table)
+
+
+@models_app.command("show")
+def models_show(
+    ref: Annotated[str, typer.Argument(help="NAME (its champion), NAME@alias or NAME:version")],
+    as_json: Annotated[bool, typer.Option("--json", help="the model card as JSON")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """A model version's card: its data, training, metrics, pictures, aliases, and lineage to its run."""
+    from genforge.core.models import card, dumps
+    from genforge.core.store.registry import Registry
+
+    registry = Registry(store)
+    info = card(registry, registry.resolve(ref))
+    if as_json:
+        print(dumps(info))
+        return
+    aliases = " ".join(f"@{a}" for a in info["aliases"])
+    console.print(f"[bold]{info['model']}:{info['version']}[/] {aliases}", highlight=False)
+    console.print(f"generator {info['generator']}; trained by run {info['run_id']}", highlight=False, soft_wrap=True)
+    console.print(f"registered {info['registered']} by {info['registered_by']}", highlight=False, soft_wrap=True)
+    data, training = info["data"] or {}, info["training"] or {}
+    console.print(f"data: {data.get('source')} (fingerprint {data.get('fingerprint')})", highlight=False, soft_wrap=True)
+    if training:
+        console.print(
+            f"training: {training.get('step')} steps in {training.get('train_seconds')} s, stopped by {training.get('stopped_by')}",
+            highlight=False,
+        )
+    table = Table(title="metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in info["metrics"].items():
+        table.add_row(k, _fmt(v))
+    console.print(table)
+    for move in info["moves"]:
+        console.print(
+            f"@{move['alias']}: {move['from']} -> {move['to']} on {move['when']} by {move['by']}: {escape(str(move['reason']))}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    if info["figures"]:
+        console.print(f"figures: {', '.join(info['figures'])} (in {info['files']})", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def register(
+    run_id: Annotated[str, typer.Argument(help="a finished run: id, unique prefix, folder, or 'latest'")],
+    model: Annotated[str, typer.Option("--model", "-m", help="the model's name (letters, digits, '.', '_', '-')")],
+    store: StoreOpt = None,
+) -> None:
+    """Register a finished run as the next version of a model: its trained model's files and its records are copied."""
+    from genforge.core.models import register_run
+    from genforge.core.store.registry import Registry
+
+    the_run = RunStore(store).get(run_id)
+    version = register_run(the_run, model, Registry(store))
+    console.print(f"registered run {the_run.id} as [bold]{version.ref}[/]", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def promote(
+    ref: Annotated[str, typer.Argument(help="the version, NAME:VERSION (or NAME@alias)")],
+    alias: Annotated[str, typer.Option("--alias", "-a", help="the alias to point at it")] = "champion",
+    reason: Annotated[str, typer.Option("--reason", "-r", help="why (kept in the alias's history)")] = "",
+    store: StoreOpt = None,
+) -> None:
+    """Point an alias at a version by hand (a rollback, a person's override); the move is recorded with who and why."""
+    from genforge.core.store.registry import Registry
+
+    if not reason.strip():
+        raise GenforgeError("give a --reason: every move of an alias is recorded with why (a rollback: --reason 'rollback: ...')")
+    registry = Registry(store)
+    version = registry.resolve(ref)
+    move = registry.move_alias(version.model, alias, version.version, reason)["move"]
+    console.print(f"{version.model}@{alias}: {move['from'] if move['from'] is not None else 'none'} -> {move['to']}", highlight=False)
+
+
+@app.command()
+def gate(
+    run_id: Annotated[str, typer.Argument(help="a finished run: id, unique prefix, folder, or 'latest'")],
+    model: Annotated[str, typer.Option("--model", "-m", help="the model to register it in and gate it against")],
+    alias: Annotated[
+        str | None, typer.Option("--alias", "-a", help="the alias it competes for (default: the run's promote.alias, champion)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="the verdict as JSON")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Register a finished run as a model's next version and gate it: the alias moves only if it beats the alias's version."""
+    from genforge.core.gate import gate_run
+    from genforge.core.runner import Steps
+    from genforge.core.store.registry import Registry
+
+    the_run = RunStore(store).get(run_id)
+    promote = Steps(the_run).config.promote.model_copy(update={"model": model, **({"alias": alias} if alias else {})})
+    verdict = gate_run(the_run, model, Registry(store), config=promote)
+    if as_json:
+        print(json.dumps(verdict.to_dict(), indent=2, default=str))
+        return
+    console.print(escape(verdict.line()), highlight=False, soft_wrap=True)
+    for row in verdict.comparisons:
+        console.print(f"  {'ok ' if row.passed else 'no '} {row.role}: {escape(row.why)}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def sample(
+    ref: Annotated[str, typer.Argument(help="a model version: NAME (its champion), NAME@alias or NAME:version")],
+    set_: Annotated[
+        list[str],
+        typer.Option("--set", "-s", help="change the version's sample, evaluate or data section: --set sample.n=10000 (repeatable)"),
+    ] = [],
+    prefect: PrefectOpt = True,
+    store: StoreOpt = None,
+) -> None:
+    """Sample from a registered model without training: a new run with the version's weights, then sample and evaluate."""
+    from genforge.core.models import create_sample_run
+
+    if store:
+        os.environ["GENFORGE_HOME"] = str(store)
+    if prefect:
+        check_prefect_api()
+    the_run = create_sample_run(ref, set_)
+    console.print(f"run [bold]{the_run.id}[/] in {the_run.path}, sampling from {ref}", highlight=False, soft_wrap=True)
+    _execute(the_run, prefect)
+
+
 def _generator_of(run) -> str:
     try:
         return run.generator
@@ -549,6 +747,13 @@ def deploy(
     update: Annotated[
         bool, typer.Option("--update", help="re-apply deployments that exist (replaces their schedules and scheduled runs)")
     ] = False,
+    notify: Annotated[
+        str | None,
+        typer.Option(
+            "--notify",
+            help="a Prefect notification block, TYPE/NAME (slack-webhook/risk-desk): notified when the gate holds or refuses a model",
+        ),
+    ] = None,
 ) -> None:
     """Create the work pools, the GPU concurrency limit and the crash automations (if missing), then apply deploy/prefect.yaml."""
     from .deploy import deploy as do_deploy
@@ -557,7 +762,7 @@ def deploy(
         import torch
 
         gpu_slots = max(1, torch.cuda.device_count())
-    done = do_deploy(list(pool), gpu_slots, gpu_limit, prefect_file, apply, list(name) or None, automations, update)
+    done = do_deploy(list(pool), gpu_slots, gpu_limit, prefect_file, apply, list(name) or None, automations, update, notify)
     console.print(f"pools created: {', '.join(done['pools']) or 'none (all existed)'}")
     lim = done["gpu_limit"]
     console.print(

@@ -140,6 +140,8 @@ class GaussianGenerator(Generator):
     kind: ClassVar[str] = "vectors"
     Config: ClassVar[type[ToyConfig]] = ToyConfig
     description: ClassVar[str] = "a diagonal Gaussian fitted by maximum likelihood (a toy for tests and templates)"
+    # the promotion gate: a closer mean decides; the spread may not get more than a quarter worse
+    gate: ClassVar[dict] = {"metrics": ["moments.mean_abs_error"], "guards": {"moments.std_abs_error": 0.25}}
     demo_spec: ClassVar[dict] = {"train": {"max_steps": 100}}
     test_spec: ClassVar[dict] = {
         "data": {"n": 200},

@@ -97,12 +97,21 @@ class FinanceGenerator(Generator):
     refits: ClassVar[bool] = True
     # returns (scenarios x days x assets) drawn and written at a time by the sample step: about 100 MB of work at a time
     part_values: ClassVar[int] = 1_250_000
+    # the promotion gate (docs/models.md): the 1-day 1 % FZ0 of the backtest lower, with Kupiec's p 0.05 or more
+    gate: ClassVar[dict] = {
+        "metrics": ["market.backtest_1d_1pct_fz0"],
+        "thresholds": {"market.backtest_1d_1pct_kupiec_p": 0.05},
+    }
     test_spec: ClassVar[dict] = {
         "data": {"start": "2008-01-01", "test_start": "2012-01-01"},
         "sample": {"n": 50, "horizon": 30, "backtest_scenarios": 200, "given": "test"},
     }
 
     # -- data ---------------------------------------------------------------------------
+
+    def model_files(self, checkpoint: Checkpoint) -> list[Path]:
+        """The model's files and the returns it conditions on (``history.parquet``), which ``sample`` reads."""
+        return [*super().model_files(checkpoint), Path(checkpoint.path).parent / HISTORY]
 
     def prepare(self, config: FinanceConfig, run: Run) -> PreparedData:
         cfg = config.data

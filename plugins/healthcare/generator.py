@@ -203,6 +203,8 @@ class MoleculeDiffusion(Generator):
     description: ClassVar[str] = "masked discrete diffusion over SELFIES/SMILES tokens with a transformer denoiser"
     libraries: ClassVar[tuple[str, ...]] = ("rdkit", "selfies", "fcd")
     default_demo: ClassVar[bool] = True  # `genforge demo` alone runs this one
+    # the promotion gate (docs/models.md): FCD/Test lower by 2 % or more; validity and Filters not lower
+    gate: ClassVar[dict] = {"metrics": ["moses.FCD/Test"], "margin": 0.02, "guards": {"moses.validity": 0.0, "moses.Filters": 0.0}}
     test_spec: ClassVar[dict] = {  # seconds on 2 cores: tests and genforge.core.testing.check_generator
         "data": {"max_molecules": 300, "max_reference": 200, "workers": 1},
         "model": {"d_model": 32, "n_heads": 2, "n_layers": 1},

@@ -128,6 +128,8 @@ class ImageDiffusion(Generator):
         "EDM diffusion with a U-Net denoiser; class-conditional with classifier-free guidance; Heun, Euler or stochastic sampling"
     )
     libraries: ClassVar[tuple[str, ...]] = ("torch", "Pillow", "scikit-learn")
+    # the promotion gate (docs/models.md): FD lower; recall not lower
+    gate: ClassVar[dict] = {"metrics": ["image.fd"], "guards": {"image.recall": 0.0}}
     test_spec: ClassVar[dict] = {  # seconds on 2 cores
         "data": {"resolution": 8},
         "model": {"channels": 8, "channel_mult": [1, 2], "attention_at": 4, "groups": 4},

@@ -289,6 +289,12 @@ class ChoraleDiffusion(Generator):
         "four-part chorales over the voice x sixteenth grid: left to right with counterpoint rules (or masked diffusion), shared transformer; harmonises melodies"
     )
     libraries: ClassVar[tuple[str, ...]] = ("torch", "music21")
+    # the promotion gate (docs/models.md): held-out NLL (a training detail) lower; parallel fifths and octaves not higher
+    gate: ClassVar[dict] = {
+        "metrics": ["training.heldout_nll"],
+        "directions": {"training.heldout_nll": False},
+        "guards": {"chorale.parallel_fifths": 0.0, "chorale.parallel_octaves": 0.0},
+    }
     test_spec: ClassVar[dict] = {  # seconds on 2 cores: the first 12 files of the corpus
         "data": {"max_pieces": 12, "key_analysis": False},
         "model": {"d_model": 32, "n_heads": 2, "n_layers": 1, "window": 16, "hop": 8},

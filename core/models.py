@@ -1,0 +1,260 @@
+"""Registering a finished run as a model version, and sampling from a version without training.
+
+The registry itself (versions, aliases, the store's atomic creates) is ``genforge.core.store.registry``;
+this module ties it to runs and generators. Domain-free: what a version keeps of a trained model
+is what its generator's ``model_files`` names.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from .config import parse_override
+from .contracts import Checkpoint
+from .errors import ConfigError, DataError, GenforgeError, UnknownNameError
+from .plugin_manager import generators, get_generator
+from .store import Run, RunStore
+from .store.registry import ModelVersion, Registry, check_name
+
+FROM_MODEL = "from_model.json"  # in a run sampled from a model version: which one (the run trains nothing)
+SAMPLE_SECTIONS = (
+    "sample",
+    "evaluate",
+    "data",
+)  # promote: a sampling run gates nothing  # what `genforge sample` may change of a version's spec
+
+
+def headline_metrics(run: Run) -> tuple[dict[str, float], dict[str, bool | None]]:
+    """A run's metrics (``evaluator.metric`` -> value) and each one's direction (``higher_is_better``), from metrics.json."""
+    record = run.metrics()
+    values = {k: v for k, v in (record.get("metrics") or {}).items() if isinstance(v, (int, float))}
+    directions: dict[str, bool | None] = {}
+    for ev in record.get("evaluations") or []:
+        for m in ev.get("metrics") or []:
+            directions[f"{ev.get('evaluator')}.{m.get('name')}"] = m.get("higher_is_better")
+    return values, directions
+
+
+def register_run(
+    run: Run, model: str, registry: Registry | None = None, pm: pluggy.PluginManager | None = None, by: str | None = None
+) -> ModelVersion:
+    """Register a finished run as the next version of ``model``: its generator's model files and the run's records."""
+    check_name(model)
+    registry = registry or Registry()
+    state = run.status.get("state")
+    if state != "finished":
+        raise GenforgeError(f"run {run.id} is {state}, not finished: only a finished run (trained, sampled, evaluated) is registered")
+    if (run.path / FROM_MODEL).is_file():
+        source = run.read_json(FROM_MODEL, {})
+        raise GenforgeError(f"run {run.id} trained nothing: it sampled from model {source.get('ref')}, which is registered already")
+    recorded = run.read_json("checkpoint.json")
+    if not recorded:
+        raise DataError(f"run {run.id} has no checkpoint.json: it has no trained model to register")
+    generator = run.generator
+    try:
+        gen = get_generator(generator, pm)()
+    except UnknownNameError as exc:
+        raise GenforgeError(f"run {run.id}'s generator is not installed here, so its model files are unknown: {exc}") from None
+    checkpoint = Checkpoint(run.path / recorded["path"], recorded.get("step", 0))
+    files = gen.model_files(checkpoint)
+    from .gate import run_metrics
+
+    metrics, directions = run_metrics(run)  # with its numeric training details, as training.<key>
+    data = run.read_json("data.json", {})
+    training = run.read_json("training.json", {})
+    spec = run.spec
+    record = {
+        "generator": generator,
+        "kind": gen.kind,
+        "run_id": run.id,
+        "run_path": str(run.path),
+        "spec": spec,
+        "checkpoint": {"path": recorded["path"], "step": recorded.get("step", 0)},
+        "data": {"fingerprint": data.get("fingerprint"), "source": data.get("source")},
+        "training": {k: training.get(k) for k in ("step", "train_seconds", "stopped_by", "parameters") if k in training},
+        "metrics": metrics,
+        "directions": directions,
+        "finished": run.status.get("finished") or run.status.get("updated"),
+    }
+    return registry.register(run.path, model, files, record, by=by)
+
+
+def create_sample_run(
+    ref: str,
+    overrides: list[str] | tuple[str, ...] = (),
+    registry: Registry | None = None,
+    pm: pluggy.PluginManager | None = None,
+    root: str | Path | None = None,
+    run_id: str | None = None,
+    sections: dict[str, Any] | None = None,
+) -> Run:
+    """A new run that samples from a model version (``NAME@alias``, ``NAME:N`` or ``NAME``) and trains nothing.
+
+    The run's spec is the version's (``sections`` replace whole sections of it), with ``overrides`` to its
+    ``sample``, ``evaluate`` or ``data`` sections (more scenarios, another seed, a newer reference file); the version's model files
+    are copied in (checked against their SHA-256) and ``training.json`` says no training took place.
+    """
+    from .runner import create_run
+
+    registry = registry or Registry(root)
+    version = registry.resolve(ref)
+    for item in overrides:
+        path, _ = parse_override(item)
+        if path[0] not in SAMPLE_SECTIONS:
+            raise ConfigError(
+                f"--set {'.'.join(path)}: sampling from a model keeps how it was trained; only {', '.join(s + '.*' for s in SAMPLE_SECTIONS)} "
+                "can be changed (to train again, `genforge run`)"
+            )
+    if version.generator not in generators(pm):
+        installed = ", ".join(sorted(generators(pm))) or "none"
+        raise GenforgeError(
+            f"model {version.ref} was trained by generator {version.generator!r}, which is not installed here (installed: {installed})"
+        )
+    spec = {k: v for k, v in (version.record.get("spec") or {}).items() if k != "generator"}
+    spec.update(sections or {})  # the gate: the challenger's data and evaluate sections, to score on its reference
+    spec["promote"] = {}  # a run that trains nothing registers and gates nothing
+    folder = registry.files(version)  # every file checked against its recorded SHA-256
+    run = create_run(version.generator, overrides=overrides, spec=spec, pm=pm, root=root, run_id=run_id)
+    for rel in version.record.get("model_files") or []:
+        target = run.writable(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / rel, target)
+    checkpoint = version.record.get("checkpoint") or {}
+    run.write_json("checkpoint.json", {"path": checkpoint.get("path"), "step": checkpoint.get("step", 0)})
+    source = {
+        "ref": version.ref,
+        "asked": ref,
+        "model": version.model,
+        "version": version.version,
+        "trained_by_run": version.run_id,
+        "registered": version.record.get("registered"),
+    }
+    run.write_json(FROM_MODEL, source)
+    trained = version.record.get("training") or {}
+    run.write_json(
+        "training.json",
+        {
+            "step": checkpoint.get("step", 0),
+            "trained": False,
+            "from_model": source,
+            "notes": [
+                f"no training took place: the weights are model {version.ref}'s (asked as {ref}), trained "
+                f"{trained.get('step', checkpoint.get('step', 0))} steps by run {version.run_id}"
+            ],
+        },
+    )
+    return run
+
+
+def from_model(run: Run) -> dict[str, Any] | None:
+    """The model version a run samples from (``from_model.json``), or None for a run that trains."""
+    if not (run.path / FROM_MODEL).is_file():
+        return None
+    return run.read_json(FROM_MODEL, {})
+
+
+def prune_runs(
+    store: RunStore,
+    keep: int | None,
+    older_than_days: float | None,
+    registry: Registry | None = None,
+    dry_run: bool = False,
+) -> tuple[list[Run], dict[str, str]]:
+    """Delete run folders by a retention rule; returns (the runs deleted or, with ``dry_run``, to delete; kept runs -> why).
+
+    A run is deleted when it is outside the newest ``keep`` runs of its generator and (when
+    given) older than ``older_than_days``. Never deleted: a run not ended (created, running or
+    died: resume it, or delete it by hand), a run whose lock is held, and a run whose version an
+    alias points at (its lineage). Model versions are never touched: they hold their own files.
+    """
+    import datetime as dt
+
+    if keep is None and older_than_days is None:
+        raise ConfigError("give a retention rule: --keep N (newest runs of each generator kept), --older-than DAYS, or both")
+    if keep is not None and keep < 0:
+        raise ConfigError(f"--keep {keep}: give 0 or more")
+    registry = registry or Registry(store.url or store.root)
+    held = registry.run_ids()
+    now = dt.datetime.now(dt.UTC)
+    by_generator: dict[str, list[Run]] = {}
+    kept: dict[str, str] = {}
+    for run in store.all():
+        try:
+            generator = run.generator
+        except DataError:
+            generator = "?"
+        by_generator.setdefault(generator, []).append(run)
+    doomed: list[Run] = []
+    for runs in by_generator.values():
+        newest_first = list(reversed(runs))
+        for i, run in enumerate(newest_first):
+            if keep is not None and i < keep:
+                continue
+            created = str(run.status.get("created", ""))
+            if older_than_days is not None:
+                try:
+                    age = (now - dt.datetime.fromisoformat(created)).total_seconds() / 86400
+                except ValueError:
+                    kept[run.id] = "its creation time is unknown"
+                    continue
+                if age < older_than_days:
+                    continue
+            state = run.status.get("state")
+            if run.id in held:
+                kept[run.id] = f"model version {', '.join(held[run.id])} was registered from it"
+            elif state not in ("finished", "failed", "interrupted"):
+                kept[run.id] = f"it is {state}"
+            elif (run.path / ".lock").is_file() and (run.path / ".lock").read_text().strip():
+                kept[run.id] = "a process holds it"
+            else:
+                doomed.append(run)
+    if not dry_run:
+        for run in doomed:
+            delete_run(store, run)
+    return doomed, kept
+
+
+def delete_run(store: RunStore, run: Run) -> None:
+    """Remove a run's folder (and, on a shared store, its copy there)."""
+    if run.remote:
+        from .store import mirror
+
+        fs = mirror.filesystem(run.remote)
+        try:
+            fs.rm(mirror.strip(fs, run.remote), recursive=True)
+        except FileNotFoundError:
+            pass
+    shutil.rmtree(run.path, ignore_errors=True)
+
+
+def card(registry: Registry, version: ModelVersion) -> dict[str, Any]:
+    """What `genforge models show` prints: the version's record, its aliases, the moves and the gate's verdicts that concerned it."""
+    from .gate import verdicts
+
+    aliases = {a: v for a, v in registry.aliases(version.model).items() if v == version.version}
+    moves = [r["move"] for r in registry.alias_log(version.model) if version.version in (r["move"].get("from"), r["move"].get("to"))]
+    return {
+        "model": version.model,
+        "version": version.version,
+        "aliases": sorted(aliases),
+        "generator": version.generator,
+        "run_id": version.run_id,
+        "registered": version.record.get("registered"),
+        "registered_by": version.record.get("registered_by"),
+        "data": version.record.get("data"),
+        "training": version.record.get("training"),
+        "metrics": version.metrics,
+        "figures": sorted(f for f in (version.record.get("files") or {}) if f.startswith("figures/") and f.endswith(".png")),
+        "files": registry.local_root.joinpath("models", version.model, str(version.record.get("blob", ""))).as_posix(),
+        "moves": moves,
+        "verdicts": [v for v in verdicts(registry, version.model) if version.version in (v.get("challenger"), v.get("champion"))],
+    }
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)
