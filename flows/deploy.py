@@ -151,10 +151,56 @@ def crash_automations() -> list:
     ]
 
 
-def ensure_automations(client) -> list[str]:
+AUTOMATION_NOTIFY = "genforge: a challenger held or refused"
+MODEL_EVENTS_HELD = ("genforge.model.held", "genforge.model.refused")
+
+
+def notify_automation(block: str) -> Any:
+    """Send a notification through the Prefect notification block ``block`` (``TYPE/NAME``, e.g. ``slack-webhook/risk-desk``)
+    each time the gate holds or refuses a model version (the events ``genforge.model.held`` and ``genforge.model.refused``)."""
+    from prefect.automations import Automation
+    from prefect.blocks.core import Block
+    from prefect.events.actions import SendNotification
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    if "/" not in block:
+        raise GenforgeError(
+            f"--notify {block!r}: give a notification block as TYPE/NAME, e.g. slack-webhook/risk-desk (`prefect block ls`)"
+        )
+    try:
+        loaded = Block.load(block)
+    except (ValueError, KeyError) as exc:
+        raise GenforgeError(f"--notify {block!r}: no such block ({exc}); create it first (`prefect block ls` lists them)") from None
+    return Automation(
+        name=AUTOMATION_NOTIFY,
+        description=f"genforge's gate held or refused a model version: notify through {block}.",
+        trigger=EventTrigger(
+            expect=set(MODEL_EVENTS_HELD),
+            match=ResourceSpecification({"prefect.resource.id": "genforge.model.*"}),
+            posture=Posture.Reactive,
+            threshold=1,
+            within=timedelta(0),
+        ),
+        actions=[
+            SendNotification(
+                block_document_id=loaded._block_document_id,
+                subject="genforge: {{ event.payload.model }}:{{ event.payload.version }} {{ event.payload.outcome }}",
+                body=(
+                    "Model {{ event.payload.model }}, version {{ event.payload.version }}: {{ event.payload.outcome }} against "
+                    "@{{ event.payload.alias }} (version {{ event.payload.champion }}). "
+                    "{% for reason in event.payload.reasons %}{{ reason }}. {% endfor %}"
+                ),
+            )
+        ],
+    )
+
+
+def ensure_automations(client, notify: str | None = None) -> list[str]:
     existing = {a.name for a in client.read_automations()}
     created = []
-    for automation in crash_automations():
+    wanted = crash_automations() + ([notify_automation(notify)] if notify else [])
+    for automation in wanted:
         if automation.name not in existing:
             automation.create()
             created.append(automation.name)
@@ -180,6 +226,7 @@ def deploy(
     names: list[str] | None = None,
     automations: bool = True,
     update: bool = False,
+    notify: str | None = None,
 ) -> dict[str, Any]:
     """Create what is missing, then apply the deployments that do not exist yet (all of them with ``update``).
 
@@ -200,7 +247,7 @@ def deploy(
         done = {
             "pools": ensure_pools(client, pools),
             "gpu_limit": {"name": gpu_limit, "slots": gpu_slots, "created": ensure_gpu_limit(client, gpu_limit, gpu_slots)},
-            "automations": ensure_automations(client) if automations else [],
+            "automations": ensure_automations(client, notify) if automations else [],
         }
         prefect_file = prefect_file or deploy_dir() / "prefect.yaml"
         import yaml

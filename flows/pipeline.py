@@ -127,6 +127,62 @@ def evaluate(run_dir: str) -> dict[str, Any]:
     return Steps(run_dir).evaluate().metrics()
 
 
+@task(name="gate")
+def gate(run_dir: str) -> dict[str, Any]:
+    """Register the finished run as the model's next version and gate it; publish the verdict (artifacts, an event)."""
+    verdict = Steps(run_dir).gate()
+    publish_verdict(verdict)
+    return verdict.to_dict()
+
+
+def model_resource(model: str) -> str:
+    """The Prefect resource id of a registered model: what a deployment trigger matches (``genforge.model.<name>``)."""
+    return f"genforge.model.{model}"
+
+
+def publish_verdict(verdict: Any) -> None:
+    """The comparison and the model's history as markdown artifacts, and the event ``genforge.model.<outcome>``.
+
+    A first version takes the alias: that is a promotion too (``genforge.model.promoted``), so a
+    deployment triggered by promotions samples from a model's first champion as well.
+    """
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.events import emit_event
+
+    from genforge.core.gate import FIRST, history_markdown, verdict_markdown
+    from genforge.core.store.registry import Registry
+
+    from .bridge import artifact_key
+
+    registry = Registry()
+    logger = get_run_logger()
+    logger.info("gate: %s", verdict.line())
+    create_markdown_artifact(
+        verdict_markdown(registry, verdict),
+        key=artifact_key("model", verdict.model, "gate"),
+        description=f"{verdict.model}:{verdict.challenger} against @{verdict.alias}: {verdict.outcome}",
+    )
+    create_markdown_artifact(
+        history_markdown(registry, verdict.model),
+        key=artifact_key("model", verdict.model, "history"),
+        description=f"the versions of model {verdict.model}",
+    )
+    outcome = "promoted" if verdict.outcome == FIRST else verdict.outcome
+    emit_event(
+        event=f"genforge.model.{outcome}",
+        resource={"prefect.resource.id": model_resource(verdict.model), "prefect.resource.name": verdict.model},
+        payload={
+            "model": verdict.model,
+            "alias": verdict.alias,
+            "version": verdict.challenger,
+            "champion": verdict.champion,
+            "outcome": verdict.outcome,
+            "reasons": verdict.reasons,
+            "metrics": {c.metric: {"champion": c.champion, "challenger": c.challenger, "passed": c.passed} for c in verdict.comparisons},
+        },
+    )
+
+
 def _run_name() -> str:
     """The flow run's name: ``name`` where given (a sweep names each child by its grid point), else the generator."""
     params = current_flow_run.parameters
@@ -186,16 +242,42 @@ def pipeline(
             try:
                 steps.started()
                 prepare_data(run_dir)
-                with gpu_slot(steps.config.train.devices) if steps.generator.uses_gpu else contextlib.nullcontext():
-                    train(run_dir)
+                if not steps.trains_nothing:  # a run sampled from a model version takes no GPU slot for training
+                    with gpu_slot(steps.config.train.devices) if steps.generator.uses_gpu else contextlib.nullcontext():
+                        train(run_dir)
                 sample(run_dir)
                 evaluate(run_dir)
             except BaseException as exc:
                 steps.failed(exc)
                 raise
+            if steps.config.promote.model and not steps.trains_nothing:
+                gate(run_dir)  # after the run finished: a gate that cannot decide leaves a finished run
     finally:
         pm.unregister(bridge)
     return run_dir
+
+
+@flow(name="genforge-sample", flow_run_name=lambda: current_flow_run.parameters["model"])
+def sample_model(model: str, overrides: list[str] | None = None, store: str | None = None) -> str:
+    """Sample from a registered model without training: a new run with the version's weights, then sample and evaluate.
+
+    model: ``NAME`` (its champion), ``NAME@alias`` or ``NAME:version``.
+    overrides: `--set`-style changes to the version's sample, evaluate or data sections, e.g. ["sample.n=10000"].
+    store: the run store's root (default $GENFORGE_HOME).
+    """
+    from genforge.core.models import create_sample_run
+
+    load_storage_credentials()
+    check_store_allowed(store)
+    pm = get_plugin_manager()
+    run_id = run_id_for_flow_run(model.replace("@", "-").replace(":", "-"))
+    runs = RunStore(store)
+    if run_id and runs.exists(run_id):  # this flow run crashed before and was rescheduled: its run goes on
+        the_run = runs.get(run_id)
+    else:
+        the_run = create_sample_run(model, overrides or (), pm=pm, root=store, run_id=run_id)
+    get_run_logger().info("run folder: %s (sampling from %s)", the_run.path, model)
+    return pipeline(generator=the_run.generator, run=str(the_run.path), store=store)
 
 
 def run_pipeline(run: Run) -> Run:

@@ -100,3 +100,39 @@ def test_sweep_grid_points_and_overrides():
         grid_points({"train.seed": [0, 1]}, ["train.seed=3"])
     with pytest.raises(ConfigError, match="non-empty list"):
         grid_points({"train.seed": 3})
+
+
+def test_a_gated_run_publishes_its_verdict_and_a_model_samples_as_its_own_flow(harness, genforge_home, genforge_pm, monkeypatch):
+    """The pipeline flow gates a run whose spec names a model: the comparison and history artifacts (keyed by the model), the
+    event a deployment trigger matches; the sampling flow then draws from the champion without training."""
+    import prefect.events
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from genforge.core import Run
+    from genforge.core.testing.toy import ToyPlugin
+    from genforge.flows.pipeline import pipeline, sample_model
+
+    genforge_pm(ToyPlugin())
+    events = []
+    monkeypatch.setattr(prefect.events, "emit_event", lambda **kw: events.append(kw))
+    spec = {"train": {"max_steps": 40, "checkpoint_every": 20, "lr": 0.05}, "sample": {"n": 300}, "promote": {"model": "toy"}}
+    for steps in (40, 400):
+        state = pipeline(generator="toy-gaussian", spec={**spec, "train": {**spec["train"], "max_steps": steps}}, return_state=True)
+        assert state.is_completed(), state
+    assert [(e["event"], e["payload"]["outcome"], e["payload"]["version"]) for e in events] == [
+        ("genforge.model.promoted", "first version", 1),
+        ("genforge.model.promoted", "promoted", 2),
+    ]
+    assert events[1]["resource"]["prefect.resource.id"] == "genforge.model.toy"
+    with get_client(sync_client=True) as client:
+        keys = {"model-toy-gate", "model-toy-history"}
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=sorted(keys))))
+        assert {a.key for a in arts} == keys
+        gate = next(a for a in arts if a.key == "model-toy-gate" and "toy:2" in a.data)
+        assert "**promoted**" in gate.data and "moments.mean_abs_error" in gate.data and "data:image/png;base64," in gate.data
+        history = next(a for a in arts if a.key == "model-toy-history" and "| 2 |" in a.data)
+        assert "data:image/png;base64," in history.data
+    sampled = Run(Path(sample_model(model="toy@champion", overrides=["sample.n=50"])))
+    assert sampled.read_json("from_model.json")["ref"] == "toy:2" and sampled.read_json("samples.json")["count"] == 50
+    assert sampled.status["state"] == "finished" and not (sampled.path / "gate.json").exists()
