@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -59,6 +60,7 @@ class Verdict:
     rescored_by_run: str | None = None  # the run that sampled the champion again on the challenger's reference
     when: str = ""
     by: str = ""
+    metrics: list[str] = field(default_factory=list)  # what the gate reads: decisive metrics, guards, thresholds
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +115,7 @@ def compare(
     challenger: dict[str, float],
     directions: dict[str, bool | None],
     settings: GateSettings,
+    first: bool = False,
 ) -> tuple[str, list[str], list[Comparison]]:
     """(outcome, reasons, comparisons): promoted when every decisive metric is better by the margin, no guard is worse
     than its tolerance and every threshold is reached; held otherwise; refused when a metric is missing on either side or
@@ -134,6 +137,19 @@ def compare(
         for name in names:
             a, b, up = _finite(champion.get(name)), _finite(challenger.get(name)), directions.get(name)
             allowance = settings.margin if role == "decides" else float(settings.guards[name])
+            if first:  # no champion: the metric must be there, with a direction; nothing to beat
+                ok = b is not None and up is not None
+                why = (
+                    f"{name} {b:.4g}"
+                    if ok
+                    else f"{name} missing for the challenger"
+                    if b is None
+                    else f"{name} has no direction (higher_is_better is None)"
+                )
+                if not ok:
+                    missing.append(why)
+                rows.append(Comparison(name, role, None, b, up, allowance, ok, why))
+                continue
             if a is None or b is None or up is None:
                 side = "the champion" if a is None else "the challenger" if b is None else None
                 why = f"{name} missing for {side}" if side else f"{name} has no direction (higher_is_better is None)"
@@ -141,7 +157,11 @@ def compare(
                 rows.append(Comparison(name, role, a, b, up, allowance, False, why))
                 continue
             gain = (b - a) if up else (a - b)  # > 0: the challenger is better
+            # relative to the champion's value; at 0 nothing is relative: a decisive metric needs only to be better, a guard
+            # may not get worse at all
             scale = abs(a) if a != 0 else 1.0
+            if a == 0:
+                allowance = 0.0
             if role == "decides":
                 passed = gain > 0 and gain >= allowance * scale
                 why = f"{name} {a:.4g} -> {b:.4g}: " + (
@@ -158,6 +178,8 @@ def compare(
     if missing:
         return REFUSED, missing, rows
     failed = [r.why for r in rows if not r.passed]
+    if first:
+        return (HELD, failed, rows) if failed else (PROMOTED, [], rows)
     return (HELD, failed, rows) if failed else (PROMOTED, [r.why for r in rows if r.role == "decides"], rows)
 
 
@@ -166,23 +188,42 @@ def _evaluation_errors(run: Run) -> list[str]:
     return [f"evaluator {ev.get('evaluator')} failed: {ev.get('error')}" for ev in record.get("evaluations") or [] if ev.get("error")]
 
 
+def _verdict_path(registry: Registry, model: str, version: int, alias: str) -> str:
+    return f"{registry.models_dir}/{model}/verdicts/{version:06d}-{alias}.json"
+
+
 def _write_verdict(registry: Registry, verdict: Verdict) -> None:
-    folder = f"{registry.models_dir}/{verdict.model}/verdicts"
-    registry.fs.makedirs(folder, exist_ok=True)
-    path = f"{folder}/{verdict.challenger:06d}.json"
+    path = _verdict_path(registry, verdict.model, verdict.challenger, verdict.alias)
+    registry.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     if not mirror.create_if_absent(registry.fs, path, json.dumps(verdict.to_dict(), indent=1, default=str).encode()):
-        raise GenforgeError(f"model {verdict.model}: version {verdict.challenger} was gated already (its verdict is {path})")
+        raise GenforgeError(f"model {verdict.model}: version {verdict.challenger} was gated for @{verdict.alias} already ({path})")
 
 
 def verdicts(registry: Registry, model: str) -> list[dict[str, Any]]:
-    """Every verdict of ``model``'s gate, oldest first."""
+    """Every verdict of ``model``'s gate (``verdicts/<version>-<alias>.json``), oldest version first."""
     folder = f"{registry.models_dir}/{check_name(model)}/verdicts"
-    found = sorted(n for n in registry._ls(folder) if n.endswith(".json") and n[:-5].isdigit())
+    found = sorted(n for n in registry._ls(folder) if re.fullmatch(r"\d{6}-[A-Za-z0-9._-]+\.json", n))
     return [registry._read(f"{folder}/{n}") for n in found]
 
 
+def store_of(run: Run) -> str:
+    """The root of the store a run belongs to: its URL on a shared store, else the local folder (the registry lives there)."""
+    if run.remote:
+        return run.remote.rsplit("/runs/", 1)[0]
+    return str(run.store_root)
+
+
+def same_reference(champion: ModelVersion, run: Run) -> bool:
+    """Whether the champion's metrics were taken as the run's are: the same prepared data, evaluator settings, n and seed."""
+    own, theirs = champion.record.get("spec") or {}, run.spec
+    data_same = (champion.record.get("data") or {}).get("fingerprint") == (run.read_json("data.json", {}) or {}).get("fingerprint")
+    sample = [(s.get("sample") or {}).get(k) for s in (own, theirs) for k in ("n", "seed")]
+    return data_same and (own.get("evaluate") or {}) == (theirs.get("evaluate") or {}) and sample[:2] == sample[2:]
+
+
 def _rescore(registry: Registry, champion: ModelVersion, run: Run, pm: pluggy.PluginManager | None) -> tuple[dict[str, float], str]:
-    """Sample the champion again on the challenger's reference; returns its metrics and the run that did it."""
+    """Sample the champion again on the challenger's reference (its data and evaluate sections, its n and seed); returns the
+    champion's metrics so taken and the run that took them (in the registry's own store)."""
     from .models import create_sample_run
     from .runner import run_all
 
@@ -192,9 +233,8 @@ def _rescore(registry: Registry, champion: ModelVersion, run: Run, pm: pluggy.Pl
         "data": spec.get("data", {}),
         "evaluate": spec.get("evaluate", {}),
         "sample": {**(own.get("sample") or {}), **{k: spec.get("sample", {}).get(k) for k in ("n", "seed") if k in spec.get("sample", {})}},
-        "promote": {},  # the rescoring run gates nothing
     }
-    again = create_sample_run(champion.ref, pm=pm, sections=sections)
+    again = create_sample_run(champion.ref, registry=registry, pm=pm, root=registry.url, sections=sections)
     run_all(again, pm)
     values = run_metrics(again)[0]
     values.update({k: v for k, v in champion.metrics.items() if k.startswith("training.")})  # its training, not the rescoring's
@@ -209,10 +249,15 @@ def gate_run(
     config: PromoteConfig | None = None,
     by: str | None = None,
 ) -> Verdict:
-    """Register ``run`` as the next version of ``model`` and decide whether the alias moves to it; the verdict is recorded."""
+    """Register ``run`` as the next version of ``model`` and decide whether the alias moves to it; the verdict is recorded.
+
+    The registry defaults to the run's own store. A version is gated once per alias: a second gate is refused before
+    anything moves. A first version takes the alias only when every metric the gate reads is there, with a direction,
+    and every threshold is reached (never on missing evidence).
+    """
     import datetime as dt
 
-    registry = registry or Registry()
+    registry = registry or Registry(store_of(run))
     check_name(model)
     config = config or PromoteConfig(model=model)
     alias = check_name(config.alias, "alias")
@@ -221,45 +266,51 @@ def gate_run(
     settings = gate_settings(config, generator.gate)
     existing = [v for v in registry.versions(model) if v.run_id == run.id] if registry._version_numbers(model) else []
     version = existing[-1] if existing else register_run(run, model, registry, pm, by=by)
+    path = _verdict_path(registry, model, version.version, alias)
+    if registry.fs.exists(path):
+        raise GenforgeError(f"model {model}: version {version.version} was gated for @{alias} already ({path})")
     current = registry.aliases(model).get(alias)
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    verdict = Verdict(model, alias, version.version, current, REFUSED, [], when=now, by=by)
+    read = list(dict.fromkeys([*settings.metrics, *settings.guards, *settings.thresholds]))
+    verdict = Verdict(model, alias, version.version, current, REFUSED, [], when=now, by=by, metrics=read)
     errors = _evaluation_errors(run)
-    if current is None:
-        if errors:
-            verdict.reasons = errors
-        else:
-            registry.move_alias(model, alias, version.version, f"first version of {model}", by=by, expect=None)
-            verdict.outcome, verdict.reasons = FIRST, [f"{model} had no @{alias}: its first version takes it"]
-        _write_verdict(registry, verdict)
-        return verdict
-    champion = registry.version(model, current)
-    if champion.generator != run.generator:
-        verdict.reasons = [f"@{alias} is a {champion.generator!r} model and this run a {run.generator!r} one: their metrics do not compare"]
-        _write_verdict(registry, verdict)
-        return verdict
+    challenger_metrics, directions = run_metrics(run)
     if errors:
         verdict.reasons = errors
-        _write_verdict(registry, verdict)
-        return verdict
-    challenger_metrics, directions = run_metrics(run)
-    champion_metrics = champion.metrics
-    directions = {**(champion.record.get("directions") or {}), **directions}
-    if (champion.record.get("data") or {}).get("fingerprint") != (run.read_json("data.json", {}) or {}).get("fingerprint"):
-        champion_metrics, verdict.rescored_by_run = _rescore(registry, champion, run, pm)
-    outcome, reasons, rows = compare(champion_metrics, challenger_metrics, directions, settings)
-    verdict.comparisons = rows
-    verdict.outcome, verdict.reasons = outcome, reasons
-    if verdict.rescored_by_run:
-        verdict.reasons = [
-            *reasons,
-            f"@{alias} (version {current}) was sampled again on this run's reference by run {verdict.rescored_by_run}",
-        ]
-    if outcome == PROMOTED:
-        try:
-            registry.move_alias(model, alias, version.version, f"gate: {'; '.join(reasons)}", by=by, expect=current)
-        except GenforgeError as exc:  # another promotion got in first: decide again, never overwrite it
-            verdict.outcome, verdict.reasons = REFUSED, [str(exc)]
+    elif current is None:
+        outcome, reasons, rows = compare({}, challenger_metrics, directions, settings, first=True)
+        verdict.comparisons = rows
+        verdict.outcome, verdict.reasons = outcome, reasons
+        if outcome == PROMOTED:
+            try:
+                registry.move_alias(model, alias, version.version, f"first version of {model}", by=by, expect=None)
+                verdict.outcome, verdict.reasons = FIRST, [f"{model} had no @{alias}: its first version takes it", *reasons]
+            except GenforgeError as exc:  # another first version got there first
+                verdict.outcome, verdict.reasons = REFUSED, [str(exc)]
+    else:
+        champion = registry.version(model, current)
+        if champion.generator != run.generator:
+            verdict.reasons = [
+                f"@{alias} is a {champion.generator!r} model and this run a {run.generator!r} one: their metrics do not compare"
+            ]
+        else:
+            champion_metrics = champion.metrics
+            directions = {**(champion.record.get("directions") or {}), **directions}
+            if not same_reference(champion, run):
+                champion_metrics, verdict.rescored_by_run = _rescore(registry, champion, run, pm)
+            outcome, reasons, rows = compare(champion_metrics, challenger_metrics, directions, settings)
+            verdict.comparisons = rows
+            verdict.outcome, verdict.reasons = outcome, reasons
+            if verdict.rescored_by_run:
+                verdict.reasons = [
+                    *reasons,
+                    f"@{alias} (version {current}) was sampled again on this run's reference by run {verdict.rescored_by_run}",
+                ]
+            if outcome == PROMOTED:
+                try:
+                    registry.move_alias(model, alias, version.version, f"gate: {'; '.join(reasons)}", by=by, expect=current)
+                except GenforgeError as exc:  # another promotion got in first: decide again, never overwrite it
+                    verdict.outcome, verdict.reasons = REFUSED, [str(exc)]
     _write_verdict(registry, verdict)
     return verdict
 
@@ -307,14 +358,35 @@ def verdict_markdown(registry: Registry, verdict: Verdict, max_pictures: int = 4
             for p in (b / "figures").rglob("*.png")
             if (a / p.relative_to(b)).is_file() and not p.relative_to(b).as_posix().startswith("figures/training/")
         )[:max_pictures]
-        if both:
-            lines += [f"| {champion} | {model}:{verdict.challenger} |", "|---|---|"]
-            for rel in both:
-                lines.append(f"| ![{rel}]({_png(a / rel)}) | ![{rel}]({_png(b / rel)}) |")
+        for rel in both:
+            lines += [
+                f"**{rel}**: {champion} (left), {model}:{verdict.challenger} (right)",
+                "",
+                f"![{rel}]({_side_by_side(a / rel, b / rel)})",
+                "",
+            ]
     return "\n".join(lines)
 
 
-def history_markdown(registry: Registry, model: str, metrics: list[str] | None = None, last: int = 10) -> str:
+def _side_by_side(left: Any, right: Any, height: int = 360) -> str:
+    """Two pictures as one PNG data URL, side by side at the same height (a markdown table would cut the right one off)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    with Image.open(left) as x, Image.open(right) as y:
+        pics = [im.convert("RGB").resize((max(1, round(im.width * height / im.height)), height)) for im in (x, y)]
+    gap = 12
+    out = Image.new("RGB", (pics[0].width + gap + pics[1].width, height), "white")
+    out.paste(pics[0], (0, 0))
+    out.paste(pics[1], (pics[0].width + gap, 0))
+    buf = io.BytesIO()
+    out.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def history_markdown(registry: Registry, model: str, metrics: list[str] | None = None, last: int = 10, alias: str = "champion") -> str:
     """A model's last ``last`` versions: each decisive metric over the versions as a small chart, and who held the alias."""
     import io
     import tempfile
@@ -323,14 +395,15 @@ def history_markdown(registry: Registry, model: str, metrics: list[str] | None =
     versions = registry.versions(model)[-last:]
     log = registry.alias_log(model)
     judged = {v.get("challenger"): v for v in verdicts(registry, model)}
-    if metrics is None:
-        metrics = sorted({c["metric"] for v in judged.values() for c in v.get("comparisons", []) if c.get("role") == "decides"})
+    if metrics is None:  # what the newest verdict read
+        newest = judged[max(judged)] if judged else {}
+        metrics = list(newest.get("metrics") or [])
     lines = [f"# {model}: the last {len(versions)} versions", ""]
-    lines += ["| version | registered | run | verdict | " + " | ".join(metrics) + " |", "|---|---|---|---|" + "---:|" * len(metrics)]
+    lines += ["| " + " | ".join(["version", "registered", "run", "verdict", *metrics]) + " |", "|---|---|---|---|" + "---:|" * len(metrics)]
     for v in versions:
         outcome = judged.get(v.version, {}).get("outcome", "")
-        cells = " | ".join(f"{v.metrics[m]:.4g}" if isinstance(v.metrics.get(m), (int, float)) else "" for m in metrics)
-        lines.append(f"| {v.version} | {v.record.get('registered', '')} | {v.run_id} | {outcome} | {cells} |")
+        cells = [f"{v.metrics[m]:.4g}" if isinstance(v.metrics.get(m), (int, float)) else "" for m in metrics]
+        lines.append("| " + " | ".join([str(v.version), str(v.record.get("registered", "")), v.run_id, outcome, *cells]) + " |")
     moves = [r["move"] for r in log][-last:]
     if moves:
         lines += [
@@ -346,13 +419,13 @@ def history_markdown(registry: Registry, model: str, metrics: list[str] | None =
 
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.4), squeeze=False)
         held = {r["generation"]: r["aliases"] for r in log}
-        champions = {n for aliases in held.values() for a, n in aliases.items() if a == CHAMPION_ALIAS}
+        champions = {n for aliases in held.values() for a, n in aliases.items() if a == alias}
         for ax, m in zip(axes.flat, metrics):
             xs = [v.version for v in versions if isinstance(v.metrics.get(m), (int, float))]
             ys = [v.metrics[m] for v in versions if isinstance(v.metrics.get(m), (int, float))]
             ax.plot(xs, ys, marker="o", lw=1)
             ax.scatter([x for x in xs if x in champions], [y for x, y in zip(xs, ys) if x in champions], s=60, facecolors="none",
-                       edgecolors="C3", label="was champion")  # fmt: skip
+                       edgecolors="C3", label=f"held @{alias}")  # fmt: skip
             ax.set_title(m, fontsize=8)
             ax.set_xlabel("version", fontsize=8)
             ax.tick_params(labelsize=7)
@@ -366,6 +439,3 @@ def history_markdown(registry: Registry, model: str, metrics: list[str] | None =
             chart.write_bytes(buf.getvalue())
             lines += ["", f"![history]({_png(chart)})"]
     return "\n".join(lines)
-
-
-CHAMPION_ALIAS = "champion"

@@ -118,14 +118,8 @@ def create_sample_run(
     spec = {k: v for k, v in (version.record.get("spec") or {}).items() if k != "generator"}
     spec.update(sections or {})  # the gate: the challenger's data and evaluate sections, to score on its reference
     spec["promote"] = {}  # a run that trains nothing registers and gates nothing
-    folder = registry.files(version)  # every file checked against its recorded SHA-256
+    registry.files(version)  # every file there and as registered, before a run is made
     run = create_run(version.generator, overrides=overrides, spec=spec, pm=pm, root=root, run_id=run_id)
-    for rel in version.record.get("model_files") or []:
-        target = run.writable(rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / rel, target)
-    checkpoint = version.record.get("checkpoint") or {}
-    run.write_json("checkpoint.json", {"path": checkpoint.get("path"), "step": checkpoint.get("step", 0)})
     source = {
         "ref": version.ref,
         "asked": ref,
@@ -133,9 +127,26 @@ def create_sample_run(
         "version": version.version,
         "trained_by_run": version.run_id,
         "registered": version.record.get("registered"),
+        "store": str(registry),
     }
-    run.write_json(FROM_MODEL, source)
+    run.write_json(FROM_MODEL, source)  # first: a run interrupted from here on still never trains
+    install_model(run, version, registry)
+    return run
+
+
+def install_model(run: Run, version: ModelVersion, registry: Registry) -> None:
+    """Copy a version's model files into a sampling run (checked against their SHA-256) and record its checkpoint."""
+    from .store.registry import safe_relative
+
+    folder = registry.files(version)
+    for rel in version.record.get("model_files") or []:
+        rel = safe_relative(rel, f"model {version.ref}'s record")
+        target = run.writable(rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / rel, target)
+    checkpoint = version.record.get("checkpoint") or {}
     trained = version.record.get("training") or {}
+    source = run.read_json(FROM_MODEL, {})
     run.write_json(
         "training.json",
         {
@@ -143,11 +154,25 @@ def create_sample_run(
             "trained": False,
             "from_model": source,
             "notes": [
-                f"no training took place: the weights are model {version.ref}'s (asked as {ref}), trained "
+                f"no training took place: the weights are model {version.ref}'s (asked as {source.get('asked', version.ref)}), trained "
                 f"{trained.get('step', checkpoint.get('step', 0))} steps by run {version.run_id}"
             ],
         },
     )
+    run.write_json(
+        "checkpoint.json",
+        {"path": safe_relative(checkpoint.get("path"), f"model {version.ref}'s record"), "step": checkpoint.get("step", 0)},
+    )
+
+
+def resume_sample_run(run: Run, registry: Registry | None = None) -> Run:
+    """A sampling run found again (its flow run crashed and was rescheduled): its model installed if it was not yet."""
+    source = from_model(run)
+    if source is None:
+        raise GenforgeError(f"run {run.id} was made to sample from a model but records none (it was cut short): delete it and start again")
+    if not (run.path / "checkpoint.json").is_file():
+        registry = registry or Registry()
+        install_model(run, registry.version(source["model"], int(source["version"])), registry)
     return run
 
 
@@ -168,9 +193,10 @@ def prune_runs(
     """Delete run folders by a retention rule; returns (the runs deleted or, with ``dry_run``, to delete; kept runs -> why).
 
     A run is deleted when it is outside the newest ``keep`` runs of its generator and (when
-    given) older than ``older_than_days``. Never deleted: a run not ended (created, running or
-    died: resume it, or delete it by hand), a run whose lock is held, and a run whose version an
-    alias points at (its lineage). Model versions are never touched: they hold their own files.
+    given) older than ``older_than_days``. Never deleted: a run not ended (created, running,
+    interrupted or died: resume it, or delete it by hand), a run whose lock is held, a run whose
+    version an alias points at (its lineage) and a run a verdict cites. Model versions are never
+    touched: they hold their own files.
     """
     import datetime as dt
 
@@ -178,8 +204,14 @@ def prune_runs(
         raise ConfigError("give a retention rule: --keep N (newest runs of each generator kept), --older-than DAYS, or both")
     if keep is not None and keep < 0:
         raise ConfigError(f"--keep {keep}: give 0 or more")
+    from .gate import verdicts
+
     registry = registry or Registry(store.url or store.root)
     held = registry.run_ids()
+    for model in registry.models():  # the runs a verdict cites (the champion sampled again on a new reference)
+        for v in verdicts(registry, model):
+            if v.get("rescored_by_run"):
+                held.setdefault(str(v["rescored_by_run"]), []).append(f"the verdict on {model}:{v.get('challenger')}")
     now = dt.datetime.now(dt.UTC)
     by_generator: dict[str, list[Run]] = {}
     kept: dict[str, str] = {}
@@ -206,8 +238,8 @@ def prune_runs(
                     continue
             state = run.status.get("state")
             if run.id in held:
-                kept[run.id] = f"model version {', '.join(held[run.id])} was registered from it"
-            elif state not in ("finished", "failed", "interrupted"):
+                kept[run.id] = f"{', '.join(held[run.id])} needs it (its lineage, or the evidence of a verdict)"
+            elif state not in ("finished", "failed"):  # interrupted: resumable, and Prefect's restart may be on its way
                 kept[run.id] = f"it is {state}"
             elif (run.path / ".lock").is_file() and (run.path / ".lock").read_text().strip():
                 kept[run.id] = "a process holds it"

@@ -408,7 +408,7 @@ class Steps:
             return None
         from .gate import gate_run
 
-        verdict = gate_run(self.run, promote.model, pm=self.pm, config=promote)
+        verdict = gate_run(self.run, promote.model, pm=self.pm, config=promote)  # in the run's own store
         self.run.write_json("gate.json", verdict.to_dict())
         log.info("run %s: %s", self.run.id, verdict.line())
         return verdict

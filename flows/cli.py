@@ -579,10 +579,19 @@ def models(
     for column in ("model", "version", "aliases", "generator", "registered"):
         table.add_column(column, no_wrap=column in ("model", "version"))
     table.add_column("metrics", overflow="fold")
+    from genforge.core.plugin_manager import generators
+
+    installed = generators()
     for row in rows:
-        headline = ", ".join(f"{k} {_fmt(v)}" for k, v in [(k, v) for k, v in row["metrics"].items() if "." not in k][:4])
+        gate = getattr(installed.get(row["generator"]), "gate", {}) or {}
+        wanted = [*gate.get("metrics", []), *gate.get("guards", {}), *gate.get("thresholds", {})]  # what decides its gate first
+        shown = [(k, row["metrics"][k]) for k in wanted if k in row["metrics"]] or [
+            (k, v) for k, v in row["metrics"].items() if "." not in k and not k.startswith("train")
+        ][:3]
+        headline = ", ".join(f"{k} {_fmt(v)}" for k, v in shown)
         aliases = " ".join(f"@{a}" for a in row["aliases"])
-        table.add_row(row["model"], str(row["version"]), aliases, row["generator"], str(row["registered"] or ""), escape(headline))
+        registered = str(row["registered"] or "")[:10]  # the day; `models show` gives the time
+        table.add_row(row["model"], str(row["version"]), aliases, row["generator"], registered, escape(headline))
     console.print(table)
 
 
@@ -751,7 +760,7 @@ def deploy(
         str | None,
         typer.Option(
             "--notify",
-            help="a Prefect notification block, TYPE/NAME (slack-webhook/risk-desk): notified when the gate holds or refuses a model",
+            help="a Prefect notification block, TYPE/NAME (slack-webhook/ml-alerts): notified when the gate holds or refuses a model",
         ),
     ] = None,
 ) -> None:

@@ -156,7 +156,7 @@ MODEL_EVENTS_HELD = ("genforge.model.held", "genforge.model.refused")
 
 
 def notify_automation(block: str) -> Any:
-    """Send a notification through the Prefect notification block ``block`` (``TYPE/NAME``, e.g. ``slack-webhook/risk-desk``)
+    """Send a notification through the Prefect notification block ``block`` (``TYPE/NAME``, e.g. ``slack-webhook/ml-alerts``)
     each time the gate holds or refuses a model version (the events ``genforge.model.held`` and ``genforge.model.refused``)."""
     from prefect.automations import Automation
     from prefect.blocks.core import Block
@@ -166,7 +166,7 @@ def notify_automation(block: str) -> Any:
 
     if "/" not in block:
         raise GenforgeError(
-            f"--notify {block!r}: give a notification block as TYPE/NAME, e.g. slack-webhook/risk-desk (`prefect block ls`)"
+            f"--notify {block!r}: give a notification block as TYPE/NAME, e.g. slack-webhook/ml-alerts (`prefect block ls`)"
         )
     try:
         loaded = Block.load(block)
@@ -197,10 +197,13 @@ def notify_automation(block: str) -> Any:
 
 
 def ensure_automations(client, notify: str | None = None) -> list[str]:
-    existing = {a.name for a in client.read_automations()}
+    """Create the automations that are missing; with ``notify``, the notification automation is (re)made for that block."""
+    existing = {a.name: a for a in client.read_automations()}
     created = []
     wanted = crash_automations() + ([notify_automation(notify)] if notify else [])
     for automation in wanted:
+        if automation.name == AUTOMATION_NOTIFY and automation.name in existing:  # --notify names the block now wanted
+            client.delete_automation(existing.pop(automation.name).id)
         if automation.name not in existing:
             automation.create()
             created.append(automation.name)
@@ -237,6 +240,8 @@ def deploy(
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
+    if notify and not automations:
+        raise GenforgeError("--notify makes an automation: it cannot go with --no-automations")
     if not PREFECT_API_URL.value():
         raise GenforgeError(
             "PREFECT_API_URL is not set: deployments need a running Prefect server. Start one "

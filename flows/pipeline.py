@@ -130,8 +130,11 @@ def evaluate(run_dir: str) -> dict[str, Any]:
 @task(name="gate")
 def gate(run_dir: str) -> dict[str, Any]:
     """Register the finished run as the model's next version and gate it; publish the verdict (artifacts, an event)."""
-    verdict = Steps(run_dir).gate()
-    publish_verdict(verdict)
+    from genforge.core.gate import store_of
+
+    steps = Steps(run_dir)
+    verdict = steps.gate()
+    publish_verdict(verdict, store_of(steps.run))
     return verdict.to_dict()
 
 
@@ -140,11 +143,12 @@ def model_resource(model: str) -> str:
     return f"genforge.model.{model}"
 
 
-def publish_verdict(verdict: Any) -> None:
-    """The comparison and the model's history as markdown artifacts, and the event ``genforge.model.<outcome>``.
+def publish_verdict(verdict: Any, store: str | None = None) -> None:
+    """The event ``genforge.model.<outcome>``, then the comparison and the model's history as markdown artifacts.
 
     A first version takes the alias: that is a promotion too (``genforge.model.promoted``), so a
-    deployment triggered by promotions samples from a model's first champion as well.
+    deployment triggered by promotions samples from a model's first champion as well. The event
+    goes first: an artifact that cannot be drawn costs a warning, never the promotion's trigger.
     """
     from prefect.artifacts import create_markdown_artifact
     from prefect.events import emit_event
@@ -154,19 +158,9 @@ def publish_verdict(verdict: Any) -> None:
 
     from .bridge import artifact_key
 
-    registry = Registry()
+    registry = Registry(store)
     logger = get_run_logger()
     logger.info("gate: %s", verdict.line())
-    create_markdown_artifact(
-        verdict_markdown(registry, verdict),
-        key=artifact_key("model", verdict.model, "gate"),
-        description=f"{verdict.model}:{verdict.challenger} against @{verdict.alias}: {verdict.outcome}",
-    )
-    create_markdown_artifact(
-        history_markdown(registry, verdict.model),
-        key=artifact_key("model", verdict.model, "history"),
-        description=f"the versions of model {verdict.model}",
-    )
     outcome = "promoted" if verdict.outcome == FIRST else verdict.outcome
     emit_event(
         event=f"genforge.model.{outcome}",
@@ -181,6 +175,19 @@ def publish_verdict(verdict: Any) -> None:
             "metrics": {c.metric: {"champion": c.champion, "challenger": c.challenger, "passed": c.passed} for c in verdict.comparisons},
         },
     )
+    try:
+        create_markdown_artifact(
+            verdict_markdown(registry, verdict),
+            key=artifact_key("model", verdict.model, "gate"),
+            description=f"{verdict.model}:{verdict.challenger} against @{verdict.alias}: {verdict.outcome}",
+        )
+        create_markdown_artifact(
+            history_markdown(registry, verdict.model, alias=verdict.alias),
+            key=artifact_key("model", verdict.model, "history"),
+            description=f"the versions of model {verdict.model}",
+        )
+    except Exception as exc:  # a picture that cannot be read, the API busy: the verdict and its event stand
+        logger.warning("gate: the comparison of %s:%s could not be published (%s)", verdict.model, verdict.challenger, exc)
 
 
 def _run_name() -> str:
@@ -273,7 +280,10 @@ def sample_model(model: str, overrides: list[str] | None = None, store: str | No
     run_id = run_id_for_flow_run(model.replace("@", "-").replace(":", "-"))
     runs = RunStore(store)
     if run_id and runs.exists(run_id):  # this flow run crashed before and was rescheduled: its run goes on
-        the_run = runs.get(run_id)
+        from genforge.core.models import resume_sample_run
+        from genforge.core.store.registry import Registry
+
+        the_run = resume_sample_run(runs.get(run_id), Registry(store))
     else:
         the_run = create_sample_run(model, overrides or (), pm=pm, root=store, run_id=run_id)
     get_run_logger().info("run folder: %s (sampling from %s)", the_run.path, model)

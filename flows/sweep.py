@@ -49,7 +49,10 @@ def grid_points(grid: dict[str, list[Any]], overrides: list[str] | None = None) 
 
 
 def spec_for(base: dict[str, Any], point: dict[str, Any]) -> dict[str, Any]:
+    """The target's spec at one grid point. A sweep's runs compare settings: none is registered or gated into the model
+    the target deployment promotes to (its ``promote`` section is dropped), unless the grid itself sets ``promote.*``."""
     spec = copy.deepcopy(base)
+    spec.pop("promote", None)
     for key, value in point.items():
         apply_override(spec, key.split("."), value)
     return spec

@@ -177,10 +177,17 @@ def test_the_quick_try_completes_with_artifacts_and_its_report_renders_in_the_ui
     report = next(a for a in arts if a.type == "markdown")
     assert report.data.count("data:image/png;base64,") >= 2  # sample gallery and loss curve
 
+    dom, shot = ui_page(api, report.id, "prefect-ui-report.png")
+    assert "<table" in dom and "validity" in dom and "train_loss" in dom, dom[-2000:]
+    assert dom.count('src="data:image/png;base64,') >= 2
+
+
+def ui_page(api, artifact_id, name: str, height: int = 4200) -> tuple[str, Path]:
+    """An artifact's page in the Prefect UI, as headless Chromium renders it: its DOM, and a screenshot under test-output/."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if not chromium:
         pytest.skip("headless Chromium is not installed (apt-get install chromium; .ci/run installs it)")
-    url = f"http://127.0.0.1:{api.port}/artifacts/artifact/{report.id}"
+    url = f"http://127.0.0.1:{api.port}/artifacts/artifact/{artifact_id}"
     flags = [
         chromium,
         "--headless",
@@ -191,25 +198,64 @@ def test_the_quick_try_completes_with_artifacts_and_its_report_renders_in_the_ui
         "--virtual-time-budget=20000",
     ]
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120).stdout
-    assert "<table" in dom and "validity" in dom and "train_loss" in dom, dom[-2000:]
-    assert dom.count('src="data:image/png;base64,') >= 2
     OUTPUT.mkdir(parents=True, exist_ok=True)
-    shot = OUTPUT / "prefect-ui-report.png"
-    subprocess.run([*flags, "--window-size=1400,4200", f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
+    shot = OUTPUT / name
+    subprocess.run([*flags, f"--window-size=1400,{height}", f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True)
     from PIL import Image
 
     with Image.open(shot) as img:
-        assert img.size == (1400, 4200)
-        colours = len(img.convert("RGB").resize((350, 1050)).getcolors(maxcolors=1 << 20) or [])
-    assert colours > 500, "the screenshot looks blank"  # text, a table and pictures, not an empty page
+        assert img.size == (1400, height)
+        colours = len(img.convert("RGB").resize((350, height // 4)).getcolors(maxcolors=1 << 20) or [])
+    assert colours > 500, f"the screenshot {name} looks blank"  # text, a table and pictures, not an empty page
+    return dom, shot
 
 
-def test_two_runs_take_turns_on_one_gpu_slot(api, killed):
+@pytest.fixture(scope="module")
+def alerts(api):
+    """A local HTTP receiver, a Prefect custom-webhook block pointing at it, and `genforge deploy --notify` wiring the automation."""
+    import http.server
+    import threading
+
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from genforge.flows.cli import invoke
+    from genforge.flows.deploy import AUTOMATION_NOTIFY
+
+    received: list[str] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 (http.server's name)
+            received.append(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode(errors="replace"))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    CustomWebhookNotificationBlock(
+        name="genforge e2e", url=f"http://127.0.0.1:{server.server_address[1]}/", json_data={"text": "{{subject}}: {{body}}"}
+    ).save("e2e-alerts", overwrite=True)
+    r = invoke("deploy", "--no-apply", "--notify", "custom-webhook/e2e-alerts")
+    assert r.code == 0 and AUTOMATION_NOTIFY in r.stdout, r.stdout + r.stderr
+    yield received
+    server.shutdown()
+
+
+GATES = (  # the two runs below are gated into model scenario-gan: one asks for a metric no evaluator gives (refused)
+    # its backtest's FZ0 decides; a 12-step GAN misses Kupiec's 0.05, so the threshold is left out here
+    ["promote.model=scenario-gan", "sample.backtest=true", "promote.thresholds={}"],
+    ["promote.model=scenario-gan", 'promote.metrics=["market.no_such_metric"]'],
+)
+
+
+def test_two_runs_take_turns_on_one_gpu_slot(api, killed, alerts):
     runs = [
         submit(
             GAN_DEPLOYMENT,
             "scenario-gan",
-            gan_spec("train.max_steps=null", "train.max_minutes=0.2", "train.checkpoint_every=500"),
+            gan_spec("train.max_steps=null", "train.max_minutes=0.2", "train.checkpoint_every=500", *GATES[i]),
             f"e2e-slot-{i}",
         )
         for i in range(2)
@@ -225,6 +271,55 @@ def test_two_runs_take_turns_on_one_gpu_slot(api, killed):
     (s1, e1), (s2, e2) = sorted(spans)
     assert e1 - s1 >= timedelta(seconds=10)
     assert s2 >= e1, f"second training started at {s2}, before the first ended at {e1}"
+
+
+def test_the_gate_took_one_run_refused_the_other_and_the_promotion_triggered_the_sampling_deployment(api, alerts):
+    """The two runs above were gated into scenario-gan, in either order: the one with a backtest is its first version
+    (@champion, the event genforge.model.promoted); the other is refused (a metric missing: never promoted on missing
+    evidence, a first version neither), and the automation
+    `genforge deploy --notify` made posted it to the webhook. The promotion's deployment trigger ran `risk-scenarios-gan`,
+    which sampled 10,000 ten-day scenarios from the champion without training."""
+    from genforge.core.store.registry import Registry
+
+    registry = Registry(str(api.store))
+    verdicts = sorted(json.loads(p.read_text())["outcome"] for p in (api.store / "models" / "scenario-gan" / "verdicts").glob("*.json"))
+    assert verdicts == ["first version", "refused"]
+    champion = registry.aliases("scenario-gan")["champion"]
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not any("refused" in body for body in alerts):
+        time.sleep(1)
+    assert any("scenario-gan" in body and "refused" in body and "missing" in body for body in alerts), alerts
+    with client() as c:
+        sampler = c.read_deployment_by_name("genforge-sample/risk-scenarios-gan").id
+        deadline = time.monotonic() + 300
+        triggered = []
+        while time.monotonic() < deadline and not triggered:
+            # the schedule's runs wait for a weekday 17:30 New York; an automation's run says so in its idempotency key
+            triggered = [
+                r for r in c.read_flow_runs() if r.deployment_id == sampler and (r.idempotency_key or "").startswith("automation ")
+            ]
+            time.sleep(1)
+    assert len(triggered) == 1, "the promotion did not trigger the sampling deployment"
+    done = wait_final(triggered[0].id, 600)
+    assert done.state.is_completed(), done.state
+    run_dir = api.run_dir(done.id)
+    assert json.loads((run_dir / "from_model.json").read_text())["ref"] == f"scenario-gan:{champion}"
+    assert json.loads((run_dir / "training.json").read_text())["trained"] is False
+    samples = json.loads((run_dir / "samples.json").read_text())
+    assert samples["count"] == 10000 and samples["details"]["horizon"] == 10
+    with client() as c:
+        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+        keys = ["model-scenario-gan-gate", "model-scenario-gan-history"]
+        arts = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))  # every version of each key
+    gates = [a for a in arts if a.key == keys[0]]
+    assert sorted(a.description.rsplit(": ", 1)[-1] for a in gates) == ["first version", "refused"]
+    refused = next(a for a in gates if a.description.endswith("refused"))
+    dom, _ = ui_page(api, refused.id, "prefect-ui-model-gate.png", height=1600)
+    assert "refused" in dom and "missing for the" in dom and "<table" in dom
+    history = max((a for a in arts if a.key == keys[1]), key=lambda a: a.created)
+    dom, _ = ui_page(api, history.id, "prefect-ui-model-history.png", height=1600)
+    assert "Alias moves" in dom and 'src="data:image/png;base64,' in dom
 
 
 def test_the_docs_sweep_fanned_out_and_collected_one_table(api):

@@ -184,7 +184,7 @@ def test_prune_keeps_what_an_alias_needs_and_runs_not_ended(finished, genforge_p
     assert r.code == 0 and f"would delete {runs[1].id}" in r.stdout and runs[1].path.exists()
     doomed, kept = prune_runs(RunStore(), keep=1, older_than_days=None)
     assert {run.id for run in doomed} == {runs[1].id, runs[2].id, runs[3].id}
-    assert "toy:1@champion" in kept[runs[0].id] and pending.id not in {run.id for run in doomed}
+    assert "toy:1@champion needs it" in kept[runs[0].id] and pending.id not in {run.id for run in doomed}
     assert runs[0].path.exists() and pending.path.exists() and not runs[1].path.exists()
     assert all(p.is_file() for p in [registry.files(version) / f for f in version.record["files"]])
     assert genforge("runs", "prune").code == 2  # no rule: one line asking for one
@@ -231,17 +231,27 @@ def test_the_gate_takes_a_first_version_holds_a_worse_one_and_promotes_a_better_
     held = json.loads(genforge("models", "show", "toy:2", "--json").stdout)
     assert held["verdicts"][0]["outcome"] == "held" and held["aliases"] == []
     shown = genforge("gate", better.id, "--model", "toy")  # gated already: said, not decided twice
-    assert shown.code == 2 and "was gated already" in shown.stderr
+    assert shown.code == 2 and "was gated for @champion already" in shown.stderr
 
 
 def test_the_gate_never_promotes_on_missing_evidence(genforge_home, genforge_pm, toy_dist):
     pm = genforge_pm(ToyPlugin())
-    _gated(pm, 40)
+    first, _ = _gated(pm, 40)
     run, verdict = _gated(pm, 400, metrics=["moments.no_such_metric"])
     assert verdict["outcome"] == "refused" and verdict["reasons"] == ["moments.no_such_metric missing for the champion"]
     assert Registry().aliases("toy") == {"champion": 1}
-    r = genforge("gate", run.id, "--model", "other", "--json")  # a model of its own: its first version
-    assert r.code == 0 and json.loads(r.stdout)["outcome"] == "first version"
+    r = genforge("gate", run.id, "--model", "other", "--json")  # a first version too needs its evidence
+    assert (
+        r.code == 0
+        and json.loads(r.stdout)["outcome"] == "refused"
+        and "other" not in {m for m in Registry().models() if Registry().aliases(m)}
+    )
+    assert json.loads(r.stdout)["reasons"] == ["moments.no_such_metric missing for the challenger"]
+    r = genforge("gate", first.id, "--model", "other", "--json", "--alias", "stable")  # evidence there: it takes the alias
+    assert r.code == 0 and json.loads(r.stdout)["outcome"] == "first version" and Registry().aliases("other") == {"stable": 2}
+    again = genforge("gate", first.id, "--model", "other", "--alias", "stable")  # gated for @stable already: refused at once
+    assert again.code == 2 and "version 2 was gated for @stable already" in again.stderr
+    assert [r["move"]["alias"] for r in Registry().alias_log("other")] == ["stable"]  # nothing moved the second time
 
 
 def test_the_champion_is_scored_again_on_the_challengers_reference(genforge_home, genforge_pm, toy_dist, tmp_path):
@@ -283,3 +293,28 @@ def test_a_model_on_a_shared_store_is_registered_on_one_machine_and_sampled_on_a
     remote = shared / "genforge" / "runs" / sampled.id
     assert json.loads((remote / "samples.json").read_text())["count"] == 25
     assert json.loads((remote / "from_model.json").read_text())["ref"] == "toy:1"
+
+
+def test_the_gate_reads_a_zero_champion_value_without_a_relative_allowance():
+    from genforge.core.gate import GateSettings, compare
+
+    settings = GateSettings(metrics=["e.m"], margin=0.02, guards={"e.g": 0.25}, thresholds={}, directions={})
+    lower = {"e.m": False, "e.g": False}
+    outcome, reasons, _ = compare({"e.m": 1.0, "e.g": 0.0}, {"e.m": 0.5, "e.g": 0.2}, lower, settings)
+    assert outcome == "held" and reasons == ["e.g 0 -> 0.2: worse by 20.0%, more than the 0.0% it may lose"]
+    assert compare({"e.m": 0.0, "e.g": 1.0}, {"e.m": -0.001, "e.g": 1.0}, lower, settings)[0] == "promoted"  # 0: better is enough
+    assert compare({"e.m": 1.0, "e.g": 1.0}, {"e.m": 0.99, "e.g": 1.0}, lower, settings)[0] == "held"  # 1 %: under the 2 % margin
+
+
+def test_a_forged_version_record_cannot_reach_outside_its_folder(finished):
+    run = finished()
+    registry = Registry()
+    version = register_run(run, "toy", registry)
+    record = dict(version.record)
+    record["files"] = {**record["files"], "../../../../evil.txt": "0" * 64}
+    forged = type(version)("toy", 1, record)
+    with pytest.raises(Exception, match=r"names the path '../../../../evil.txt', which is not inside its folder"):
+        registry.files(forged)
+    record = {**version.record, "model_files": ["not-listed.bin"]}
+    with pytest.raises(Exception, match="has no recorded SHA-256"):
+        registry.files(type(version)("toy", 1, record))

@@ -205,7 +205,7 @@ def test_new_plugin_renders_a_package_whose_own_tests_pass(tmp_path):
         cwd=pkg,
     )
     assert tests.returncode == 0, tests.stdout[-3000:] + tests.stderr[-2000:]
-    assert "4 passed" in tests.stdout
+    assert "5 passed" in tests.stdout
     again = cli("new-plugin", "acme-demo", "--out", str(tmp_path))
     assert again.code == 2 and "exists; choose another name" in again.stderr
     bad = cli("new-plugin", "Acme Demo", "--out", str(tmp_path))

@@ -100,6 +100,10 @@ def test_sweep_grid_points_and_overrides():
         grid_points({"train.seed": [0, 1]}, ["train.seed=3"])
     with pytest.raises(ConfigError, match="non-empty list"):
         grid_points({"train.seed": 3})
+    from genforge.flows.sweep import spec_for
+
+    nightly = {"train": {"lr": 1e-3}, "promote": {"model": "molecules"}}  # a sweep's points never race for the champion
+    assert spec_for(nightly, {"train.seed": 1}) == {"train": {"lr": 1e-3, "seed": 1}}
 
 
 def test_a_gated_run_publishes_its_verdict_and_a_model_samples_as_its_own_flow(harness, genforge_home, genforge_pm, monkeypatch):

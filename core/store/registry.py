@@ -66,6 +66,17 @@ def check_name(name: str, what: str = "model name") -> str:
     return name
 
 
+def safe_relative(rel: Any, what: str) -> str:
+    """A path inside a version's folder, as a record names it: relative, POSIX, no ``..``; else a ``DataError`` (a forged or
+    damaged record must never make genforge read or write outside the version's folder or the run folder)."""
+    from pathlib import PurePosixPath
+
+    p = PurePosixPath(str(rel))
+    if not str(rel) or p.is_absolute() or ".." in p.parts or "\\" in str(rel):
+        raise DataError(f"{what} names the path {shown(rel)}, which is not inside its folder; the record is damaged")
+    return p.as_posix()
+
+
 def who() -> str:
     """Who moves an alias or registers a version: the Prefect flow run when inside one, else user@host."""
     flow_run = os.environ.get("PREFECT__FLOW_RUN_ID")
@@ -188,7 +199,10 @@ class Registry:
                 record = self._read(f"{folder}/{found[-1]:012d}.json")
             except FileNotFoundError:
                 continue
-            return found[-1], {str(k): int(v) for k, v in (record.get("aliases") or {}).items()}
+            try:
+                return found[-1], {str(k): int(v) for k, v in (record.get("aliases") or {}).items()}
+            except (TypeError, ValueError, AttributeError):
+                raise DataError(f"{folder}/{found[-1]:012d}.json is damaged (its aliases are not version numbers)") from None
         raise GenforgeError(f"model {model}: its aliases keep changing; try again")
 
     def aliases(self, model: str) -> dict[str, int]:
@@ -230,13 +244,19 @@ class Registry:
         caller knows of the run (generator, run id, metrics, ...), kept in the version's record.
         """
         check_name(model)
+        self._guard()
         run_path = Path(run_path)
         token = mirror.token()
         blob = f"{self.models_dir}/{model}/blobs/{token}"
         files: dict[str, str] = {}  # relative path -> SHA-256
         model_rel = []
         for p in model_files:
-            rel = Path(p).resolve().relative_to(run_path.resolve()).as_posix()
+            try:
+                rel = Path(p).resolve().relative_to(run_path.resolve()).as_posix()
+            except ValueError:
+                raise DataError(
+                    f"{p}: a model file outside the run folder {run_path} (Generator.model_files names only files inside it)"
+                ) from None
             model_rel.append(rel)
         records = [run_path / n for n in RUN_RECORDS if (run_path / n).is_file()]
         figures = sorted(p for p in (run_path / "figures").rglob("*") if p.is_file()) if (run_path / "figures").is_dir() else []
@@ -286,6 +306,7 @@ class Registry:
         """
         check_name(model)
         check_name(alias, "alias")
+        self._guard()
         self.version(model, version)  # an alias only ever names a version whose record exists
         folder = f"{self.models_dir}/{model}/aliases"
         self.fs.makedirs(folder, exist_ok=True)
@@ -305,6 +326,15 @@ class Registry:
                 return {"generation": generation + 1, **record}
         raise GenforgeError(f"model {model}: its aliases keep changing; try again")
 
+    def _guard(self) -> None:
+        """Before a write: a local store's ``models/`` must not be a link out of the store; a store without an atomic
+        create-if-absent is said so once (two concurrent writes could then both land)."""
+        if not mirror.is_url(self.url):
+            from .files import refuse_links
+
+            refuse_links(Path(self.models_dir), Path(self.base))
+        mirror.warn_without_atomic_create(self.fs, self.url)
+
     # -- files ----------------------------------------------------------------------------
     def files(self, version: ModelVersion) -> Path:
         """A local folder with the version's files, each checked against the SHA-256 recorded when it was registered."""
@@ -313,7 +343,18 @@ class Registry:
             raise DataError(f"model {version.ref}: its record names no files (blob {shown(blob)}); it is damaged")
         local = self.local_root / "models" / version.model / blob
         remote = f"{self.models_dir}/{version.model}/{blob}"
-        for rel, digest in (version.record.get("files") or {}).items():
+        if not mirror.is_url(self.url):
+            from .files import refuse_links
+
+            refuse_links(local, Path(self.base))  # models/<name>/blobs/... read only inside the store
+        listed = version.record.get("files") or {}
+        if not isinstance(listed, dict):
+            raise DataError(f"model {version.ref}: its record's files are damaged")
+        missing = [f for f in version.record.get("model_files") or [] if f not in listed]
+        if missing:
+            raise DataError(f"model {version.ref}: its model file {shown(missing[0])} has no recorded SHA-256; the record is damaged")
+        for rel, digest in listed.items():
+            rel = safe_relative(rel, f"model {version.ref}'s record")
             p = local / rel
             if mirror.is_url(self.url) and not (p.is_file() and file_digest(p) == digest):
                 p.parent.mkdir(parents=True, exist_ok=True)

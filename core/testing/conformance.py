@@ -73,7 +73,9 @@ def check_generator(
     - the samples load back through their kind, as many as asked for;
     - every evaluator of the kind scores them with well-formed metrics;
     - the same seed gives the same samples (sampled again into a second run);
-    - fit went through the engine (or recorded a fit without a loop: ``trainer.record_fit``).
+    - fit went through the engine (or recorded a fit without a loop: ``trainer.record_fit``);
+    - ``model_files`` names files inside the run folder (what a model version keeps);
+    - every metric the declared ``gate`` names is one the run gives, with a direction.
 
     Returns the first run's steps, for further checks of the plugin's own.
     """
@@ -104,9 +106,30 @@ def check_generator(
     first, again = kind.load(samples.path), kind.load(runs[1][2].path)
     assert _same(first, again), f"{generator}: the same spec and seeds gave different samples"
     reference = steps.generator.reference(data, steps.config)
+    scored: dict[str, bool | None] = {}  # evaluator.metric -> higher_is_better
     for _, ev in evaluators(pm, gen.kind):
-        check_evaluator(ev, samples, reference, steps.run.figures / ev.name, getattr(steps.config.evaluate, ev.name))
+        result = check_evaluator(ev, samples, reference, steps.run.figures / ev.name, getattr(steps.config.evaluate, ev.name))
+        scored.update({f"{ev.name}.{m.name}": m.higher_is_better for m in result.metrics})
+    for path in steps.generator.model_files(steps.checkpoint()):
+        assert Path(path).is_file() and Path(path).resolve().is_relative_to(steps.run.path.resolve()), (
+            f"{generator}: model_files names {path}, which is not a file inside the run folder: a model version could not keep it"
+        )
+    check_gate(gen, scored, steps.run.read_json("training.json", {}).get("details") or {})
     return steps
+
+
+def check_gate(gen: Any, scored: dict[str, bool | None], training_details: dict[str, Any]) -> None:
+    """Every metric the generator's declared ``gate`` names is one its run gives (an evaluator's, or ``training.<key>``), with a
+    direction (the evaluator's ``higher_is_better``, or the gate's ``directions``): a gate that reads nothing refuses forever."""
+    gate = getattr(gen, "gate", {}) or {}
+    named = [*gate.get("metrics", []), *gate.get("guards", {}), *gate.get("thresholds", {})]
+    given = {**scored, **{f"training.{k}": None for k, v in training_details.items() if isinstance(v, (int, float))}}
+    directions = {**scored, **(gate.get("directions") or {})}
+    for name in named:
+        assert name in given, f"{gen.name}: its gate names {name!r}, which its run does not give; it gives {', '.join(sorted(given))}"
+        assert directions.get(name) is not None, (
+            f"{gen.name}: its gate names {name!r}, which has no direction: set higher_is_better on the Metric, or gate['directions']"
+        )
 
 
 def check_evaluator(ev: Evaluator, samples: Samples, reference: Reference, out_dir: Path, config: Any = None) -> Evaluation:
