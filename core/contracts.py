@@ -218,6 +218,12 @@ class Generator:
         """The real data evaluators compare samples with."""
         raise NotImplementedError
 
+    def condition_on(self, data: PreparedData, checkpoint: Checkpoint, config: GeneratorConfig) -> None:
+        """In a run that samples from a registered model version (no training): the data this run prepared, after its
+        prepare step, for a generator whose ``sample`` conditions on data (the latest prices) to update what it reads beside
+        the checkpoint. Never the weights. Default: nothing (a model that samples from its weights alone)."""
+        return None
+
     def model_files(self, checkpoint: Checkpoint) -> list[Path]:
         """The files of a trained model that ``sample`` reads, in the run folder: a model version keeps these.
 

@@ -232,8 +232,10 @@ class Steps:
 
         A run sampled from a model version (``genforge sample``) trains nothing: its checkpoint is the version's.
         """
-        if self.trains_nothing:
-            return self.checkpoint()
+        if self.trains_nothing:  # the version's weights; what the generator conditions on, from this run's data
+            checkpoint = self.checkpoint()
+            self.generator.condition_on(data or self.prepared(), checkpoint, self.config)
+            return checkpoint
         if distributed.in_process_group():  # a torchrun worker: the launching process holds the lock
             return self._train(data)
         with self.run.lock("train"):

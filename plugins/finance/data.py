@@ -142,6 +142,7 @@ def split_dates(returns: pd.DataFrame, cfg: MarketDataConfig) -> pd.Series:
 
 def fingerprint(prices: pd.DataFrame, cfg: MarketDataConfig) -> str:
     digest = hashlib.sha256(pd.util.hash_pandas_object(prices, index=True).values.tobytes())
+    digest.update(json.dumps(list(map(str, prices.columns))).encode())  # the values' hash ignores the assets' names
     digest.update(json.dumps({"version": PREPARE_VERSION, "config": cfg.model_dump(exclude={"path"})}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 

@@ -113,6 +113,20 @@ class FinanceGenerator(Generator):
         """The model's files and the returns it conditions on (``history.parquet``), which ``sample`` reads."""
         return [*super().model_files(checkpoint), Path(checkpoint.path).parent / HISTORY]
 
+    def condition_on(self, data: PreparedData, checkpoint: Checkpoint, config: FinanceConfig) -> None:
+        """Sampling from a registered model: the returns this run prepared (up to the last close of the deployment's data)
+        replace the history kept with the version, so ``sample.given=last`` starts from today's prices, not the training's.
+        The assets must be the model's."""
+        kept = Path(checkpoint.path).parent / HISTORY
+        trained_on = list(map(str, load_split(kept)[0].columns))
+        now = list(map(str, load_split(data.path)[0].columns))
+        if now != trained_on:
+            raise DataError(
+                f"this run's data has the assets {', '.join(now)}; the model was trained on {', '.join(trained_on)}: give data of "
+                "the same assets (data.columns), or train a model on these"
+            )
+        store.atomic_write_bytes(kept, (Path(data.path) / "returns.parquet").read_bytes())
+
     def prepare(self, config: FinanceConfig, run: Run) -> PreparedData:
         cfg = config.data
         prices, source = load_prices(cfg)
