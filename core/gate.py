@@ -403,7 +403,8 @@ def history_markdown(registry: Registry, model: str, metrics: list[str] | None =
     for v in versions:
         outcome = judged.get(v.version, {}).get("outcome", "")
         cells = [f"{v.metrics[m]:.4g}" if isinstance(v.metrics.get(m), (int, float)) else "" for m in metrics]
-        lines.append("| " + " | ".join([str(v.version), str(v.record.get("registered", "")), v.run_id, outcome, *cells]) + " |")
+        registered = str(v.record.get("registered", ""))[:16].replace("T", " ")  # to the minute: the table stays narrow
+        lines.append("| " + " | ".join([str(v.version), registered, v.run_id, outcome, *cells]) + " |")
     moves = [r["move"] for r in log][-last:]
     if moves:
         lines += [
@@ -416,6 +417,7 @@ def history_markdown(registry: Registry, model: str, metrics: list[str] | None =
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
 
         fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 2.4), squeeze=False)
         held = {r["generation"]: r["aliases"] for r in log}
@@ -427,6 +429,7 @@ def history_markdown(registry: Registry, model: str, metrics: list[str] | None =
             ax.scatter([x for x in xs if x in champions], [y for x, y in zip(xs, ys) if x in champions], s=60, facecolors="none",
                        edgecolors="C3", label=f"held @{alias}")  # fmt: skip
             ax.set_title(m, fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # versions are whole numbers
             ax.set_xlabel("version", fontsize=8)
             ax.tick_params(labelsize=7)
         axes.flat[0].legend(fontsize=6)

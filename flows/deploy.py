@@ -214,7 +214,11 @@ def apply_deployments(prefect_file: Path, names: list[str] | None = None) -> Non
     """``prefect deploy`` from the yaml (all deployments, or the named ones)."""
     cmd = [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--prefect-file", str(prefect_file)]
     cmd += [a for n in names for a in ("--name", n)] if names else ["--all"]
-    proc = subprocess.run(cmd, cwd=prefect_file.parent, capture_output=True, text=True, env={**os.environ, "PREFECT_CLI_PROMPT": "false"})
+    from prefect.settings import PREFECT_API_URL
+
+    # the API this process talks to (an environment variable, a profile, or settings set in code), for the child too
+    env = {**os.environ, "PREFECT_CLI_PROMPT": "false", "PREFECT_API_URL": PREFECT_API_URL.value() or ""}
+    proc = subprocess.run(cmd, cwd=prefect_file.parent, capture_output=True, text=True, env=env)
     if proc.returncode:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
         raise GenforgeError(f"`prefect deploy` failed (exit {proc.returncode}):\n{tail}")

@@ -89,7 +89,8 @@ def artifacts_of(flow_run_id: UUID):
         return c.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
 
 
-def test_deploy_created_pools_limit_automations_and_deployments_and_a_second_deploy_changes_nothing(api):
+def test_deploy_created_pools_limit_automations_and_deployments_and_a_second_deploy_changes_nothing(api, desk_chain):
+    # desk_chain: the desk's gated runs start here, in the background, and are checked near the end
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     from genforge.flows.deploy import AUTOMATION_CRASH, AUTOMATION_RESTART
@@ -243,10 +244,83 @@ def alerts(api):
     server.shutdown()
 
 
-GATES = (  # the two runs below are gated into model scenario-gan: one asks for a metric no evaluator gives (refused)
+BOOTSTRAP = "genforge-pipeline/bootstrap-scenarios"
+DESK_SAMPLER = "genforge-sample/desk-bootstrap-scenarios"
+# A team's own sampling deployment, added beside the shipped ones the way docs/models.md says: a trigger on its model's promotions.
+DESK_YAML = """
+name: desk
+prefect-version: 3.4.0
+pull:
+  - prefect.deployments.steps.set_working_directory:
+      directory: .
+deployments:
+  - name: desk-bootstrap-scenarios
+    entrypoint: genforge.flows.pipeline:sample_model
+    parameters:
+      model: desk-bootstrap@champion
+      overrides: ["sample.n=1000", "sample.given=last", "sample.horizon=10", "sample.backtest=false"]
+    triggers:
+      - type: event
+        enabled: true
+        match:
+          prefect.resource.id: genforge.model.desk-bootstrap
+        expect:
+          - genforge.model.promoted
+    work_pool:
+      name: genforge-cpu
+"""
+# The bootstrap's 1-day 1 % backtest FZ0 on S&P 500 + NASDAQ 2012-2018, resampling the last W days (measured with these
+# settings): W=2000 1.531 (Kupiec p 0.15), W=20 3.94 (p 1e-38), W=1000 1.332 (p 0.57): first, held, promoted.
+DESK_WINDOWS = (2000, 20, 1000)
+
+
+def bootstrap_spec(window: int) -> dict:
+    from genforge.core.config import apply_override, parse_override
+
+    tree: dict = {}
+    for item in [
+        "data.start=2008-01-01", "data.test_start=2012-01-01", "sample.n=50", "sample.horizon=30", "sample.backtest_scenarios=200",
+        "sample.given=test", f"model.window={window}", "promote.model=desk-bootstrap",
+    ]:  # fmt: skip
+        keys, value = parse_override(item)
+        apply_override(tree, keys, value)
+    return tree
+
+
+@pytest.fixture(scope="module")
+def desk_chain(api, alerts, tmp_path_factory):
+    """A desk's model, gated three times in a row on the CPU pool (first, a worse one held, a better one promoted), in the
+    background from the start of the module: the sampling deployment's trigger runs after each promotion."""
+    import threading
+
+    from genforge.flows.cli import invoke
+
+    yaml_file = tmp_path_factory.mktemp("desk") / "prefect.yaml"
+    yaml_file.write_text(DESK_YAML)
+    r = invoke("deploy", "--prefect-file", str(yaml_file), "--no-automations")
+    assert r.code == 0 and "desk-bootstrap-scenarios" in r.stdout, r.stdout + r.stderr
+    done: dict = {"runs": [], "error": None}
+
+    def chain():
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        try:
+            with temporary_settings(updates={PREFECT_API_URL: api.api}):  # settings are per context: a thread has its own
+                for window in DESK_WINDOWS:
+                    fr = submit(BOOTSTRAP, "bootstrap", bootstrap_spec(window), f"e2e-desk-window-{window}")
+                    done["runs"].append(wait_final(fr.id, 600))
+        except BaseException as exc:  # said by the test
+            done["error"] = exc
+
+    thread = threading.Thread(target=chain, daemon=True)
+    thread.start()
+    return thread, done
+
+
+GATES = (  # the first run below is gated into model scenario-gan: its first version, which the shipped trigger samples from
     # its backtest's FZ0 decides; a 12-step GAN misses Kupiec's 0.05, so the threshold is left out here
     ["promote.model=scenario-gan", "sample.backtest=true", "promote.thresholds={}"],
-    ["promote.model=scenario-gan", 'promote.metrics=["market.no_such_metric"]'],
+    [],
 )
 
 
@@ -273,50 +347,75 @@ def test_two_runs_take_turns_on_one_gpu_slot(api, killed, alerts):
     assert s2 >= e1, f"second training started at {s2}, before the first ended at {e1}"
 
 
-def test_the_gate_took_one_run_refused_the_other_and_the_promotion_triggered_the_sampling_deployment(api, alerts):
-    """The two runs above were gated into scenario-gan, in either order: the one with a backtest is its first version
-    (@champion, the event genforge.model.promoted); the other is refused (a metric missing: never promoted on missing
-    evidence, a first version neither), and the automation
-    `genforge deploy --notify` made posted it to the webhook. The promotion's deployment trigger ran `risk-scenarios-gan`,
-    which sampled 10,000 ten-day scenarios from the champion without training."""
+def triggered_runs(c, deployment: str) -> list:
+    """A deployment's flow runs that an automation made (a trigger), not its schedule: Prefect says so in the idempotency key."""
+    dep = c.read_deployment_by_name(deployment).id
+    return [r for r in c.read_flow_runs() if r.deployment_id == dep and (r.idempotency_key or "").startswith("automation ")]
+
+
+def wait_triggered(deployment: str, count: int, timeout: float = 300) -> list:
+    deadline = time.monotonic() + timeout
+    with client() as c:
+        while time.monotonic() < deadline:
+            found = triggered_runs(c, deployment)
+            if len(found) >= count:
+                return sorted(found, key=lambda r: r.created)
+            time.sleep(1)
+    raise AssertionError(f"{deployment}: {len(found)} run(s) made by its trigger after {timeout} s, not {count}")
+
+
+def test_the_first_gan_version_triggered_the_shipped_sampling_deployment(api):
+    """The first GAN run above was gated into scenario-gan: its first version took @champion (genforge.model.promoted), and
+    the shipped `risk-scenarios-gan` trigger sampled 10,000 ten-day scenarios from it without training."""
     from genforge.core.store.registry import Registry
 
     registry = Registry(str(api.store))
-    verdicts = sorted(json.loads(p.read_text())["outcome"] for p in (api.store / "models" / "scenario-gan" / "verdicts").glob("*.json"))
-    assert verdicts == ["first version", "refused"]
-    champion = registry.aliases("scenario-gan")["champion"]
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not any("refused" in body for body in alerts):
-        time.sleep(1)
-    assert any("scenario-gan" in body and "refused" in body and "missing" in body for body in alerts), alerts
-    with client() as c:
-        sampler = c.read_deployment_by_name("genforge-sample/risk-scenarios-gan").id
-        deadline = time.monotonic() + 300
-        triggered = []
-        while time.monotonic() < deadline and not triggered:
-            # the schedule's runs wait for a weekday 17:30 New York; an automation's run says so in its idempotency key
-            triggered = [
-                r for r in c.read_flow_runs() if r.deployment_id == sampler and (r.idempotency_key or "").startswith("automation ")
-            ]
-            time.sleep(1)
-    assert len(triggered) == 1, "the promotion did not trigger the sampling deployment"
-    done = wait_final(triggered[0].id, 600)
+    assert registry.aliases("scenario-gan") == {"champion": 1}
+    (fr,) = wait_triggered("genforge-sample/risk-scenarios-gan", 1)
+    done = wait_final(fr.id, 600)
     assert done.state.is_completed(), done.state
     run_dir = api.run_dir(done.id)
-    assert json.loads((run_dir / "from_model.json").read_text())["ref"] == f"scenario-gan:{champion}"
+    assert json.loads((run_dir / "from_model.json").read_text())["ref"] == "scenario-gan:1"
     assert json.loads((run_dir / "training.json").read_text())["trained"] is False
     samples = json.loads((run_dir / "samples.json").read_text())
     assert samples["count"] == 10000 and samples["details"]["horizon"] == 10
-    with client() as c:
-        from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-        keys = ["model-scenario-gan-gate", "model-scenario-gan-history"]
+
+def test_a_worse_version_is_held_and_notified_a_better_one_promoted_and_sampled(api, alerts, desk_chain):
+    """The desk's three runs: the first takes @champion; the worse one is held (FZ0 worse, Kupiec missed), the comparison
+    artifact and the webhook say why; the better one is promoted, and its trigger samples from version 3."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from genforge.core.store.registry import Registry
+
+    thread, done = desk_chain
+    thread.join(900)
+    assert done["error"] is None and len(done["runs"]) == 3, done
+    assert all(fr.state.is_completed() for fr in done["runs"]), [fr.state for fr in done["runs"]]
+    gates = [json.loads((api.run_dir(fr.id) / "gate.json").read_text()) for fr in done["runs"]]
+    assert [g["outcome"] for g in gates] == ["first version", "held", "promoted"], gates
+    assert any(r.startswith("market.backtest_1d_1pct_fz0") and "worse by" in r for r in gates[1]["reasons"])
+    registry = Registry(str(api.store))
+    assert registry.aliases("desk-bootstrap") == {"champion": 3}
+    assert [r["move"]["to"] for r in registry.alias_log("desk-bootstrap")] == [1, 3]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any("desk-bootstrap" in b for b in alerts):
+        time.sleep(1)
+    desk = [b for b in alerts if "desk-bootstrap" in b]
+    assert len(desk) == 1 and "held" in desk[0] and "market.backtest_1d_1pct_fz0" in desk[0], alerts
+    runs = wait_triggered(DESK_SAMPLER, 2)  # after version 1, after version 3
+    refs = []
+    for fr in runs:
+        final = wait_final(fr.id, 600)
+        assert final.state.is_completed(), final.state
+        refs.append(json.loads((api.run_dir(final.id) / "from_model.json").read_text())["ref"])
+    assert sorted(refs) == ["desk-bootstrap:1", "desk-bootstrap:3"]
+    with client() as c:
+        keys = ["model-desk-bootstrap-gate", "model-desk-bootstrap-history"]
         arts = c.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys)))  # every version of each key
-    gates = [a for a in arts if a.key == keys[0]]
-    assert sorted(a.description.rsplit(": ", 1)[-1] for a in gates) == ["first version", "refused"]
-    refused = next(a for a in gates if a.description.endswith("refused"))
-    dom, _ = ui_page(api, refused.id, "prefect-ui-model-gate.png", height=1600)
-    assert "refused" in dom and "missing for the" in dom and "<table" in dom
+    held = next(a for a in arts if a.key == keys[0] and a.description.endswith(": held"))
+    dom, _ = ui_page(api, held.id, "prefect-ui-model-gate.png", height=2400)
+    assert "held" in dom and "worse by" in dom and "<table" in dom and 'src="data:image/png;base64,' in dom
     history = max((a for a in arts if a.key == keys[1]), key=lambda a: a.created)
     dom, _ = ui_page(api, history.id, "prefect-ui-model-history.png", height=1600)
     assert "Alias moves" in dom and 'src="data:image/png;base64,' in dom

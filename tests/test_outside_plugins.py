@@ -152,7 +152,8 @@ def test_a_plugin_adds_a_command_and_hook_calls_can_be_traced(outside):
 
 
 def test_commands_that_need_no_prefect_never_import_it(tmp_path, toy_dist):
-    """plugins, run --no-prefect, show, runs, evaluate, new-plugin through the console entry point, in one fresh process."""
+    """plugins, run --no-prefect, show, runs, evaluate, new-plugin, the model commands (register, promote, models, models show,
+    sample --no-prefect, gate, runs prune) through the console entry point, in one fresh process."""
     smi = tmp_path / "x.smi"
     smi.write_text("CCO\nc1ccccc1\n")
     code = f"""
@@ -169,6 +170,14 @@ call("show", "latest")
 call("runs")
 call("evaluate", "molecules", {str(smi)!r}, "--json", "--set", "moses.enabled=false")
 call("new-plugin", "acme-x", "--out", {str(tmp_path)!r})
+call("register", "latest", "--model", "toy")
+call("promote", "toy:1", "--reason", "first")
+call("models")
+call("models", "show", "toy")
+call("sample", "toy@champion", "--no-prefect", "--set", "sample.n=5")
+call("run", "toy-gaussian", "--no-prefect", "--set", "train.max_steps=5", "--set", "sample.n=10")
+call("gate", "latest", "--model", "toy")
+call("runs", "prune", "--keep", "1", "--dry-run")
 print("PREFECT-IMPORTED:", sorted(m for m in sys.modules if m == "prefect" or m.startswith("prefect.")))
 """
     r = subprocess.run(
