@@ -124,10 +124,12 @@ def test_two_registrations_at_once_get_two_numbers_and_a_killed_one_lists_nothin
     assert [v.version for v in Registry().versions("toy")] == [1, 2]
 
 
-def test_two_gates_racing_on_one_alias_exactly_one_moves_it(finished):
+@pytest.mark.parametrize("url", [False, True], ids=["folder", "file-url"])
+def test_two_gates_racing_on_one_alias_exactly_one_moves_it(finished, genforge_home, url):
     """Two promotions that both saw @champion at version 1 (an injected delay between read and write): one lands, the
     other is refused; a person's override lands after them; the log keeps every move."""
-    registry = Registry()
+    root = f"file://{genforge_home}" if url else str(genforge_home)  # a shared store by URL, or the folder
+    registry = Registry(root)
     for _ in range(3):
         register_run(finished(), "toy", registry)
     registry.move_alias("toy", "champion", 1, "first")
@@ -149,7 +151,7 @@ def test_two_gates_racing_on_one_alias_exactly_one_moves_it(finished):
 
     def gate(version):
         try:
-            Registry().move_alias("toy", "champion", version, f"gate for {version}", expect=1)
+            Registry(root).move_alias("toy", "champion", version, f"gate for {version}", expect=1)
             outcome[version] = "moved"
         except Exception as exc:
             outcome[version] = str(exc)
