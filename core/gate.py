@@ -26,6 +26,7 @@ from .config import PromoteConfig
 from .errors import ConfigError, GenforgeError
 from .models import headline_metrics, register_run
 from .plugin_manager import get_generator
+from .report import png_data_url
 from .store import Run, mirror
 from .store.registry import ModelVersion, Registry, check_name, who
 
@@ -318,12 +319,6 @@ def gate_run(
 # -- what a person reads: the comparison and the model's history ----------------------------------------------------
 
 
-def _png(path: Any) -> str:
-    import base64
-
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
-
-
 def verdict_markdown(registry: Registry, verdict: Verdict, max_pictures: int = 4) -> str:
     """The comparison as markdown: metric by metric with direction and allowance, the verdict and its reasons, and the two
     versions' pictures side by side (inline PNG data URLs, which the Prefect UI renders)."""
@@ -340,10 +335,8 @@ def verdict_markdown(registry: Registry, verdict: Verdict, max_pictures: int = 4
         for c in verdict.comparisons:
             direction = "higher is better" if c.higher_is_better else "lower is better" if c.higher_is_better is False else "none"
             allowance = f"{c.allowance:g}" if c.role == "threshold" else f"{c.allowance:.1%}"
-            value = lambda x: "" if x is None else f"{x:.4g}"  # noqa: E731
-            lines.append(
-                f"| {c.metric} | {c.role} | {direction} | {allowance} | {value(c.champion)} | {value(c.challenger)} | {'pass' if c.passed else 'fail'} |"
-            )
+            champ, chal = ("" if x is None else f"{x:.4g}" for x in (c.champion, c.challenger))
+            lines.append(f"| {c.metric} | {c.role} | {direction} | {allowance} | {champ} | {chal} | {'pass' if c.passed else 'fail'} |")
         lines.append("")
     if verdict.rescored_by_run:
         lines += [f"The champion was sampled again on the challenger's reference by run `{verdict.rescored_by_run}`.", ""]
@@ -370,7 +363,6 @@ def verdict_markdown(registry: Registry, verdict: Verdict, max_pictures: int = 4
 
 def _side_by_side(left: Any, right: Any, height: int = 360) -> str:
     """Two pictures as one PNG data URL, side by side at the same height (a markdown table would cut the right one off)."""
-    import base64
     import io
 
     from PIL import Image
@@ -383,14 +375,12 @@ def _side_by_side(left: Any, right: Any, height: int = 360) -> str:
     out.paste(pics[1], (pics[0].width + gap, 0))
     buf = io.BytesIO()
     out.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return png_data_url(buf.getvalue())
 
 
 def history_markdown(registry: Registry, model: str, metrics: list[str] | None = None, last: int = 10, alias: str = "champion") -> str:
     """A model's last ``last`` versions: each decisive metric over the versions as a small chart, and who held the alias."""
     import io
-    import tempfile
-    from pathlib import Path
 
     versions = registry.versions(model)[-last:]
     log = registry.alias_log(model)
@@ -437,8 +427,5 @@ def history_markdown(registry: Registry, model: str, metrics: list[str] | None =
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=90)
         plt.close(fig)
-        with tempfile.TemporaryDirectory() as tmp:
-            chart = Path(tmp) / "history.png"
-            chart.write_bytes(buf.getvalue())
-            lines += ["", f"![history]({_png(chart)})"]
+        lines += ["", f"![history]({png_data_url(buf.getvalue())})"]
     return "\n".join(lines)

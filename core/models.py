@@ -7,7 +7,6 @@ is what its generator's ``model_files`` names.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -286,7 +285,3 @@ def card(registry: Registry, version: ModelVersion) -> dict[str, Any]:
         "moves": moves,
         "verdicts": [v for v in verdicts(registry, version.model) if version.version in (v.get("challenger"), v.get("champion"))],
     }
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)

@@ -85,6 +85,11 @@ def training_notes(run: Run) -> list[str]:
     return list(run.read_json("training.json", {}).get("notes", []))
 
 
+def png_data_url(png: bytes) -> str:
+    """A PNG as a ``data:`` URL: the inline picture the Prefect UI renders in a markdown artifact (inline SVG it strips)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
 def render_markdown(run: Run, report: Report, inline_images: bool = False) -> str:
     """Markdown for a person. ``inline_images`` embeds PNGs as data URLs (for the Prefect UI)."""
     spec = run.spec
@@ -95,7 +100,7 @@ def render_markdown(run: Run, report: Report, inline_images: bool = False) -> st
     for name, path in report.figures().items():
         path = Path(path)
         if inline_images:
-            src = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+            src = png_data_url(path.read_bytes())
         else:
             src = str(path.relative_to(run.path)) if path.is_relative_to(run.path) else str(path)
         lines += ["", f"### {name}", "", f"![{name}]({src})"]

@@ -602,13 +602,13 @@ def models_show(
     store: StoreOpt = None,
 ) -> None:
     """A model version's card: its data, training, metrics, pictures, aliases, and lineage to its run."""
-    from genforge.core.models import card, dumps
+    from genforge.core.models import card
     from genforge.core.store.registry import Registry
 
     registry = Registry(store)
     info = card(registry, registry.resolve(ref))
     if as_json:
-        print(dumps(info))
+        print(json.dumps(info, indent=2, default=str))
         return
     aliases = " ".join(f"@{a}" for a in info["aliases"])
     console.print(f"[bold]{info['model']}:{info['version']}[/] {aliases}", highlight=False)

@@ -72,8 +72,8 @@ def test_run_without_prefect_then_show_json(molecule_run):
     assert "heavy_atoms_mean" in summary and str(molecule_run.path) in summary
 
 
-def test_sigkill_mid_training_then_resume(store, toy_dist):
-    """kill -9 during training; `genforge resume` continues from the newest checkpoint that loads (real processes)."""
+def _start_long_toy_run(toy_dist) -> tuple[dict[str, str], subprocess.Popen]:
+    """`genforge run toy-gaussian` for 3,000 steps in a real process (its environment, the process)."""
     env = {**os.environ, "PYTHONPATH": toy_dist.pythonpath, "GENFORGE_PLUGINS": "toy"}
     proc = subprocess.Popen(
         [SCRIPT, "run", "toy-gaussian", "--no-prefect", *sets(TOY_LONG)],
@@ -82,6 +82,12 @@ def test_sigkill_mid_training_then_resume(store, toy_dist):
         text=True,
         env=env,
     )
+    return env, proc
+
+
+def test_sigkill_mid_training_then_resume(store, toy_dist):
+    """kill -9 during training; `genforge resume` continues from the newest checkpoint that loads (real processes)."""
+    env, proc = _start_long_toy_run(toy_dist)
     ckpts = _wait_for_checkpoints(store, proc, 2)
     proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=30)
@@ -102,14 +108,7 @@ def test_sigkill_mid_training_then_resume(store, toy_dist):
 
 def test_sigterm_marks_the_run_interrupted_one_resume_at_a_time_and_no_duplicate_log_steps(store, toy_dist):
     """SIGTERM (docker stop, kubectl delete, timeout) stops like Ctrl-C; a second resume of a busy run is refused."""
-    env = {**os.environ, "PYTHONPATH": toy_dist.pythonpath, "GENFORGE_PLUGINS": "toy"}
-    proc = subprocess.Popen(
-        [SCRIPT, "run", "toy-gaussian", "--no-prefect", *sets(TOY_LONG)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    env, proc = _start_long_toy_run(toy_dist)
     _wait_for_checkpoints(store, proc, 2)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)

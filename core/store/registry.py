@@ -38,8 +38,8 @@ from typing import Any
 from ..errors import ConfigError, DataError, GenforgeError, shown
 from . import mirror
 from .files import atomic_write_bytes, file_digest
+from .run import valid_id
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 _VERSION_FILE = re.compile(r"(\d{6})\.json$")
 _ALIAS_FILE = re.compile(r"(\d{12})\.json$")
 CHAMPION = "champion"
@@ -61,7 +61,7 @@ class ModelNotFound(GenforgeError):
 
 def check_name(name: str, what: str = "model name") -> str:
     """A model or alias name is one folder name: letters, digits, '.', '_', '-', starting with a letter or digit."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+    if not isinstance(name, str) or not valid_id(name):  # the run-id rules: one folder name, joined into paths and URLs
         raise ConfigError(f"{shown(name)} is not a {what}: use letters, digits, '.', '_' and '-' (no path separators or '..')")
     return name
 
@@ -157,7 +157,7 @@ class Registry:
         return value
 
     def models(self) -> list[str]:
-        return sorted(n for n in self._ls(self.models_dir) if _NAME.fullmatch(n) and self._version_numbers(n))
+        return sorted(n for n in self._ls(self.models_dir) if valid_id(n) and self._version_numbers(n))
 
     def _version_numbers(self, model: str) -> list[int]:
         names = self._ls(f"{self.models_dir}/{model}/versions")
