@@ -502,6 +502,7 @@ def guacamol_kl_score(
     """GuacaMol's KL-divergence score of distinct valid samples against reference SMILES; and each KL.
 
     As GuacaMol's benchmark, it scores the first ``n_samples`` (10,000) samples; None: all.
+    A ``ValueError`` when the samples are too few or too alike for a kernel density (one distinct value).
     """
     from scipy.stats import entropy, gaussian_kde
 
@@ -513,6 +514,8 @@ def guacamol_kl_score(
     d_r = np.array(pmap(_descriptors, ref, n_jobs))
 
     def continuous(p_vals: np.ndarray, q_vals: np.ndarray) -> float:
+        if min(len(np.unique(p_vals)), len(np.unique(q_vals))) < 2:  # a density of one value has no kernel estimate
+            raise ValueError(f"{len(uniq)} distinct valid sample(s) with a descriptor of one value: too few for a density")
         x = np.linspace(min(p_vals.min(), q_vals.min()), max(p_vals.max(), q_vals.max()), 1000)
         return float(entropy(gaussian_kde(p_vals)(x) + 1e-10, gaussian_kde(q_vals)(x) + 1e-10))
 

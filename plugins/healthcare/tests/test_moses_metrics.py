@@ -81,6 +81,12 @@ def test_kl_score_is_one_for_identical_sets_and_lower_for_a_shifted_one():
     assert shifted < 0.8 and kls["MolWt"] > 0.3
 
 
+def test_kl_score_of_one_distinct_molecule_is_refused_as_too_few_not_a_linear_algebra_error():
+    test = gzip.open(DATA / "moses_test.smi.gz", "rt").read().split()
+    with pytest.raises(ValueError, match="1 distinct valid sample"):  # before: scipy's LinAlgError from gaussian_kde
+        guacamol_kl_score(["CCO", "OCC", "CCO"], test[:300], n_jobs=1)
+
+
 def test_nearest_neighbour_similarity_excludes_the_molecule_itself():
     from genforge.plugins.healthcare.moses_metrics import _nn_similarity_ecfp4
 
