@@ -28,6 +28,7 @@ from .contracts import (
 from .errors import (
     ConfigError,
     DataError,
+    EvaluatorFailed,
     GenforgeError,
     LeaseLost,
     RunBusy,
@@ -55,6 +56,7 @@ __all__ = [
     "DataError",
     "DataSource",
     "Evaluation",
+    "EvaluatorFailed",
     "Evaluator",
     "EvaluatorConfig",
     "Generator",

@@ -170,7 +170,7 @@ EVALUATE_SETTINGS: dict[str, Any] = {  # the host's settings in the ``evaluate``
             30.0,
             gt=0,
             description="an evaluator still running after this many minutes is named and skipped like one that failed "
-            "(its metrics are lost; the run goes on)",
+            "(its metrics are lost; the run then fails unless the evaluator is optional)",
         ),
     ),
 }

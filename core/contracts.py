@@ -44,9 +44,10 @@ class PreparedData:
     same data is prepared once and reused by every run that asks for it.
     ``stats`` holds what a person should see. The host reads these keys (``DATA_KEYS``):
     ``source`` (where the data came from), ``cache`` ("hit", "miss", ...), and ``train`` /
-    ``test``, each ``{"read": n, "kept": n, "held_out": n, "rejected": {reason: n}}``.
-    Any other key is the generator's own detail, recorded under ``details`` in
-    ``data.json`` and printed as it is.
+    ``test``, each ``{"read": n, "kept": n, "held_out": n, "rejected": {reason: n}}`` (one
+    count per row dropped), and ``notes``: sentences the run's report and summary show (a part
+    of the data that was not used, and why). Any other key is the generator's own detail,
+    recorded under ``details`` in ``data.json`` and printed as it is.
     """
 
     path: Path
@@ -54,7 +55,7 @@ class PreparedData:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-DATA_KEYS = ("source", "cache", "train", "test")
+DATA_KEYS = ("source", "cache", "train", "test", "notes")
 
 
 @dataclass
@@ -101,6 +102,8 @@ class Evaluation:
     ``error`` is set by the host when the evaluator raised: its metrics are then empty,
     and every other evaluator's results are kept. ``notes`` are sentences for the report
     and the summary (e.g. a part of the evaluation that could not be computed, and why).
+    ``headline`` is markdown the report shows first, above everything else: the one page a
+    reader files (a dated summary of what the numbers mean for them).
     """
 
     evaluator: str
@@ -109,6 +112,7 @@ class Evaluation:
     plugin: str = ""
     error: str | None = None
     notes: list[str] = field(default_factory=list)
+    headline: str = ""
 
 
 @dataclass
@@ -250,6 +254,11 @@ class EvaluatorConfig(Section):
     """An evaluator's settings, under ``evaluate.<evaluator name>`` in a run spec. Subclass it to add fields."""
 
     enabled: bool = Field(True, description="run this evaluator")
+    optional: bool = Field(
+        False,
+        description="a failure of this evaluator (it raises, or overruns evaluate.timeout_minutes) is noted and the run still "
+        "finishes; otherwise the run ends failed, after the other evaluators' metrics and the report are written",
+    )
 
 
 class Evaluator:

@@ -84,3 +84,11 @@ class LeaseLost(RunBusy):
 
 class StopRun(GenforgeError):
     """Raised by a lifecycle listener that must stop the run (any other exception a listener raises is noted, and the run goes on)."""
+
+
+class EvaluatorFailed(GenforgeError):
+    """An evaluator the run needs (not ``optional``) raised or overran its deadline; ``report`` holds what the others found."""
+
+    def __init__(self, message: str, report: Any = None):
+        super().__init__(message)
+        self.report = report

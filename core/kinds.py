@@ -362,7 +362,7 @@ def read_midi_notes(data: bytes) -> tuple[list[list[tuple[int, int, int]]], int]
 
 class Scenarios(SampleKind):
     name = "scenarios"
-    description = "a Parquet file with columns scenario, step, asset, value (one row per scenario, step and asset)"
+    description = "a Parquet file with columns scenario, step, asset, value (one row per scenario, step and asset; more columns allowed)"
     filename = "scenarios.parquet"
 
     def write(self, samples, folder: Path) -> Path:
@@ -448,7 +448,8 @@ class Scenarios(SampleKind):
         missing = [c for c in SCENARIO_COLUMNS if c not in frame.columns]
         if missing:
             raise ValueError(f"scenarios need columns {', '.join(SCENARIO_COLUMNS)}; missing {', '.join(missing)}")
-        return frame[list(SCENARIO_COLUMNS)]
+        # a generator's own columns (a date per step, say) follow the four, kept as given
+        return frame[[*SCENARIO_COLUMNS, *(c for c in frame.columns if c not in SCENARIO_COLUMNS)]]
 
     def check(self, path: Path) -> None:
         super().check(path)

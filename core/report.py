@@ -93,7 +93,11 @@ def png_data_url(png: bytes) -> str:
 def render_markdown(run: Run, report: Report, inline_images: bool = False) -> str:
     """Markdown for a person. ``inline_images`` embeds PNGs as data URLs (for the Prefect UI)."""
     spec = run.spec
-    lines = [f"# genforge run `{run.id}`", "", f"Generator **{spec['generator']}**; run folder `{run.path}`.", ""]
+    lines = [f"# genforge run `{run.id}`", ""]
+    for evaluation in report.evaluations:  # an evaluator's one page comes first: what a reader files
+        if evaluation.headline:
+            lines += [evaluation.headline.strip(), ""]
+    lines += [f"Generator **{spec['generator']}**; run folder `{run.path}`.", ""]
     lines += [f"- {line}" for line in summary_lines(run)]
     lines += [f"> **{note}**" for note in training_notes(run)]
     # Pictures first (sample gallery, loss curve): in the Prefect UI they show without scrolling.

@@ -23,7 +23,7 @@ from . import distributed
 from .capture import CappedLog, captured, uncaptured
 from .config import EVALUATE_SETTINGS, GeneratorConfig, load_spec, parse_override, spec_model
 from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedData, Report, RunInfo, Samples
-from .errors import ConfigError, DataError, GenforgeError, LeaseLost, TrainingFailed, shorten
+from .errors import ConfigError, DataError, EvaluatorFailed, GenforgeError, LeaseLost, TrainingFailed, shorten
 from .kinds import read_as
 from .plugin_manager import call_listeners, evaluators, get_generator, get_kind, get_plugin_manager, versions
 from .store import Run, RunStore, read_jsonl, redact_secrets, unredact
@@ -205,6 +205,9 @@ class Steps:
                 f"`genforge run {self.run.generator} --config {self.run.path / 'spec.yaml'}` (a URL recorded <redacted> given again with --set)"
             )
         check_rejections(data.stats, getattr(self.config.data, "max_rejected", MAX_REJECTED))
+        for note in data.stats.get("notes") or []:  # a part of the data not used, and why: for the report and the summary
+            if add_note(self.run, str(note)):
+                log.warning("run %s: %s", self.run.id, note)
         if str(data.stats.get("cache", "")).startswith("rebuilt"):  # a damaged cache was set aside: say so where people look
             note = f"the cached prepared data at {data.path} was not used and was prepared again: {data.stats['cache']}"
             if add_note(self.run, note):
@@ -354,9 +357,11 @@ class Steps:
     def evaluate(self, samples: Samples | None = None, data: PreparedData | None = None) -> Report:
         """Every enabled evaluator that accepts the samples' kind adds its metrics, tagged with its plugin.
 
-        Each writes figures in its own folder (``figures/<evaluator>/``); one that raises
-        costs only its own metrics: it is named (plugin, evaluator, kind) in the report
-        and the log, and the others' results and the samples are kept.
+        Each writes figures in its own folder (``figures/<evaluator>/``); one that raises, or
+        overruns ``evaluate.timeout_minutes``, is named (plugin, evaluator, kind) in the report
+        and the log, and the others' results and the samples are kept. Then, unless its settings
+        say ``optional``, the run is ``failed`` and ``EvaluatorFailed`` is raised, after
+        ``metrics.json`` and the report are written.
         """
         samples = samples or self.samples()
         data = data or self.prepared()
@@ -381,11 +386,12 @@ class Steps:
             if result is not None:
                 report.evaluations.append(result)
         chosen = [(plugin, ev, getattr(self.config.evaluate, ev.name)) for plugin, ev in evaluators(self.pm, samples.kind)]
+        enabled = [(p, ev, cfg) for p, ev, cfg in chosen if cfg.enabled]
         timings = evaluate_samples(
             samples,
             reference,
             self.run.figures,
-            [(p, ev, cfg) for p, ev, cfg in chosen if cfg.enabled],
+            enabled,
             report,
             self.pm,
             timeout_minutes=self.config.evaluate.timeout_minutes,
@@ -396,9 +402,20 @@ class Steps:
         if rejected:
             n = sum(rejected.values())
             report.notes.append(f"{n} training rows rejected: " + ", ".join(f"{c} {r}" for r, c in rejected.items()))
+        failed = required_failures(report, enabled)
+        if failed:
+            report.notes.append(f"the run failed: {failure_text(failed)}, which the run needs; {optional_hint(failed, 'evaluate.')}")
         self.run.write_json("metrics.json", metrics_record(report, timings))
         write_report(self.run, report)
         self.run.push()
+        if failed:
+            error = EvaluatorFailed(
+                f"run {self.run.id} failed: {failure_text(failed)}; the other metrics and the report are in {self.run.path} "
+                f"({optional_hint(failed, 'evaluate.')})",
+                report,
+            )
+            self.run.set_status("failed", error=f"EvaluatorFailed: {error}")
+            raise error
         self.run.set_status("finished")
         self.notify("genforge_run_finished", report=report)
         return report
@@ -471,8 +488,9 @@ def evaluate_samples(
 
     Shared by a run's evaluate step and ``genforge evaluate``. The samples are checked by
     their kind first (a path of the wrong form is one clear error, before any evaluator).
-    An evaluator that raises, or is still running after ``timeout_minutes``, costs only its own
-    metrics (named in the report). What evaluators print goes to ``output`` (capped), not the terminal.
+    An evaluator that raises, or is still running after ``timeout_minutes``, loses its own
+    metrics (named in the report) and the others go on; the caller decides what that failure
+    means (``required_failures``). What evaluators print goes to ``output`` (capped), not the terminal.
     """
     read_as(get_kind(samples.kind, pm), samples.path, "check")
     timings = {}
@@ -500,7 +518,7 @@ def evaluate_samples(
             log.debug(message)  # the note reaches the report, the summary and the Prefect log
             result = Evaluation(ev.name, [], plugin=plugin, error=f"timed out after {timeout_minutes:g} minutes")
             report.notes.append(message)
-        except Exception as exc:  # an evaluator's bug costs only its own metrics
+        except Exception as exc:  # an evaluator's bug costs its own metrics here; the caller decides if the run fails
             error = f"{type(exc).__name__}: {shorten(str(exc), 500)}"
             message = f"{label} failed on {samples.kind}: {error}"
             log.debug(message, exc_info=True)  # the note reaches the report, the summary and the Prefect log
@@ -509,6 +527,23 @@ def evaluate_samples(
         timings[ev.name] = round(time.perf_counter() - t0, 2)
         report.evaluations.append(result)
     return timings
+
+
+def required_failures(report: Report, chosen: list[tuple[str, Any, Any]]) -> list[Evaluation]:
+    """The evaluations in ``report`` that failed (raised, or overran their deadline) and whose settings do not say ``optional``."""
+    optional = {ev.name for _, ev, settings in chosen if getattr(settings, "optional", False)}
+    return [e for e in report.evaluations if e.error and e.evaluator not in optional]
+
+
+def failure_text(failed: list[Evaluation]) -> str:
+    """``evaluator 'x' of plugin 'p' failed (ZeroDivisionError: ...)``, for each failed evaluation."""
+    return "; ".join(f"evaluator {e.evaluator!r} of plugin {e.plugin!r} failed ({e.error})" for e in failed)
+
+
+def optional_hint(failed: list[Evaluation], prefix: str) -> str:
+    """What lets the run (or ``genforge evaluate``, ``prefix`` "") finish without these evaluators."""
+    settings = ", ".join(f"{prefix}{e.evaluator}.optional=true" for e in failed)
+    return f"{settings} lets it finish without {'it' if len(failed) == 1 else 'them'}"
 
 
 def _evaluate(ev: Any, samples: Samples, reference: Any, out_dir: Path, settings: Any, output: CappedLog | None, label: str) -> Evaluation:
@@ -563,6 +598,7 @@ def metrics_record(report: Report, timings: dict[str, float]) -> dict[str, Any]:
                 "error": e.error,
                 "metrics": [m.to_dict() for m in e.metrics],
                 "figures": {k: str(p) for k, p in e.figures.items()},
+                **({"headline": e.headline} if e.headline else {}),
             }
             for e in report.evaluations
         ],

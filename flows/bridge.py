@@ -80,6 +80,16 @@ class PrefectBridge:
 
     @hookimpl
     def genforge_run_finished(self, run: RunInfo, report: Report) -> None:
+        self._publish(run, report)
+
+    @hookimpl
+    def genforge_run_failed(self, run: RunInfo, error: BaseException) -> None:
+        report = getattr(error, "report", None)  # EvaluatorFailed: the other evaluators' metrics and the report exist
+        if isinstance(report, Report):
+            self._publish(run, report)
+
+    def _publish(self, run: RunInfo, report: Report) -> None:
+        """The report's notes in the flow run's log, the metrics table and the report as artifacts."""
         for note in report.notes:  # e.g. an evaluator that failed: named in the flow run's log
             get_run_logger().warning(note)
         rows = [{k: ("" if v is None else v) for k, v in row.items()} for row in metrics_table(report)]

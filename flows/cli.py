@@ -18,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import genforge.flows  # noqa: F401  (Prefect defaults, before Prefect is imported)
-from genforge.core import GeneratorConfig, GenforgeError, Report, Run, RunInfo, RunStore, Samples, hookimpl
+from genforge.core import EvaluatorFailed, GeneratorConfig, GenforgeError, Report, Run, RunInfo, RunStore, Samples, hookimpl
 from genforge.core.plugin_manager import get_plugin_manager, plugin_infos
 from genforge.core.report import summary_lines, training_notes
 from genforge.core.runner import create_run, run_all
@@ -163,6 +163,10 @@ def _execute(run, use_prefect: bool) -> None:
             run_pipeline(run)
         else:
             run_all(run, pm)
+    except EvaluatorFailed:  # the other evaluators' metrics are there: shown, then the one-line error
+        listener.stop()
+        print_summary(Run(run.path, run.remote))
+        raise
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM turned into one (see main)
         listener.stop()
         err.print(
@@ -377,7 +381,7 @@ def evaluate(
     from genforge.core.errors import shown
     from genforge.core.kinds import read_as
     from genforge.core.plugin_manager import datasets, default_reference, evaluators, get_kind
-    from genforge.core.runner import evaluate_samples, metrics_record
+    from genforge.core.runner import evaluate_samples, failure_text, metrics_record, optional_hint, required_failures
     from genforge.core.store import home
     from genforge.core.store.run import finite
 
@@ -420,12 +424,23 @@ def evaluate(
     timings = evaluate_samples(samples, ref, out, enabled, report, timeout_minutes=settings.timeout_minutes, output=plugin_log)
     record = metrics_record(report, timings)
     (out / "metrics.json").write_text(json.dumps(finite(record), indent=2, default=str, allow_nan=False))
+    failed = required_failures(report, enabled)
     if as_json:
         print(json.dumps(record["metrics"], indent=2, default=str))
         for note in report.notes:
             err.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
-        return
-    table = Table(title=f"{path} ({samples.count} {kind}) vs {reference}" + (f" (training data: {train})" if train else ""))
+    else:
+        _print_evaluation(report, f"{path} ({samples.count} {kind}) vs {reference}" + (f" (training data: {train})" if train else ""))
+        console.print(f"figures and metrics.json: {out}")
+    if failed:
+        raise EvaluatorFailed(
+            f"{failure_text(failed)}; the other metrics are in {out / 'metrics.json'} ({optional_hint(failed, '--set ')})", report
+        )
+
+
+def _print_evaluation(report: Report, title: str) -> None:
+    """``genforge evaluate``'s table of metrics (each beside its reference value) and its notes."""
+    table = Table(title=title)
     table.add_column("evaluator")
     table.add_column("metric")
     table.add_column("samples", justify="right")
@@ -436,7 +451,6 @@ def evaluate(
     console.print(table)
     for note in report.notes:
         console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
-    console.print(f"figures and metrics.json: {out}")
 
 
 @app.command("new-plugin")
@@ -887,6 +901,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         add_plugin_commands()
         app(args=argv, prog_name="genforge")
+    except EvaluatorFailed as exc:  # the work is done and written; what failed is the result: exit 1, not a usage error
+        err.print(f"[red]error:[/] {escape(redact_text(str(exc)))}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except GenforgeError as exc:
         err.print(f"[red]error:[/] {escape(redact_text(str(exc)))}", highlight=False, soft_wrap=True)
         sys.exit(2)

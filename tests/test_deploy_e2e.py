@@ -478,3 +478,42 @@ def test_the_killed_run_is_restarted_and_resumes(api, killed):
     for ckpt in (run_dir / "checkpoints").glob("*.pt"):
         torch.load(ckpt, weights_only=True)  # every checkpoint on disk is whole
     assert json.loads((run_dir / "samples.json").read_text())["count"] == gan_spec()["sample"]["n"]
+
+
+RISK_DEPLOYMENT = "genforge-pipeline/risk-scenarios"
+
+
+def test_the_desks_risk_report_opens_the_ui_report_and_stale_data_fails_loudly(api):
+    """The shipped `risk-scenarios` deployment as the desk would meet it. On arch's series (last price 2018-12-31) its own
+    spec fails, naming the data's age (`sample.max_age_days`). The same data with the age check off, a 70/30 book of
+    USD 1,000,000 and a shorter backtest: the report in the Prefect UI opens on the dated one-page risk report."""
+    import copy
+
+    import yaml
+
+    shipped = next(
+        d for d in yaml.safe_load((ROOT / "deploy" / "prefect.yaml").read_text())["deployments"] if d["name"] == "risk-scenarios"
+    )
+    spec = shipped["parameters"]["spec"]
+    stale = submit(RISK_DEPLOYMENT, "garch", spec, "e2e-risk-stale")
+    desk = copy.deepcopy(spec)
+    desk["data"].update(start="2012-01-03", test_start="2017-01-03")
+    book = {"weights": {"sp500": 0.7, "nasdaq": 0.3}, "value": 1_000_000, "currency": "USD"}
+    desk["sample"].update(max_age_days=None, backtest_scenarios=500, book=book)
+    fresh = submit(RISK_DEPLOYMENT, "garch", desk, "e2e-risk-report")
+
+    failed = wait_final(stale.id, 600)
+    assert failed.state.is_failed(), failed.state
+    error = json.loads((api.run_dir(failed.id) / "status.json").read_text())["error"]
+    assert "the data end 2018-12-31" in error and "days before today" in error and "sample.max_age_days=4" in error, error
+
+    done = wait_final(fresh.id, 600)
+    assert done.state.is_completed(), done.state
+    report = next(a for a in artifacts_of(done.id) if a.type == "markdown")
+    head = report.data.split("### ")[0]  # the one page comes before every figure
+    assert "## Risk report as of 2018-12-31" in head and "sp500 70.0%, nasdaq 30.0%" in head and "1,000,000 USD" in head
+    assert "Basel zone" in head and "Acerbi-Székely" in head and "Fit used: forecast from 2018-12-31" in head
+    csv_rows = (api.run_dir(done.id) / "figures" / "market" / "risk_report.csv").read_text()
+    assert "var_99,10d," in csv_rows and ",USD" in csv_rows
+    dom, _ = ui_page(api, report.id, "prefect-ui-risk-report.png", height=2000)
+    assert "Risk report as of 2018-12-31" in dom and "VaR (USD)" in dom and "99 %" in dom, dom[-2000:]

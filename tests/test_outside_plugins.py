@@ -116,8 +116,9 @@ def test_an_outside_evaluator_adds_its_metric_and_overwrites_nothing(outside, tm
     rows = gzip.open(MOSES_TEST, "rt").read().split()[:60]
     f = tmp_path / "lib.smi"
     f.write_text("\n".join(rows) + "\nC1CC(\n")
+    home = {"GENFORGE_HOME": str(tmp_path / "h")}
     r = genforge(
-        outside, "evaluate", "molecules", str(f), "--json", "--set", "moses.enabled=false", env={"GENFORGE_HOME": str(tmp_path / "h")}
+        outside, "evaluate", "molecules", str(f), "--json", "--set", "moses.enabled=false", "--set", "acme-flaky.optional=true", env=home
     )
     assert r.code == 0, r.stderr
     m = json.loads(r.stdout)
@@ -128,15 +129,25 @@ def test_an_outside_evaluator_adds_its_metric_and_overwrites_nothing(outside, tm
     assert "evaluator 'acme-flaky' of plugin 'acme-flaky' failed on molecules: RuntimeError: acme's evaluator crashed" in r.stderr
     assert len([x for x in r.stderr.splitlines() if "acme-broken" in x]) == 1  # still one line, and the evaluation went on
     assert len([x for x in r.stderr.splitlines() if "acme-flaky" in x]) == 1 and "Traceback" not in r.stderr
+    # not optional: the same metrics, then one line and exit code 1
+    out = tmp_path / "required"
+    r = genforge(outside, "evaluate", "molecules", str(f), "--json", "--set", "moses.enabled=false", "--out", str(out), env=home)
+    assert r.code == 1 and json.loads(r.stdout)["acme-rings.ring_closures"] == m["ring_closures"]
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: evaluator 'acme-flaky' of plugin 'acme-flaky' failed (RuntimeError: acme's evaluator crashed); the other metrics "
+        f"are in {out / 'metrics.json'} (--set acme-flaky.optional=true lets it finish without it)"
+    )
 
 
-def test_a_molecule_run_reports_the_outside_metric_beside_the_built_in_ones(outside, tmp_path, tiny):
-    args = [a for item in [*tiny, "evaluate.moses.enabled=false"] for a in ("--set", item)]
+@pytest.mark.parametrize("optional", [False, True], ids=["required", "optional"])
+def test_a_molecule_run_reports_the_outside_metric_beside_the_built_in_ones(outside, tmp_path, tiny, optional):
+    args = [a for item in [*tiny, "evaluate.moses.enabled=false", f"evaluate.acme-flaky.optional={optional}"] for a in ("--set", item)]
     r = genforge(outside, "run", "molecule-diffusion", "--no-prefect", *args, env={"GENFORGE_HOME": str(tmp_path / "h")})
-    assert r.code == 0, r.stderr
-    assert "Traceback" not in r.stderr and "acme's evaluator crashed" in r.stdout  # the summary names it, once
+    # the crashed outside evaluator fails the run unless it is optional; its summary and report are there either way
+    assert r.code == (0 if optional else 1), r.stderr
+    assert "Traceback" not in r.stderr and "acme's evaluator crashed" in r.stdout  # the summary names it
     shown = json.loads(genforge(outside, "show", "latest", "--json", env={"GENFORGE_HOME": str(tmp_path / "h")}).stdout)
-    assert shown["status"]["state"] == "finished"
+    assert shown["status"]["state"] == ("finished" if optional else "failed")
     assert "acme-rings.ring_closures" in shown["metrics"] and shown["metrics"]["rdkit.validity"] == 1.0  # SELFIES
     report = (Path(shown["path"]) / "report.md").read_text()
     assert "| acme-rings | ring_closures |" in report and "| rdkit | validity |" in report

@@ -140,3 +140,47 @@ def test_a_gated_run_publishes_its_verdict_and_a_model_samples_as_its_own_flow(h
     sampled = Run(Path(sample_model(model="toy@champion", overrides=["sample.n=50"])))
     assert sampled.read_json("from_model.json")["ref"] == "toy:2" and sampled.read_json("samples.json")["count"] == 50
     assert sampled.status["state"] == "finished" and not (sampled.path / "gate.json").exists()
+
+
+def test_an_evaluator_that_fails_fails_the_evaluate_task_and_the_flow_run(harness, genforge_home, genforge_pm):
+    """A raising evaluator the run needs: the flow run and its evaluate task end Failed, the run `failed`; the other
+    evaluator's metrics, metrics.json and the report (also as an artifact) are there. Marked optional, the flow completes."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from genforge.core import Evaluator, EvaluatorFailed, Run, hookimpl
+    from genforge.core.testing.toy import ToyPlugin
+    from genforge.flows.pipeline import pipeline
+
+    class Broken(Evaluator):
+        name = "broken"
+        kinds = ("vectors",)
+
+        def evaluate(self, samples, reference, out_dir, config):
+            raise ZeroDivisionError("bug in a third-party evaluator")
+
+    class Outside:
+        @hookimpl
+        def genforge_evaluators(self):
+            return [Broken()]
+
+    genforge_pm(ToyPlugin(), Outside())
+    spec = {"train": {"max_steps": 5}, "sample": {"n": 20}}
+    state = pipeline(generator="toy-gaussian", spec=spec, return_state=True)
+    assert state.is_failed(), state
+    with pytest.raises(EvaluatorFailed, match="evaluator 'broken' of plugin 'outside-1' failed"):
+        state.result()
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        tasks = {r.name.rsplit("-", 1)[0]: r.state for r in client.read_task_runs() if r.flow_run_id == flow_run_id}
+        assert tasks["evaluate"].is_failed() and tasks["sample"].is_completed(), tasks
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        report = next(a for a in arts if a.type == "markdown")
+        assert "evaluator 'broken' of plugin 'outside-1' failed on vectors" in report.data
+    run = Run(next((genforge_home / "runs").iterdir()))
+    assert run.status["state"] == "failed" and "EvaluatorFailed" in run.status["error"]
+    assert run.metrics()["metrics"]["moments.mean_abs_error"] > 0 and (run.path / "report.md").exists()
+
+    optional = pipeline(generator="toy-gaussian", spec={**spec, "evaluate": {"broken": {"optional": True}}}, return_state=True)
+    assert optional.is_completed(), optional
+    assert Run(Path(optional.result())).status["state"] == "finished"

@@ -424,14 +424,21 @@ def noisy(toy_dist, tmp_path_factory, monkeypatch):
         sys.modules["acme_noisy"].RELEASE.set()
 
 
-def test_a_hung_evaluator_is_skipped_at_its_deadline_and_what_evaluators_print_goes_to_a_capped_log(genforge_home, noisy):
+@pytest.mark.parametrize("optional", [False, True], ids=["required", "optional"])
+def test_a_hung_evaluator_is_skipped_at_its_deadline_and_what_evaluators_print_goes_to_a_capped_log(genforge_home, noisy, optional):
     from genforge.core.capture import LOG_CAP
     from genforge.flows.cli import invoke
 
     t0 = time.monotonic()
     args = ["--set", "train.max_steps=5", "--set", "sample.n=20", "--set", "evaluate.timeout_minutes=0.05"]
+    args += ["--set", "evaluate.hung.optional=true"] if optional else []
     r = invoke("run", "toy-chatty", "--no-prefect", *args, env=noisy)
-    assert r.code == 0, r.stderr[-2000:]
+    # a hung evaluator the run needs fails it, after the others' metrics and the report; an optional one only loses its metrics
+    assert r.code == (0 if optional else 1), r.stderr[-2000:]
+    if not optional:
+        error = r.stderr.strip().splitlines()[-1]
+        assert error.startswith("error: run ") and "evaluator 'hung' of plugin 'acme-noisy' failed (timed out after 0.05 minutes)" in error
+        assert "evaluate.hung.optional=true lets it finish without it" in error and "Traceback" not in r.stderr
     assert time.monotonic() - t0 < 60  # 3 s for the hung one, not its 120
     assert len(r.stdout) + len(r.stderr) < 100_000 and "NNNN" not in r.stdout + r.stderr and "CHATTY" not in r.stdout
     run = next((genforge_home / "runs").iterdir())
@@ -452,10 +459,12 @@ def test_a_hung_evaluator_is_skipped_at_its_deadline_and_what_evaluators_print_g
     )
     assert any(n.startswith(note) for n in metrics["notes"]) and note in r.stdout  # the summary names it
     assert "noisy: it printed 20,971,560 bytes; plugins.log keeps the first 262,144" in metrics["notes"]
-    assert json.loads((run / "status.json").read_text())["state"] == "finished"
+    assert (run / "report.md").exists() and note in (run / "report.md").read_text()
+    assert json.loads((run / "status.json").read_text())["state"] == ("finished" if optional else "failed")
 
 
-def test_genforge_evaluate_takes_the_deadline_and_keeps_the_evaluators_output_in_its_folder(genforge_home, noisy, tmp_path):
+@pytest.mark.parametrize("optional", [False, True], ids=["required", "optional"])
+def test_genforge_evaluate_takes_the_deadline_and_keeps_the_evaluators_output_in_its_folder(genforge_home, noisy, tmp_path, optional):
     import numpy as np
 
     from genforge.core.capture import LOG_CAP
@@ -465,8 +474,9 @@ def test_genforge_evaluate_takes_the_deadline_and_keeps_the_evaluators_output_in
     np.save(vectors, np.random.default_rng(0).normal(size=(50, 2)).astype(np.float32))
     out = tmp_path / "eval"
     r = invoke("evaluate", "vectors", str(vectors), "--reference", str(vectors), "--out", str(out), "--json",
-               "--set", "timeout_minutes=0.02", env=noisy)  # fmt: skip
-    assert r.code == 0, r.stderr[-2000:]
+               "--set", "timeout_minutes=0.02", *(["--set", "hung.optional=true"] if optional else []), env=noisy)  # fmt: skip
+    assert r.code == (0 if optional else 1), r.stderr[-2000:]
+    assert ("--set hung.optional=true lets it finish without it" in r.stderr) != optional and "Traceback" not in r.stderr
     assert len(r.stdout) + len(r.stderr) < 100_000 and "NNNN" not in r.stdout + r.stderr
     assert "moments.mean_abs_error" in json.loads(r.stdout)
     assert "evaluator 'hung' of plugin 'acme-noisy' did not finish on vectors within 0.02 minutes" in r.stderr

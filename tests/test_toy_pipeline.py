@@ -84,9 +84,43 @@ class Outside:
         return [Raising(), SameName()]
 
 
-def test_a_raising_evaluator_costs_only_its_own_metrics(genforge_home, genforge_pm):
+def test_a_raising_evaluator_fails_the_run_after_the_others_metrics_and_the_report(genforge_home, genforge_pm):
+    from genforge.core import EvaluatorFailed
+    from genforge.core.runner import create_run, run_all
+
+    class Failures:
+        def __init__(self):
+            self.errors: list[BaseException] = []
+
+        @hookimpl
+        def genforge_run_failed(self, run, error):
+            self.errors.append(error)
+
+    listener = Failures()
+    pm = genforge_pm(ToyPlugin(), Outside(), listener)
+    run = create_run("toy-gaussian", spec={"train": {"max_steps": 20}, "sample": {"n": 100}}, pm=pm)
+    with pytest.raises(EvaluatorFailed, match=r"evaluator 'flaky' of plugin 'outside-1' failed \(ZeroDivisionError") as info:
+        run_all(run, pm)
+    message = str(info.value)
+    assert "\n" not in message and "evaluate.flaky.optional=true lets it finish without it" in message and str(run.path) in message
+    assert run.status["state"] == "failed" and run.status["error"].startswith("EvaluatorFailed: run ")
+    # what works stays: the others' metrics, metrics.json and the report, the failure named in it
+    record = run.metrics()
+    m = record["metrics"]
+    assert 0 < m["moments.mean_abs_error"] < 1 and m["rival.mean_abs_error"] == -1.0
+    flaky = next(e for e in record["evaluations"] if e["evaluator"] == "flaky")
+    assert flaky["error"] == "ZeroDivisionError: bug in a third-party evaluator" and flaky["metrics"] == []
+    note = "evaluator 'flaky' of plugin 'outside-1' failed on vectors: ZeroDivisionError: bug in a third-party evaluator"
+    report = (run.path / "report.md").read_text()
+    assert note in record["notes"] and note in report and "the run failed: evaluator 'flaky'" in report
+    assert listener.errors == [info.value] and {e.evaluator for e in info.value.report.evaluations} >= {"moments", "rival", "flaky"}
+    assert not (run.path / "gate.json").exists()
+
+
+def test_a_raising_evaluator_marked_optional_costs_only_its_own_metrics(genforge_home, genforge_pm):
     pm = genforge_pm(ToyPlugin(), Outside())
-    run = quick_run("toy-gaussian", {"train": {"max_steps": 20}, "sample": {"n": 100}}, pm)
+    spec = {"train": {"max_steps": 20}, "sample": {"n": 100}, "evaluate": {"flaky": {"optional": True}}}
+    run = quick_run("toy-gaussian", spec, pm)
     assert run.status["state"] == "finished"
     record = run.metrics()
     m = record["metrics"]
@@ -97,6 +131,7 @@ def test_a_raising_evaluator_costs_only_its_own_metrics(genforge_home, genforge_
     assert flaky["error"] == "ZeroDivisionError: bug in a third-party evaluator" and flaky["metrics"] == []
     note = "evaluator 'flaky' of plugin 'outside-1' failed on vectors: ZeroDivisionError: bug in a third-party evaluator"
     assert note in record["notes"] and note in (run.path / "report.md").read_text()
+    assert not any(n.startswith("the run failed") for n in record["notes"])
     assert (run.path / "figures" / "rival" / "mine.txt").exists()
     assert (run.path / "samples" / "vectors.npy").exists()
 

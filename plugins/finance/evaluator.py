@@ -7,11 +7,16 @@ against that of test windows). Each metric's ``floor`` is the real test period s
 if it were a generator: cut into scenarios as long as the generated ones, it shows what
 sampling noise alone costs (short paths bias the ACF, for one). When the generator left a
 ``backtest.parquet`` beside its scenarios, its VaR/ES forecasts are scored too: hits,
-Kupiec (coverage) and Christoffersen (independence) p-values and the FZ0 loss.
+Kupiec (coverage), Christoffersen (independence) and conditional-coverage p-values, the FZ0
+loss with its Monte-Carlo standard error, the Basel traffic-light zone and Acerbi-Székely's
+Z2 test of ES. The report's head is the desk's one page (``risk_report``): the as-of date,
+the book, VaR/ES in money and percent, the backtest's zone and tests, the model and data.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,7 +27,7 @@ from pydantic import Field
 from genforge.core import DataError, Evaluation, Evaluator, EvaluatorConfig, Metric, Reference, Samples
 from genforge.core.kinds import Scenarios
 
-from . import backtest, metrics, plots
+from . import backtest, metrics, plots, risk
 from .data import wide_form
 
 # name -> (higher is better?, what it is); names as score_paths returns them
@@ -99,14 +104,27 @@ class MarketEvaluator(Evaluator):
         for name, value in scores.items():
             better, text = PATH_METRICS.get(name, (None, ""))
             out.append(Metric(name, float(value), better, _floor(floor.get(name)), text))
-        out += horizon_risk_metrics(fake, assets)
+        book = samples.meta.get("book") or {}
+        weights = [float((book.get("weights") or {}).get(a, 0.0)) for a in assets] if book.get("weights") else None
+        out += horizon_risk_metrics(fake, assets, weights)
         figures = self._figures(fake, test, assets, reference, out_dir, config, samples.meta.get("history_end"))
         table = samples.path.parent / backtest.FILENAME
+        draws_path = samples.path.parent / backtest.DRAWS
+        frame = None
         if table.exists():
             frame = pd.read_parquet(table)
-            out += backtest_metrics(frame)
+            draws = pd.read_parquet(draws_path) if draws_path.exists() else None
+            out += backtest_metrics(frame, draws, seed=config.seed)
             figures["backtest"] = backtest_figure(frame, out_dir / "backtest.png")
-        return Evaluation(self.name, out, figures)
+        fits_path = samples.path.parent / "fits.json"
+        fits = json.loads(fits_path.read_text()) if fits_path.exists() else []
+        from .scenario_generator import fit_warnings
+
+        notes = fit_warnings(fits)
+        headline = ""
+        if has_desk_figures(samples.meta):  # samples of this version's sample step (not another tool's, nor an older run's)
+            headline = risk_report(samples.meta, out, fits, reference, out_dir)
+        return Evaluation(self.name, out, figures, notes=notes, headline=headline)
 
     @staticmethod
     def _figures(
@@ -143,26 +161,43 @@ def test_windows(test: np.ndarray, length: int, n: int, seed: int) -> np.ndarray
     return np.stack([test[s : s + length] for s in np.sort(starts)])
 
 
-def horizon_risk_metrics(fake: np.ndarray, assets: list[str]) -> list[Metric]:
-    """VaR and ES of the horizon P&L at 95 % and 99 % (equal-weight book when several assets): the desk's figures."""
-    risks = backtest.horizon_risk(fake, assets)
-    risk = risks[backtest.book(risks)]
+def horizon_risk_metrics(fake: np.ndarray, assets: list[str], weights=None) -> list[Metric]:
+    """VaR and ES of the book's horizon return at 95, 97.5 and 99 % (simple returns, percent of the book's value): the desk's figures."""
+    risks = backtest.pnl_risk(backtest.horizon_pnl(fake), assets, weights)
+    name = backtest.book(risks)
+    row = risks[name]
     out = []
     for level, _ in backtest.LEVELS:
-        var, es = risk[f"var_{level}"], risk[f"es_{level}"]
+        days = fake.shape[1]
         out += [
-            Metric(f"horizon_var_{level}", var, None, description=f"VaR {level} % of the {fake.shape[1]}-day P&L (percent log return)"),
-            Metric(f"horizon_es_{level}", es, None, description=f"expected shortfall {level} % of the {fake.shape[1]}-day P&L"),
+            Metric(
+                f"horizon_var_{level}", row[f"var_{level}"], None, description=f"VaR {level} % of the {days}-day return of {name} (percent)"
+            ),
+            Metric(
+                f"horizon_es_{level}",
+                row[f"es_{level}"],
+                None,
+                description=f"expected shortfall {level} % of the {days}-day return of {name}",
+            ),
         ]
     return out
 
 
-def backtest_metrics(frame: pd.DataFrame) -> list[Metric]:
-    """Hits, Kupiec and Christoffersen p-values and FZ0 per horizon and level, for the book (the portfolio, or the one asset)."""
+def backtest_metrics(frame: pd.DataFrame, draws: pd.DataFrame | None = None, seed: int = 0) -> list[Metric]:
+    """The backtest's scores per horizon and level, for the book (or the one asset's position), with their Monte-Carlo errors.
+
+    Hits, Kupiec, Christoffersen and conditional-coverage p-values, FZ0; the standard errors of hits and FZ0 that
+    drawing the forecasts (not the market) causes (0 for exact forecasts); for the one-day 1 % VaR the exceptions of
+    the last 250 days and their Basel zone (0 green, 1 yellow, 2 red); with the null draws, Acerbi-Székely's Z2 and
+    its simulated p-value.
+    """
     book = backtest.book(frame["asset"])
     out = []
     for (h, alpha), part in frame[frame["asset"] == book].groupby(["horizon", "alpha"], sort=True):
-        s = metrics.backtest_scores(part["realized"].to_numpy(), part["var"].to_numpy(), part["es"].to_numpy(), float(alpha))
+        part = part.sort_values("date")
+        y, var, es = (part[c].to_numpy() for c in ("realized", "var", "es"))
+        ses = [part[c].to_numpy() if c in part else np.zeros(len(part)) for c in ("var_se", "es_se", "var_es_cov")]
+        s = metrics.backtest_scores(y, var, es, float(alpha))
         key = f"backtest_{int(h)}d_{alpha * 100:g}pct"
         days = len(part)
         out += [
@@ -170,8 +205,9 @@ def backtest_metrics(frame: pd.DataFrame) -> list[Metric]:
                 f"{key}_hits",
                 s["hits"],
                 None,
-                description=f"{book}: days of {days} whose {int(h)}-day loss beat VaR {alpha:.0%} (expected {alpha * days:.1f})",
+                description=f"{book}: days of {days} whose {int(h)}-day loss beat VaR {alpha:.1%} (expected {alpha * days:.1f})",
             ),
+            Metric(f"{key}_hits_se", risk.hits_se(y, var, ses[0]), None, description="Monte-Carlo standard error of the hits"),
             Metric(f"{key}_kupiec_p", s["kupiec_p"], True, description="Kupiec unconditional coverage p-value (reject below 0.05)"),
             Metric(
                 f"{key}_christoffersen_p",
@@ -179,9 +215,123 @@ def backtest_metrics(frame: pd.DataFrame) -> list[Metric]:
                 True,
                 description="Christoffersen independence p-value (reject below 0.05)",
             ),
+            Metric(f"{key}_cc_p", s["cc_p"], True, description="conditional coverage p-value, LR_uc + LR_ind ~ χ²₂ (reject below 0.05)"),
             Metric(f"{key}_fz0", s["fz0"], False, description="FZ0 joint VaR/ES loss (lower is better)"),
+            Metric(
+                f"{key}_fz0_se",
+                risk.fz0_se(y, var, es, *ses, float(alpha)),
+                None,
+                description="Monte-Carlo standard error of the FZ0 loss (delta method; 0 for exact forecasts)",
+            ),
         ]
+        if int(h) == 1 and np.isclose(alpha, 0.01) and days >= 250:
+            exceptions = int((y[-250:] <= -var[-250:]).sum())
+            zone = [z for _, z in risk.BASEL_ZONES].index(risk.basel_zone(exceptions))
+            out += [
+                Metric(f"{key}_exceptions_250d", exceptions, None, description="exceptions of the one-day 99 % VaR in the last 250 days"),
+                Metric(
+                    f"{key}_basel_zone", zone, None, description="Basel traffic light of those: 0 green (0-4), 1 yellow (5-9), 2 red (10+)"
+                ),
+            ]
+        if draws is not None:
+            null = draws[(draws["asset"] == book) & (draws["horizon"] == h)].set_index("date").reindex(part["date"])
+            if not null["draws"].isna().any():
+                z2, p = risk.acerbi_szekely_z2(y, var, es, float(alpha), np.stack(null["draws"].to_numpy()), seed=seed)
+                out += [
+                    Metric(f"{key}_es_z2", z2, None, description="Acerbi-Székely Z2 of the ES forecasts (0 ideal; negative: ES too small)"),
+                    Metric(f"{key}_es_z2_p", p, True, description="its p-value, simulated from the forecasts (reject below 0.05)"),
+                ]
     return out
+
+
+def has_desk_figures(meta: dict) -> bool:
+    """Whether the sample step recorded what the one-page report needs: the book and every level's VaR/ES with its error."""
+    risks, book = meta.get("risk") or {}, meta.get("book") or {}
+    if not risks or book.get("value") is None:
+        return False
+    row = risks[backtest.book(risks)]
+    return all(f"{m}_{lv}{x}" in row for lv, _ in backtest.LEVELS for m in ("var", "es") for x in ("", "_se", "_money"))
+
+
+def risk_report(meta: dict, scores: list[Metric], fits: list[dict], reference: Reference, out_dir: Path) -> str:
+    """The desk's one page: markdown for the report's head, and the same figures as ``risk_report.csv`` in ``out_dir``."""
+    book = meta.get("book") or {}
+    currency, value = book.get("currency", ""), book.get("value")
+    risks = meta["risk"]
+    name = backtest.book(risks)
+    row = risks[name]
+    horizon = meta.get("horizon")
+    weights = ", ".join(f"{a} {w:.1%}" for a, w in (book.get("weights") or {}).items())
+    data_version = reference.test.parent.name if reference.test else ""
+    lines = [
+        f"## Risk report as of {meta.get('as_of', meta.get('history_end'))}",
+        "",
+        f"Book: {weights or name}; value {value:,.0f} {currency} ({book.get('source', '')}). Model {meta.get('model', '')}; "
+        f"data {reference.name} ({data_version}). {horizon}-day horizon, simple returns of the positions; "
+        "± is the Monte-Carlo standard error.",
+        "",
+        f"| {horizon}-day level | VaR ({currency}) | ES ({currency}) | VaR (% of the book) | ES (% of the book) |",
+        "|---|---|---|---|---|",
+    ]
+    for lv, _ in backtest.LEVELS:
+        money = [f"{row[f'{m}_{lv}_money']:,.0f} ± {row[f'{m}_{lv}_se'] * value / 100:,.0f}" for m in ("var", "es")]
+        pct = [f"{row[f'{m}_{lv}']:.2f} ± {row[f'{m}_{lv}_se']:.2f}" for m in ("var", "es")]
+        lines.append(f"| {lv} % | " + " | ".join(money + pct) + " |")
+    lines.append("")
+    by_name = {m.name: m.value for m in scores}
+    csv_rows = [
+        ("as_of", "", meta.get("as_of", ""), ""),
+        ("model", "", meta.get("model", ""), ""),
+        ("data", "", f"{reference.name} {data_version}", ""),
+    ]
+    csv_rows += [("weight", a, w, "share") for a, w in (book.get("weights") or {}).items()]
+    csv_rows += [("value", "", value, currency)]
+    for lv, _ in backtest.LEVELS:
+        for m in ("var", "es"):
+            csv_rows += [
+                (f"{m}_{lv}", f"{horizon}d", row[f"{m}_{lv}"], "percent"),
+                (f"{m}_{lv}_se", f"{horizon}d", row[f"{m}_{lv}_se"], "percent"),
+                (f"{m}_{lv}", f"{horizon}d", row.get(f"{m}_{lv}_money"), currency),
+            ]
+    key = "backtest_1d_1pct"
+    if f"{key}_hits" in by_name:
+        zone = (
+            ("green", "yellow", "red")[int(by_name[f"{key}_basel_zone"])]
+            if f"{key}_basel_zone" in by_name
+            else "not assessed (under 250 days)"
+        )
+        tests = [
+            f"one-day 99 % VaR: {by_name[f'{key}_hits']:.0f} exceptions over the test period",
+            f"{by_name[f'{key}_exceptions_250d']:.0f} in the last 250 days: Basel zone **{zone}**"
+            if f"{key}_exceptions_250d" in by_name
+            else "",
+            f"Kupiec p {by_name[f'{key}_kupiec_p']:.3g}, Christoffersen p {by_name[f'{key}_christoffersen_p']:.3g}, conditional coverage p {by_name[f'{key}_cc_p']:.3g}",
+        ]
+        es_key = "backtest_1d_2.5pct"
+        if f"{es_key}_es_z2" in by_name:
+            tests.append(f"ES 97.5 %: Acerbi-Székely Z2 {by_name[f'{es_key}_es_z2']:.3f}, p {by_name[f'{es_key}_es_z2_p']:.3g}")
+        lines += ["Backtest: " + "; ".join(t for t in tests if t) + ".", ""]
+        csv_rows += [
+            (k.removeprefix("backtest_"), "1d", v, "")
+            for k, v in by_name.items()
+            if k.startswith(("backtest_1d_1pct", "backtest_1d_2.5pct"))
+        ]
+        csv_rows += [("basel_zone", "1d", zone, "")]
+    forecast_fits = [f for f in fits if not f.get("purpose", "").startswith("backtest")]
+    for entry in forecast_fits[-1:]:
+        params = "; ".join(
+            f"{a}: " + ", ".join(f"{k} {v:.4g}" for k, v in (rec.get("params") or {}).items() if isinstance(v, (int, float)))
+            for a, rec in zip(entry.get("assets", []), entry.get("fit", []))
+        )
+        lines += [f"Fit used: {entry['purpose']}, {entry['window'][0]} to {entry['window'][1]} ({entry['days']} days): {params}.", ""]
+        csv_rows += [("fit_window", "", f"{entry['window'][0]} {entry['window'][1]}", "")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "risk_report.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["item", "detail", "value", "unit"])
+        writer.writerows(csv_rows)
+    (out_dir / "risk_report.md").write_text("\n".join(lines) + "\n")
+    return "\n".join(lines)
 
 
 def backtest_figure(frame: pd.DataFrame, out: Path) -> Path:

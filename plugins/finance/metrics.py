@@ -357,6 +357,13 @@ def christoffersen(hits) -> tuple[float, float]:
     return lr, float(stats.chi2.sf(lr, 1))
 
 
+def conditional_coverage(hits, alpha: float) -> tuple[float, float]:
+    """Christoffersen's conditional coverage test: LR_cc = LR_uc + LR_ind, χ²₂ under hits that are right in number and
+    independent → (LR, p). A small p rejects the VaR on either ground."""
+    lr = kupiec(hits, alpha)[0] + christoffersen(hits)[0]
+    return lr, float(stats.chi2.sf(lr, 2))
+
+
 def fz0_loss(y, var, es, alpha: float) -> float:
     """Mean FZ0 loss of VaR/ES forecasts for realised returns y (n,); lower is better.
 
@@ -378,7 +385,7 @@ def backtest_scores(y, var, es, alpha: float) -> dict[str, float]:
     """Backtest of daily VaR/ES forecasts against realised returns y (n,).
 
     A hit is a day with y ≤ −VaR. Returns ``hits`` (their number), ``hit_rate`` (α is right), ``kupiec_p``,
-    ``christoffersen_p`` and ``fz0`` (mean FZ0 loss).
+    ``christoffersen_p``, ``cc_p`` (conditional coverage) and ``fz0`` (mean FZ0 loss).
     """
     y = np.asarray(y, dtype=float)
     hits = y <= -np.asarray(var, dtype=float)
@@ -387,6 +394,7 @@ def backtest_scores(y, var, es, alpha: float) -> dict[str, float]:
         "hit_rate": float(hits.mean()),
         "kupiec_p": kupiec(hits, alpha)[1],
         "christoffersen_p": christoffersen(hits)[1] if hits.size > 1 else float("nan"),
+        "cc_p": conditional_coverage(hits, alpha)[1] if hits.size > 1 else float("nan"),
         "fz0": fz0_loss(y, var, es, alpha),
     }
 

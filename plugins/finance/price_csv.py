@@ -1,8 +1,11 @@
 """A user's CSV of dated prices, read strictly: a cell is what the file says, or the read stops with one line saying where.
 
 The format (docs/finance.md): UTF-8 text (a byte-order mark at the start is allowed), a header
-row, then one row per day: the date (``YYYY-MM-DD``, optionally followed by a time of day,
-which is dropped) and one cell per price column, exactly as many cells as the header has.
+row, then one row per day: the date (``YYYY-MM-DD``, or the ``data.date_format`` given:
+``DD/MM/YYYY``, ``MM/DD/YYYY``, ``DD.MM.YYYY``), optionally followed by a time of day and a UTC
+offset (``2016-01-04T21:00:00Z``, ``2016-01-04 16:00:00-05:00``), and one cell per price column,
+exactly as many cells as the header has. The row's date is the date as written, or, with a time
+zone given (``data.timezone``), the date in that zone of a stamp that has an offset.
 A price is a plain decimal number — an optional sign, digits, one decimal point, an optional
 exponent (``101.5``, ``1.015e2``) — or, quoted, one grouped in thousands with commas
 (``"1,234.5"``). Empty or NA cells (``NA_CELLS``) are gaps. Rows of empty cells are skipped.
@@ -11,7 +14,8 @@ Everything else is refused rather than guessed, because a guess feeds a risk fig
 with a cell more than the header (``2016-07-14,1,5``, an unquoted decimal comma, would
 otherwise be a price of 1), ``1_000`` or ``１００`` (Python's ``float`` reads both), a date such
 as ``2016-07`` (pandas reads it as the 1st), a file that is not UTF-8 text, a line longer
-than ``MAX_LINE`` characters, a folder, a FIFO (never opened for reading: it would block).
+than ``MAX_LINE`` characters, a folder, a FIFO (never opened for reading: it would block), and
+``03/04/2016`` while the format is ISO (pandas reads it as March 4; it may be April 3).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import csv
 import datetime
 import io
 import re
+import zoneinfo
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,22 +39,34 @@ NA_CELLS = {"", "na", "n/a", "nan", "null", "."}  # a missing price (a gap), as 
 NUMBER = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")  # ASCII digits only: float() also takes 1_000 and １００
 THOUSANDS = re.compile(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?")  # "1,234.56", quoted (a comma anywhere else is an error)
 INFINITE = {"inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"}
-DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?)?")
+# data.date_format -> (how it is written, the date's pattern); day and month take one or two digits where they are not ISO
+DATE_FORMATS = {
+    "ISO": ("YYYY-MM-DD", r"(?P<y>[0-9]{4})-(?P<m>[0-9]{2})-(?P<d>[0-9]{2})"),
+    "DD/MM/YYYY": ("DD/MM/YYYY", r"(?P<d>[0-9]{1,2})/(?P<m>[0-9]{1,2})/(?P<y>[0-9]{4})"),
+    "MM/DD/YYYY": ("MM/DD/YYYY", r"(?P<m>[0-9]{1,2})/(?P<d>[0-9]{1,2})/(?P<y>[0-9]{4})"),
+    "DD.MM.YYYY": ("DD.MM.YYYY", r"(?P<d>[0-9]{1,2})\.(?P<m>[0-9]{1,2})\.(?P<y>[0-9]{4})"),
+}
+# a time of day after the date, and a UTC offset after the time: Z, +09:00, +0900, -05:00
+TIME = r"(?:[T ](?P<H>[0-9]{2}):(?P<M>[0-9]{2})(?::(?P<S>[0-9]{2})(?:\.[0-9]+)?)?(?P<tz>Z|[+-][0-9]{2}:?[0-9]{2})?)?"
+DATES = {name: re.compile(pattern + TIME) for name, (_, pattern) in DATE_FORMATS.items()}
+DAY_MONTH = re.compile(r"[0-9]{1,2}([/.])[0-9]{1,2}\1[0-9]{4}([T ].*)?")  # 03/04/2016, 03.04.2016: which is the month?
 DECIMAL_COMMA = re.compile(r"[+-]?[0-9]+,[0-9]+")  # "1,5" in one (quoted) cell
 BLANKS = " \t"  # what is stripped around a cell (not every Unicode space: a no-break space is not part of a number)
 
 
-def read_price_csv(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+def read_price_csv(path: Path, columns: list[str] | None = None, date_format: str = "ISO", timezone: str | None = None) -> pd.DataFrame:
     """Dated prices from a CSV (header row, first column the date); anything wrong is a one-line ``DataError`` naming it.
 
     Empty or NA cells are gaps (kept as NaN and counted later); a cell that is not a positive
     number, a row whose cell count differs from the header's, or a file that cannot be text
     stops the read with the file's line number and the column's name (see the module docstring).
+    ``date_format`` is a key of ``DATE_FORMATS``; ``timezone`` an IANA name (the exchange's), or None.
     """
     path = Path(path)
+    dating = Dating(date_format, timezone)
     try:
         with _open_regular(path) as raw:
-            return _read(path, _lines(path, raw), columns)
+            return _read(path, _lines(path, raw), columns, dating)
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text ({_first_bad_byte(path)}): save it as UTF-8 (in Excel: CSV UTF-8)") from None
     except csv.Error as exc:  # what the csv module itself refuses (a quoted cell that never closes, say)
@@ -93,7 +110,7 @@ def _first_bad_byte(path: Path) -> str:
     return "a byte that is not UTF-8"
 
 
-def _read(path: Path, lines: Iterator[str], columns: list[str] | None) -> pd.DataFrame:
+def _read(path: Path, lines: Iterator[str], columns: list[str] | None, dating: Dating) -> pd.DataFrame:
     reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:
@@ -123,9 +140,11 @@ def _read(path: Path, lines: Iterator[str], columns: list[str] | None) -> pd.Dat
         if len(row) != len(header):
             cells = f"{len(row)} cell" + ("s" if len(row) != 1 else "")
             raise DataError(f"{where} has {cells} where the header has {len(header)}{_count_hint(row, len(header))}")
-        date = _date(row[0].strip(BLANKS), where, header[0])
+        cell = row[0].strip(BLANKS)
+        date = dating.date(cell, where, header[0])
         if date in seen:
-            raise DataError(f"{where}, column {header[0]!r}: date {date} repeats row {seen[date]}")
+            read_as = "" if cell == date.isoformat() else f" ({cell!r}{dating.zone_text})"
+            raise DataError(f"{where}, column {header[0]!r}: date {date}{read_as} repeats row {seen[date]}")
         seen[date] = line
         values.append([_price(row[i].strip(BLANKS), f"{where}, column {name!r}") for i, name in zip(index, wanted)])
         dates.append(date)
@@ -146,16 +165,56 @@ def _count_hint(row: list[str], expected: int) -> str:
     return "; every row needs a date and one cell per column of the header (an empty cell for a missing price)"
 
 
-def _date(cell: str, where: str, column: str) -> datetime.date:
-    if not cell:
-        raise DataError(f"{where}, column {column!r}: the date is missing")
-    match = DATE.fullmatch(cell)
-    try:
-        if match is None:
-            raise ValueError
-        return datetime.date(int(match[1]), int(match[2]), int(match[3]))
-    except ValueError:
-        raise DataError(f"{where}, column {column!r}: {cell!r} is not a date (YYYY-MM-DD)") from None
+class Dating:
+    """A date cell -> the exchange date it stands for, in one ``data.date_format`` and, optionally, one time zone."""
+
+    def __init__(self, date_format: str = "ISO", timezone: str | None = None):
+        if date_format not in DATE_FORMATS:
+            raise ValueError(f"unknown date format {date_format!r}; use one of {', '.join(DATE_FORMATS)}")
+        self.format = date_format
+        written = DATE_FORMATS[date_format][0]
+        self.written = written if date_format == "ISO" else f"{written}, data.date_format"
+        self.pattern = DATES[date_format]
+        self.zone = zoneinfo.ZoneInfo(timezone) if timezone else None
+        self.zone_text = f" in {timezone}" if timezone else ""
+
+    def date(self, cell: str, where: str, column: str) -> datetime.date:
+        if not cell:
+            raise DataError(f"{where}, column {column!r}: the date is missing")
+        match = self.pattern.fullmatch(cell)
+        try:
+            if match is None:
+                raise ValueError
+            day = datetime.date(int(match["y"]), int(match["m"]), int(match["d"]))
+            if match["H"] is None:
+                return day
+            time = datetime.time(int(match["H"]), int(match["M"]), int(match["S"] or 0))
+            offset = _offset(match["tz"]) if match["tz"] else None
+            if offset is None or self.zone is None:
+                return day  # the date as written: local to the stamp's offset, or to the exchange when it has none
+            return datetime.datetime.combine(day, time, tzinfo=offset).astimezone(self.zone).date()
+        except ValueError:
+            raise DataError(f"{where}, column {column!r}: {cell!r} is not a date ({self.written}){self.hint(cell)}") from None
+
+    def hint(self, cell: str) -> str:
+        """What to do about a date in another format: a day and a month in either order is never guessed."""
+        other = DAY_MONTH.fullmatch(cell)
+        if self.format == "ISO" and other:
+            formats = "DD.MM.YYYY" if other[1] == "." else "DD/MM/YYYY or MM/DD/YYYY"
+            return f": is it day and month, or month and day? set data.date_format to {formats}"
+        return ""
+
+
+def _offset(text: str) -> datetime.timezone:
+    """``Z``, ``+09:00``, ``+0900``, ``-05:00`` as a fixed offset from UTC; ValueError past 23:59."""
+    if text == "Z":
+        return datetime.UTC
+    digits = text[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:])
+    if hours > 23 or minutes > 59:
+        raise ValueError(text)
+    sign = -1 if text[0] == "-" else 1
+    return datetime.timezone(sign * datetime.timedelta(hours=hours, minutes=minutes))
 
 
 def _price(text: str, where: str) -> float:

@@ -11,6 +11,8 @@ it, and — unless switched off — the conditional risk backtest over the test 
 
 from __future__ import annotations
 
+import csv
+import datetime
 import json
 import shutil
 import time
@@ -23,6 +25,7 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from genforge.core import (
     Checkpoint,
+    ConfigError,
     DataError,
     Generator,
     GeneratorConfig,
@@ -31,6 +34,7 @@ from genforge.core import (
     Run,
     SampleConfig,
     Samples,
+    Section,
     TrainConfig,
     Trainer,
     store,
@@ -42,6 +46,21 @@ from .data import MarketDataConfig, as_date_text, fingerprint, load_prices, load
 from .textbook_models import ScenarioModel
 
 HISTORY = "history.parquet"  # the returns a trained model conditions on, beside its weights
+FITS = "fits.json"  # every fit a forecast used, beside the samples (parameters, standard errors, diagnostics, window)
+FROM_MODEL = "from_model.json"  # the host's record of the registered version a sampling run installed
+
+
+class BookConfig(Section):
+    """The book whose risk is reported and backtested: long (or short) positions in the data's assets."""
+
+    weights: dict[str, float] | None = Field(
+        None, description="each asset's share of the book's value (they add up to 1; negative: short); None: equal shares"
+    )
+    positions: str | None = Field(
+        None, description="a CSV of positions instead of weights: columns asset, notional (money), optional currency"
+    )
+    value: float = Field(1_000_000, gt=0, description="the book's value in its currency (with weights); a positions file sets it")
+    currency: str = Field("USD", min_length=1, description="the book's currency (positions in another are refused: no FX rates)")
 
 
 class ScenarioSampleConfig(SampleConfig):
@@ -56,17 +75,17 @@ class ScenarioSampleConfig(SampleConfig):
     backtest_scenarios: int = Field(2000, ge=100, description="scenarios per test day in the backtest")
     backtest_horizons: list[PositiveInt] = Field([1, 10], min_length=1, description="horizons (days) of the backtest's VaR/ES")
     refit_every: int | None = Field(250, ge=1, description="the backtest refits models that can refit every this many days (None: never)")
+    book: BookConfig = Field(default_factory=BookConfig)
+    max_age_days: int | None = Field(
+        None,
+        ge=0,
+        description="with given=last, refuse data whose last price is more than this many calendar days old (None: any age)",
+    )
 
     @field_validator("given", mode="before")
     @classmethod
     def _given(cls, value):
-        value = as_date_text(value)
-        if value not in ("test", "last"):
-            try:
-                pd.Timestamp(value)
-            except ValueError:
-                raise ValueError(f"{value!r} is neither 'test', 'last' nor a date (YYYY-MM-DD)") from None
-        return value
+        return as_date_text(value)  # a date is read in data.date_format (FinanceConfig)
 
 
 class NoTrain(TrainConfig):
@@ -84,6 +103,18 @@ class FinanceConfig(GeneratorConfig):
     def _one_device(self) -> FinanceConfig:
         if self.train.devices > 1:
             raise ValueError("train.devices: the finance generators train on one device (their networks are small); set train.devices=1")
+        return self
+
+    @model_validator(mode="after")
+    def _given_date(self) -> FinanceConfig:
+        from .data import parse_date
+
+        given = self.sample.given
+        if given not in ("test", "last"):
+            try:
+                parse_date(given, self.data.date_format)
+            except ValueError as exc:
+                raise ValueError(f"sample.given: {given!r} is neither 'test', 'last' nor a date ({exc})") from None
         return self
 
 
@@ -154,13 +185,16 @@ class FinanceGenerator(Generator):
         returns, split = load_split(data.path)
         model = self.make_model(config)
         t0 = time.perf_counter()
-        model.fit(returns[split != "test"].to_numpy())
+        fitted = returns[split != "test"]
+        model.fit(fitted.to_numpy())
         trainer.record_fit(time.perf_counter() - t0, stopped_by="fitted")  # arch's optimiser, no training loop
         path = trainer.run_dir / "model.json"
+        record = fit_entry("fit before the test period", fitted, model)
         if trainer.is_main:
             self.keep_history(data, trainer.run_dir)
-            store.atomic_write_text(path, json.dumps({"model": type(model).__name__, "state": model.state()}, indent=1))
-        return Checkpoint(path, 0, details={"fitted_on": f"{int((split != 'test').sum())} days before the test period"})
+            store.atomic_write_text(path, json.dumps({"model": type(model).__name__, "state": model.state(), "fit": record}, indent=1))
+        window = f"{record['window'][0]} to {record['window'][1]}"
+        return Checkpoint(path, 0, details={"fitted_on": f"{len(fitted)} days before the test period ({window})"})
 
     # -- sampling ---------------------------------------------------------------------------
 
@@ -168,48 +202,73 @@ class FinanceGenerator(Generator):
         cfg = config.sample
         returns, split = load_split(Path(checkpoint.path).parent / HISTORY)
         model = self.load_model(checkpoint)
-        first, label = start_day(returns, split, cfg.given)
+        first, history_end, as_of = start_day(returns, split, cfg.given, config)
         first_test = int(np.argmax(split.to_numpy() == "test"))
+        assets = list(map(str, returns.columns))
+        weights, value, currency, book_source = resolve_book(cfg.book, assets)
+        saved = json.loads(Path(checkpoint.path).read_text()).get("fit") if Path(checkpoint.path).suffix == ".json" else None
+        fits = [saved] if saved else []
         if self.refits and first != first_test:
             # the fit saw the days before the test period; from another day, a desk refits on
             # every day before it (for `last`, the latest prices; for an earlier date, no look-ahead)
             model.fit(returns.to_numpy()[:first])
-        assets = list(map(str, returns.columns))
-        path, pnl = self.draw(model, returns.to_numpy()[:first], cfg, assets, run.samples_dir)
+            fits.append(fit_entry(f"forecast from {as_of}", returns.iloc[:first], model))
+        source = run.read_json(FROM_MODEL, None) or {}
+        model_id = source.get("ref") or f"run {run.id}"
+        dates = step_dates(returns.index, first, cfg.horizon, as_of)
+        extra = {"as_of": pd.Timestamp(as_of), "model": model_id}
+        path, pnl = self.draw(model, returns.to_numpy()[:first], cfg, assets, run.samples_dir, dates=dates, extra=extra)
+        risk = backtest.pnl_risk(pnl, assets, weights, value)
         details = {
-            "history_end": label,
+            "as_of": as_of,
+            "history_end": history_end,
             "horizon": cfg.horizon,
             "assets": assets,
-            "risk": {b: {k: round(v, 3) for k, v in row.items()} for b, row in backtest.pnl_risk(pnl, assets).items()},
+            "model": model_id,
+            "book": {"weights": dict(zip(assets, map(float, weights))), "value": value, "currency": currency, "source": book_source},
+            "risk": {b: {k: round(v, 6) for k, v in row.items()} for b, row in risk.items()},
         }
         if cfg.backtest:
             model = self.load_model(checkpoint)  # as fitted before the test period; the backtest refits as it goes
-            table = backtest.forecast(
+            table, draws = backtest.forecast(
                 model,
                 returns,
                 first_test,
                 n=cfg.backtest_scenarios,
                 horizons=tuple(cfg.backtest_horizons),
+                weights=weights,
                 refit_every=cfg.refit_every if self.refits else None,
                 seed=cfg.seed,
                 progress=lambda done, total: run.report_progress("backtest", done, total),
+                fits=fits,
             )
             table.to_parquet(run.samples_dir / backtest.FILENAME, index=False)
+            draws.to_parquet(run.samples_dir / backtest.DRAWS, index=False)
             details["backtest"] = (
-                f"{table['date'].nunique()} test days, {cfg.backtest_scenarios} scenarios each, horizons {cfg.backtest_horizons}"
+                f"{table['date'].nunique()} test days, {cfg.backtest_scenarios} scenarios each where drawn "
+                f"({int(table['exact'].mean() * 100)} % of forecasts exact), horizons {cfg.backtest_horizons}"
             )
+        store.atomic_write_text(run.samples_dir / FITS, json.dumps(fits, indent=1))
         return Samples(self.kind, path, cfg.n, details)
 
     def draw(
-        self, model: ScenarioModel, history: np.ndarray, cfg: ScenarioSampleConfig, assets: list[str], folder: Path
+        self,
+        model: ScenarioModel,
+        history: np.ndarray,
+        cfg: ScenarioSampleConfig,
+        assets: list[str],
+        folder: Path,
+        dates: pd.DatetimeIndex | None = None,
+        extra: dict | None = None,
     ) -> tuple[Path, np.ndarray]:
-        """``cfg.n`` scenarios given ``history``, drawn and written part by part: (the scenarios file, their horizon P&L (n, A)).
+        """``cfg.n`` scenarios given ``history``, drawn and written part by part: (the scenarios file, their horizon log returns (n, A)).
 
         Memory stays bounded at any ``n``: each part holds at most ``part_values`` returns (5,000
         scenarios of 250 days for one asset), is written as a row group of the file and dropped;
-        only the horizon P&L of every scenario is kept, so the risk summary is exact. The parts
+        only the horizon log return of every scenario is kept, so the risk summary is exact. The parts
         come one after another from one generator seeded by ``sample.seed``: the same seed gives
         the same scenarios, and the Gaussian and GARCH models draw the same paths as in one piece.
+        ``dates`` (one per step) and ``extra`` (constant columns: the as-of date, the model) are written beside each value.
         """
         rng = np.random.default_rng(cfg.seed)
         per_part = max(1, self.part_values // (cfg.horizon * len(assets)))
@@ -217,7 +276,12 @@ class FinanceGenerator(Generator):
         with Scenarios().stream(folder) as write:
             for start in range(0, cfg.n, per_part):
                 paths = model.simulate(history, min(per_part, cfg.n - start), cfg.horizon, rng)  # (part, horizon, A)
-                write(long_form(paths, assets, first=start))
+                frame = long_form(paths, assets, first=start)
+                if dates is not None:
+                    frame["date"] = np.asarray(dates)[frame["step"].to_numpy()]
+                for column, value in (extra or {}).items():
+                    frame[column] = value
+                write(frame)
                 pnl[start : start + len(paths)] = backtest.horizon_pnl(paths)
         return folder / Scenarios.filename, pnl
 
@@ -227,15 +291,138 @@ class FinanceGenerator(Generator):
         shutil.copyfile(data.path / "returns.parquet", run_dir / HISTORY)
 
 
-def start_day(returns: pd.DataFrame, split: pd.Series, given: str) -> tuple[int, str]:
-    """The index of the first scenario day and the last real day before it (YYYY-MM-DD)."""
+def start_day(returns: pd.DataFrame, split: pd.Series, given: str, config: FinanceConfig) -> tuple[int, str, str]:
+    """(the index of the first scenario day, the last real day before it, the as-of date), all dates YYYY-MM-DD.
+
+    A date after the last price is refused unless ``data.as_of`` says the data is complete up to it (a holiday, a
+    market closed since); with ``given=last``, ``sample.max_age_days`` refuses data whose last price is too old.
+    """
+    from .data import parse_date
+
     n = len(returns)
+    last = returns.index[-1]
+    as_of_data = getattr(config.data, "as_of", None)
+    marked = parse_date(as_of_data, config.data.date_format) if as_of_data else None
     if given == "test":
         first = int(np.argmax(split.to_numpy() == "test"))
-    elif given == "last":
+        return first, str(returns.index[first - 1].date()), str(returns.index[first - 1].date())
+    if given == "last":
         first = n
-    else:
-        first = int(np.searchsorted(returns.index.values, np.datetime64(pd.Timestamp(given)), side="right"))
-        if first < 60:
-            raise DataError(f"sample.given={given!r} leaves {first} days of history; the data start {returns.index[0].date()}")
-    return first, str(returns.index[first - 1].date())
+        as_of = max(last, marked) if marked is not None else last
+        limit = config.sample.max_age_days
+        today = pd.Timestamp(datetime.date.today())
+        age = (today - as_of).days
+        if limit is not None and age > limit:
+            raise DataError(
+                f"the data end {as_of.date()}, {age} days before today ({today.date()}); sample.max_age_days={limit}: "
+                "give prices up to the last close (data.path), or raise sample.max_age_days"
+            )
+        return first, str(last.date()), str(as_of.date())
+    day = parse_date(given, config.data.date_format)
+    if day > last and (marked is None or marked < day):
+        raise DataError(
+            f"sample.given={given} is after the last price ({last.date()}, {(day - last).days} days earlier): give prices up to "
+            f"that date, or set data.as_of={day.date()} if the data is complete up to it (the market was closed since)"
+        )
+    first = int(np.searchsorted(returns.index.values, np.datetime64(day), side="right"))
+    if first < 60:
+        raise DataError(f"sample.given={given!r} leaves {first} days of history; the data start {returns.index[0].date()}")
+    return first, str(returns.index[first - 1].date()), str(day.date())
+
+
+def step_dates(index: pd.DatetimeIndex, first: int, horizon: int, as_of: str) -> pd.DatetimeIndex:
+    """The calendar date of each scenario step: the data's own days where they exist, then business days after the as-of date."""
+    known = index[first : first + horizon]
+    start = known[-1] if len(known) else pd.Timestamp(as_of)
+    more = pd.bdate_range(start + pd.offsets.BDay(1), periods=horizon - len(known)) if len(known) < horizon else []
+    return pd.DatetimeIndex([*known, *more])
+
+
+def fit_entry(purpose: str, window: pd.DataFrame, model: ScenarioModel) -> dict:
+    """One fit for the record: what it was for, the window (first and last date, days) and the model's own record of it."""
+    return {
+        "purpose": purpose,
+        "window": [str(window.index[0].date()), str(window.index[-1].date())],
+        "days": len(window),
+        "assets": list(map(str, window.columns)),
+        "fit": model.fit_record(),
+    }
+
+
+def fit_warnings(fits: list[dict]) -> list[str]:
+    """A sentence per asset and problem over every fit: one that did not converge, a parameter on a bound of the optimiser."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for entry in fits:
+        for asset, record in zip(entry.get("assets", []), entry.get("fit", [])):
+            if record.get("converged") is False:
+                found.setdefault((asset, "did not converge"), []).append(entry["purpose"])
+            for name in record.get("on_bound", []):
+                found.setdefault((asset, f"{name} on a bound of the optimiser"), []).append(entry["purpose"])
+    out = []
+    for (asset, problem), purposes in found.items():
+        refits = sum(p.startswith("backtest refit") for p in purposes)
+        named = [p for p in purposes if not p.startswith("backtest refit")] + ([f"{refits} backtest refit(s)"] if refits else [])
+        out.append(f"{asset}: {problem} in {len(purposes)} of {len(fits)} fits ({'; '.join(named)})")
+    return out
+
+
+def resolve_book(cfg: BookConfig, assets: list[str]) -> tuple[np.ndarray, float, str, str]:
+    """The book's weights (one per asset, in order), value, currency, and where they came from."""
+    if cfg.positions and cfg.weights:
+        raise ConfigError("sample.book: give weights or a positions file, not both")
+    if cfg.positions:
+        notional = read_positions(Path(cfg.positions).expanduser(), assets, cfg.currency)
+        value = float(sum(notional.values()))
+        if value <= 0:
+            raise DataError(f"{cfg.positions}: the positions' net value is {value:g} {cfg.currency}; a book of net value above 0 is needed")
+        return np.array([notional.get(a, 0.0) / value for a in assets]), value, cfg.currency, str(cfg.positions)
+    if not cfg.weights:
+        return np.full(len(assets), 1 / len(assets)), cfg.value, cfg.currency, "equal weights"
+    unknown = [a for a in cfg.weights if a not in assets]
+    if unknown:
+        raise ConfigError(f"sample.book.weights: no asset {', '.join(map(repr, unknown))} in the data; it has {', '.join(assets)}")
+    total = sum(cfg.weights.values())
+    if abs(total - 1) > 1e-9:
+        raise ConfigError(
+            f"sample.book.weights add up to {total:g}; they are shares of the book's value (sample.book.value): make them add up to 1"
+        )
+    return np.array([float(cfg.weights.get(a, 0.0)) for a in assets]), cfg.value, cfg.currency, "sample.book.weights"
+
+
+def read_positions(path: Path, assets: list[str], currency: str) -> dict[str, float]:
+    """A positions CSV (asset, notional[, currency]) -> notional per asset; anything wrong is one line naming the row."""
+    from genforge.core.inputs import open_regular
+
+    with open_regular(path, "", "give the path of a CSV of positions (asset, notional, currency)") as raw:
+        rows = list(csv.reader(raw.read().decode("utf-8-sig").splitlines()))
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    if "asset" not in header or "notional" not in header:
+        hint = "; a quantity is not enough: give notional = quantity × price" if "quantity" in header else ""
+        raise DataError(f"{path}: the header needs columns asset and notional (and optionally currency); it has {', '.join(header)}{hint}")
+    out: dict[str, float] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not any(c.strip() for c in row):
+            continue
+        if len(row) != len(header):
+            raise DataError(f"{path}, row {line} has {len(row)} cells where the header has {len(header)}")
+        cell = dict(zip(header, (c.strip() for c in row)))
+        asset = cell["asset"]
+        if asset not in assets:
+            raise DataError(f"{path}, row {line}: no asset {asset!r} in the data; it has {', '.join(assets)}")
+        if asset in out:
+            raise DataError(f"{path}, row {line}: asset {asset!r} appears twice; give one position per asset")
+        try:
+            notional = float(cell["notional"].replace(",", "")) if cell["notional"] else float("nan")
+        except ValueError:
+            notional = float("nan")
+        if not np.isfinite(notional):
+            raise DataError(f"{path}, row {line}, column 'notional': {cell['notional']!r} is not a number")
+        if cell.get("currency") and cell["currency"] != currency:
+            raise DataError(
+                f"{path}, row {line}: a position in {cell['currency']}, the book is in {currency} (sample.book.currency): "
+                "convert it (genforge has no FX rates)"
+            )
+        out[asset] = notional
+    if not out:
+        raise DataError(f"{path}: no positions")
+    return out

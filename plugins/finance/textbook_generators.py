@@ -1,4 +1,4 @@
-"""The textbook scenario generators a risk desk would otherwise use: ``gaussian``, ``garch`` and ``bootstrap``.
+"""The textbook scenario generators a risk desk would otherwise use: ``gaussian``, ``garch``, ``fhs`` and ``bootstrap``.
 
 Each pairs a config of its model's settings with the ``ScenarioModel`` it fits (``textbook_models.py``);
 everything else is the shared ``FinanceGenerator``.
@@ -13,7 +13,7 @@ from pydantic import Field
 from genforge.core import Section
 
 from .scenario_generator import FinanceConfig, FinanceGenerator
-from .textbook_models import BootstrapModel, GarchModel, GaussianModel, ScenarioModel
+from .textbook_models import BootstrapModel, FilteredHistoricalModel, GarchModel, GaussianModel, ScenarioModel
 
 
 class GaussianModelConfig(Section):
@@ -48,6 +48,13 @@ class GarchScenarios(FinanceGenerator):
     Config: ClassVar[type[GarchConfig]] = GarchConfig
     description: ClassVar[str] = "GJR-GARCH or GARCH with Student-t innovations (arch), constant conditional correlation"
     Model: ClassVar[type[ScenarioModel]] = GarchModel
+
+
+class FhsScenarios(FinanceGenerator):
+    name: ClassVar[str] = "fhs"
+    Config: ClassVar[type[GarchConfig]] = GarchConfig
+    description: ClassVar[str] = "filtered historical simulation: the GJR-GARCH filter with the fit window's own standardised residuals"
+    Model: ClassVar[type[ScenarioModel]] = FilteredHistoricalModel
 
 
 class BootstrapModelConfig(Section):

@@ -1,4 +1,5 @@
-"""The textbook scenario models a risk desk would otherwise use: Gaussian, GARCH / GJR-GARCH, block bootstrap.
+"""The textbook scenario models a risk desk would otherwise use: Gaussian, GARCH / GJR-GARCH, filtered historical simulation,
+block bootstrap.
 
 Each model has one interface, shared with the scenario GAN, so that the sample step and
 the risk backtest treat them alike::
@@ -6,6 +7,8 @@ the risk backtest treat them alike::
     model.fit(returns)                              # (T, A) percent log returns
     paths = model.simulate(history, n, horizon, rng)  # history (T', A) -> (n, horizon, A)
     model.state() / Model.from_state(state)         # JSON-able parameters (the checkpoint)
+    model.exact(returns, days, horizon)             # each day's exact distribution of the next days, or None
+    model.fit_record()                              # the last fit: parameters, standard errors, diagnostics
 
 ``simulate`` conditions on ``history`` where the model can (GARCH filters its variance
 through it; the bootstrap resamples its most recent window); the Gaussian ignores it.
@@ -17,6 +20,11 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 from scipy import stats
+
+from .risk import Marginal
+
+# a parameter this close to a bound of arch's optimiser sits on it: the fit is named in the report
+BOUND_TOLERANCE = 1e-6
 
 
 class ScenarioModel:
@@ -36,6 +44,16 @@ class ScenarioModel:
         The risk backtest's call; models that can share work across days override it.
         """
         return np.stack([self.simulate(returns[:d], n, horizon, rng) for d in days])
+
+    def exact(self, returns: np.ndarray, days: np.ndarray, horizon: int) -> Marginal | None:
+        """Each of ``days``' exact distribution of every asset's next-``horizon``-day log return given the returns
+        before it, where the model knows it in closed form (the risk backtest then needs no draws); else None."""
+        return None
+
+    def fit_record(self) -> list[dict[str, Any]]:
+        """The last fit, one record per asset: ``params``, and where the model has them ``std_err``, ``loglik``,
+        ``converged``, ``on_bound`` (the parameters at a bound of the optimiser) and what else describes it."""
+        return []
 
     def state(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -64,6 +82,15 @@ class GaussianModel(ScenarioModel):
         chol = np.linalg.cholesky(self.cov)
         z = rng.standard_normal((n, horizon, len(self.mu)))
         return self.mu + z @ chol.T
+
+    def exact(self, returns: np.ndarray, days: np.ndarray, horizon: int) -> Marginal:
+        # a sum of h independent normal days: N(h·μ, h·σ²), whatever came before
+        d = len(days)
+        sd = np.sqrt(np.diag(self.cov))
+        return Marginal(np.tile(horizon * self.mu, (d, 1)), np.tile(np.sqrt(horizon) * sd, (d, 1)))
+
+    def fit_record(self) -> list[dict[str, Any]]:
+        return [{"params": {"mu": float(m), "sd": float(np.sqrt(v))}} for m, v in zip(self.mu, np.diag(self.cov))]
 
     def state(self) -> dict[str, Any]:
         return {"mean_kind": self.mean_kind, "window": self.window, "mu": self.mu.tolist(), "cov": self.cov.tolist()}
@@ -94,12 +121,12 @@ class GarchModel(ScenarioModel):
     def fit(self, returns: np.ndarray) -> None:
         from arch import arch_model
 
-        self.params, residuals = [], []
+        self.params, residuals, self.records = [], [], []
         for a in range(returns.shape[1]):
             mu = float(returns[:, a].mean()) if self.mean_kind == "sample" else 0.0
-            res = arch_model(returns[:, a] - mu, mean="Zero", vol="GARCH", p=1, o=1 if self.vol == "gjr" else 0, q=1, dist="t").fit(
-                disp="off"
-            )
+            spec = arch_model(returns[:, a] - mu, mean="Zero", vol="GARCH", p=1, o=1 if self.vol == "gjr" else 0, q=1, dist="t")
+            res = spec.fit(disp="off")
+            self.records.append(_arch_record(spec, res, returns[:, a] - mu))
             p = res.params
             self.params.append(
                 {
@@ -112,7 +139,19 @@ class GarchModel(ScenarioModel):
                 }
             )
             residuals.append(np.asarray(res.std_resid))
-        self.corr = np.atleast_2d(np.corrcoef(np.stack(residuals))) if len(residuals) > 1 else np.ones((1, 1))
+        self.residuals = np.stack(residuals, axis=1)  # (T, A): the fit window's standardised residuals
+        self.corr = np.atleast_2d(np.corrcoef(self.residuals, rowvar=False)) if len(residuals) > 1 else np.ones((1, 1))
+
+    def fit_record(self) -> list[dict[str, Any]]:
+        return getattr(self, "records", [])
+
+    def exact(self, returns: np.ndarray, days: np.ndarray, horizon: int) -> Marginal | None:
+        if horizon != 1:
+            return None  # the variance of later days depends on the draws before them: drawn
+        scale = np.sqrt(self._variances(returns[: int(max(days))])[np.asarray(days)])
+        nu = np.array([p["nu"] for p in self.params])
+        mu = np.array([p["mu"] for p in self.params])
+        return Marginal(np.tile(mu, (len(days), 1)), scale * np.sqrt((nu - 2) / nu), nu=nu)  # unit-variance t
 
     def _variances(self, history: np.ndarray) -> np.ndarray:
         """Conditional variances (T+1, A): row t is the variance of day t given days before it (row T: tomorrow)."""
@@ -208,6 +247,19 @@ class BootstrapModel(ScenarioModel):
             idx[:, t] = np.where(restart[:, t], fresh[:, t], (idx[:, t - 1] + 1) % m)  # blocks wrap around (stationary bootstrap)
         return pool[idx]
 
+    def exact(self, returns: np.ndarray, days: np.ndarray, horizon: int) -> Marginal | None:
+        if horizon != 1:
+            return None
+        # tomorrow is one of the window's days, each as likely: the historical simulation's own distribution
+        if not self.window or int(min(days)) < self.window:
+            return None  # windows of different lengths (all history, or a short one): drawn
+        pools = np.stack([returns[d - self.window : d] for d in days])
+        d, a = len(days), returns.shape[1]
+        return Marginal(np.zeros((d, a)), np.ones((d, a)), values=pools)
+
+    def fit_record(self) -> list[dict[str, Any]]:
+        return [{"params": {"window": self.window, "mean_block": self.fitted_block}}]
+
     def state(self) -> dict[str, Any]:
         return {"window": self.window, "block": self.block, "fitted_block": self.fitted_block}
 
@@ -216,3 +268,57 @@ class BootstrapModel(ScenarioModel):
         model = cls(state["window"], state["block"])
         model.fitted_block = state["fitted_block"]
         return model
+
+
+class FilteredHistoricalModel(GarchModel):
+    """Filtered historical simulation: the GARCH filter's variance, with innovations drawn from the fit window's own
+    standardised residuals instead of a Student t (Barone-Adesi et al., 1999; the desk's usual baseline).
+
+    A day's innovations are one day's residuals of every asset together (their dependence as it was), drawn with
+    replacement; ``nu`` is fitted (the filter's likelihood) but does not shape the draws.
+    """
+
+    name = "fhs"
+
+    def innovations(self, rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+        n, horizon = shape
+        return self.residuals[rng.integers(0, len(self.residuals), (n, horizon))]
+
+    def exact(self, returns: np.ndarray, days: np.ndarray, horizon: int) -> Marginal | None:
+        if horizon != 1:
+            return None
+        scale = np.sqrt(self._variances(returns[: int(max(days))])[np.asarray(days)])
+        mu = np.array([p["mu"] for p in self.params])
+        return Marginal(np.tile(mu, (len(days), 1)), scale, values=self.residuals)
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "residuals": self.residuals.tolist()}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> FilteredHistoricalModel:
+        model = cls(state["vol"], state["mean_kind"])
+        model.params, model.corr = state["params"], np.asarray(state["corr"])
+        model.residuals = np.asarray(state["residuals"], dtype=float)
+        return model
+
+
+def _arch_record(spec, res, x: np.ndarray) -> dict[str, Any]:
+    """What a fit by ``arch`` says about itself: parameters, standard errors, log-likelihood, convergence, bounds met."""
+    names = list(res.params.index)
+    bounds = [*spec.volatility.bounds(x), *spec.distribution.bounds(x)]
+    on_bound = [
+        name
+        for name, value, (lo, hi) in zip(names, res.params.to_numpy(), bounds)
+        if value - lo <= BOUND_TOLERANCE * max(1.0, abs(lo)) or hi - value <= BOUND_TOLERANCE * max(1.0, abs(hi))
+    ]
+    persistence = float(res.params.get("alpha[1]", 0) + res.params.get("gamma[1]", 0) / 2 + res.params.get("beta[1]", 0))
+    return {
+        "params": {k: float(v) for k, v in res.params.items()},
+        "std_err": {k: float(v) for k, v in res.std_err.items()},
+        "loglik": float(res.loglikelihood),
+        "converged": int(res.convergence_flag) == 0,
+        "optimizer": str(getattr(res.optimization_result, "message", "")),
+        "on_bound": on_bound,
+        "persistence": persistence,
+        "days": int(len(x)),
+    }

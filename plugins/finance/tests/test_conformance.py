@@ -35,7 +35,7 @@ def test_textbook_generator_passes_the_conformance_checks(name, genforge_home):
     gen = get_generator(name)
     assert not gen.uses_gpu and gen.kind == "scenarios"
     training = steps.run.read_json("training.json")
-    assert training["step"] == 0 and training["details"]["fitted_on"] == "1008 days before the test period"
+    assert training["step"] == 0 and training["details"]["fitted_on"] == "1008 days before the test period (2008-01-03 to 2011-12-30)"
     samples = steps.run.read_json("samples.json")
     assert samples["count"] == 50 and samples["details"]["history_end"] == "2011-12-30"  # the day before the first test day
     frame = pd.read_parquet(steps.run.samples_dir / "scenarios.parquet")
@@ -128,7 +128,7 @@ def test_the_market_evaluator_passes_its_conformance_check(gaussian_run, tmp_pat
         )
 
 
-def test_two_assets_from_the_shipped_config_score_the_portfolio(genforge_home):
+def test_two_assets_from_the_shipped_config_score_the_book(genforge_home):
     spec = get_generator("garch").test_spec
     run = create_run(
         "garch", config_path=CONFIG, spec=spec, overrides=["sample.n=40", "sample.horizon=20", "sample.backtest_scenarios=100"]
@@ -138,25 +138,29 @@ def test_two_assets_from_the_shipped_config_score_the_portfolio(genforge_home):
     metrics = run.metrics()["metrics"]
     assert metrics["market.correlation_error"] < 0.1
     table = pd.read_parquet(run.samples_dir / backtest.FILENAME)
-    assert set(table["asset"]) == {"sp500", "nasdaq", backtest.PORTFOLIO}
+    assert set(table["asset"]) == {"sp500", "nasdaq", backtest.BOOK}
     samples = run.read_json("samples.json")["details"]
-    assert samples["assets"] == ["sp500", "nasdaq"] and set(samples["risk"]) == {"sp500", "nasdaq", backtest.PORTFOLIO}
-    assert "market.backtest_1d_1pct_fz0" in metrics  # scored on the portfolio
-    assert "portfolio" in next(
+    assert samples["assets"] == ["sp500", "nasdaq"] and set(samples["risk"]) == {"sp500", "nasdaq", backtest.BOOK}
+    assert samples["book"]["weights"] == {"sp500": 0.5, "nasdaq": 0.5} and samples["book"]["source"] == "equal weights"
+    assert "market.backtest_1d_1pct_fz0" in metrics  # scored on the book
+    assert "book" in next(
         m["description"] for e in run.metrics()["evaluations"] for m in e["metrics"] if m["name"] == "backtest_1d_1pct_hits"
     )
 
 
 def test_where_scenarios_start(sp500):
+    from genforge.plugins.finance.textbook_generators import GaussianConfig
+
     returns, split = sp500
     first = int(np.argmax(split.to_numpy() == "test"))
-    assert start_day(returns, split, "test") == (first, "2014-12-31")
-    assert start_day(returns, split, "last") == (len(returns), "2018-12-31")
-    day, label = start_day(returns, split, "2016-01-04")  # a trading day: scenarios start after it
-    assert returns.index[day - 1] == pd.Timestamp("2016-01-04") and label == "2016-01-04"
-    assert start_day(returns, split, "2016-01-03")[1] == "2015-12-31"  # a Sunday: the last trading day before
+    cfg = GaussianConfig()
+    assert start_day(returns, split, "test", cfg) == (first, "2014-12-31", "2014-12-31")
+    assert start_day(returns, split, "last", cfg) == (len(returns), "2018-12-31", "2018-12-31")
+    day, label, as_of = start_day(returns, split, "2016-01-04", cfg)  # a trading day: scenarios start after it
+    assert returns.index[day - 1] == pd.Timestamp("2016-01-04") and label == as_of == "2016-01-04"
+    assert start_day(returns, split, "2016-01-03", cfg)[1:] == ("2015-12-31", "2016-01-03")  # a Sunday: history to the Thursday
     with pytest.raises(DataError, match="leaves 3 days of history"):
-        start_day(returns, split, "1999-01-07")
+        start_day(returns, split, "1999-01-07", cfg)
 
 
 def test_the_forward_view_refits_on_the_latest_days(genforge_home):

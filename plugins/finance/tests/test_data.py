@@ -15,6 +15,7 @@ from genforge.core.runner import Steps, create_run
 from genforge.plugins.finance.data import (
     MarketDataConfig,
     load_prices,
+    load_split,
     long_form,
     read_price_csv,
     split_dates,
@@ -272,3 +273,193 @@ def test_a_failed_write_leaves_nothing_in_the_cache(store, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         Steps(run).prepare()
     assert finance_entries(store) == []
+
+
+# -- data controls: forward-filled calendars, stale prices, time stamps, date formats, late starters ------------
+
+
+def calendar_prices(n: int, assets=("sp500", "nasdaq"), start: str = "2016-01-01", seed: int = 0) -> pd.DataFrame:
+    """n calendar days of prices whose weekends repeat Friday's (a calendar filled forward, as some exports write it)."""
+    days = pd.date_range(start, periods=n, freq="D", name="date")
+    prices = business_prices(n, assets, seed).set_axis(days)
+    prices[days.day_of_week >= 5] = np.nan
+    return prices.ffill()
+
+
+def test_forward_filled_weekends_are_refused_naming_the_assets_the_count_and_the_first_dates(tmp_path):
+    prices = calendar_prices(1820)  # 520 weekend days
+    f = tmp_path / "prices.csv"
+    prices.to_csv(f)
+    with pytest.raises(DataError) as info:
+        write_prepared(read_price_csv(f), MarketDataConfig(path=str(f)), tmp_path / "out", str(f))
+    assert str(info.value) == (
+        f"{f}: 520 weekend days repeat the previous price (forward-filled?) for sp500 (520), nasdaq (520): "
+        "2016-01-02, 2016-01-03, 2016-01-09, ...; remove them, or set data.non_trading=drop"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_trading_drop_drops_the_weekend_repeats_counted_as_rejected_rows(tmp_path, store):
+    prices = calendar_prices(1820)
+    f = tmp_path / "prices.csv"
+    prices.to_csv(f)
+    run = create_run("gaussian", overrides=["data.start=null", "data.test_start=null", "data.non_trading=drop", f"data.path={f}"])
+    data = Steps(run).prepare()
+    rejected = json.loads((run.path / "data.json").read_text())["train"]["rejected"]
+    assert rejected == {"weekend days repeating the previous price (data.non_trading=drop)": 520}
+    returns, _ = load_split(data.path)
+    weekdays = prices[prices.index.day_of_week < 5]
+    assert returns.index.equals(weekdays.index[1:]) and returns.to_numpy() == pytest.approx(100 * np.diff(np.log(weekdays), axis=0))
+    # the host's share applies to them: 520 of 1,820 rows is more than 25 %
+    strict = create_run(
+        "gaussian",
+        overrides=["data.start=null", "data.test_start=null", "data.non_trading=drop", "data.max_rejected=0.25", f"data.path={f}"],
+    )
+    with pytest.raises(DataError, match=r"520 of 1820 rows of .* were rejected \(520 weekend days repeating the previous price"):
+        Steps(strict).prepare()
+
+
+def test_a_weekend_price_that_moves_is_kept(tmp_path):
+    days = pd.date_range("2016-01-01", periods=800, freq="D", name="date")
+    crypto = business_prices(800, ("btc",)).set_axis(days)  # a market that trades every day
+    stats = write_prepared(crypto, MarketDataConfig(), tmp_path / "out", "crypto")
+    assert stats["train"]["rejected"] == {} and sum(stats["days"].values()) == 799
+
+
+def test_a_stale_price_is_refused_naming_the_asset_and_the_days_even_with_non_trading_drop(tmp_path):
+    prices = business_prices(800)
+    prices.iloc[100:106, 1] = prices.iloc[100, 1]  # six equal closes: five zero returns
+    for non_trading in ("refuse", "drop"):
+        with pytest.raises(DataError) as info:
+            write_prepared(prices, MarketDataConfig(non_trading=non_trading), tmp_path / "out", "prices.csv")
+        assert str(info.value) == (
+            "prices.csv: the price stays the same for 5 or more returns in a row (stale prices?) for ndx from 2000-05-22 to "
+            "2000-05-29 (5 zero returns): correct or remove those rows, or, if the asset really did not trade, raise "
+            "data.max_zero_run (null: no limit); data.non_trading=drop drops only weekend days"
+        )
+    assert write_prepared(prices, MarketDataConfig(max_zero_run=6), tmp_path / "a", "prices.csv")["gaps"] == {}
+    assert write_prepared(prices, MarketDataConfig(max_zero_run=None), tmp_path / "b", "prices.csv")["gaps"] == {}
+
+
+def test_a_csv_stamped_at_the_new_york_close_in_utc_gives_the_dates_and_returns_of_the_plain_file(tmp_path):
+    prices = business_prices(400).round(4)
+    plain, utc = tmp_path / "plain.csv", tmp_path / "utc.csv"
+    prices.to_csv(plain)
+    prices.set_axis([f"{d.date()}T21:00:00Z" for d in prices.index]).rename_axis("date").to_csv(utc)
+    want, _ = to_returns(load_prices(MarketDataConfig(path=str(plain)))[0])
+    for zone in (None, "America/New_York"):
+        got, _ = to_returns(load_prices(MarketDataConfig(path=str(utc), timezone=zone))[0])
+        pd.testing.assert_frame_equal(got, want)
+
+
+def test_an_unknown_time_zone_is_refused_naming_the_field(store):
+    with pytest.raises(
+        ConfigError, match=r"data.timezone: unknown time zone; give an IANA name such as America/New_York.*'America/NewYork'"
+    ):
+        create_run("gaussian", overrides=["data.timezone=America/NewYork"])
+    assert MarketDataConfig(timezone="Asia/Tokyo").timezone == "Asia/Tokyo"
+
+
+def test_one_date_format_for_the_settings_and_the_csv(tmp_path, store):
+    import datetime
+
+    from genforge.plugins.finance.data import parse_date
+
+    # while the format is ISO, a day and a month are never guessed (pd.Timestamp("03/04/2016") is March 4)
+    with pytest.raises(ValueError, match=r"'03/04/2016' is ambiguous: .* set data.date_format to DD/MM/YYYY or MM/DD/YYYY"):
+        parse_date("03/04/2016")
+    with pytest.raises(ConfigError, match=r"data.test_start: '03/04/2016' is ambiguous.*data.date_format"):
+        create_run("gaussian", overrides=["data.test_start=03/04/2016"])
+    assert parse_date("03/04/2016", "DD/MM/YYYY") == pd.Timestamp("2016-04-03")
+    assert parse_date("03/04/2016", "MM/DD/YYYY") == pd.Timestamp("2016-03-04")
+    assert parse_date("03.04.2016", "DD.MM.YYYY") == parse_date("2016-04-03", "DD.MM.YYYY") == parse_date(datetime.date(2016, 4, 3))
+    with pytest.raises(ValueError, match=r"'2016-04-31' is not a date \(YYYY-MM-DD\): no such day"):
+        parse_date("2016-04-31")
+    with pytest.raises(ValueError, match=r"'4/3/16' is not a date \(YYYY-MM-DD or DD/MM/YYYY, data.date_format\)"):
+        parse_date("4/3/16", "DD/MM/YYYY")
+    # the settings are recorded as YYYY-MM-DD; the CSV is read in the same format
+    prices = business_prices(700)
+    f = tmp_path / "eu.csv"
+    prices.to_csv(f, date_format="%d/%m/%Y")
+    test_start = prices.index[600]
+    overrides = ["data.date_format=DD/MM/YYYY", f"data.test_start={test_start:%d/%m/%Y}", "data.start=null", "data.validation_days=50"]
+    run = create_run("gaussian", overrides=[*overrides, f"data.path={f}"])
+    assert run.spec["data"]["test_start"] == str(test_start.date())
+    data = Steps(run).prepare()
+    assert data.stats["periods"]["test"][0] == str(test_start.date()) and data.stats["days"]["test"] == 100
+    iso = create_run("gaussian", overrides=["data.start=null", "data.test_start=null", f"data.path={f}"])
+    with pytest.raises(DataError, match=r"row 2, column 'date': '03/01/2000' is not a date \(YYYY-MM-DD\): is it day and month"):
+        Steps(iso).prepare()
+
+
+def test_an_asset_that_starts_late_or_ends_early_is_recorded_and_noted(tmp_path, store):
+    prices = business_prices(900, ("spx", "ndx", "vix"))
+    prices.iloc[:120, 1] = np.nan  # ndx starts 120 days late
+    prices.iloc[-30:, 2] = np.nan  # vix ends 30 days early
+    f = tmp_path / "book.csv"
+    prices.to_csv(f, na_rep="")
+    run = create_run("gaussian", overrides=["data.start=null", "data.test_start=null", f"data.path={f}"])
+    data = Steps(run).prepare()
+    stats = json.loads((data.path / "stats.json").read_text())
+    assert stats["short_assets"] == {
+        "ndx": {"first": str(prices.index[120].date()), "last": str(prices.index[-1].date()), "rows_before": 120, "rows_after": 0},
+        "vix": {"first": str(prices.index[0].date()), "last": str(prices.index[-31].date()), "rows_before": 0, "rows_after": 30},
+    }
+    assert stats["train"]["rejected"] == {} and stats["gaps"] == {}  # outside the common period: not rejected, noted
+    late = f"ndx's prices start on {prices.index[120].date()}, later than the other assets': the 120 rows before are not used"
+    early = f"vix's prices end on {prices.index[-31].date()}, earlier than the other assets': the 30 rows after are not used"
+    assert stats["notes"][0].startswith(late) and stats["notes"][1].startswith(early)
+    assert json.loads((run.path / "data.json").read_text())["notes"] == stats["notes"]
+    from genforge.core.runner import run_notes
+
+    assert run_notes(run) == stats["notes"]  # what the report and the summary show
+
+
+def test_a_late_start_that_leaves_too_few_training_days_names_the_asset_not_data_start(tmp_path):
+    prices = business_prices(700)
+    prices.iloc[:400, 1] = np.nan  # ndx starts on day 400
+    with pytest.raises(DataError) as info:
+        write_prepared(prices, MarketDataConfig(), tmp_path / "out", "book.csv")
+    message = str(info.value)
+    assert f"ndx's prices start on {prices.index[400].date()}, and only the period every asset covers is used" in message
+    assert "data.start" not in message and message.endswith("leave ndx out (data.columns), or give a longer history of it")
+
+
+def test_gap_days_are_counted_once_per_row_not_once_per_asset(tmp_path, store):
+    days = pd.date_range("2000-01-03", periods=2103, freq="D", name="date")  # a Monday to a Wednesday
+    prices = business_prices(2103).set_axis(days)
+    prices[days.day_of_week >= 5] = np.nan  # 600 weekend rows without prices: 28.5 % of the rows, for both assets
+    prices.iloc[10, 0] = np.nan  # one weekday only spx misses
+    stats = write_prepared(prices, MarketDataConfig(), tmp_path / "out", "calendar")
+    dropped = len(prices) - len(prices.dropna())
+    assert stats["train"]["rejected"] == {"no price for spx, ndx": 600, "no price for spx": 1}
+    assert sum(stats["train"]["rejected"].values()) == dropped == 601
+    assert stats["gaps"] == {"spx": 601, "ndx": 600}  # per asset, the detail
+    f = tmp_path / "calendar.csv"
+    prices.to_csv(f, na_rep="")
+    run = create_run("gaussian", overrides=["data.start=null", "data.test_start=null", f"data.path={f}"])
+    assert Steps(run).prepare().stats["train"]["rejected"]["no price for spx, ndx"] == 600  # 29 %, not "more than 50 %"
+
+
+def test_data_max_rejected_is_accepted_and_enforced_through_the_cli(tmp_path, store):
+    from genforge.flows.cli import invoke as genforge
+
+    def sets(items: list[str]) -> list[str]:
+        return [a for item in items for a in ("--set", item)]
+
+    days = pd.date_range("2000-01-03", periods=1500, freq="D", name="date")
+    prices = business_prices(1500).set_axis(days)
+    prices.iloc[::3, 0] = np.nan  # every third day spx is missing, every fourth ndx: 749 rows (the first is outside), 49.9 %
+    prices.iloc[::4, 1] = np.nan
+    f = tmp_path / "sparse.csv"
+    prices.to_csv(f, na_rep="")
+    quick = ["data.start=null", "data.test_start=null", f"data.path={f}", "sample.n=10", "sample.backtest=false"]
+    r = genforge("run", "garch", "--no-prefect", *sets([*quick, "data.max_rejected=0.3"]))
+    assert r.code == 2 and r.stderr.strip().startswith(f"error: 749 of 1500 rows of {f} were rejected (")
+    assert "more than 30%" in r.stderr
+    r = genforge("run", "garch", "--no-prefect", *sets(quick))  # the default, 50 % (counted per asset, 873 rows: 58 %)
+    assert r.code == 0, r.stderr[-2000:]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"data:\n  path: {f}\n  start: null\n  test_start: null\n  max_rejected: 0.2\n")
+    r = genforge("run", "garch", "--no-prefect", "--config", str(spec), *sets(["sample.n=10", "sample.backtest=false"]))
+    assert r.code == 2 and "more than 20%" in r.stderr

@@ -185,7 +185,10 @@ def test_fz0_prefers_the_true_var_and_es():
     assert true < metrics.fz0_loss(y, 0.7 * var, 0.7 * es, alpha)
     assert metrics.fz0_loss(y, var, 0.0, alpha) == float("inf")  # a collapsed forecast scores worst, not a crash
     got = metrics.backtest_scores(y[:1_000], np.full(1_000, var), np.full(1_000, es), alpha)
-    assert set(got) == {"hits", "hit_rate", "kupiec_p", "christoffersen_p", "fz0"}
+    assert set(got) == {"hits", "hit_rate", "kupiec_p", "christoffersen_p", "cc_p", "fz0"}
+    hits = y[:1_000] <= -var  # conditional coverage: the two LRs added, on two degrees of freedom
+    lr = metrics.kupiec(hits, alpha)[0] + metrics.christoffersen(hits)[0]
+    assert got["cc_p"] == pytest.approx(stats.chi2.sf(lr, 2)) and metrics.conditional_coverage(hits, alpha)[0] == pytest.approx(lr)
     assert 0.01 < got["hit_rate"] < 0.04 and got["kupiec_p"] > 0.01
 
 

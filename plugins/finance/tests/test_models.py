@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from genforge.plugins.finance import backtest, metrics
-from genforge.plugins.finance.textbook_models import BootstrapModel, GarchModel, GaussianModel
+from genforge.plugins.finance.risk import simple
+from genforge.plugins.finance.textbook_models import BootstrapModel, FilteredHistoricalModel, GarchModel, GaussianModel
 
-MODELS = {"gaussian": GaussianModel, "garch": GarchModel, "bootstrap": BootstrapModel}
+MODELS = {"gaussian": GaussianModel, "garch": GarchModel, "fhs": FilteredHistoricalModel, "bootstrap": BootstrapModel}
 
 
 def first_test_day(split: pd.Series) -> int:
@@ -138,16 +139,23 @@ def test_backtest_table_of_garch_on_sp500(sp500):
     first = first_test_day(split)
     sliced = returns.iloc[: first + 45]
     model = fitted("garch", returns.to_numpy()[:first])
-    table = backtest.forecast(model, sliced, first, n=300, refit_every=None, seed=0)
-    assert list(table.columns) == ["date", "asset", "horizon", "alpha", "var", "es", "realized"]
-    assert set(table["asset"]) == {"sp500"} and set(table["alpha"]) == {0.01, 0.05} and set(table["horizon"]) == {1, 10}
+    table, draws = backtest.forecast(model, sliced, first, n=300, refit_every=None, seed=0)
+    assert list(table.columns) == ["date", "asset", "horizon", "alpha", "var", "es", "var_se", "es_se", "var_es_cov", "exact", "realized"]
+    assert set(table["asset"]) == {"sp500"} and set(table["alpha"]) == {0.01, 0.025, 0.05} and set(table["horizon"]) == {1, 10}
     assert (table["var"] > 0).all() and (table["es"] >= table["var"]).all()
     one = table[(table["horizon"] == 1) & (table["alpha"] == 0.01)]
     assert list(one["date"]) == list(sliced.index[first:])  # every test day
-    assert np.allclose(one["realized"], sliced["sp500"].to_numpy()[first:])
+    assert np.allclose(one["realized"], simple(sliced["sp500"].to_numpy()[first:]))  # a long position's simple return
+    # the next day of GJR-GARCH-t is known exactly; ten days are drawn, with their Monte-Carlo errors
+    assert one["exact"].all() and (one["var_se"] == 0).all()
     ten = table[(table["horizon"] == 10) & (table["alpha"] == 0.01)]
+    assert not ten["exact"].any() and (ten["var_se"] > 0).all() and (ten["es_se"] > 0).all()
     assert list(ten["date"]) == list(sliced.index[[first, first + 10, first + 20, first + 30]])  # every 10th, whole windows only
-    assert np.allclose(ten["realized"], [sliced["sp500"].iloc[d : d + 10].sum() for d in (first, first + 10, first + 20, first + 30)])
+    assert np.allclose(
+        ten["realized"], [simple(sliced["sp500"].iloc[d : d + 10].sum()) for d in (first, first + 10, first + 20, first + 30)]
+    )
+    # the ES test's null draws: 250 a forecast day (exact days too), simple returns as the forecasts
+    assert len(draws) == 45 + 4 and all(len(d) == backtest.NULL_DRAWS for d in draws["draws"])
     # 1 % below 5 %, 10 days wider than 1 (about sqrt(10))
     five = table[(table["horizon"] == 1) & (table["alpha"] == 0.05)]
     assert (one["var"].to_numpy() > five["var"].to_numpy()).all()
@@ -160,10 +168,10 @@ def test_backtest_forecasts_see_only_the_days_before(sp500):
     first = first_test_day(split)
     sliced = returns.iloc[: first + 30].copy()
     model = fitted("garch", returns.to_numpy()[:first])
-    before = backtest.forecast(model, sliced, first, n=300, horizons=(1,), refit_every=None, seed=3)
+    before, _ = backtest.forecast(model, sliced, first, n=300, horizons=(1,), refit_every=None, seed=3)
     shocked = sliced.copy()
     shocked.iloc[first + 20, 0] = -10.0  # a crash on the 21st test day
-    after = backtest.forecast(model, shocked, first, n=300, horizons=(1,), refit_every=None, seed=3)
+    after, _ = backtest.forecast(model, shocked, first, n=300, horizons=(1,), refit_every=None, seed=3)
     cols = ["var", "es"]
     up_to = before["date"] <= sliced.index[first + 20]
     assert np.array_equal(before.loc[up_to, cols].to_numpy(), after.loc[up_to, cols].to_numpy())
@@ -177,8 +185,10 @@ def test_backtest_refits_on_all_days_before_each_block(sp500):
     model, seen = GaussianModel(), []
     fit = model.fit
     model.fit = lambda x: (seen.append(len(x)), fit(x))
-    table = backtest.forecast(model, sliced, first, n=200, horizons=(1,), refit_every=20)
+    fits = []
+    table, _ = backtest.forecast(model, sliced, first, n=200, horizons=(1,), refit_every=20, fits=fits)
     assert seen == [first, first + 20, first + 40]
+    assert [f["days"] for f in fits] == seen and fits[1]["window"] == [str(sliced.index[0].date()), str(sliced.index[first + 19].date())]
     assert table["date"].nunique() == 45
 
 
@@ -193,18 +203,35 @@ def test_backtest_progress_ends_at_its_total(sp500):
     assert done == total == 45 + 4, calls[-1]  # 45 one-day forecasts, 4 whole 10-day windows (days 0, 10, 20, 30; not 40)
 
 
-def test_two_assets_add_the_equally_weighted_portfolio(sp500_nasdaq):
+def test_two_assets_add_the_weighted_book_of_simple_returns(sp500_nasdaq):
     returns, split = sp500_nasdaq
     first = first_test_day(split)
     sliced = returns.iloc[: first + 25]
     model = fitted("garch", returns.to_numpy()[:first])
-    table = backtest.forecast(model, sliced, first, n=400, horizons=(1, 10), alphas=(0.05,), refit_every=None)
-    assert set(table["asset"]) == {"sp500", "nasdaq", backtest.PORTFOLIO}
+    w = np.array([0.7, 0.3])
+    table, _ = backtest.forecast(model, sliced, first, n=400, horizons=(1, 10), alphas=(0.05,), weights=w, refit_every=None)
+    assert set(table["asset"]) == {"sp500", "nasdaq", backtest.BOOK}
     assert (table["var"] > 0).all() and (table["es"] >= table["var"]).all()
-    wide = table[table["horizon"] == 1].pivot(index="date", columns="asset", values=["realized", "var"])
+    wide = table[table["horizon"] == 1].pivot(index="date", columns="asset", values=["realized", "var", "exact"])
     assert len(wide) == 25
-    assert np.allclose(wide["realized"][backtest.PORTFOLIO], wide["realized"][["sp500", "nasdaq"]].mean(axis=1))
-    # diversification: the book's VaR is below the average of its assets' (about sqrt((1 + 0.88) / 2) = 0.97 of it)
-    ratio = wide["var"][backtest.PORTFOLIO] / wide["var"][["sp500", "nasdaq"]].mean(axis=1)
+    # the book's return is the weighted sum of its positions' simple returns, not the mean of log returns
+    assert np.allclose(wide["realized"][backtest.BOOK], simple(sliced.to_numpy()[first:]) @ w)
+    assert wide["exact"][["sp500", "nasdaq"]].all().all() and not wide["exact"][backtest.BOOK].any()  # the book is drawn
+    # diversification: the book's VaR is below the weighted sum of its positions' (correlation about 0.88)
+    ratio = wide["var"][backtest.BOOK] / (wide["var"][["sp500", "nasdaq"]] @ w)
     assert 0.9 < ratio.mean() < 1.0 and ratio.max() < 1.1, ratio.describe()
-    assert len(table[(table["horizon"] == 10) & (table["asset"] == backtest.PORTFOLIO)]) == 2  # days 0 and 10 (20 + 10 > 25)
+    assert len(table[(table["horizon"] == 10) & (table["asset"] == backtest.BOOK)]) == 2  # days 0 and 10 (20 + 10 > 25)
+
+
+def test_null_draws_are_as_many_on_exact_and_drawn_days_when_scenarios_are_few(sp500):
+    """200 scenarios a day, fewer than the 250 null draws kept: exact one-day and drawn ten-day forecasts keep 200 each, and
+    the ES test reads them (a mix of 250 and 200 failed the evaluator)."""
+    from genforge.plugins.finance.evaluator import backtest_metrics
+
+    returns, split = sp500
+    first = first_test_day(split)
+    model = fitted("bootstrap", returns.to_numpy()[:first], window=500)
+    table, draws = backtest.forecast(model, returns.iloc[: first + 30], first, n=200, refit_every=None)
+    assert {len(d) for d in draws["draws"]} == {200}
+    names = {m.name for m in backtest_metrics(table, draws)}
+    assert {"backtest_1d_2.5pct_es_z2_p", "backtest_10d_2.5pct_es_z2_p"} <= names

@@ -8,6 +8,7 @@ the file and what to do. The property-based test of the same reader is ``test_pr
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
 
@@ -25,10 +26,10 @@ def write(tmp_path: Path, data: str | bytes, name: str = "prices.csv") -> Path:
     return f
 
 
-def refused(path: Path, pattern: str, columns: list[str] | None = None) -> str:
-    """The one-line ``DataError`` reading ``path`` gives; it names the file."""
+def refused(path: Path, pattern: str, columns: list[str] | None = None, **settings: str) -> str:
+    """The one-line ``DataError`` reading ``path`` (with ``date_format`` or ``timezone``) gives; it names the file."""
     with pytest.raises(DataError, match=pattern) as info:
-        read_price_csv(path, columns)
+        read_price_csv(path, columns, **settings)
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message, message
     return message
@@ -202,3 +203,59 @@ def test_prepare_names_a_folder_given_as_data_path(tmp_path, store):
     run = create_run("gaussian", overrides=["data.start=null", "data.test_start=null", f"data.path={tmp_path}"])
     with pytest.raises(DataError, match=rf"^{tmp_path} is a folder; give the path of a CSV of dated prices$"):
         Steps(run).prepare()
+
+
+# -- time stamps and date formats -------------------------------------------------------------------
+
+
+def stamped(dates: pd.DatetimeIndex, stamp: str) -> str:
+    """A one-asset price file whose dates are written ``{date}`` + ``stamp`` (``T21:00:00Z``, say)."""
+    return "date,spx\n" + "".join(f"{d.date()}{stamp},{100 + i}\n" for i, d in enumerate(dates))
+
+
+def test_a_time_with_a_utc_offset_is_dated_as_written_or_in_the_exchanges_zone(tmp_path):
+    dates = pd.bdate_range("2016-01-04", periods=30, name="date")
+    plain = read_price_csv(write(tmp_path, stamped(dates, ""), "plain.csv"))
+    for i, stamp in enumerate(["T21:00:00Z", " 16:00:00-05:00", "T06:00:00+0900", "T16:00-05:00", "T21:00:00.000Z"]):
+        f = write(tmp_path, stamped(dates, stamp), f"{i}.csv")
+        pd.testing.assert_frame_equal(read_price_csv(f), plain)  # the date as written
+    # the New York close is 21:00 UTC in winter: dated in New York, the same days; in Tokyo, the next morning
+    utc = write(tmp_path, stamped(dates, "T21:00:00Z"), "utc.csv")
+    pd.testing.assert_frame_equal(read_price_csv(utc, timezone="America/New_York"), plain)
+    tokyo = read_price_csv(utc, timezone="Asia/Tokyo")
+    assert list(tokyo.index) == list(dates + pd.Timedelta(days=1)) and tokyo["spx"].tolist() == plain["spx"].tolist()
+    # a stamp without an offset is the exchange's own time: dated as written in any zone
+    pd.testing.assert_frame_equal(read_price_csv(write(tmp_path, stamped(dates, "T16:00"), "n.csv"), timezone="Asia/Tokyo"), plain)
+
+
+def test_two_stamps_on_one_exchange_date_are_a_repeated_date(tmp_path):
+    f = write(tmp_path, "date,spx\n2016-01-04T21:00:00Z,100\n2016-01-05T01:00:00Z,101\n2016-01-06T21:00:00Z,102\n")
+    assert len(read_price_csv(f)) == 3  # as written: three dates
+    message = refused(f, r"row 3, column 'date': date 2016-01-04", timezone="America/New_York")
+    assert message.endswith("date 2016-01-04 ('2016-01-05T01:00:00Z' in America/New_York) repeats row 2")
+
+
+@pytest.mark.parametrize("cell", ["2016-01-05T25:00:00Z", "2016-01-05T16:00:00+2500", "2016-01-05T16:00:00 UTC", "2016-01-05Z"])
+def test_a_time_or_offset_that_is_not_one_is_refused(tmp_path, cell):
+    refused(
+        write(tmp_path, f"date,spx\n2016-01-04,100\n{cell},101\n"),
+        rf"row 3, column 'date': '{re.escape(cell)}' is not a date \(YYYY-MM-DD\)",
+    )
+
+
+def test_a_date_format_reads_its_dates_and_only_them(tmp_path):
+    text = "date,spx\n03/04/2016,100\n04/04/2016,101\n5/4/2016 16:00,102\n"
+    us = read_price_csv(write(tmp_path, text), date_format="MM/DD/YYYY")
+    assert [str(d.date()) for d in us.index] == ["2016-03-04", "2016-04-04", "2016-05-04"]
+    eu = read_price_csv(write(tmp_path, text), date_format="DD/MM/YYYY")
+    assert [str(d.date()) for d in eu.index] == ["2016-04-03", "2016-04-04", "2016-04-05"]
+    dots = read_price_csv(write(tmp_path, text.replace("/", "."), "dots.csv"), date_format="DD.MM.YYYY")
+    assert dots.index.equals(eu.index)
+    # never guessed: a day and a month while the format is ISO (pandas would read March 4)
+    message = refused(write(tmp_path, text), r"row 2, column 'date': '03/04/2016' is not a date \(YYYY-MM-DD\)")
+    assert message.endswith("is it day and month, or month and day? set data.date_format to DD/MM/YYYY or MM/DD/YYYY")
+    refused(write(tmp_path, text.replace("/", "."), "dots.csv"), r"'03\.04\.2016' is not a date \(YYYY-MM-DD\): .* to DD\.MM\.YYYY$")
+    # a row in another format than the one configured names row, column and the format expected
+    mixed = write(tmp_path, "date,spx\n03/04/2016,100\n2016-04-04,101\n", "mixed.csv")
+    refused(mixed, r"row 3, column 'date': '2016-04-04' is not a date \(DD/MM/YYYY, data.date_format\)$", date_format="DD/MM/YYYY")
+    refused(write(tmp_path, "date,spx\n31/04/2016,100\n01/05/2016,101\n"), r"row 2, .*'31/04/2016' is not a date", date_format="DD/MM/YYYY")

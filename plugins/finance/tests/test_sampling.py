@@ -82,7 +82,7 @@ def test_the_sample_step_never_holds_more_than_a_part(genforge_home, monkeypatch
     assert Scenarios().count(samples.path) == 50 and pq.ParquetFile(samples.path).num_row_groups == 5
     paths, assets = wide_form(frame)
     risk = run.read_json("samples.json")["details"]["risk"]
-    assert risk == {b: {k: round(v, 3) for k, v in row.items()} for b, row in backtest.horizon_risk(paths, assets).items()}
+    assert risk == {b: {k: round(v, 6) for k, v in row.items()} for b, row in backtest.horizon_risk(paths, assets, value=1e6).items()}
 
 
 def test_a_stream_writes_the_file_write_makes(tmp_path):
