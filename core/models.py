@@ -1,4 +1,4 @@
-"""Registering a finished run as a model version, and sampling from a version without training.
+"""Registering a finished run as a model version, and sampling from a version, or a finished run, without training.
 
 The registry itself (versions, aliases, the store's atomic creates) is ``genforge.core.store.registry``;
 this module ties it to runs and generators. Domain-free: what a version keeps of a trained model
@@ -15,7 +15,7 @@ import pluggy
 
 from .config import parse_override
 from .contracts import Checkpoint
-from .errors import ConfigError, DataError, GenforgeError, UnknownNameError
+from .errors import ConfigError, DataError, GenforgeError, RunNotFound, UnknownNameError
 from .plugin_manager import generators, get_generator
 from .store import Run, RunStore
 from .store.registry import ModelVersion, Registry, check_name
@@ -92,23 +92,22 @@ def create_sample_run(
     run_id: str | None = None,
     sections: dict[str, Any] | None = None,
 ) -> Run:
-    """A new run that samples from a model version (``NAME@alias``, ``NAME:N`` or ``NAME``) and trains nothing.
+    """A new run that samples from a model version (``NAME@alias``, ``NAME:N`` or ``NAME``), or from a finished run (its
+    id, ``latest`` or a unique prefix, when no model has that name), and trains nothing.
 
-    The run's spec is the version's (``sections`` replace whole sections of it), with ``overrides`` to its
-    ``sample``, ``evaluate`` or ``data`` sections (more scenarios, another seed, a newer reference file); the version's model files
-    are copied in (checked against their SHA-256) and ``training.json`` says no training took place.
+    The run's spec is the version's (or the run's; ``sections`` replace whole sections of it), with ``overrides`` to its
+    ``sample``, ``evaluate`` or ``data`` sections (more samples, another class, guidance or seed, a newer reference file);
+    the model files are copied in (a version's checked against their SHA-256) and ``training.json`` says no training took place.
     """
     from .runner import create_run
 
     registry = registry or Registry(root)
+    check_sample_overrides(overrides)
+    if "@" not in ref and ":" not in ref and ref not in registry.models():
+        trained = _finished_run(ref, root)
+        if trained is not None:
+            return _sample_run_from_run(trained, ref, overrides, pm, root, run_id, sections)
     version = registry.resolve(ref)
-    for item in overrides:
-        path, _ = parse_override(item)
-        if path[0] not in SAMPLE_SECTIONS:
-            raise ConfigError(
-                f"--set {'.'.join(path)}: sampling from a model keeps how it was trained; only {', '.join(s + '.*' for s in SAMPLE_SECTIONS)} "
-                "can be changed (to train again, `genforge run`)"
-            )
     if version.generator not in generators(pm):
         installed = ", ".join(sorted(generators(pm))) or "none"
         raise GenforgeError(
@@ -131,6 +130,87 @@ def create_sample_run(
     run.write_json(FROM_MODEL, source)  # first: a run interrupted from here on still never trains
     install_model(run, version, registry)
     return run
+
+
+def check_sample_overrides(overrides: list[str] | tuple[str, ...]) -> None:
+    """Sampling keeps how the model was trained: only the ``SAMPLE_SECTIONS`` may change."""
+    for item in overrides:
+        path, _ = parse_override(item)
+        if path[0] not in SAMPLE_SECTIONS:
+            raise ConfigError(
+                f"--set {'.'.join(path)}: sampling from a model keeps how it was trained; only {', '.join(s + '.*' for s in SAMPLE_SECTIONS)} "
+                "can be changed (to train again, `genforge run`)"
+            )
+
+
+def _finished_run(ref: str, root: str | Path | None) -> Run | None:
+    """The run ``ref`` names in the run store, if one does (None: ``ref`` is no run, so it is taken as a model)."""
+    try:
+        return RunStore(root).get(ref)
+    except (RunNotFound, ConfigError):
+        return None
+
+
+def _sample_run_from_run(
+    trained: Run,
+    ref: str,
+    overrides: list[str] | tuple[str, ...],
+    pm: pluggy.PluginManager | None,
+    root: str | Path | None,
+    run_id: str | None,
+    sections: dict[str, Any] | None,
+) -> Run:
+    """``create_sample_run`` from a finished run: its spec, and its generator's model files copied from its folder."""
+    from .runner import create_run
+
+    source = from_model(trained)
+    if source is not None:  # a run that itself sampled: its weights are another run's or a version's, sampled the same way
+        origin = source.get("run") or source.get("ref")
+        raise GenforgeError(f"run {trained.id} trained nothing (it sampled from {origin}): sample from {origin} instead")
+    state = trained.status.get("state")
+    recorded = trained.read_json("checkpoint.json")
+    if state != "finished" or not recorded:
+        why = "it has no checkpoint" if not recorded else f"it is {state}"
+        raise GenforgeError(f"run {trained.id} cannot be sampled from: {why}; only a finished run has a trained model to sample")
+    generator = trained.generator
+    if generator not in generators(pm):
+        installed = ", ".join(sorted(generators(pm))) or "none"
+        raise GenforgeError(
+            f"run {trained.id} was trained by generator {generator!r}, which is not installed here (installed: {installed})"
+        )
+    spec = {k: v for k, v in trained.spec.items() if k != "generator"}
+    spec.update(sections or {})
+    spec["promote"] = {}
+    run = create_run(generator, overrides=overrides, spec=spec, pm=pm, root=root, run_id=run_id)
+    training = trained.read_json("training.json", {})
+    record = {"ref": f"run {trained.id}", "asked": ref, "run": trained.id, "trained_by_run": trained.id, "store": str(RunStore(root))}
+    run.write_json(FROM_MODEL, record)  # first: a run interrupted from here on still never trains
+    install_from_run(run, trained, pm)
+    run.write_json(
+        "training.json",
+        {
+            "step": recorded.get("step", 0),
+            "trained": False,
+            "from_model": record,
+            "notes": [
+                f"no training took place: the weights are run {trained.id}'s, trained {training.get('step', recorded.get('step', 0))} steps"
+            ],
+        },
+    )
+    return run
+
+
+def install_from_run(run: Run, trained: Run, pm: pluggy.PluginManager | None = None) -> None:
+    """Copy a finished run's model files (its generator's ``model_files``) into a sampling run, and record its checkpoint."""
+    recorded = trained.read_json("checkpoint.json")
+    gen = get_generator(trained.generator, pm)()
+    checkpoint = Checkpoint(trained.path / recorded["path"], recorded.get("step", 0))
+    for path in gen.model_files(checkpoint):
+        rel = Path(path).resolve().relative_to(trained.path.resolve())
+        target = run.writable(rel.as_posix())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    run.write_json("checkpoint.json", {"path": recorded["path"], "step": recorded.get("step", 0)})
 
 
 def install_model(run: Run, version: ModelVersion, registry: Registry) -> None:
@@ -170,6 +250,9 @@ def resume_sample_run(run: Run, registry: Registry | None = None) -> Run:
     if source is None:
         raise GenforgeError(f"run {run.id} was made to sample from a model but records none (it was cut short): delete it and start again")
     if not (run.path / "checkpoint.json").is_file():
+        if source.get("run"):  # sampled from a finished run, not a version
+            install_from_run(run, RunStore().get(source["run"]))
+            return run
         registry = registry or Registry()
         install_model(run, registry.version(source["model"], int(source["version"])), registry)
     return run

@@ -60,7 +60,10 @@ def summary_lines(run: Run) -> list[str]:
         lines.append(f"Data details: {_details(data['details'])}.")
     if training.get("from_model"):
         source = training["from_model"]
-        lines.append(f"No training: the weights of model {source.get('ref')} (trained by run {source.get('trained_by_run')}).")
+        if source.get("run"):
+            lines.append(f"No training: the weights of run {source['run']}.")
+        else:
+            lines.append(f"No training: the weights of model {source.get('ref')} (trained by run {source.get('trained_by_run')}).")
     if training.get("stopped_by"):
         thr = training.get("throughput") or {}
         lines.append(
@@ -154,7 +157,12 @@ def training_curve(run: Run) -> Evaluation | None:
     if throughput.get("value") is not None:  # the generator names its unit: tokens/s, images/s, ...
         name = "train_" + throughput["unit"].replace("/s", "_per_s")
         metrics.append(
-            Metric(name, float(throughput["value"]), higher_is_better=True, description=f"training throughput, {throughput['unit']}")
+            Metric(
+                name,
+                float(throughput["value"]),
+                higher_is_better=True,
+                description=f"training throughput, {throughput['unit']} (the average over the training)",
+            )
         )
     return Evaluation("training", metrics, {"loss": path}, plugin="genforge")
 

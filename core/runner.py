@@ -272,7 +272,7 @@ class Steps:
             checkpoint = self.generator.fit(data, self.config, trainer)
         if trainer.is_main:
             self.run.write_json("checkpoint.json", {"path": self._relative(checkpoint.path), "step": checkpoint.step})
-            self.run.write_json("training.json", training_record(trainer.result, checkpoint))
+            self.run.write_json("training.json", training_record(trainer.result, checkpoint, self.config.train, self.run.path))
             self.run.push()
         return checkpoint
 
@@ -607,8 +607,12 @@ def metrics_record(report: Report, timings: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def training_record(result: TrainResult | None, checkpoint: Checkpoint) -> dict[str, Any]:
-    """``training.json``: what the host prints of a training, from the engine's result (keys core defines)."""
+def training_record(result: TrainResult | None, checkpoint: Checkpoint, train: Any = None, run_dir: Path | None = None) -> dict[str, Any]:
+    """``training.json``: what the host prints of a training, from the engine's result (keys core defines).
+
+    With the run's ``train`` settings and folder, a training the budget cut short of its planned steps, or whose loss
+    was still falling when it stopped, is said to be undertrained in its notes (``undertrained_notes``).
+    """
     record: dict[str, Any] = {"step": checkpoint.step}
     if result is not None:
         record.update(
@@ -629,8 +633,39 @@ def training_record(result: TrainResult | None, checkpoint: Checkpoint) -> dict[
             f"checkpoint(s) at step {', '.join(map(str, result.damaged))} could not be loaded and were skipped; "
             f"training resumed from {f'step {result.resumed_from}' if result.resumed_from else 'the start'}"
         )
+    if result is not None and train is not None:
+        log_file = Path(run_dir) / "logs" / "train.jsonl" if run_dir else None
+        notes += undertrained_notes(result, train, read_jsonl(log_file) if log_file and log_file.is_file() else [])
     record.update(details=checkpoint.details, notes=notes)
     return record
+
+
+FALLING = 0.05  # the last quarter's mean loss this much below the quarter's before: still learning
+
+
+def undertrained_notes(result: TrainResult, train: Any, log_rows: list[dict[str, Any]]) -> list[str]:
+    """Sentences for a training that stopped before it was done: cut by ``train.max_minutes`` before its planned
+    ``train.max_steps``, or stopped while its loss was still falling (the last quarter of the logged losses
+    ``FALLING`` below the quarter before). Each begins "undertrained" and says what to do."""
+    notes = []
+    planned = getattr(train, "max_steps", None)
+    if result.stopped_by == "max_minutes" and planned and result.step < planned:
+        notes.append(
+            f"undertrained: train.max_minutes ({train.max_minutes:g}) stopped training at step {result.step:,} of the "
+            f"{planned:,} planned ({result.step / planned:.0%}); the samples are from a model far from trained. Give it "
+            "more minutes, plan fewer steps (train.max_steps) or a smaller model that finishes in time, or continue it "
+            "from this run with `genforge resume` after raising train.max_minutes in its spec"
+        )
+    losses = [r["loss"] for r in log_rows if isinstance(r.get("loss"), (int, float))]
+    if result.stopped_by in ("max_steps", "max_minutes") and len(losses) >= 8:
+        quarter = len(losses) // 4
+        before, last = sum(losses[-2 * quarter : -quarter]) / quarter, sum(losses[-quarter:]) / quarter
+        if before > 0 and last < before * (1 - FALLING):
+            notes.append(
+                f"undertrained: the training loss was still falling when it stopped (mean {last:.4g} over the last quarter of "
+                f"the logged steps, {before:.4g} over the quarter before): more steps would likely give a better model"
+            )
+    return notes
 
 
 def run_all(run: Run | str | Path, pm: pluggy.PluginManager | None = None) -> Report:

@@ -259,11 +259,17 @@ class TrainResult:
     parameters: dict[str, int] = field(default_factory=dict)  # network -> trainable parameters
     count: str | None = None  # what the throughput counts ("tokens", "images", ...)
     damaged: list[int] = field(default_factory=list)  # steps of checkpoints that could not be loaded and were skipped
+    counted: float = 0.0  # items (``count``) this process trained on, and the seconds it trained
+    counted_seconds: float = 0.0
 
     @property
     def throughput(self) -> float | None:
-        """Items (``count``) per second over the last logging window."""
-        return self.last_metrics.get(f"{self.count}_per_s") if self.count else None
+        """Items (``count``) per second, the average of this process's training (the last logging window's when it has none)."""
+        if not self.count:
+            return None
+        if self.counted_seconds > 0:
+            return self.counted / self.counted_seconds
+        return self.last_metrics.get(f"{self.count}_per_s")
 
 
 class Trainer:
@@ -438,10 +444,21 @@ class Trainer:
             for net in networks.values():
                 net.eval()
             self.result = TrainResult(
-                step, elapsed, stopped_by, self._newest_path(), last, resumed_from, parameters, count, list(self.damaged)
+                step,
+                elapsed,
+                stopped_by,
+                self._newest_path(),
+                last,
+                resumed_from,
+                parameters,
+                count,
+                list(self.damaged),
+                counted=total_counted,
+                counted_seconds=time.perf_counter() - session_start if total_counted else 0.0,
             )
             return self.result
 
+        total_counted, session_start = 0.0, time.perf_counter()  # the run's average throughput, from this process's steps
         if budget_left():
             return result("already_done", {})
 
@@ -491,7 +508,9 @@ class Trainer:
                     bad = bad | ~torch.isfinite(loss.detach())
                     metrics = dict(metrics)
                     if count is not None and count in metrics:
-                        counted += metrics.pop(count)
+                        items = float(metrics.pop(count))
+                        counted += items
+                        total_counted += items
                     found = {"loss": loss.detach().float(), **metrics}
                     clip = settings[phase.optimizer].grad_clip  # None or 0: no clipping
                     if clip:

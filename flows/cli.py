@@ -712,7 +712,10 @@ def gate(
 
 @app.command()
 def sample(
-    ref: Annotated[str, typer.Argument(help="a model version: NAME (its champion), NAME@alias or NAME:version")],
+    ref: Annotated[
+        str,
+        typer.Argument(help="a model version (NAME: its champion, NAME@alias, NAME:version) or a finished run (its id, or latest)"),
+    ],
     set_: Annotated[
         list[str],
         typer.Option("--set", "-s", help="change the version's sample, evaluate or data section: --set sample.n=10000 (repeatable)"),
@@ -720,7 +723,11 @@ def sample(
     prefect: PrefectOpt = True,
     store: StoreOpt = None,
 ) -> None:
-    """Sample from a registered model without training: a new run with the version's weights, then sample and evaluate."""
+    """Sample from a registered model, or a finished run, without training: a new run with its weights, then sample and evaluate.
+
+    Change how it samples with --set sample.* (more samples, another class, guidance, steps or seed), and what it is
+    scored on with --set evaluate.* or data.*; how it was trained stays as it was.
+    """
     from genforge.core.models import create_sample_run
 
     if store:

@@ -52,6 +52,25 @@ def test_a_registered_version_samples_again_after_its_run_folder_is_deleted(genf
     assert registered.code == 2 and "trained nothing" in registered.stderr
 
 
+def test_a_finished_run_samples_again_with_other_settings_without_training(finished, toy_dist):
+    """`genforge sample RUN`: new draws from a trained run (another seed, another n), its model files copied, nothing trained."""
+    trained = finished()
+    r = genforge("sample", trained.id, "--no-prefect", "--set", "sample.n=30", "--set", "sample.seed=5")
+    assert r.code == 0, r.stderr
+    assert f"No training: the weights of run {trained.id}" in r.stdout
+    sampled = next(run for run in RunStore().all() if run.id != trained.id)
+    assert sampled.read_json("training.json")["trained"] is False and sampled.read_json("from_model.json")["run"] == trained.id
+    assert sampled.read_json("samples.json")["count"] == 30 and sampled.status["state"] == "finished"
+    assert sampled.read_json("checkpoint.json") == trained.read_json("checkpoint.json")
+    assert (sampled.path / sampled.read_json("checkpoint.json")["path"]).read_bytes() == (
+        trained.path / trained.read_json("checkpoint.json")["path"]
+    ).read_bytes()
+    assert not list((sampled.path / "logs").glob("train.jsonl"))  # no training loop ran
+    again = genforge("sample", "latest", "--no-prefect")  # the newest run is the sampling one: it trained nothing
+    assert again.code == 2 and f"run {sampled.id} trained nothing (it sampled from {trained.id}): sample from {trained.id}" in again.stderr
+    assert genforge("sample", trained.id, "--no-prefect", "--set", "model.dim=3").code == 2  # how it was trained stays
+
+
 def test_bad_references_are_one_line_naming_what_exists(finished, toy_dist):
     run = finished()
     assert genforge("register", run.id, "--model", "toy").code == 0

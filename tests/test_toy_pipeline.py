@@ -8,7 +8,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from genforge.core import DataError, Evaluation, Evaluator, Metric, hookimpl
+from genforge.core import DataError, Evaluation, Evaluator, Metric, RunStore, hookimpl
 from genforge.core.plugin_manager import plugin_infos, registry
 from genforge.core.testing import check_generator, quick_run
 from genforge.core.testing.toy import GaussianGenerator, MomentsEvaluator, ToyPlugin
@@ -38,6 +38,18 @@ def test_a_toy_run_learns_and_core_records_what_it_did(genforge_home, genforge_p
     for figure in ("moments/samples.png", "training/loss.png", "samples/preview.png"):  # the evaluator's, the engine's, the kind's
         assert (run.path / "figures" / figure).read_bytes()[:4] == b"\x89PNG", figure
     assert "![samples/preview](figures/samples/preview.png)" in report
+
+
+def test_a_run_its_minutes_cut_short_says_it_is_undertrained(genforge_home, genforge_pm, toy_dist):
+    """Stopped by train.max_minutes far from its planned steps: the summary and the report say so, and what to do."""
+    from helpers.cli import genforge
+
+    r = genforge("run", "toy-gaussian", "--no-prefect", "--set", "train.max_steps=100000000", "--set", "train.max_minutes=0.02")
+    assert r.code == 0, r.stderr
+    assert "undertrained: train.max_minutes (0.02) stopped training at step" in r.stdout and "of the 100,000,000 planned" in r.stdout
+    (run,) = RunStore().all()
+    assert "undertrained" in (run.path / "report.md").read_text()
+    assert any(n.startswith("undertrained") for n in run.read_json("training.json")["notes"])
 
 
 def test_corrupt_rows_are_skipped_and_counted(genforge_home, genforge_pm, tmp_path):

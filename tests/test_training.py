@@ -104,8 +104,23 @@ def test_throughput_is_named_by_the_generator(tmp_path):
     result = Trainer(config(max_steps=10), tmp_path, on_progress=lambda s, t, m: seen.append(m)).fit(make_model(), counting, count="rows")
     assert "rows" not in seen[-1] and "tokens_per_s" not in seen[-1]
     assert seen[-1]["rows_per_s"] == pytest.approx(16 * seen[-1]["steps_per_s"], rel=1e-6)
-    assert result.count == "rows" and result.throughput == seen[-1]["rows_per_s"]
-    assert result.parameters == {"model": 8 * 16 + 16 + 16 + 1}
+    assert result.count == "rows" and result.parameters == {"model": 8 * 16 + 16 + 16 + 1}
+    # the throughput reported is the training's average (160 rows over its seconds), not the last window's rate
+    assert result.counted == 160 and result.throughput == pytest.approx(160 / result.counted_seconds)
+
+
+def test_the_throughput_is_the_average_when_the_last_steps_are_faster(tmp_path):
+    import time
+
+    def slow_then_fast(model, step):
+        if step < 5:
+            time.sleep(0.05)  # the first half: 20 rows/s at most
+        loss, m = loss_fn(model, step)
+        return loss, {**m, "rows": 1}
+
+    result = Trainer(config(max_steps=10, log_every=5), tmp_path).fit(make_model(), slow_then_fast, count="rows")
+    assert result.last_metrics["rows_per_s"] > 100  # the last window, no sleeping
+    assert result.throughput < 45  # 10 rows in about 0.25 s or more: the run's own rate
 
 
 def test_wall_clock_budget(tmp_path):
@@ -185,3 +200,20 @@ def test_a_checkpoint_half_written_by_a_killed_process_is_removed_on_resume(tmp_
     stale.write_bytes(b"half a checkpoint")
     result = Trainer(config(max_steps=12), tmp_path).fit(make_model(), loss_fn)
     assert result.resumed_from == 10 and not stale.exists()
+
+
+def test_a_training_cut_short_or_still_learning_is_said_to_be_undertrained():
+    from types import SimpleNamespace
+
+    from genforge.core.runner import undertrained_notes
+    from genforge.core.training import TrainResult
+
+    cut = TrainResult(341, 480.0, "max_minutes", None)
+    (note,) = undertrained_notes(cut, SimpleNamespace(max_steps=2000, max_minutes=8), [])
+    assert note.startswith("undertrained: train.max_minutes (8) stopped training at step 341 of the 2,000 planned (17%)")
+    done = TrainResult(2000, 480.0, "max_steps", None)
+    flat = [{"loss": 1.0} for _ in range(40)]
+    falling = [{"loss": 2.0 - i / 40} for i in range(40)]
+    assert undertrained_notes(done, SimpleNamespace(max_steps=2000, max_minutes=8), flat) == []
+    (still,) = undertrained_notes(done, SimpleNamespace(max_steps=2000, max_minutes=8), falling)
+    assert still.startswith("undertrained: the training loss was still falling")

@@ -60,6 +60,11 @@ class ImageDataConfig(DataConfig):
     )
     max_images: int | None = Field(None, ge=10, description="train on a random subset of this many images")
     max_test: int = Field(10_000, ge=10, description="cap on reference (test) images")
+    max_pixels: int | None = Field(
+        50_000_000,
+        ge=1,
+        description="a picture of more pixels (width x height) is skipped and counted, never decoded (50 MP by default; None: no limit)",
+    )
     seed: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -86,16 +91,28 @@ class SkipImage(Exception):
 # -- one image --------------------------------------------------------------------------------
 
 
-def read_image(data: bytes, name: str = "") -> tuple[np.ndarray, list[str]]:
-    """Decode one file to uint8 (H, W) or (H, W, 3); returns the array and the conversions made."""
+def read_image(data: bytes, name: str = "", max_pixels: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """Decode one file to uint8 (H, W) or (H, W, 3); returns the array and the conversions made.
+
+    A picture of more than ``max_pixels`` pixels is skipped (``SkipImage``) from its header, before it is decoded;
+    PIL's own decompression-bomb warning is not printed (the size is counted instead).
+    """
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     notes: list[str] = []
     try:
-        img = Image.open(io.BytesIO(data))
-        img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if max_pixels and img.size[0] * img.size[1] > max_pixels:
+                raise SkipImage(f"larger than data.max_pixels ({max_pixels:,} pixels)")
+            img.load()
     except UnidentifiedImageError:
         raise SkipImage("not an image") from None
+    except Image.DecompressionBombError:
+        raise SkipImage("larger than PIL's decompression-bomb limit") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise SkipImage("truncated" if "truncated" in str(exc).lower() else "unreadable") from None
     if min(img.size) < MIN_SIDE:
@@ -196,7 +213,7 @@ def load_folder(folder: Path, cfg: ImageDataConfig, files: list[Path], classes: 
             rejected["not a regular file"] += 1
             continue
         try:
-            arr, notes = read_image(p.read_bytes(), p.name)
+            arr, notes = read_image(p.read_bytes(), p.name, cfg.max_pixels)
         except SkipImage as exc:
             rejected[str(exc)] += 1
             continue
@@ -350,6 +367,8 @@ def write_prepared(loaded: Loaded, cfg: ImageDataConfig, folder: Path) -> dict:
         "train": {"read": loaded.read, "kept": n_train, "held_out": held_out, "rejected": dict(loaded.rejected)},
         "test": {"read": n_test, "kept": n_test, "held_out": 0, "rejected": {}},
         "converted": dict(loaded.converted),
+        # for the run's summary and report, beside the rejected ones: pictures taken, but changed on the way
+        "notes": [f"{sum(loaded.converted.values())} picture conversion(s): {_reasons(loaded.converted)}"] if loaded.converted else [],
         "classes": loaded.classes,
         "resolution": cfg.resolution,
         "channels": 1 if loaded.images.ndim == 3 else 3,

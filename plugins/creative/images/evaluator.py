@@ -37,6 +37,8 @@ from . import features as feats
 from . import metrics, plots
 
 FEATURES_VERSION = "image-features-1"
+# below this held-out accuracy the feature classifier's space lets junk read as real: its figures are marked unreliable
+RELIABLE_ACCURACY = 0.9
 
 
 class ImageEvalConfig(EvaluatorConfig):
@@ -201,6 +203,32 @@ class ImageEvaluator(Evaluator):
             figures["neighbours"] = plots.neighbour_pairs(fake, train, d_fake, nn_idx, d_test, config.pairs, out_dir / "neighbours.png")
         if figures_classes is not None:
             figures["classes"] = plots.class_histogram(*figures_classes, out_dir / "classes.png")
+        notes = []
+        reliable = kind == "classifier" and np.isfinite(accuracy) and accuracy >= RELIABLE_ACCURACY
+        if not reliable:
+            why = (
+                f"the feature classifier labels only {accuracy:.0%} of the held-out real images right (below {RELIABLE_ACCURACY:.0%})"
+                if kind == "classifier" and np.isfinite(accuracy)
+                else "the features are a random-weight CNN's (the reference has no labels)"
+                if kind == "random"
+                else "the feature classifier's accuracy could not be measured (the test images have no labels)"
+            )
+            notes.append(
+                f"{why}: fd, kid, precision and recall on its features are unreliable (pictures that look like nothing can read "
+                "as real); raise evaluate.image.classifier_steps, and look at the samples themselves"
+            )
+        if p_fake is not None and p_fake.max(1).mean() > p_test.max(1).mean() + 0.05:
+            notes.append(
+                f"the classifier is more confident on the samples ({p_fake.max(1).mean():.2f}) than on real test images "
+                f"({p_test.max(1).mean():.2f}): its confidence and label agreement flatter the samples"
+            )
+        add(
+            "features_reliable",
+            float(reliable),
+            None,
+            True,
+            f"1 when the feature classifier's held-out accuracy is {RELIABLE_ACCURACY:.0%} or more",
+        )
         out.append(
             Metric(
                 "features",
@@ -210,7 +238,7 @@ class ImageEvaluator(Evaluator):
                 f"features: {'a CNN classifier trained on the reference training images' if kind == 'classifier' else 'a fixed random-weight CNN (the reference has no labels)'} (1 = classifier, 0 = random)",
             )
         )
-        return Evaluation(self.name, out, figures)
+        return Evaluation(self.name, out, figures, notes=notes)
 
     def feature_net(self, train, train_labels, classes, test, test_labels, train_path: Path, out_dir: Path, config: ImageEvalConfig):
         """(network, "classifier" or "random", its test accuracy or NaN); a trained one is cached beside the reference."""

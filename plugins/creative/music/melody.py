@@ -40,6 +40,12 @@ def read_melody(path: Path) -> tuple[np.ndarray, dict]:
     if len(parts) > 1:
         raise DataError(f"melody {path} has {len(parts)} parts; give the melody alone (one part, one note at a time)")
     events = list(parts[0].flatten().notes)
+    unpitched = [e for e in events if not hasattr(e, "pitch") and not isinstance(e, chord.Chord)]
+    if unpitched:  # drums (MIDI channel 10) read as unpitched notes: no melody to harmonise
+        raise DataError(
+            f"melody {path} has {len(unpitched)} unpitched note(s) (drums or percussion, the first at beat "
+            f"{float(unpitched[0].offset) + 1:g}); give a melody of pitched notes"
+        )
     chords = [e for e in events if isinstance(e, chord.Chord)]
     if chords:
         raise DataError(

@@ -107,6 +107,21 @@ def test_genforge_harmonise_command(genforge_home, tmp_path, chorale):
     assert len(list((out / "midi").glob("*.mid"))) == 2 and len(list((out / "musicxml").glob("*.musicxml"))) == 2
     written = parse_score(out / "midi" / "00000.mid", key_analysis=False)[0]  # read back as a musician's program would
     assert G.notes(written)[0] == soprano_notes(read_melody(melody)[0])
+    # a seed per piece: the first of --n 2 is the one --n 1 writes with the same seed
+    one = tmp_path / "one"
+    assert CliRunner().invoke(app, ["harmonise", str(melody), "--run", run.id, "--out", str(one), "--n", "1"]).exit_code == 0
+    assert np.array_equal(load_grids(one / "grids.npz")[0], load_grids(out / "grids.npz")[0])
+    # a melody written an octave high comes back in its own register (all four parts moved back), or in the choir's
+    high = _melody_file(tmp_path, G.transpose(np.stack([chorale[0, :32]] * 4), 12)[0], "high.mid")
+    back = tmp_path / "back"
+    result = CliRunner().invoke(app, ["harmonise", str(high), "--run", run.id, "--out", str(back)])
+    assert result.exit_code == 0 and "moved -12 semitones into the soprano range; the four parts moved back +12" in result.output
+    assert G.notes(load_grids(back / "grids.npz")[0])[0] == [(a, b, p + 12) for a, b, p in soprano_notes(read_melody(melody)[0])]
+    choir = tmp_path / "choir"
+    assert CliRunner().invoke(app, ["harmonise", str(high), "--run", run.id, "--out", str(choir), "--register", "choir"]).exit_code == 0
+    assert G.notes(load_grids(choir / "grids.npz")[0])[0] == soprano_notes(read_melody(melody)[0])
+    if "numpy-additive" in result.output:  # no FluidSynth here: the preview says how to get the real sound
+        assert "apt-get install fluidsynth fluid-soundfont-gm" in result.output
 
 
 def test_bad_melodies_are_one_line(tmp_path, chorale):
@@ -135,6 +150,16 @@ def test_bad_melodies_are_one_line(tmp_path, chorale):
         read_melody(write(two, "two.mid"))
     with pytest.raises(DataError, match="does not exist"):
         read_melody(tmp_path / "missing.mid")
+    from music21 import instrument, pitch
+
+    drums = stream.Part([instrument.BassDrum()])
+    for _ in range(4):
+        hit = note.Unpitched(quarterLength=1)
+        hit.displayPitch = pitch.Pitch("C2")
+        drums.append(hit)
+    with pytest.raises(DataError, match=r"has 4 unpitched note\(s\) \(drums or percussion, the first at beat 1\)"):
+        read_melody(write(stream.Score([drums]), "drums.mid"))  # before: AttributeError: 'Unpitched' object has no attribute 'pitch'
+
     # a melody an octave too low is moved into the soprano range, and says so
     low = stream.Score([stream.Part([note.Note(p - 12) for p in (64, 65, 67, 69)])])
     tokens, info = read_melody(write(low, "low.mid"))

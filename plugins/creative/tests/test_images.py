@@ -84,8 +84,22 @@ def test_a_messy_folder_trains_and_counts_each_skipped_file(genforge_home, messy
     assert data["train"]["kept"] + data["train"]["held_out"] == 27
     report = (run.path / "report.md").read_text()
     assert "truncated" in report and "not an image" in report
+    # the conversions reach the summary and the report, not only data.json
+    assert "3 picture conversion(s): " in report and "CMYK converted to RGB" in report
     with np.load(run.samples_dir / "images.npz") as z:
         assert z["images"].shape == (40, 8, 8, 3)
+
+
+def test_a_picture_over_max_pixels_is_skipped_from_its_header_without_pils_warning():
+    import warnings
+
+    huge = _png(Image.new("1", (11000, 11000)))  # 121 megapixels: PIL warns of a decompression bomb on opening it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning is a failure here
+        with pytest.raises(image_data.SkipImage, match=r"larger than data.max_pixels \(50,000,000 pixels\)"):
+            image_data.read_image(huge, max_pixels=image_data.ImageDataConfig().max_pixels)
+        with pytest.raises(image_data.SkipImage, match="larger than data.max_pixels"):
+            image_data.read_image(_png(Image.new("L", (300, 300))), max_pixels=50_000)
 
 
 def test_names_that_are_no_regular_file_are_counted_never_opened(tmp_path):
@@ -325,6 +339,18 @@ def test_the_image_evaluator_without_a_training_set(genforge_home, tmp_path):
     result = ev.evaluate(Samples("images", samples, 60), Reference("images", test=test), tmp_path / "out", ev.Config(classifier_steps=30))
     values = {m.name: m.value for m in result.metrics}
     assert np.isfinite(values["fd"]) and 0.3 < values["nn_ratio"] < 3
+    # a feature classifier trained 30 steps is no judge: its figures are marked unreliable, and said so
+    if values["classifier_accuracy"] < 0.9:
+        assert values["features_reliable"] == 0 and any("unreliable" in n for n in result.notes), result.notes
+    junk = np.random.default_rng(0).integers(0, 256, (60, 8, 8), dtype=np.uint8)  # noise, not digits
+    weak = ev.evaluate(
+        Samples("images", Images().write(junk, tmp_path / "junk"), 60),
+        Reference("images", test=test),
+        tmp_path / "o3",
+        ev.Config(classifier_steps=1),
+    )
+    assert {m.name: m.value for m in weak.metrics}["features_reliable"] == 0
+    assert any(n.startswith("the feature classifier labels only") and "unreliable" in n for n in weak.notes), weak.notes
     with pytest.raises(DataError, match=r"more than evaluate.image.k=3 of each \(raise sample.n\)"):
         ev.evaluate(
             Samples("images", Images().write(np.zeros((3, 8, 8), np.uint8), tmp_path / "few"), 3),
