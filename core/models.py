@@ -144,11 +144,40 @@ def check_sample_overrides(overrides: list[str] | tuple[str, ...]) -> None:
 
 
 def _finished_run(ref: str, root: str | Path | None) -> Run | None:
-    """The run ``ref`` names in the run store, if one does (None: ``ref`` is no run, so it is taken as a model)."""
+    """The run ``ref`` names in the run store, if one does (None: ``ref`` is no run, so it is taken as a model).
+
+    ``latest`` is the newest run that trained a model to sample: finished (or failed only in evaluation) with a checkpoint,
+    and not itself a sampling run.
+    """
+    runs = RunStore(root)
+    if ref == "latest":
+        trained = [r for r in runs.all() if samplable(r) is None]
+        if not trained:
+            raise GenforgeError(f"no run in {runs} has a trained model to sample: train one first (`genforge run GENERATOR`)")
+        return trained[-1]
     try:
-        return RunStore(root).get(ref)
+        return runs.get(ref)
     except (RunNotFound, ConfigError):
         return None
+
+
+def samplable(run: Run) -> str | None:
+    """Why ``run`` has no trained model to sample from (None: it has one): a sampling run, not ended, no checkpoint.
+
+    A run whose training finished but whose evaluation failed (``EvaluatorFailed``) has a good model: it counts.
+    """
+    if (run.path / FROM_MODEL).is_file():
+        source = run.read_json(FROM_MODEL, {})
+        origin = source.get("run") or source.get("ref")
+        return f"run {run.id} trained nothing (it sampled from {origin}): sample from {origin} instead"
+    status = run.status
+    state = status.get("state")
+    evaluation_failed = state == "failed" and str(status.get("error", "")).startswith("EvaluatorFailed")
+    if not run.read_json("checkpoint.json", None):
+        return f"run {run.id} cannot be sampled from: it has no checkpoint (it is {state}); only a trained run has a model to sample"
+    if state != "finished" and not evaluation_failed:
+        return f"run {run.id} cannot be sampled from: it is {state}; only a finished run (or one whose evaluation alone failed) has a model"
+    return None
 
 
 def _sample_run_from_run(
@@ -163,15 +192,9 @@ def _sample_run_from_run(
     """``create_sample_run`` from a finished run: its spec, and its generator's model files copied from its folder."""
     from .runner import create_run
 
-    source = from_model(trained)
-    if source is not None:  # a run that itself sampled: its weights are another run's or a version's, sampled the same way
-        origin = source.get("run") or source.get("ref")
-        raise GenforgeError(f"run {trained.id} trained nothing (it sampled from {origin}): sample from {origin} instead")
-    state = trained.status.get("state")
-    recorded = trained.read_json("checkpoint.json")
-    if state != "finished" or not recorded:
-        why = "it has no checkpoint" if not recorded else f"it is {state}"
-        raise GenforgeError(f"run {trained.id} cannot be sampled from: {why}; only a finished run has a trained model to sample")
+    refused = samplable(trained)
+    if refused:
+        raise GenforgeError(refused)
     generator = trained.generator
     if generator not in generators(pm):
         installed = ", ".join(sorted(generators(pm))) or "none"
@@ -182,22 +205,26 @@ def _sample_run_from_run(
     spec.update(sections or {})
     spec["promote"] = {}
     run = create_run(generator, overrides=overrides, spec=spec, pm=pm, root=root, run_id=run_id)
-    training = trained.read_json("training.json", {})
     record = {"ref": f"run {trained.id}", "asked": ref, "run": trained.id, "trained_by_run": trained.id, "store": str(RunStore(root))}
     run.write_json(FROM_MODEL, record)  # first: a run interrupted from here on still never trains
     install_from_run(run, trained, pm)
+    write_untrained_record(run, trained, record)
+    return run
+
+
+def write_untrained_record(run: Run, trained: Run, source: dict[str, Any]) -> None:
+    """``training.json`` of a run that samples from ``trained``'s weights: no training took place, and whose they are."""
+    recorded = trained.read_json("checkpoint.json")
+    steps = trained.read_json("training.json", {}).get("step", recorded.get("step", 0))
     run.write_json(
         "training.json",
         {
             "step": recorded.get("step", 0),
             "trained": False,
-            "from_model": record,
-            "notes": [
-                f"no training took place: the weights are run {trained.id}'s, trained {training.get('step', recorded.get('step', 0))} steps"
-            ],
+            "from_model": source,
+            "notes": [f"no training took place: the weights are run {trained.id}'s, trained {steps} steps"],
         },
     )
-    return run
 
 
 def install_from_run(run: Run, trained: Run, pm: pluggy.PluginManager | None = None) -> None:
@@ -250,8 +277,10 @@ def resume_sample_run(run: Run, registry: Registry | None = None) -> Run:
     if source is None:
         raise GenforgeError(f"run {run.id} was made to sample from a model but records none (it was cut short): delete it and start again")
     if not (run.path / "checkpoint.json").is_file():
-        if source.get("run"):  # sampled from a finished run, not a version
-            install_from_run(run, RunStore().get(source["run"]))
+        if source.get("run"):  # sampled from a finished run, not a version: in the store the run was made from
+            trained = RunStore(registry.url if registry else None).get(source["run"])
+            install_from_run(run, trained)
+            write_untrained_record(run, trained, source)
             return run
         registry = registry or Registry()
         install_model(run, registry.version(source["model"], int(source["version"])), registry)

@@ -66,9 +66,29 @@ def test_a_finished_run_samples_again_with_other_settings_without_training(finis
         trained.path / trained.read_json("checkpoint.json")["path"]
     ).read_bytes()
     assert not list((sampled.path / "logs").glob("train.jsonl"))  # no training loop ran
-    again = genforge("sample", "latest", "--no-prefect")  # the newest run is the sampling one: it trained nothing
-    assert again.code == 2 and f"run {sampled.id} trained nothing (it sampled from {trained.id}): sample from {trained.id}" in again.stderr
+    refused = genforge("sample", sampled.id, "--no-prefect")  # a sampling run trained nothing: named with what it sampled from
+    assert (
+        refused.code == 2 and f"run {sampled.id} trained nothing (it sampled from {trained.id}): sample from {trained.id}" in refused.stderr
+    )
+    again = genforge("sample", "latest", "--no-prefect")  # latest: the newest run that trained, not the sampling run
+    assert again.code == 0 and f"No training: the weights of run {trained.id}" in again.stdout
     assert genforge("sample", trained.id, "--no-prefect", "--set", "model.dim=3").code == 2  # how it was trained stays
+
+
+def test_a_sampling_run_from_a_run_is_installed_again_when_resumed_and_a_run_failed_in_evaluation_is_sampled(finished):
+    from genforge.core.models import resume_sample_run, samplable
+
+    trained = finished()
+    run = create_sample_run(trained.id, ["sample.n=10"])
+    (run.path / "checkpoint.json").unlink()  # cut short before its model was installed (a crashed flow run, rescheduled)
+    (run.path / "training.json").unlink()
+    resumed = resume_sample_run(run, Registry())
+    assert resumed.read_json("checkpoint.json") == trained.read_json("checkpoint.json")
+    assert resumed.read_json("training.json")["trained"] is False
+    trained.set_status("failed", error="EvaluatorFailed: run ... failed: evaluator 'moments' of plugin 'toy' failed")
+    assert samplable(trained) is None  # its model is good: only its evaluation failed
+    trained.set_status("failed", error="TrainingDiverged: loss is nan at step 3")
+    assert "it is failed" in samplable(trained)
 
 
 def test_bad_references_are_one_line_naming_what_exists(finished, toy_dist):

@@ -84,9 +84,11 @@ class MarketEvaluator(Evaluator):
     def evaluate(self, samples: Samples, reference: Reference, out_dir: Path, config: MarketConfig) -> Evaluation:
         kind = Scenarios()
         fake, assets = wide_form(kind.load(samples.path, scenarios=config.max_scenarios))
+        own_names = list(assets)  # the samples' names, in the order their weights are looked up by
         test, test_assets = wide_form(kind.load(reference.test))
         if set(assets) == set(test_assets):  # same assets in another order
             fake = fake[..., [assets.index(a) for a in test_assets]]
+            own_names = list(test_assets)
         elif len(assets) != len(test_assets):
             raise DataError(
                 f"the scenarios have {len(assets)} asset(s) ({', '.join(assets)}), the reference {len(test_assets)} ({', '.join(test_assets)})"
@@ -105,7 +107,7 @@ class MarketEvaluator(Evaluator):
             better, text = PATH_METRICS.get(name, (None, ""))
             out.append(Metric(name, float(value), better, _floor(floor.get(name)), text))
         book = samples.meta.get("book") or {}
-        weights = [float((book.get("weights") or {}).get(a, 0.0)) for a in assets] if book.get("weights") else None
+        weights = [float((book.get("weights") or {}).get(a, 0.0)) for a in own_names] if book.get("weights") else None
         out += horizon_risk_metrics(fake, assets, weights)
         figures = self._figures(fake, test, assets, reference, out_dir, config, samples.meta.get("history_end"))
         table = samples.path.parent / backtest.FILENAME

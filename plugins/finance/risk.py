@@ -184,7 +184,7 @@ def fz0_se(y, var, es, var_se, es_se, cov, alpha: float) -> float:
 
 
 def hits_se(y, var, var_se) -> float:
-    """The Monte-Carlo standard error of the hit count: a day is a hit with probability Φ((VaR̂ − (−y))/se) on a redraw."""
+    """The Monte-Carlo standard error of the hit count: a day is a hit with probability Φ((−y − VaR̂)/se) on a redraw."""
     y, var, var_se = (np.asarray(a, dtype=float) for a in (y, var, var_se))
     with np.errstate(divide="ignore", invalid="ignore"):
         p = np.where(var_se > 0, special.ndtr((-var - y) / np.where(var_se > 0, var_se, 1.0)), (y <= -var).astype(float))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import datetime
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -79,7 +80,8 @@ class ScenarioSampleConfig(SampleConfig):
     max_age_days: int | None = Field(
         None,
         ge=0,
-        description="with given=last, refuse data whose last price is more than this many calendar days old (None: any age)",
+        description="with given=last, refuse data more than this many calendar days old: from its last price, or from "
+        "data.as_of when that is later (None: any age)",
     )
 
     @field_validator("given", mode="before")
@@ -112,9 +114,10 @@ class FinanceConfig(GeneratorConfig):
         given = self.sample.given
         if given not in ("test", "last"):
             try:
-                parse_date(given, self.data.date_format)
+                day = parse_date(given, self.data.date_format)
             except ValueError as exc:
                 raise ValueError(f"sample.given: {given!r} is neither 'test', 'last' nor a date ({exc})") from None
+            self.sample.given = day.date().isoformat()  # the spec records YYYY-MM-DD, whatever the format it was given in
         return self
 
 
@@ -382,7 +385,7 @@ def resolve_book(cfg: BookConfig, assets: list[str]) -> tuple[np.ndarray, float,
     if unknown:
         raise ConfigError(f"sample.book.weights: no asset {', '.join(map(repr, unknown))} in the data; it has {', '.join(assets)}")
     total = sum(cfg.weights.values())
-    if abs(total - 1) > 1e-9:
+    if not math.isfinite(total) or abs(total - 1) > 1e-9:
         raise ConfigError(
             f"sample.book.weights add up to {total:g}; they are shares of the book's value (sample.book.value): make them add up to 1"
         )

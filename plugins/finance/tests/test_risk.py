@@ -211,7 +211,11 @@ def test_a_long_position_never_loses_more_than_all_of_it(genforge_home):
 def test_weights_that_do_not_add_up_or_name_another_asset_are_refused(genforge_home):
     from genforge.core import ConfigError
 
-    for weights, words in (({"sp500": 0.5, "nasdaq": 0.3}, "add up to 0.8"), ({"sp500": 0.7, "dax": 0.3}, "no asset 'dax'")):
+    for weights, words in (
+        ({"sp500": 0.5, "nasdaq": 0.3}, "add up to 0.8"),
+        ({"sp500": 0.7, "dax": 0.3}, "no asset 'dax'"),
+        ({"sp500": float("nan"), "nasdaq": 1.0}, "add up to nan"),
+    ):
         run, steps = _run("gaussian", {"n": 10, "horizon": 5, "backtest": False, "book": {"weights": weights}})
         with pytest.raises(ConfigError, match=words):
             steps.sample()
@@ -272,3 +276,12 @@ def test_a_position_in_another_currency_or_given_by_quantity_is_refused_naming_i
     run, steps = _run("gaussian", {"n": 10, "horizon": 5, "backtest": False, "book": {"positions": str(quantity)}})
     with pytest.raises(DataError, match="give notional = quantity × price"):
         steps.sample()
+
+
+def test_a_start_date_in_the_configured_format_is_recorded_as_iso():
+    from genforge.plugins.finance.textbook_generators import GarchConfig
+
+    cfg = GarchConfig.model_validate({"data": {"date_format": "DD/MM/YYYY"}, "sample": {"given": "03/04/2016"}})
+    assert cfg.sample.given == "2016-04-03"  # the 3rd of April, recorded so that no later reading can take it for March
+    with pytest.raises(ValueError, match="sample.given"):
+        GarchConfig.model_validate({"sample": {"given": "03/04/2016"}})  # ISO by default: refused as ambiguous
