@@ -652,9 +652,9 @@ def undertrained_notes(result: TrainResult, train: Any, log_rows: list[dict[str,
     if result.stopped_by == "max_minutes" and planned and result.step < planned:
         notes.append(
             f"undertrained: train.max_minutes ({train.max_minutes:g}) stopped training at step {result.step:,} of the "
-            f"{planned:,} planned ({result.step / planned:.0%}); the samples are from a model far from trained. Give it "
-            "more minutes, plan fewer steps (train.max_steps) or a smaller model that finishes in time, or continue it "
-            "from this run with `genforge resume` after raising train.max_minutes in its spec"
+            f"{planned:,} planned ({result.step / planned:.0%}): its schedule did not complete (a model trained from scratch is far "
+            "from trained then; one fine-tuned from a checkpoint less so). Give it more minutes (train.max_minutes), "
+            "or plan fewer steps (train.max_steps) or a smaller model, so that the schedule finishes in time"
         )
     losses = [r["loss"] for r in log_rows if isinstance(r.get("loss"), (int, float))]
     if result.stopped_by in ("max_steps", "max_minutes") and len(losses) >= 8:
