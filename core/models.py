@@ -108,14 +108,8 @@ def create_sample_run(
         if trained is not None:
             return _sample_run_from_run(trained, ref, overrides, pm, root, run_id, sections)
     version = registry.resolve(ref)
-    if version.generator not in generators(pm):
-        installed = ", ".join(sorted(generators(pm))) or "none"
-        raise GenforgeError(
-            f"model {version.ref} was trained by generator {version.generator!r}, which is not installed here (installed: {installed})"
-        )
-    spec = {k: v for k, v in (version.record.get("spec") or {}).items() if k != "generator"}
-    spec.update(sections or {})  # the gate: the challenger's data and evaluate sections, to score on its reference
-    spec["promote"] = {}  # a run that trains nothing registers and gates nothing
+    check_installed(version.generator, f"model {version.ref}", pm)
+    spec = sampling_spec(version.record.get("spec") or {}, sections)
     registry.files(version)  # every file there and as registered, before a run is made
     run = create_run(version.generator, overrides=overrides, spec=spec, pm=pm, root=root, run_id=run_id)
     source = {
@@ -130,6 +124,22 @@ def create_sample_run(
     run.write_json(FROM_MODEL, source)  # first: a run interrupted from here on still never trains
     install_model(run, version, registry)
     return run
+
+
+def check_installed(generator: str, what: str, pm: pluggy.PluginManager | None) -> None:
+    """A one-line error when the generator that trained ``what`` (a version, a run) is not installed here."""
+    if generator not in generators(pm):
+        installed = ", ".join(sorted(generators(pm))) or "none"
+        raise GenforgeError(f"{what} was trained by generator {generator!r}, which is not installed here (installed: {installed})")
+
+
+def sampling_spec(spec: dict[str, Any], sections: dict[str, Any] | None) -> dict[str, Any]:
+    """The spec of a run that samples from a trained model: the model's, ``sections`` replacing whole sections (the gate:
+    the challenger's data and evaluate sections, to score on its reference), and no ``promote`` (it registers nothing)."""
+    out = {k: v for k, v in spec.items() if k != "generator"}
+    out.update(sections or {})
+    out["promote"] = {}
+    return out
 
 
 def check_sample_overrides(overrides: list[str] | tuple[str, ...]) -> None:
@@ -196,14 +206,8 @@ def _sample_run_from_run(
     if refused:
         raise GenforgeError(refused)
     generator = trained.generator
-    if generator not in generators(pm):
-        installed = ", ".join(sorted(generators(pm))) or "none"
-        raise GenforgeError(
-            f"run {trained.id} was trained by generator {generator!r}, which is not installed here (installed: {installed})"
-        )
-    spec = {k: v for k, v in trained.spec.items() if k != "generator"}
-    spec.update(sections or {})
-    spec["promote"] = {}
+    check_installed(generator, f"run {trained.id}", pm)
+    spec = sampling_spec(trained.spec, sections)
     run = create_run(generator, overrides=overrides, spec=spec, pm=pm, root=root, run_id=run_id)
     record = {"ref": f"run {trained.id}", "asked": ref, "run": trained.id, "trained_by_run": trained.id, "store": str(RunStore(root))}
     run.write_json(FROM_MODEL, record)  # first: a run interrupted from here on still never trains

@@ -72,6 +72,17 @@ def pnl_risk(pnl: np.ndarray, assets: list[str], weights=None, value: float | No
     return out
 
 
+def fit_entry(purpose: str, window: pd.DataFrame, model: ScenarioModel) -> dict:
+    """One fit for the record: what it was for, the window (first and last date, days) and the model's own record of it."""
+    return {
+        "purpose": purpose,
+        "window": [str(window.index[0].date()), str(window.index[-1].date())],
+        "days": len(window),
+        "assets": list(map(str, window.columns)),
+        "fit": model.fit_record(),
+    }
+
+
 def book(assets) -> str:
     """The book a backtest is scored on: BOOK when there are several assets, else the one asset's position."""
     assets = list(dict.fromkeys(assets))
@@ -113,15 +124,7 @@ def forecast(
         if refit_every:
             model.fit(x[: block[0]])
             if fits is not None:
-                fits.append(
-                    {
-                        "purpose": f"backtest refit for {returns.index[block[0]].date()} on",
-                        "window": [str(returns.index[0].date()), str(returns.index[block[0] - 1].date())],
-                        "days": int(block[0]),
-                        "assets": assets,
-                        "fit": model.fit_record(),
-                    }
-                )
+                fits.append(fit_entry(f"backtest refit for {returns.index[block[0]].date()} on", returns.iloc[: block[0]], model))
         for h, days in per_block:
             for start in range(0, len(days), chunk):
                 part = days[start : start + chunk]

@@ -192,7 +192,7 @@ class FinanceGenerator(Generator):
         model.fit(fitted.to_numpy())
         trainer.record_fit(time.perf_counter() - t0, stopped_by="fitted")  # arch's optimiser, no training loop
         path = trainer.run_dir / "model.json"
-        record = fit_entry("fit before the test period", fitted, model)
+        record = backtest.fit_entry("fit before the test period", fitted, model)
         if trainer.is_main:
             self.keep_history(data, trainer.run_dir)
             store.atomic_write_text(path, json.dumps({"model": type(model).__name__, "state": model.state(), "fit": record}, indent=1))
@@ -215,7 +215,7 @@ class FinanceGenerator(Generator):
             # the fit saw the days before the test period; from another day, a desk refits on
             # every day before it (for `last`, the latest prices; for an earlier date, no look-ahead)
             model.fit(returns.to_numpy()[:first])
-            fits.append(fit_entry(f"forecast from {as_of}", returns.iloc[:first], model))
+            fits.append(backtest.fit_entry(f"forecast from {as_of}", returns.iloc[:first], model))
         source = run.read_json(FROM_MODEL, None) or {}
         model_id = source.get("ref") or f"run {run.id}"
         dates = step_dates(returns.index, first, cfg.horizon, as_of)
@@ -339,17 +339,6 @@ def step_dates(index: pd.DatetimeIndex, first: int, horizon: int, as_of: str) ->
     start = known[-1] if len(known) else pd.Timestamp(as_of)
     more = pd.bdate_range(start + pd.offsets.BDay(1), periods=horizon - len(known)) if len(known) < horizon else []
     return pd.DatetimeIndex([*known, *more])
-
-
-def fit_entry(purpose: str, window: pd.DataFrame, model: ScenarioModel) -> dict:
-    """One fit for the record: what it was for, the window (first and last date, days) and the model's own record of it."""
-    return {
-        "purpose": purpose,
-        "window": [str(window.index[0].date()), str(window.index[-1].date())],
-        "days": len(window),
-        "assets": list(map(str, window.columns)),
-        "fit": model.fit_record(),
-    }
 
 
 def fit_warnings(fits: list[dict]) -> list[str]:
