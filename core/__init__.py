@@ -41,6 +41,7 @@ from .errors import (
 )
 from .hookspecs import hookimpl, hookspec
 from .kinds import SampleKind
+from .progress import report_progress
 from .store import Run, RunStore
 from .training import Trainer, TrainResult
 
@@ -90,5 +91,6 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_spec",
+    "report_progress",
     "store",
 ]

@@ -68,6 +68,11 @@ class TrainConfig(Section):
     )
     max_minutes: float | None = Field(None, gt=0, description="stop after this much training wall-clock time, summed over resumes")
     batch_size: int = Field(128, ge=1)
+    init_from: str | None = Field(
+        None,
+        description="start from the trained weights of a run of the same generator (its id, a unique prefix or latest) or a "
+        "model version (NAME, NAME@alias, NAME:N), then train this run's own schedule; the model settings must match the source's",
+    )
     optimizer: Optimizer = "adamw"
     lr: float = Field(1e-3, gt=0, description="peak learning rate")
     weight_decay: float = Field(0.0, ge=0)
@@ -399,9 +404,11 @@ def load_spec(
 
 
 def _defaults(config_cls: type[BaseModel]) -> dict[str, Any]:
+    """The fields' declared defaults, before any validator: a validator that resolves a default from other
+    fields (``None``: 32 for a folder, else 128) sees the spec's own values when the spec is validated."""
     try:
-        return config_cls().model_dump(mode="json")
-    except ValidationError:  # a config with required fields: nothing to merge into
+        return config_cls.model_construct().model_dump(mode="json", warnings=False)
+    except (ValidationError, TypeError, ValueError, AttributeError):  # a config with required fields: nothing to merge into
         return {}
 
 

@@ -126,6 +126,51 @@ def create_sample_run(
     return run
 
 
+def init_weights(ref: str, generator: str, root: str | Path | None = None, registry: Registry | None = None) -> tuple[dict, dict[str, Any]]:
+    """``train.init_from``: the trained weights (a state dict, as ``save_weights`` wrote them) of a run of ``generator`` (its
+    id, a prefix, or ``latest``: the newest such run that trained) or a model version, and where they came from.
+
+    The weights are the ones the source samples from (its ``checkpoint.json``, EMA weights where it keeps an EMA),
+    checked against their recorded SHA-256. Another generator's run or version, one without trained weights, or a file
+    that is not ``save_weights``' form is a one-line error.
+    """
+    from .training import load_weights
+
+    registry = registry or Registry(root)
+    where = f"train.init_from={ref!r}"
+    if "@" not in ref and ":" not in ref and ref not in registry.models():
+        if ref == "latest":
+            trained = [r for r in RunStore(root).all() if r.generator == generator and samplable(r) is None]
+            if not trained:
+                raise GenforgeError(f"{where}: no {generator} run in {RunStore(root)} has trained weights yet")
+            run = trained[-1]
+        else:
+            run = _finished_run(ref, root)
+            if run is None:
+                raise ConfigError(f"{where} names no run in {RunStore(root)} and no model in {registry}")
+        refused = samplable(run)
+        if refused:
+            raise GenforgeError(f"{where}: {refused}")
+        if run.generator != generator:
+            raise ConfigError(f"{where}: run {run.id} is a {run.generator} run; this run trains {generator}")
+        path = run.path / run.read_json("checkpoint.json")["path"]
+        source = {"ref": ref, "run": run.id, "step": run.read_json("training.json", {}).get("step")}
+    else:
+        version = registry.resolve(ref)
+        if version.generator != generator:
+            raise ConfigError(f"{where}: model {version.ref} is a {version.generator} model; this run trains {generator}")
+        from .store.registry import safe_relative
+
+        checkpoint = version.record.get("checkpoint") or {}
+        path = registry.files(version) / safe_relative(checkpoint.get("path", ""), f"model {version.ref}'s record")
+        source = {"ref": ref, "model": version.ref, "trained_by_run": version.run_id, "step": checkpoint.get("step")}
+    try:
+        state, _ = load_weights(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{where}: the weights at {path} cannot be read as saved weights ({type(exc).__name__}: {exc})") from None
+    return state, {**source, "weights": str(path)}
+
+
 def check_installed(generator: str, what: str, pm: pluggy.PluginManager | None) -> None:
     """A one-line error when the generator that trained ``what`` (a version, a run) is not installed here."""
     if generator not in generators(pm):

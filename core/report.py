@@ -73,6 +73,12 @@ def summary_lines(run: Run) -> list[str]:
             + (f", {thr['value']:,.0f} {thr['unit']}" if thr.get("value") is not None else "")
             + ")."
         )
+    if isinstance(training.get("plan"), dict) and training["plan"].get("max_steps"):
+        plan = training["plan"]
+        lines.append(
+            f"Planned {plan['max_steps']:,} steps to complete within train.max_minutes ({plan.get('max_minutes')}) at the "
+            f"{plan.get('seconds_per_step', 0):.3f} s per step measured on this machine."
+        )
     if training.get("details") and _details(training["details"]):
         lines.append(f"Training details: {_details(training['details'])}.")
     if samples:

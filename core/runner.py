@@ -7,6 +7,7 @@ Prefect task; ``run_all`` calls them directly (a bare GPU box, a test, a benchma
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
@@ -26,6 +27,7 @@ from .contracts import DATA_KEYS, Checkpoint, Evaluation, Generator, PreparedDat
 from .errors import ConfigError, DataError, EvaluatorFailed, GenforgeError, LeaseLost, TrainingFailed, shorten
 from .kinds import read_as
 from .plugin_manager import call_listeners, evaluators, get_generator, get_kind, get_plugin_manager, versions
+from .progress import progress_lines
 from .store import Run, RunStore, read_jsonl, redact_secrets, unredact
 from .training import Trainer, TrainResult
 
@@ -261,18 +263,27 @@ class Steps:
     def _train(self, data: PreparedData | None = None) -> Checkpoint:
         data = data or self.prepared()
         self.run.writable("checkpoints")  # the engine writes there: not through a link
+        init, source = None, None
+        if self.config.train.init_from:
+            from .models import init_weights
+
+            init, source = init_weights(self.config.train.init_from, self.generator_cls.name)  # the configured store, as genforge sample
         trainer = Trainer(
             self.config.train,
             self.run.path,
             on_progress=lambda step, total, m: self._progress(step, total, m),
             on_checkpoint=self._checkpoint_saved,
             on_resume=self._trim_training_log,
+            init=init,
         )
         with captured(self.plugin_log, f"generator {self.generator_cls.name!r} fit"):
             checkpoint = self.generator.fit(data, self.config, trainer)
         if trainer.is_main:
             self.run.write_json("checkpoint.json", {"path": self._relative(checkpoint.path), "step": checkpoint.step})
-            self.run.write_json("training.json", training_record(trainer.result, checkpoint, self.config.train, self.run.path))
+            record = training_record(trainer.result, checkpoint, trainer.config, self.run.path, trainer.planned)
+            if source:
+                record["init_from"] = source  # whose trained weights this run started from
+            self.run.write_json("training.json", record)
             self.run.push()
         return checkpoint
 
@@ -396,6 +407,7 @@ class Steps:
             self.pm,
             timeout_minutes=self.config.evaluate.timeout_minutes,
             output=self.plugin_log,
+            progress=self._step_progress,
         )
         report.notes.extend(n for n in run_notes(self.run) if n not in report.notes)
         rejected = data.stats.get("train", {}).get("rejected", {})
@@ -483,6 +495,7 @@ def evaluate_samples(
     pm: pluggy.PluginManager | None = None,
     timeout_minutes: float | None = EVALUATE_SETTINGS["timeout_minutes"][1].default,
     output: CappedLog | None = None,
+    progress: Any = None,
 ) -> dict[str, float]:
     """Run each (plugin, evaluator, settings) on the samples into ``report``; returns seconds per evaluator.
 
@@ -500,7 +513,7 @@ def evaluate_samples(
         out_dir.mkdir(parents=True, exist_ok=True)
         label = f"evaluator {ev.name!r} of plugin {plugin!r}"
         try:
-            call = functools.partial(_evaluate, ev, samples, reference, out_dir, settings, output, label)
+            call = functools.partial(_evaluate, ev, samples, reference, out_dir, settings, output, label, progress)
             result: Evaluation = _with_deadline(call, timeout_minutes, f"genforge-evaluator-{ev.name}")
             result.evaluator, result.plugin = ev.name, plugin  # an evaluator speaks only for itself
             report.notes.extend(f"{ev.name}: {note}" for note in result.notes)
@@ -546,9 +559,12 @@ def optional_hint(failed: list[Evaluation], prefix: str) -> str:
     return f"{settings} lets it finish without {'it' if len(failed) == 1 else 'them'}"
 
 
-def _evaluate(ev: Any, samples: Samples, reference: Any, out_dir: Path, settings: Any, output: CappedLog | None, label: str) -> Evaluation:
-    """One evaluator's call, what it prints captured into ``output``; a note in the report when the log had to cut it."""
-    with captured(output, label) as section:
+def _evaluate(
+    ev: Any, samples: Samples, reference: Any, out_dir: Path, settings: Any, output: CappedLog | None, label: str, progress: Any = None
+) -> Evaluation:
+    """One evaluator's call, what it prints captured into ``output``; a note in the report when the log had to cut it.
+    What it reports with ``report_progress`` goes to the terminal and to ``progress`` (``core.progress``)."""
+    with captured(output, label) as section, progress_lines(f"evaluator {ev.name}", progress):
         result = ev.evaluate(samples, reference, out_dir, settings)
     if section is not None and section.cut and isinstance(result, Evaluation):
         result.notes.append(f"it printed {section.written:,} bytes; {output.path.name} keeps the first {section.kept:,}")
@@ -570,10 +586,11 @@ def _with_deadline(call: Any, minutes: float | None, name: str) -> Any:
     run goes on without it.
     """
     box: dict[str, Any] = {}
+    context = contextvars.copy_context()  # the caller's context (Prefect's task run): what the evaluator reports reaches it
 
     def work() -> None:
         try:
-            box["result"] = call()
+            box["result"] = context.run(call)
         except BaseException as exc:  # handed to the waiting thread, which raises it
             box["error"] = exc
 
@@ -607,7 +624,9 @@ def metrics_record(report: Report, timings: dict[str, float]) -> dict[str, Any]:
     }
 
 
-def training_record(result: TrainResult | None, checkpoint: Checkpoint, train: Any = None, run_dir: Path | None = None) -> dict[str, Any]:
+def training_record(
+    result: TrainResult | None, checkpoint: Checkpoint, train: Any = None, run_dir: Path | None = None, plan: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """``training.json``: what the host prints of a training, from the engine's result (keys core defines).
 
     With the run's ``train`` settings and folder, a training the budget cut short of its planned steps, or whose loss
@@ -627,6 +646,8 @@ def training_record(result: TrainResult | None, checkpoint: Checkpoint, train: A
             else None,
             last_metrics=result.last_metrics,
         )
+    if plan:
+        record["plan"] = plan  # Trainer.plan: the steps fitted to train.max_minutes at the measured pace
     notes = list(checkpoint.notes)
     if result is not None and result.damaged:
         notes.append(

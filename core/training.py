@@ -207,6 +207,8 @@ def learning_rate(config: OptimizerSettings | TrainConfig, step: int, progress: 
     return config.lr * warm * (config.min_lr_ratio + (1 - config.min_lr_ratio) * cos)
 
 
+PLAN = "plan.json"  # in checkpoints/: the steps Trainer.plan fitted to train.max_minutes, kept for a resumed run
+PLAN_MARGIN = 0.9  # the share of train.max_minutes a plan fills with measured steps (EMA, logs and checkpoints take the rest)
 DIGESTS = "digests.json"  # in checkpoints/: each checkpoint file's SHA-256, checked before it is loaded
 
 
@@ -282,8 +284,10 @@ class Trainer:
         on_progress: ProgressFn | None = None,
         on_checkpoint: CheckpointFn | None = None,
         on_resume: Callable[[int], None] | None = None,
+        init: dict[str, torch.Tensor] | None = None,
     ):
         self.config = config
+        self.init = init  # trained weights a fresh run starts from (train.init_from), loaded by fit_networks
         self.run_dir = Path(run_dir)  # where the generator writes what it exports
         self._run_dir_existed = self.run_dir.is_dir()  # a run's folder (the host's): never recreated once deleted
         self.checkpoint_dir = self.run_dir / "checkpoints"
@@ -298,6 +302,7 @@ class Trainer:
         self.on_resume = on_resume or (lambda step: None)  # called with the step training starts from (0: the start)
         self.result: TrainResult | None = None  # the last fit's, for the host's training record
         self._ema: dict[str, dict[str, torch.Tensor]] = {}  # the running fit's EMA, for ema_state
+        self.planned: dict[str, Any] | None = None  # what plan() measured and chose, for the training record
         if config.threads and self.device.type == "cpu":
             torch.set_num_threads(config.threads)
 
@@ -385,6 +390,81 @@ class Trainer:
             return int(state["step"]), float(state["elapsed"]), (state["ema"] or None), step
         return 0, 0.0, None, None
 
+    def _load_init(self, networks: dict[str, nn.Module]) -> None:
+        """Load ``init`` into the network whose parameters it names, shape for shape (the others start fresh); a
+        mismatch is a ``ConfigError`` naming the differences (the model settings must match the source's)."""
+        init = self.init or {}
+        for name, net in networks.items():
+            own = net.state_dict()
+            if set(own) != set(init):
+                continue
+            wrong = [f"{k} {tuple(init[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if tuple(init[k].shape) != tuple(v.shape)]
+            if wrong:
+                raise ConfigError(
+                    f"train.init_from: the source's weights do not fit this run's {name!r} network ({len(wrong)} tensor(s) differ, e.g. "
+                    f"{'; '.join(wrong[:3])}): set the model section (and the data it depends on) as the source had it"
+                )
+            net.load_state_dict({k: v.to(own[k].dtype) for k, v in init.items()})
+            return
+        sample = sorted(set(init) ^ set(next(iter(networks.values())).state_dict()))[:4]
+        raise ConfigError(
+            f"train.init_from: the source's weights name other tensors than any network of this run has (e.g. {', '.join(sample)}): "
+            "set the model section as the source had it"
+        )
+
+    def plan(self, model: nn.Module, loss_fn: LossFn, margin: float = PLAN_MARGIN, probe_steps: int = 4) -> int:
+        """Fit ``train.max_steps`` to ``train.max_minutes`` at this machine's measured pace; returns the planned steps.
+
+        Times ``probe_steps`` optimizer steps (after one untimed) of ``loss_fn`` on a copy of ``model`` with a
+        throwaway AdamW, so the schedule the run follows (warm-up, cosine decay, EMA) is one that completes in
+        its budget rather than one sized for another machine and cut short. ``margin`` leaves room for EMA,
+        logging and checkpoints. The plan is kept in ``checkpoints/plan.json``: a resumed run follows the plan it
+        started with. A ``train.max_steps`` the user set caps it. Without ``train.max_minutes`` nothing changes.
+        """
+        cfg = self.config
+        if not cfg.max_minutes:
+            return cfg.max_steps or 0
+        path = self.checkpoint_dir / PLAN
+        plan: dict[str, Any] | None = None
+        try:
+            found = json.loads(path.read_text())
+            if isinstance(found, dict) and isinstance(found.get("max_steps"), int) and found["max_steps"] > 0:
+                plan = found
+        except (FileNotFoundError, ValueError, UnicodeDecodeError):
+            pass
+        if plan is None:
+            import copy
+
+            probe = copy.deepcopy(model).to(self.device).train()
+            opt = torch.optim.AdamW(probe.parameters(), lr=1e-6)
+            times = []
+            for i in range(probe_steps + 1):
+                t0 = time.perf_counter()
+                with self.autocast:
+                    loss, _ = loss_fn(probe, 10**9 + i)  # batches no training step draws
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                times.append(time.perf_counter() - t0)
+            del probe, opt
+            pace = sorted(times[1:])[len(times[1:]) // 2]  # the median of the timed steps
+            steps = max(1, int(cfg.max_minutes * 60 * margin / pace))
+            if cfg.max_steps:
+                steps = min(steps, cfg.max_steps)
+            plan = {"max_steps": steps, "seconds_per_step": round(pace, 5), "max_minutes": cfg.max_minutes, "margin": margin}
+            if self.world_size > 1:  # every rank follows rank 0's plan
+                shared = [plan]
+                dist.broadcast_object_list(shared, src=0)
+                plan = shared[0]
+            if self.is_main:
+                self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_text(path, json.dumps(plan, indent=1))
+        self.config = cfg.model_copy(update={"max_steps": plan["max_steps"]})
+        self.planned = plan
+        return plan["max_steps"]
+
     def fit(self, model: nn.Module, loss_fn: LossFn, count: str | None = None) -> TrainResult:
         """Train one network in place; at the end it holds the EMA weights (if EMA is on).
 
@@ -415,6 +495,8 @@ class Trainer:
         if unknown:
             raise ConfigError(f"train.ema_networks names {', '.join(map(repr, unknown))}; the networks are: {', '.join(networks)}")
         step, elapsed, ema, resumed_from = self._resume(networks, opts)
+        if resumed_from is None and self.init is not None:  # a fresh start from trained weights; a resume has its own
+            self._load_init(networks)
         if self.is_main:
             self.on_resume(step)
         if not cfg.ema:

@@ -359,3 +359,31 @@ def test_a_forged_version_record_cannot_reach_outside_its_folder(finished):
     record = {**version.record, "model_files": ["not-listed.bin"]}
     with pytest.raises(Exception, match="has no recorded SHA-256"):
         registry.files(type(version)("toy", 1, record))
+
+
+def test_training_continues_from_a_run_or_a_version_and_a_misfit_is_named(finished):
+    """`train.init_from`: a fresh run starts from another run's (or a version's) trained weights, for any generator."""
+    from genforge.core import ConfigError
+    from genforge.core.training import load_weights
+
+    source = finished()
+    weights = lambda run: load_weights(run.path / run.read_json("checkpoint.json")["path"])[0]  # noqa: E731
+    still = {"train": {"max_steps": 1, "lr": 1e-12, "checkpoint_every": 1}, "sample": {"n": 20}}
+    started = finished({**still, "train": {**still["train"], "init_from": source.id}})
+    got, want = weights(started), weights(source)
+    assert all(torch_close(got[k], want[k]) for k in want)  # one step at lr 1e-12: the source's weights, not a fresh start
+    assert started.read_json("training.json")["init_from"]["run"] == source.id
+    register_run(source, "toy", Registry())
+    from_version = finished({**still, "train": {**still["train"], "init_from": "toy:1"}})
+    assert from_version.read_json("training.json")["init_from"]["model"] == "toy:1"
+    assert all(torch_close(weights(from_version)[k], want[k]) for k in want)
+    with pytest.raises(ConfigError, match="do not fit this run's"):
+        finished({**still, "data": {"dim": 3}, "train": {**still["train"], "init_from": source.id}})
+    with pytest.raises(ConfigError, match="names no run"):
+        finished({**still, "train": {**still["train"], "init_from": "no-such-run"}})
+
+
+def torch_close(a, b) -> bool:
+    import torch
+
+    return bool(torch.allclose(a.float(), b.float(), atol=1e-6))

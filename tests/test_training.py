@@ -217,3 +217,24 @@ def test_a_training_cut_short_or_still_learning_is_said_to_be_undertrained():
     assert undertrained_notes(done, SimpleNamespace(max_steps=2000, max_minutes=8), flat) == []
     (still,) = undertrained_notes(done, SimpleNamespace(max_steps=2000, max_minutes=8), falling)
     assert still.startswith("undertrained: the training loss was still falling")
+
+
+def test_a_plan_fits_the_steps_to_the_minutes_and_a_resumed_run_keeps_it(tmp_path):
+    import json
+    import time
+
+    def paced(model, step):  # 20 ms a step, whatever the machine
+        time.sleep(0.02)
+        return loss_fn(model, step)
+
+    trainer = Trainer(config(max_steps=None, max_minutes=1 / 60, checkpoint_every=10), tmp_path)
+    steps = trainer.plan(make_model(), paced, margin=0.6)
+    assert 18 <= steps <= 30 and trainer.config.max_steps == steps  # 60 % of 1 s at 20 ms a step: 30 at most
+    assert json.loads((tmp_path / "checkpoints" / "plan.json").read_text())["max_steps"] == steps
+    result = trainer.fit(make_model(), paced)
+    assert result.stopped_by == "max_steps" and result.step == steps  # the schedule completed inside its minutes
+    again = Trainer(config(max_steps=None, max_minutes=1 / 60), tmp_path)
+    assert again.plan(make_model(), loss_fn) == steps  # a resumed run follows its plan, not a new pace
+    capped = Trainer(config(max_steps=7, max_minutes=1.0), tmp_path / "capped")
+    assert capped.plan(make_model(), loss_fn) == 7  # a max_steps the user set caps the plan
+    assert Trainer(config(max_steps=12, max_minutes=None), tmp_path / "none").plan(make_model(), loss_fn) == 12

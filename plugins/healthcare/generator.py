@@ -13,7 +13,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from genforge.core import (
     Checkpoint,
@@ -180,6 +180,15 @@ class MoleculeDiffusionConfig(GeneratorConfig):
     model: MoleculeModelConfig = Field(default_factory=MoleculeModelConfig)
     train: MoleculeTrainConfig = Field(default_factory=MoleculeTrainConfig)
     sample: MoleculeSampleConfig = Field(default_factory=MoleculeSampleConfig)
+
+    @model_validator(mode="after")
+    def _one_start(self) -> MoleculeDiffusionConfig:
+        if self.model.init_from and self.train.init_from:
+            raise ValueError(
+                "model.init_from and train.init_from both name weights to start from; set one (model.init_from also takes "
+                "'moses-pretrained' and a weights file, and the architecture and vocabulary from them)"
+            )
+        return self
 
 
 def _reference_name(cfg: MoleculeDataConfig, source: str, held_out_from_train: bool) -> str:
