@@ -40,25 +40,28 @@ class EDM:
     sigma_max: float = 80.0
     rho: float = 7.0  # sampling levels are spaced evenly in σ^(1/ρ)
 
-    def denoise(self, net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise, labels). ``sigma``: (N,)."""
+    def denoise(
+        self, net: nn.Module, x: torch.Tensor, sigma: torch.Tensor, labels: torch.Tensor | None = None, augment: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """D(x; σ) = c_skip·x + c_out·F(c_in·x, c_noise, labels[, augment]). ``sigma``: (N,); ``augment``: training only."""
         s = sigma.reshape(-1, 1, 1, 1).to(x.dtype)
         sd2 = self.sigma_data**2
         c_skip = sd2 / (s**2 + sd2)
         c_out = s * self.sigma_data / (s**2 + sd2).sqrt()
         c_in = 1 / (s**2 + sd2).sqrt()
         c_noise = sigma.log() / 4
-        return c_skip * x + c_out * net(c_in * x, c_noise, labels).to(x.dtype)
+        out = net(c_in * x, c_noise, labels) if augment is None else net(c_in * x, c_noise, labels, augment)
+        return c_skip * x + c_out * out.to(x.dtype)
 
     def loss(
-        self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None
+        self, net: nn.Module, images: torch.Tensor, labels: torch.Tensor | None = None, augment: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """EDM's objective: λ(σ)·|D(x + σε; σ) − x|², λ = (σ² + σ_d²)/(σ·σ_d)², averaged. Random numbers from torch's global generator."""
         n = len(images)
         sigma = (torch.randn(n, device=images.device) * self.p_std + self.p_mean).exp()
         weight = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
         noisy = images + torch.randn_like(images) * sigma.reshape(-1, 1, 1, 1)
-        err = (self.denoise(net, noisy, sigma, labels) - images).float().pow(2).mean(dim=(1, 2, 3))  # (N,)
+        err = (self.denoise(net, noisy, sigma, labels, augment) - images).float().pow(2).mean(dim=(1, 2, 3))  # (N,)
         loss = (weight * err).mean()
         # the unweighted error at low and high noise shows what the network has learnt (fine detail vs. layout)
         low, err = sigma < self.sigma_data, err.detach()

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from genforge.core.progress import report_progress
 from genforge.core.store import atomic_write_bytes
 
 _METADATA_KEY = "genforge.feature_net"  # the safetensors metadata entry holding {"config": ..., "meta": ...}
@@ -148,7 +149,9 @@ def train_classifier(
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.2)
         net.train()
-        for _ in range(steps):
+        for step in range(steps):
+            if step % 50 == 0:
+                report_progress("training its feature classifier (steps)", step, steps)
             idx = torch.randint(0, len(x), (batch_size,), generator=gen)
             xb = _shift(x[idx], pad, gen) if augment else x[idx]  # (B, C, H, W)
             loss = F.cross_entropy(net(xb), y[idx])
@@ -156,6 +159,7 @@ def train_classifier(
             loss.backward()
             opt.step()
             sched.step()
+        report_progress("training its feature classifier (steps)", steps, steps)
     finally:
         torch.set_num_threads(old_threads)
     return net.eval()
@@ -207,6 +211,7 @@ def extract(net: FeatureNet, images, batch_size: int = 512) -> tuple[np.ndarray,
     try:
         with torch.inference_mode():
             for start in range(0, len(x), batch_size):
+                report_progress("features (images)", start, len(x))
                 f = net.features(x[start : start + batch_size].to(device))  # (B, feature_dim)
                 feats.append(f.float().cpu())
                 if net.head is not None:

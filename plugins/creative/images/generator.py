@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from genforge.core import (
     Checkpoint,
@@ -55,13 +55,27 @@ class ImageModelConfig(UNetConfig):
 
 
 class ImageTrainConfig(TrainConfig):
-    max_steps: int | None = Field(2000, ge=1)
+    max_steps: int | None = Field(
+        None,
+        ge=1,
+        description="None: 2,000 for digits and CIFAR-10; for a folder, as many as complete within max_minutes at this machine's measured pace (train.plan)",
+    )
     max_minutes: float | None = Field(8.0, gt=0)
-    batch_size: int = Field(128, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="None: 128, or 32 for a folder (a few hundred pictures want many small steps)")
     lr: float = Field(2e-3, gt=0)
     warmup_steps: int = Field(100, ge=0)
     ema: float | None = Field(0.998, gt=0, lt=1)
     checkpoint_every: int = Field(200, ge=1)
+    augment: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="share of training images given one of the seven flips and quarter turns, with the network told which (EDM's non-leaking augmentation: samples come out untransformed). None: 0.5 for a folder, 0 for digits and CIFAR-10",
+    )
+    plan: bool | None = Field(
+        None,
+        description="measure this machine's step time and plan max_steps so the schedule completes within max_minutes (None: on for a folder unless train.max_steps is set)",
+    )
 
 
 class ImageSampleConfig(SampleConfig):
@@ -82,6 +96,11 @@ class ImageSampleConfig(SampleConfig):
     )
     churn: float = Field(40.0, ge=0, description="stochastic sampler: how much noise is added back over the steps")
 
+    @field_validator("label", mode="before")
+    @classmethod
+    def _label_as_text(cls, value):  # --set sample.label=7 reads 7 as a number: a class name or index all the same
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
 
 class ImageDiffusionConfig(GeneratorConfig):
     data: ImageDataConfig = Field(default_factory=ImageDataConfig)
@@ -92,7 +111,20 @@ class ImageDiffusionConfig(GeneratorConfig):
     @model_validator(mode="after")
     def _sizes(self) -> ImageDiffusionConfig:
         self.model.check_resolution(self.data.resolution)
+        # A folder is a few hundred pictures on a laptop: many small steps, as many as complete in the budget.
+        folder, t = self.data.origin == "folder", self.train
+        plan = t.plan if t.plan is not None else folder and t.max_steps is None
+        steps = t.max_steps if t.max_steps is not None or plan else 2000
+        batch = t.batch_size if t.batch_size is not None else (32 if folder else 128)
+        self.__dict__["train"] = t.model_copy(update={"plan": plan, "max_steps": steps, "batch_size": batch})  # no re-validation
         return self
+
+    def planned(self) -> bool:
+        """Whether fit plans max_steps from the measured step time (``train.plan``, resolved by the validator)."""
+        return bool(self.train.plan)
+
+    def augment_share(self) -> float:
+        return self.train.augment if self.train.augment is not None else (0.5 if self.data.origin == "folder" else 0.0)
 
 
 def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -105,6 +137,21 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W) for one channel, (N, H, W, C) for three."""
     out = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
     return out[:, 0].numpy() if out.shape[1] == 1 else out.permute(0, 2, 3, 1).numpy()
+
+
+AUGMENTS = 8  # the dihedral group of the square: 4 quarter turns, each with or without a mirror; 0 is the identity
+
+
+def dihedral(x: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) images, each turned ``which % 4`` quarter turns and mirrored when ``which >= 4``."""
+    out = x.clone()
+    for k in which.unique().tolist():
+        if k == 0:
+            continue
+        rows = which == k
+        y = torch.rot90(x[rows], k % 4, dims=(-2, -1))
+        out[rows] = y.flip(-1) if k >= 4 else y
+    return out
 
 
 def resolve_label(label: str | None, classes: list[str]) -> int | None:
@@ -161,7 +208,9 @@ class ImageDiffusion(Generator):
         if device.type == "cuda":  # the whole training set on the GPU; batches are gathered there
             x_all, y_all = x_all.to(device), y_all.to(device)
         torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
-        net = UNet(config.model, channels, config.data.resolution, len(classes))
+        augment = config.augment_share()
+        n_augment = AUGMENTS if augment > 0 else 0
+        net = UNet(config.model, channels, config.data.resolution, len(classes), n_augment)
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         flips, dropout, null = config.data.flips(), config.model.label_dropout, len(classes)
@@ -175,13 +224,20 @@ class ImageDiffusion(Generator):
                 x = x.contiguous(memory_format=torch.channels_last)
             if flips:
                 x = torch.where(torch.rand(len(x), 1, 1, 1, device=device) < 0.5, x.flip(-1), x)
+            which = None
+            if n_augment:  # non-leaking: the network is told the transform, and sampling asks for none
+                which = torch.randint(1, AUGMENTS, (len(x),), device=device)
+                which = torch.where(torch.rand(len(x), device=device) < augment, which, torch.zeros_like(which))
+                x = dihedral(x, which)
             y = None
             if conditional:
                 y = y_all[idx].to(device)
                 y = torch.where(torch.rand(len(y), device=device) < dropout, torch.full_like(y, null), y)
-            loss, metrics = edm.loss(model, x, y)
+            loss, metrics = edm.loss(model, x, y, which)
             return loss, {**metrics, "images": len(x)}
 
+        if config.planned():
+            trainer.plan(net, loss_fn)
         result = trainer.fit(net, loss_fn, count="images")
         weights = trainer.run_dir / WEIGHTS
         if not trainer.is_main:
@@ -191,6 +247,7 @@ class ImageDiffusion(Generator):
             "image_channels": channels,
             "resolution": config.data.resolution,
             "classes": classes,
+            "augment": n_augment,
             "edm": EDM().__dict__,
             "step": result.step,
         }
@@ -202,6 +259,8 @@ class ImageDiffusion(Generator):
             "channels": channels,
             "classes": len(classes) or "unconditional",
             "flip": flips,
+            "augment": augment,
+            "batch_size": trainer.config.batch_size,
         }
         return Checkpoint(weights, result.step, details=details)
 
@@ -209,7 +268,7 @@ class ImageDiffusion(Generator):
     @staticmethod
     def load_model(weights: Path, device: torch.device | str = "cpu") -> tuple[UNet, dict]:
         state, meta = load_weights(weights)
-        net = UNet(UNetConfig(**meta["model"]), meta["image_channels"], meta["resolution"], len(meta["classes"]))
+        net = UNet(UNetConfig(**meta["model"]), meta["image_channels"], meta["resolution"], len(meta["classes"]), meta.get("augment", 0))
         net.load_state_dict(state)
         return net.to(device).eval(), meta
 

@@ -6,7 +6,9 @@ shape. How inputs and outputs are scaled by the noise level, how training draws 
 levels and how sampling walks them down is ``edm.py``'s business.
 
 Shapes: images (N, C, H, W); noise labels (N,) float; class labels (N,) long, where the
-index ``n_classes`` is the "no class" label classifier-free guidance trains with.
+index ``n_classes`` is the "no class" label classifier-free guidance trains with; augment
+labels (N,) long in [0, n_augment): which flip or quarter turn the training image was given
+(EDM's non-leaking augmentation; 0, the identity, at sampling).
 """
 
 from __future__ import annotations
@@ -113,15 +115,16 @@ class Attention(nn.Module):
 class UNet(nn.Module):
     """An image-to-image U-Net conditioned on a noise label and (optionally) a class label."""
 
-    def __init__(self, config: UNetConfig, image_channels: int, resolution: int, n_classes: int = 0):
+    def __init__(self, config: UNetConfig, image_channels: int, resolution: int, n_classes: int = 0, n_augment: int = 0):
         super().__init__()
         config.check_resolution(resolution)
-        self.config, self.n_classes = config, n_classes
+        self.config, self.n_classes, self.n_augment = config, n_classes, n_augment
         ch, emb = config.channels, config.channels * 4
         self.emb_dim = ch
         self.noise_mlp = nn.Sequential(nn.Linear(ch, emb), nn.SiLU(), nn.Linear(emb, emb))
         # class n_classes is "no class" (classifier-free guidance drops labels to it while training)
         self.class_emb = nn.Embedding(n_classes + 1, emb) if n_classes else None
+        self.augment_emb = nn.Embedding(n_augment, emb) if n_augment else None
         self.conv_in = nn.Conv2d(image_channels, ch, 3, padding=1)
 
         def block(cin: int, cout: int, res: int) -> nn.ModuleList:
@@ -160,12 +163,22 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x: torch.Tensor, noise_labels: torch.Tensor, class_labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        noise_labels: torch.Tensor,
+        class_labels: torch.Tensor | None = None,
+        augment_labels: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         emb = self.noise_mlp(noise_embedding(noise_labels, self.emb_dim))  # (N, 4ch)
         if self.class_emb is not None:
             if class_labels is None:
                 class_labels = torch.full((len(x),), self.n_classes, device=x.device, dtype=torch.long)
             emb = emb + self.class_emb(class_labels)
+        if self.augment_emb is not None:  # None at sampling: the untransformed pictures (label 0)
+            if augment_labels is None:
+                augment_labels = torch.zeros(len(x), device=x.device, dtype=torch.long)
+            emb = emb + self.augment_emb(augment_labels)
         emb = F.silu(emb)
         h = self.conv_in(x)
         skips = [h]
