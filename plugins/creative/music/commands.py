@@ -65,7 +65,7 @@ def harmonise(
     pieces = []
     for i in range(n):  # one seed per piece: the first harmonisation of --seed 0 is the same with --n 1 and --n 4
         gen = torch.Generator(device=device).manual_seed(seed + i)
-        drawn, _ = compose(net, meta, ChoraleDiffusion.given(1, len(tokens), tokens, device), cfg, gen)
+        drawn, _ = compose(net, meta, ChoraleDiffusion.given(1, len(tokens), tokens, device), cfg, gen, info.get("fermatas"))
         pieces.append(drawn[0])
     back = ""
     if info["transposed"] and register == "melody":
@@ -81,6 +81,12 @@ def harmonise(
     print(
         f"harmonised {info['file']} ({info['notes']} notes, {info['bars']} bars{moved}) with run {the_run.id} ({meta['model']['order']}):"
     )
+    if cfg.final_cadence and meta["model"]["order"] == "autoregressive":
+        marked = len(info.get("fermatas") or [])
+        print(
+            f"  cadences: the last note{f' and the {marked} fermata(s) marked in the melody' if marked else ''} "
+            "(sample.final_cadence; fermatas come from MusicXML, MIDI has none)"
+        )
     print(f"  {folder / 'midi'}/  {folder / 'musicxml'}/  {folder / 'wav'}/ (audio by {renderer})")
     if renderer == "numpy-additive":
         print(

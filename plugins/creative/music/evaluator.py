@@ -50,10 +50,10 @@ from typing import ClassVar
 import numpy as np
 from pydantic import Field
 
-from genforge.core import DataError, Evaluation, Evaluator, EvaluatorConfig, Metric, Reference, Samples
+from genforge.core import DataError, Evaluation, Evaluator, EvaluatorConfig, Metric, Reference, Samples, report_progress
 from genforge.core.kinds import Music
 
-from . import corpus, metrics, render
+from . import corpus, harmony, metrics, render
 from . import grid as G
 from .data import load_grids
 
@@ -75,7 +75,8 @@ def music_paths(path: Path) -> list[Path]:
 def parse_files(files: list[Path]) -> tuple[list[np.ndarray], list[Path], Counter]:
     """Each file through ``corpus.parse_score`` (no key analysis): (grids, the files they came from, skip reasons counted)."""
     grids, parsed, skipped = [], [], Counter()
-    for f in files:
+    for i, f in enumerate(files):
+        report_progress("reading music files", i, len(files))
         try:
             grid, _ = corpus.parse_score(f, key_analysis=False)
         except corpus.SkipPiece as skip:
@@ -83,6 +84,7 @@ def parse_files(files: list[Path]) -> tuple[list[np.ndarray], list[Path], Counte
         else:
             grids.append(grid)
             parsed.append(Path(f))
+    report_progress("reading music files", len(files), len(files))
     return grids, parsed, skipped
 
 
@@ -154,7 +156,18 @@ class PieceSet:
         return len(self.beats)
 
     def mean(self, name: str) -> float:
-        return float(np.average(self.values[name], weights=self.weights))
+        """The weighted mean over the pieces where the metric is defined (NaN where none is)."""
+        v = self.values[name]
+        ok = np.isfinite(v)
+        if not ok.any():
+            return float("nan")
+        return float(np.average(v[ok], weights=None if self.weights is None else self.weights[ok]))
+
+    def defined_band(self, name: str) -> tuple[float, float]:
+        """``band`` over the pieces where the metric is defined."""
+        v = self.values[name]
+        ok = np.isfinite(v)
+        return p5_p95(v[ok], None if self.weights is None else self.weights[ok]) if ok.any() else (float("nan"), float("nan"))
 
     def rate(self, name: str) -> float:
         """A per-100-beats metric pooled over every beat of every piece."""
@@ -210,6 +223,41 @@ RATES: dict[str, tuple[str, str]] = {
     "parallel_fifths": ("parallel_fifths_per_100_beats", "parallel fifths per 100 beats (any two voices)"),
     "parallel_octaves": ("parallel_octaves_per_100_beats", "parallel octaves and unisons per 100 beats (any two voices)"),
 }
+
+
+# name -> (piece_metrics name, what it is): harmony and voice leading the sampling rules leave to the model; the value is
+# the mean over pieces, the floor the mean of the real stretches, and the description gives the real stretches' p5-p95 band
+HARMONY: dict[str, tuple[str, str]] = {
+    "root_triads": ("root_triads", "share of beat chords that are root-position triads"),
+    "first_inversions": ("first_inversions", "share of beat chords that are first-inversion triads"),
+    "second_inversions": ("second_inversions", "share of beat chords that are second-inversion triads"),
+    "sevenths": ("sevenths", "share of beat chords that are seventh chords"),
+    "non_chords": ("non_chords", "share of beat sonorities that spell no triad or seventh chord"),
+    "harmonic_rhythm": ("harmonic_rhythm", "share of successive beats whose chord changes"),
+    **{f"leap_{v}": (f"leap_{v}", f"mean {v} interval between successive notes, semitones") for v in G.VOICES},
+}
+# what the autoregressive sampler's rules enforce (sample.<setting> in the samples' details): metric names it makes 0 or 1
+ENFORCED: dict[str, tuple[str, ...]] = {
+    "avoid_parallels": ("parallel_fifths", "parallel_octaves", "parallels_ratio"),
+    "avoid_crossings": ("voice_crossings",),
+    "keep_range": ("out_of_range", *(f"out_of_range_{v}" for v in G.VOICES)),
+    "final_cadence": ("final_cadence",),
+}
+
+
+def final_cadences(grids: list[np.ndarray]) -> float:
+    """Share of ``grids`` ending on a root-position tonic of music21's key of the piece (``harmony.ends_on_tonic``)."""
+    ends = []
+    for g in grids:
+        key = corpus.grid_key(g)
+        if key is None:
+            ends.append(False)
+            continue
+        tonic, mode = key.rsplit(" ", 1)
+        from music21 import pitch
+
+        ends.append(harmony.ends_on_tonic(g, harmony.Key(pitch.Pitch(tonic).pitchClass, mode == "minor")))
+    return float(np.mean(ends)) if ends else float("nan")
 
 
 def p5_p95(values: np.ndarray, weights: np.ndarray | None = None) -> tuple[float, float]:
@@ -334,6 +382,23 @@ class ChoraleEvaluator(Evaluator):
             )
         for name, (key, text) in RATES.items():
             add(name, fake.rate(key), False, test.rate(key), f"{text}, pooled over pieces (floor: the real test pieces)")
+        for name, (key, text) in HARMONY.items():
+            low, high = cut.defined_band(key)
+            add(
+                name,
+                fake.mean(key),
+                None,
+                cut.mean(key),
+                f"{text}; Bach's band [{low:.3g}, {high:.3g}] (p5-p95) and floor (mean): {cut_words}",
+            )
+        add(
+            "final_cadence",
+            final_cadences(grids),
+            True,
+            final_cadences(test_grids),
+            "share of pieces whose last sonority is a root-position tonic (bass on the tonic, every pitch class in the tonic triad, "
+            "a Picardy third allowed) of the key music21 hears in the whole piece (floor: the whole test chorales)",
+        )
         add(
             "parallels_ratio",
             _ratio(fake.parallels(), test.parallels()),
@@ -341,6 +406,20 @@ class ChoraleEvaluator(Evaluator):
             floor(lambda a, b: _ratio(a.parallels(), b.parallels())),
             f"(fifths + octaves) per beat, samples / test set (target <= 2; undefined when the test set has none; floor: {how})",
         )
+
+        enforced = [m for setting, names in ENFORCED.items() if samples.meta.get(setting) for m in names]
+        if enforced:
+            shown = [m for m in out if m.name in enforced]
+            for i, m in enumerate(out):
+                if m.name in enforced:
+                    out[i] = Metric(
+                        m.name, m.value, m.higher_is_better, m.floor, f"{m.description} [enforced by construction: the sampler's rules]"
+                    )
+            notes.append(
+                "enforced by construction — these samples were drawn under the sampler's rules, so these figures say what the rules "
+                "did, not what the model learnt (where the final cadence and the counterpoint rules leave no note, the cadence wins): "
+                f"{', '.join(m.name for m in shown)}"
+            )
 
         out_dir.mkdir(parents=True, exist_ok=True)
         figures = {}

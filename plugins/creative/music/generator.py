@@ -52,6 +52,7 @@ from genforge.core.training import load_weights, save_weights
 from . import corpus, render
 from . import data as chorale_data
 from . import grid as G
+from .cadence import Endings, combine, ending_rule, plan_endings
 from .counterpoint import voice_rules
 from .data import ChoraleDataConfig
 
@@ -124,6 +125,10 @@ class ChoraleSampleConfig(SampleConfig):
         True,
         description="autoregressive: never draw a note outside its voice's usual range in the key the piece is written in (with model.home_key, free pieces' keys are then drawn before sampling, in proportion to the training pieces')",
     )
+    final_cadence: bool = Field(
+        True,
+        description="autoregressive: end every piece on a dominant and a held root-position tonic (a free piece's last half note; a melody's last note), in the key of what comes before (cadence.py)",
+    )
     melody: str | None = Field(
         None, description="a MIDI or MusicXML melody to harmonise: each piece keeps it as the soprano and fills alto, tenor and bass"
     )
@@ -191,11 +196,13 @@ def generate(
     cfg: ChoraleSampleConfig,
     generator: torch.Generator,
     bounds: torch.Tensor | None = None,
+    endings: Endings | None = None,
 ) -> np.ndarray:
     """Fill the ``MASK`` cells of ``given`` (N, 4, T), window by window; returns (N, 4, T) tokens, cleaned.
 
     Autoregressive: with the rules ``cfg`` asks for (``counterpoint.voice_rules``); ``bounds``
-    (N, 4, 2), the pitches each voice may strike, is the range rule (None: none).
+    (N, 4, 2), the pitches each voice may strike, is the range rule (None: none); ``endings``
+    (``cadence.plan_endings``), the final cadence (None: none), which wins where the rules clash.
     """
     window, order = meta["model"]["window"], meta["model"]["order"]
     hop = cfg.hop or window // 2
@@ -217,7 +224,10 @@ def generate(
         if order == "masked":
             seq = DIFFUSION.sample(net, steps=cfg.steps, temperature=cfg.temperature, strategy=cfg.strategy, generator=generator, given=seq)
         else:
-            rule = voice_rules(x[:, :, :start], parallels=cfg.avoid_parallels, crossings=cfg.avoid_crossings, bounds=bounds)
+            rule = combine(
+                ending_rule(endings, x[:, :, :start], bounds) if endings is not None else None,
+                voice_rules(x[:, :, :start], parallels=cfg.avoid_parallels, crossings=cfg.avoid_crossings, bounds=bounds),
+            )
             seq = AUTOREGRESSIVE.sample(
                 net, seq, unknown_id=G.MASK, temperature=cfg.temperature, top_p=cfg.top_p, generator=generator, constraint=rule
             )
@@ -232,7 +242,12 @@ def generate(
 
 
 def compose(
-    net: TransformerDenoiser, meta: dict, given: torch.Tensor, cfg: ChoraleSampleConfig, generator: torch.Generator
+    net: TransformerDenoiser,
+    meta: dict,
+    given: torch.Tensor,
+    cfg: ChoraleSampleConfig,
+    generator: torch.Generator,
+    fermatas: list[int] | None = None,
 ) -> tuple[np.ndarray, list[int]]:
     """``generate`` in the key the model was trained in: (pieces, the semitones each was moved by afterwards).
 
@@ -244,12 +259,16 @@ def compose(
     drawn first, in proportion to the training pieces' (``corpus.plan_shifts``), and each voice is
     kept to its usual range moved to its piece's key; without it, each free piece goes to a key
     drawn among those that leave fewest of its note-steps out of range (``corpus.draw_shift``).
-    Other models: ``generate`` as it is, moves 0.
+    Other models: ``generate`` as it is, moves 0. With ``sample.final_cadence`` (autoregressive), every piece ends on a
+    cadence (``cadence.py``), and so does every phrase of a given melody ending at one of ``fermatas`` (steps).
     """
     offsets = meta.get("key_offsets")
-    ruled = meta["model"]["order"] == "autoregressive" and cfg.keep_range
+    autoregressive = meta["model"]["order"] == "autoregressive"
+    ruled = autoregressive and cfg.keep_range
+    ends = autoregressive and cfg.final_cadence
     if not offsets:
-        return generate(net, meta, given, cfg, generator, range_bounds([0] * len(given)) if ruled else None), [0] * len(given)
+        endings = plan_endings(given, home=False, fermatas=fermatas) if ends else None
+        return generate(net, meta, given, cfg, generator, range_bounds([0] * len(given)) if ruled else None, endings), [0] * len(given)
     x = given.cpu().numpy()
     known = (x != G.MASK).any(axis=(1, 2))
     shifts: dict[bytes, int] = {}  # one key analysis per distinct given grid (a melody is given to every piece alike)
@@ -260,12 +279,13 @@ def compose(
     home = [shifts[g.tobytes()] if k else 0 for g, k in zip(x, known)]
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
     at_home = torch.from_numpy(_move(x, home)).to(given.device)
+    endings = plan_endings(at_home, home=True, fermatas=fermatas) if ends else None
     if ruled:
         planned = iter(corpus.plan_shifts(offsets, int((~known).sum()), rng))
         away = [-h if k else next(planned) for h, k in zip(home, known)]
-        pieces = generate(net, meta, at_home, cfg, generator, range_bounds(away))
+        pieces = generate(net, meta, at_home, cfg, generator, range_bounds(away), endings)
     else:
-        pieces = generate(net, meta, at_home, cfg, generator)
+        pieces = generate(net, meta, at_home, cfg, generator, None, endings)
         away = [-h if k else corpus.draw_shift(p, offsets, rng) for p, h, k in zip(pieces, home, known)]
     return _move(pieces, away), away
 
@@ -398,7 +418,8 @@ class ChoraleDiffusion(Generator):
         pieces, moves, done = [], [], 0
         while done < cfg.n:
             b = min(cfg.batch_size, cfg.n - done)
-            made, moved = compose(net, meta, self.given(b, cfg.bars * 16 if melody is None else len(melody), melody, device), cfg, gen)
+            given = self.given(b, cfg.bars * 16 if melody is None else len(melody), melody, device)
+            made, moved = compose(net, meta, given, cfg, gen, melody_info.get("fermatas") if melody is not None else None)
             pieces.extend(made)
             moves.extend(moved)
             done += b
@@ -414,6 +435,7 @@ class ChoraleDiffusion(Generator):
                     "avoid_parallels": cfg.avoid_parallels,
                     "avoid_crossings": cfg.avoid_crossings,
                     "keep_range": cfg.keep_range,
+                    "final_cadence": cfg.final_cadence,
                 }
                 if meta["model"]["order"] == "autoregressive"
                 else {}

@@ -24,7 +24,7 @@ STEP = 0.25  # quarter notes per sixteenth
 
 
 def read_melody(path: Path) -> tuple[np.ndarray, dict]:
-    """(T,) soprano tokens (pitch, HOLD, REST), and what was done: notes, bars, transposition."""
+    """(T,) soprano tokens (pitch, HOLD, REST), and what was done: notes, bars, transposition, the steps of notes under a fermata."""
     path = check_file(path, "melody")  # a folder, a FIFO, a link that leads nowhere: one line
     from music21 import chord, converter
 
@@ -74,5 +74,13 @@ def read_melody(path: Path) -> tuple[np.ndarray, dict]:
     line = [(a, b, p + shift) for a, b, p in line]
     length = -(-max(e for _, e, _ in line) // 16) * 16  # whole bars
     tokens = G.encode_notes([line, [], [], []], length)[0]
-    info = {"file": path.name, "notes": len(line), "bars": length // 16, "transposed": shift}
+    onsets = {a for a, _, _ in line}
+    fermatas = sorted(
+        {
+            round(float(n.offset) / STEP)
+            for n in parts[0].flatten().notes
+            if any(type(e).__name__ == "Fermata" for e in n.expressions) and round(float(n.offset) / STEP) in onsets
+        }
+    )  # phrase ends the musician marked (MusicXML keeps them; MIDI has none): cadences there (cadence.py)
+    info = {"file": path.name, "notes": len(line), "bars": length // 16, "transposed": shift, "fermatas": fermatas}
     return tokens, info

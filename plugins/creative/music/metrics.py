@@ -21,6 +21,14 @@ Definitions, all on the grid as ``grid.pitches`` decodes it (one value per voice
   oblique motion, contrary motion and a voice striking its own pitch again do not.
 - Note density: notes struck per beat, all voices together. Polyphony: the mean number of
   voices sounding over the steps at which any sounds (Bach 3.92).
+- Harmony (``harmony.py``): the chord on each beat is the sonority at the beat's onset where
+  all four voices sound, named by its pitch classes (a triad or seventh chord on some root, or
+  none). Chord shares are over those beats: root-position triads, first- and second-inversion
+  triads, seventh chords (any inversion), and sonorities that spell no chord (passing notes,
+  open fifths); they sum to 1. Harmonic rhythm: the share of successive beats whose chord
+  (root and type) changes. (The final cadence needs the piece's key: the evaluator judges it.)
+- Mean leap per voice: the mean absolute interval, semitones, between a voice's successive
+  struck notes (repeated notes count 0; a rest does not break the succession).
 - ``histogram_distance``: the Jensen-Shannon divergence in bits, symmetric, bounded by 1 and
   defined when a bin is empty in one histogram.
 """
@@ -32,6 +40,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from . import grid as G
+from . import harmony
 
 MAJOR_SCALE = np.array([0, 2, 4, 5, 7, 9, 11])  # pitch classes above the tonic
 MINOR_SCALE = np.array([0, 2, 3, 5, 7, 8, 10])  # natural minor
@@ -162,6 +171,36 @@ def histogram_distance(h1: np.ndarray, h2: np.ndarray) -> float:
     return float(_entropy(m) - (_entropy(h1) + _entropy(h2)) / 2)
 
 
+CHORD_SHARES = ("root_triads", "first_inversions", "second_inversions", "sevenths", "non_chords")
+
+
+def chord_shares(grid: np.ndarray) -> dict[str, float]:
+    """Shares of the beat chords (``harmony.beat_chords``) by type and inversion, and the harmonic rhythm (see the module docstring)."""
+    chords = harmony.beat_chords(grid)
+    if not chords:
+        return {**{k: float("nan") for k in CHORD_SHARES}, "harmonic_rhythm": float("nan")}
+    counts = dict.fromkeys(CHORD_SHARES, 0)
+    for _, kind, inversion in chords:
+        if kind == "other":
+            counts["non_chords"] += 1
+        elif kind == "seventh":
+            counts["sevenths"] += 1
+        else:
+            counts[{"root": "root_triads", "first": "first_inversions"}.get(inversion, "second_inversions")] += 1
+    named = [(root, kind) for root, kind, _ in chords]
+    changes = sum(a != b for a, b in zip(named, named[1:]))
+    return {**{k: v / len(chords) for k, v in counts.items()}, "harmonic_rhythm": changes / max(len(chords) - 1, 1)}
+
+
+def mean_leaps(grid: np.ndarray) -> dict[str, float]:
+    """Each voice's mean absolute interval between successive struck notes, semitones (NaN for fewer than two notes)."""
+    out = {}
+    for voice, notes in zip(G.VOICES, G.notes(np.asarray(grid))):
+        pitches = np.array([p for _, _, p in notes], float)
+        out[f"leap_{voice}"] = float(np.abs(np.diff(pitches)).mean()) if len(pitches) > 1 else float("nan")
+    return out
+
+
 def piece_metrics(grid: np.ndarray) -> dict[str, float]:
     """One piece's numbers, by name (see the module docstring for each definition)."""
     grid = np.asarray(grid)
@@ -179,6 +218,8 @@ def piece_metrics(grid: np.ndarray) -> dict[str, float]:
     out["parallels_per_100_beats"] = out["parallel_fifths_per_100_beats"] + out["parallel_octaves_per_100_beats"]
     out["note_density"] = note_density(grid)
     out["polyphony"] = polyphony(grid)
+    out.update(chord_shares(grid))
+    out.update(mean_leaps(grid))
     return out
 
 

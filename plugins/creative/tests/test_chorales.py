@@ -283,7 +283,7 @@ def test_a_model_trained_in_the_home_key_is_moved_to_and_from_it(chorale, monkey
     model = ChoraleModelConfig(d_model=32, n_heads=2, n_layers=1, window=16, hop=8)
     torch.manual_seed(0)
     net = build(model).eval()
-    cfg = ChoraleSampleConfig(n=5, bars=2)
+    cfg = ChoraleSampleConfig(n=5, bars=2, final_cadence=False)  # the key moves alone here (test_cadence.py: the endings)
     given = torch.full((5, 4, 32), G.MASK)
     given[2:4, 0] = torch.from_numpy(chorale[0, :32])  # two pieces harmonise bwv66.6's soprano (F# minor, or A major: +3 home)
     given[4, 3] = torch.from_numpy(chorale[3, :32])  # one re-voices the upper parts over its bass

@@ -220,3 +220,22 @@ def test_a_folder_of_midi_files_is_a_reference_too(data):
     assert m["out_of_range"].value > 0.3 and m["out_of_range"].floor == 0
     # two real pieces with no parallels: the ratio is undefined, so it is left out and said why (never NaN)
     assert "parallels_ratio" not in m and any(n.startswith("parallels_ratio left out") and "1 vs 2" in n for n in result.notes)
+
+
+def test_harmony_metrics_carry_bachs_band_and_rule_made_figures_are_marked(data):
+    root, _ = data
+    ev = ChoraleEvaluator()
+    path = root / "good"
+    meta = {"avoid_parallels": True, "avoid_crossings": True, "keep_range": True, "final_cadence": True}
+    samples = Samples("music", path, len(music_paths(path)), meta)
+    result = check_evaluator(ev, samples, Reference("music", root / "test.npz", None), root / "figures" / "marked", ev.Config())
+    got = {m.name: m for m in result.metrics}
+    for name in ("root_triads", "first_inversions", "sevenths", "non_chords", "harmonic_rhythm", "leap_bass", "final_cadence"):
+        assert got[name].floor is not None and np.isfinite(got[name].value), name
+    assert "Bach's band [" in got["root_triads"].description and "enforced by construction" not in got["root_triads"].description
+    assert got["final_cadence"].value == 1.0  # the three Bach chorales end on root-position tonics
+    marked = [n for n, m in got.items() if "[enforced by construction" in m.description]
+    assert {"parallel_fifths", "voice_crossings", "out_of_range_bass", "final_cadence"} <= set(marked)
+    assert any(note.startswith("enforced by construction") for note in result.notes)
+    unmarked, plain = evaluate(path, root)
+    assert not any("enforced by construction" in m.description for m in plain.values())  # another tool's files: nothing marked

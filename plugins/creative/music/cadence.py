@@ -1,0 +1,201 @@
+"""The final cadence as a sampling rule: a piece ends on a dominant, then a held root-position tonic.
+
+Bach's chorales end on a root-position tonic in about 85 % of pieces (FIELD_NOTES), nearly
+always by an authentic cadence (V–I) under a fermata. A model that sees one bar back does not
+know where the piece ends, so left to itself it stops mid-phrase; ``ending_rule`` is a
+``constraint`` for ``Autoregressive.sample`` (as ``counterpoint.voice_rules`` is) that writes
+the ending by construction:
+
+- where: a free piece's final chord is its last half note (8 sixteenths), the dominant the beat
+  before it; a harmonised melody's final chord is struck with the melody's last note and the
+  dominant with the note before it (``plan_endings``);
+- the key: decided when the dominant is about to be drawn, from everything sounding before it
+  (``harmony.key_of``; a given melody counts whole, its last note weighted as a likely tonic);
+  with a home-key model (``model.home_key``) the candidates are its two keys, C major and A minor;
+- at the dominant: the bass on the fifth degree; the upper voices drawn there on notes of V7
+  (5, 7, 2, 4 — the leading tone raised in minor) where a given soprano allows, else free;
+  the bass held until the final chord;
+- at the final chord: the bass on the tonic, the upper voices on the tonic triad, the third
+  in the tenor if neither voice above has it; then every drawn voice held to the end (the
+  fermata).
+
+The model still chooses the voicing, the octave and the approach; the counterpoint rules keep
+applying, and where the two together forbid every note the ending rule wins (``combine``).
+The evaluator's ``final_cadence`` is therefore 1 by construction for pieces sampled with
+``sample.final_cadence`` — the report says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import grid as G
+from .counterpoint import decode
+from .harmony import ALL_KEYS, DOMINANT_SEVENTH, Key, key_of
+
+FINAL = 8  # sixteenths of a free piece's final chord (a half note)
+DOMINANT = 4  # sixteenths of the dominant before it (a beat)
+HOME_KEYS = (Key(0, False), Key(9, True))  # a home-key model writes in C major or A minor
+Rule = Callable[[torch.Tensor, int], torch.Tensor | None]
+
+
+@dataclass
+class Endings:
+    """Where each piece's ending lies, and its key once decided."""
+
+    final: np.ndarray  # (B,) step the final chord is struck
+    dominant: np.ndarray  # (B,) step the dominant is struck
+    melody: np.ndarray | None  # (B, L) given soprano pitches (-1: none), for the key
+    candidates: tuple[Key, ...] = ALL_KEYS
+    keys: list[Key | None] = field(default_factory=list)
+    phrases: dict[int, int] = field(default_factory=dict)  # a fermata's step -> the step its note ends (given melodies)
+
+    def key(self, b: int, sounding: np.ndarray) -> Key:
+        """Piece ``b``'s key, decided once — at its first cadence — from ``sounding`` (4, S) pitches before its dominant
+        (cells not drawn yet are silent) and its given melody."""
+        if self.keys[b] is None:
+            p = sounding[:, : self.dominant[b]]
+            w = np.bincount(p[p >= 0] % 12, minlength=12).astype(float)
+            if self.melody is not None and (self.melody[b] >= 0).any():
+                m = self.melody[b]
+                w += np.bincount(m[m >= 0] % 12, minlength=12)
+                w[m[m >= 0][-1] % 12] += 0.25 * w.sum()  # a melody's last note: most often the tonic
+            self.keys[b] = key_of(w, self.candidates) or self.candidates[0]
+        return self.keys[b]
+
+
+def plan_endings(given: torch.Tensor, home: bool, fermatas: list[int] | None = None) -> Endings:
+    """The final and dominant steps of each piece of ``given`` (B, 4, L): a free piece's last half note and the beat
+    before; with a given soprano, its last note's onset and the onset of the note before (at most a bar before).
+    ``fermatas``: steps of given melody notes under a fermata — phrase ends, each a cadence (``ending_rule``)."""
+    x = given.cpu().numpy()
+    n, _, length = x.shape
+    final = np.full(n, max(length - FINAL, 1))
+    dominant = np.maximum(final - DOMINANT, 0)
+    melody = None
+    known = (x[:, 0] != G.MASK).any(axis=1)
+    if known.any():
+        soprano = np.where(x[:, 0] == G.MASK, G.REST, x[:, 0])
+        melody = G.pitches(np.stack([np.stack([s, s, s, s]) for s in soprano]))[:, 0]
+        onsets = G.onsets(np.stack([np.stack([s, s, s, s]) for s in soprano]))[:, 0]
+        for b in np.flatnonzero(known):
+            struck = np.flatnonzero(onsets[b])
+            if len(struck) >= 2:
+                final[b], dominant[b] = struck[-1], max(struck[-2], struck[-1] - 16)
+    phrases = {}
+    if fermatas and melody is not None:
+        row = np.flatnonzero(known)[0]
+        struck = np.flatnonzero(onsets[row])
+        for f in fermatas:
+            later = struck[struck > f]
+            if f in struck and len(later) and f < final[row]:  # the last note's fermata is the final cadence itself
+                phrases[int(f)] = int(later[0])
+    return Endings(final, dominant, melody, HOME_KEYS if home else ALL_KEYS, [None] * n, phrases)
+
+
+def ending_rule(endings: Endings, before: torch.Tensor, bounds: torch.Tensor | None = None) -> Rule:
+    """The ending as a ``constraint`` for one window of time-major tokens; ``before`` (B, 4, S): the steps ahead of it;
+    ``bounds`` (B, 4, 2): each voice's range (as ``voice_rules`` takes it), kept by the ending's notes where it can be."""
+    n_pitches = G.PITCH_HIGH - G.PITCH_LOW + 1
+    cand = torch.arange(G.PITCH_LOW, G.PITCH_HIGH + 1)
+    pcs = cand % 12
+    outside = None if bounds is None else (cand[None, None] < bounds[:, :, :1].cpu()) | (cand[None, None] > bounds[:, :, 1:].cpu())
+    start = before.shape[2]
+
+    def only(pc_set) -> torch.Tensor:
+        return ~torch.isin(pcs, torch.tensor(sorted(pc_set)))
+
+    def rule(seq: torch.Tensor, i: int) -> torch.Tensor | None:
+        t, j = divmod(i, 4)
+        step = start + t
+        phrase_end = next((f for f, e in endings.phrases.items() if f <= step < e), None)
+        rows = np.flatnonzero((step >= endings.dominant) | (phrase_end is not None))
+        if not len(rows):
+            return None
+        window = seq[:, : 4 * (t + 1)].reshape(len(seq), t + 1, 4).transpose(1, 2)
+        p, _ = decode(torch.cat([before.to(seq.device), window], dim=2))  # cells not drawn yet read as rests
+        p = p.cpu()
+        sounding = p.numpy()
+        banned = torch.zeros(len(seq), G.N_TOKENS, dtype=torch.bool)
+        for b in rows:
+            key = endings.key(int(b), sounding[b])
+            dom, fin = int(endings.dominant[b]), int(endings.final[b])
+            held = int(p[b, j, step - 1]) if step else -1
+            allowed: set[int] | None = None  # pitch classes a struck note may take here (None: any)
+            hold_only = False
+            if step < dom and phrase_end is not None:  # a fermata: I under a note of the tonic triad, else V under one of V's
+                top = int(p[b, 0, phrase_end])
+                v = {(key.tonic + i) % 12 for i in DOMINANT_SEVENTH[:3]}
+                chord = set(key.triad) if top % 12 in key.triad else v if top % 12 in v else None
+                if chord is not None and step == phrase_end:
+                    root = key.tonic if chord == set(key.triad) else (key.tonic + 7) % 12
+                    allowed = {root} if j == 3 else chord
+                elif chord is not None:
+                    hold_only = j > 0  # the chord held under the fermata
+            elif step == dom:
+                if j == 3:
+                    allowed = {(key.tonic + 7) % 12}
+                else:
+                    v7 = {(key.tonic + i) % 12 for i in DOMINANT_SEVENTH}
+                    top = int(p[b, 0, step])
+                    allowed = v7 if (j == 0 or top < 0 or top % 12 in v7) else None
+            elif dom < step < fin:
+                hold_only = j == 3
+            elif step == fin:
+                triad = set(key.triad)
+                # the bass will move from V to I: a voice a fifth or octave above it moving to the same interval above
+                # the tonic would make parallels, so that pitch class is left out (holding the note stays allowed)
+                here, bass = (int(p[b, j, step - 1]), int(p[b, 3, step - 1])) if step else (-1, -1)
+                if j < 3 and here >= 0 and bass >= 0 and (here - bass) % 12 in (0, 7):
+                    triad = triad - {(key.tonic + here - bass) % 12} or triad
+                if j == 3:
+                    allowed = {key.tonic}
+                elif j == 2 and not any(int(p[b, u, step]) % 12 == key.triad[1] for u in (0, 1) if int(p[b, u, step]) >= 0):
+                    allowed = {key.triad[1]}
+                else:
+                    allowed = triad
+            elif step > fin:
+                hold_only = True
+            row = banned[b]
+            if hold_only:
+                row[:] = True
+                row[G.HOLD] = False
+            elif allowed is not None:
+                row[G.REST] = True
+                row[2 : 2 + n_pitches] = only(allowed)
+                if outside is not None and not (row[2 : 2 + n_pitches] | outside[b, j]).all():
+                    row[2 : 2 + n_pitches] |= outside[b, j]  # in the voice's range where the range has such a note
+                row[G.HOLD] = held < 0 or held % 12 not in allowed
+        return banned.to(seq.device)
+
+    return rule
+
+
+def combine(*rules: Rule | None) -> Rule | None:
+    """One constraint from several, the first taking precedence: where together they forbid every token, the first alone."""
+    rules = [r for r in rules if r is not None]
+    if not rules:
+        return None
+    if len(rules) == 1:
+        return rules[0]
+    first, rest = rules[0], rules[1:]
+
+    def rule(seq: torch.Tensor, i: int) -> torch.Tensor | None:
+        bans = [r(seq, i) for r in rest]
+        own = first(seq, i)
+        out = own
+        for ban in bans:
+            if ban is None:
+                continue
+            if out is None:
+                out = ban
+                continue
+            both = out | ban.to(out.device)
+            out = torch.where(both[:, : G.VOCAB].all(-1, keepdim=True), out, both)
+        return out
+
+    return rule
