@@ -119,8 +119,8 @@ def test_the_throughput_is_the_average_when_the_last_steps_are_faster(tmp_path):
         return loss, {**m, "rows": 1}
 
     result = Trainer(config(max_steps=10, log_every=5), tmp_path).fit(make_model(), slow_then_fast, count="rows")
-    assert result.last_metrics["rows_per_s"] > 100  # the last window, no sleeping
     assert result.throughput < 45  # 10 rows in about 0.25 s or more: the run's own rate
+    assert result.last_metrics["rows_per_s"] > 1.4 * result.throughput  # the last window, no sleeping, is faster (even on a loaded machine)
 
 
 def test_wall_clock_budget(tmp_path):

@@ -8,8 +8,10 @@ the ending by construction:
 
 - where: a free piece's final chord is its last half note (8 sixteenths), the dominant the beat
   before it; a harmonised melody's final chord is struck with the melody's last note and the
-  dominant with the note before it (``plan_endings``);
-- the key: decided when the dominant is about to be drawn, from everything sounding before it
+  dominant with the note before it (``plan_endings``); phrases end, each on I or V in root
+  position held as under a fermata, at a given melody's fermatas, and in a free piece every
+  ``sample.phrase_bars`` bars (its last half note);
+- the key: decided at each cadence (a phrase end, the final dominant), from everything sounding before it
   (``harmony.key_of``; a given melody counts whole, its last note weighted as a likely tonic);
   with a home-key model (``model.home_key``) the candidates are its two keys, C major and A minor;
 - at the dominant: the bass on the fifth degree; the upper voices drawn there on notes of V7
@@ -51,27 +53,28 @@ class Endings:
     dominant: np.ndarray  # (B,) step the dominant is struck
     melody: np.ndarray | None  # (B, L) given soprano pitches (-1: none), for the key
     candidates: tuple[Key, ...] = ALL_KEYS
-    keys: list[Key | None] = field(default_factory=list)
-    phrases: dict[int, int] = field(default_factory=dict)  # a fermata's step -> the step its note ends (given melodies)
+    keys: dict[tuple[int, int], Key] = field(default_factory=dict)  # (piece, cadence step) -> the key decided there
+    phrases: dict[int, int] = field(default_factory=dict)  # a phrase-end chord's step -> the step it is held to
 
-    def key(self, b: int, sounding: np.ndarray) -> Key:
-        """Piece ``b``'s key, decided once — at its first cadence — from ``sounding`` (4, S) pitches before its dominant
-        (cells not drawn yet are silent) and its given melody."""
-        if self.keys[b] is None:
-            p = sounding[:, : self.dominant[b]]
+    def key(self, b: int, sounding: np.ndarray, cadence: int) -> Key:
+        """Piece ``b``'s key at the cadence struck at step ``cadence``, decided once from ``sounding`` (4, S) pitches
+        before it (cells not drawn yet are silent) and the piece's given melody."""
+        if (b, cadence) not in self.keys:
+            p = sounding[:, :cadence]
             w = np.bincount(p[p >= 0] % 12, minlength=12).astype(float)
             if self.melody is not None and (self.melody[b] >= 0).any():
                 m = self.melody[b]
                 w += np.bincount(m[m >= 0] % 12, minlength=12)
                 w[m[m >= 0][-1] % 12] += 0.25 * w.sum()  # a melody's last note: most often the tonic
-            self.keys[b] = key_of(w, self.candidates) or self.candidates[0]
-        return self.keys[b]
+            self.keys[(b, cadence)] = key_of(w, self.candidates) or self.candidates[0]
+        return self.keys[(b, cadence)]
 
 
-def plan_endings(given: torch.Tensor, home: bool, fermatas: list[int] | None = None) -> Endings:
+def plan_endings(given: torch.Tensor, home: bool, fermatas: list[int] | None = None, phrase_bars: int | None = None) -> Endings:
     """The final and dominant steps of each piece of ``given`` (B, 4, L): a free piece's last half note and the beat
     before; with a given soprano, its last note's onset and the onset of the note before (at most a bar before).
-    ``fermatas``: steps of given melody notes under a fermata — phrase ends, each a cadence (``ending_rule``)."""
+    ``fermatas``: steps of given melody notes under a fermata — phrase ends, each a cadence (``ending_rule``);
+    ``phrase_bars``: free pieces end a phrase every this many 4/4 bars, on a chord held its last half note."""
     x = given.cpu().numpy()
     n, _, length = x.shape
     final = np.full(n, max(length - FINAL, 1))
@@ -94,7 +97,10 @@ def plan_endings(given: torch.Tensor, home: bool, fermatas: list[int] | None = N
             later = struck[struck > f]
             if f in struck and len(later) and f < final[row]:  # the last note's fermata is the final cadence itself
                 phrases[int(f)] = int(later[0])
-    return Endings(final, dominant, melody, HOME_KEYS if home else ALL_KEYS, [None] * n, phrases)
+    if phrase_bars and not known.any():
+        every = phrase_bars * 16
+        phrases = {k - FINAL: k for k in range(every, length, every) if k <= int(final.min()) - DOMINANT}
+    return Endings(final, dominant, melody, HOME_KEYS if home else ALL_KEYS, {}, phrases)
 
 
 def ending_rule(endings: Endings, before: torch.Tensor, bounds: torch.Tensor | None = None) -> Rule:
@@ -122,20 +128,23 @@ def ending_rule(endings: Endings, before: torch.Tensor, bounds: torch.Tensor | N
         sounding = p.numpy()
         banned = torch.zeros(len(seq), G.N_TOKENS, dtype=torch.bool)
         for b in rows:
-            key = endings.key(int(b), sounding[b])
             dom, fin = int(endings.dominant[b]), int(endings.final[b])
+            key = endings.key(int(b), sounding[b], phrase_end if step < dom and phrase_end is not None else dom)
             held = int(p[b, j, step - 1]) if step else -1
             allowed: set[int] | None = None  # pitch classes a struck note may take here (None: any)
             hold_only = False
-            if step < dom and phrase_end is not None:  # a fermata: I under a note of the tonic triad, else V under one of V's
+            if step < dom and phrase_end is not None:  # a phrase end: I under a note of the tonic triad, else V under one of V's
                 top = int(p[b, 0, phrase_end])
                 v = {(key.tonic + i) % 12 for i in DOMINANT_SEVENTH[:3]}
-                chord = set(key.triad) if top % 12 in key.triad else v if top % 12 in v else None
-                if chord is not None and step == phrase_end:
-                    root = key.tonic if chord == set(key.triad) else (key.tonic + 7) % 12
-                    allowed = {root} if j == 3 else chord
-                elif chord is not None:
-                    hold_only = j > 0  # the chord held under the fermata
+                if top < 0 and j == 0 and step == phrase_end:  # a free soprano: a note of I or of V
+                    allowed = set(key.triad) | v
+                else:
+                    chord = None if top < 0 else set(key.triad) if top % 12 in key.triad else v if top % 12 in v else None
+                    if chord is not None and step == phrase_end:
+                        root = key.tonic if chord == set(key.triad) else (key.tonic + 7) % 12
+                        allowed = {root} if j == 3 else chord
+                    elif chord is not None:
+                        hold_only = True  # the chord held to the phrase's end (a given soprano is not drawn)
             elif step == dom:
                 if j == 3:
                     allowed = {(key.tonic + 7) % 12}

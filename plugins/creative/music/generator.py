@@ -129,6 +129,11 @@ class ChoraleSampleConfig(SampleConfig):
         True,
         description="autoregressive: end every piece on a dominant and a held root-position tonic (a free piece's last half note; a melody's last note), in the key of what comes before (cadence.py)",
     )
+    phrase_bars: int | None = Field(
+        2,
+        ge=1,
+        description="autoregressive, free pieces with final_cadence: end a phrase every this many bars on I or V in root position, held its last half note (Bach's median phrase: two bars; None: no phrases)",
+    )
     melody: str | None = Field(
         None, description="a MIDI or MusicXML melody to harmonise: each piece keeps it as the soprano and fills alto, tenor and bass"
     )
@@ -267,7 +272,7 @@ def compose(
     ruled = autoregressive and cfg.keep_range
     ends = autoregressive and cfg.final_cadence
     if not offsets:
-        endings = plan_endings(given, home=False, fermatas=fermatas) if ends else None
+        endings = plan_endings(given, home=False, fermatas=fermatas, phrase_bars=cfg.phrase_bars) if ends else None
         return generate(net, meta, given, cfg, generator, range_bounds([0] * len(given)) if ruled else None, endings), [0] * len(given)
     x = given.cpu().numpy()
     known = (x != G.MASK).any(axis=(1, 2))
@@ -279,7 +284,7 @@ def compose(
     home = [shifts[g.tobytes()] if k else 0 for g, k in zip(x, known)]
     rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)))
     at_home = torch.from_numpy(_move(x, home)).to(given.device)
-    endings = plan_endings(at_home, home=True, fermatas=fermatas) if ends else None
+    endings = plan_endings(at_home, home=True, fermatas=fermatas, phrase_bars=cfg.phrase_bars) if ends else None
     if ruled:
         planned = iter(corpus.plan_shifts(offsets, int((~known).sum()), rng))
         away = [-h if k else next(planned) for h, k in zip(home, known)]
@@ -436,6 +441,7 @@ class ChoraleDiffusion(Generator):
                     "avoid_crossings": cfg.avoid_crossings,
                     "keep_range": cfg.keep_range,
                     "final_cadence": cfg.final_cadence,
+                    "phrase_bars": cfg.phrase_bars,
                 }
                 if meta["model"]["order"] == "autoregressive"
                 else {}

