@@ -22,7 +22,9 @@ the ending by construction:
   fermata).
 
 The model still chooses the voicing, the octave and the approach; the counterpoint rules keep
-applying, and where the two together forbid every note the ending rule wins (``combine``).
+applying. Where the two together forbid every note, the final cadence wins over them, and the
+counterpoint rules win over a phrase end (``combine``, in that order of precedence): a piece
+always ends on its tonic, and a phrase end never makes a parallel.
 The evaluator's ``final_cadence`` is therefore 1 by construction for pieces sampled with
 ``sample.final_cadence`` — the report says so.
 """
@@ -103,9 +105,11 @@ def plan_endings(given: torch.Tensor, home: bool, fermatas: list[int] | None = N
     return Endings(final, dominant, melody, HOME_KEYS if home else ALL_KEYS, {}, phrases)
 
 
-def ending_rule(endings: Endings, before: torch.Tensor, bounds: torch.Tensor | None = None) -> Rule:
+def ending_rule(endings: Endings, before: torch.Tensor, bounds: torch.Tensor | None = None, part: str = "final") -> Rule:
     """The ending as a ``constraint`` for one window of time-major tokens; ``before`` (B, 4, S): the steps ahead of it;
-    ``bounds`` (B, 4, 2): each voice's range (as ``voice_rules`` takes it), kept by the ending's notes where it can be."""
+    ``bounds`` (B, 4, 2): each voice's range (as ``voice_rules`` takes it), kept by the ending's notes where it can be.
+    ``part``: ``"final"`` (the final cadence) or ``"phrases"`` (the phrase ends before it): two rules, so that the
+    sampler can rank them — the final cadence above the counterpoint rules, the phrase ends below them."""
     n_pitches = G.PITCH_HIGH - G.PITCH_LOW + 1
     cand = torch.arange(G.PITCH_LOW, G.PITCH_HIGH + 1)
     pcs = cand % 12
@@ -118,8 +122,12 @@ def ending_rule(endings: Endings, before: torch.Tensor, bounds: torch.Tensor | N
     def rule(seq: torch.Tensor, i: int) -> torch.Tensor | None:
         t, j = divmod(i, 4)
         step = start + t
-        phrase_end = next((f for f, e in endings.phrases.items() if f <= step < e), None)
-        rows = np.flatnonzero((step >= endings.dominant) | (phrase_end is not None))
+        if part == "phrases":
+            phrase_end = next((f for f, e in endings.phrases.items() if f <= step < e), None)
+            rows = np.flatnonzero(step < endings.dominant) if phrase_end is not None else np.zeros(0, int)
+        else:
+            phrase_end = None
+            rows = np.flatnonzero(step >= endings.dominant)
         if not len(rows):
             return None
         window = seq[:, : 4 * (t + 1)].reshape(len(seq), t + 1, 4).transpose(1, 2)
@@ -185,7 +193,8 @@ def ending_rule(endings: Endings, before: torch.Tensor, bounds: torch.Tensor | N
 
 
 def combine(*rules: Rule | None) -> Rule | None:
-    """One constraint from several, the first taking precedence: where together they forbid every token, the first alone."""
+    """One constraint from several, in order of precedence: each rule after the first is added to those before it
+    wherever that still leaves a token to draw (for a row it would empty, it is left out)."""
     rules = [r for r in rules if r is not None]
     if not rules:
         return None

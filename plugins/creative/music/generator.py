@@ -229,9 +229,10 @@ def generate(
         if order == "masked":
             seq = DIFFUSION.sample(net, steps=cfg.steps, temperature=cfg.temperature, strategy=cfg.strategy, generator=generator, given=seq)
         else:
-            rule = combine(
+            rule = combine(  # in order of precedence: the final cadence, the counterpoint rules, the phrase ends
                 ending_rule(endings, x[:, :, :start], bounds) if endings is not None else None,
                 voice_rules(x[:, :, :start], parallels=cfg.avoid_parallels, crossings=cfg.avoid_crossings, bounds=bounds),
+                ending_rule(endings, x[:, :, :start], bounds, "phrases") if endings is not None and endings.phrases else None,
             )
             seq = AUTOREGRESSIVE.sample(
                 net, seq, unknown_id=G.MASK, temperature=cfg.temperature, top_p=cfg.top_p, generator=generator, constraint=rule
