@@ -63,7 +63,6 @@ def last_sonority(score) -> list:
 def judge(path_or_score, key=None) -> tuple[bool, str]:
     """(root-position tonic?, what the ending was) for one piece; ``key`` a music21 Key (None: analysed)."""
     from music21 import converter
-    from music21 import key as m21key
 
     score = converter.parse(str(path_or_score)) if not hasattr(path_or_score, "flatten") else path_or_score
     k = key or score.analyze("key")
@@ -75,7 +74,6 @@ def judge(path_or_score, key=None) -> tuple[bool, str]:
     allowed = triad | ({(tonic + 4) % 12} if k.mode == "minor" else set())
     bass = min(pitches, key=lambda p: p.ps)
     ok = bass.pitchClass == tonic and {p.pitchClass for p in pitches} <= allowed
-    del m21key
     return ok, f"{k.tonic.name} {k.mode}: bass {bass.nameWithOctave}, {' '.join(sorted({p.name for p in pitches}))}"
 
 

@@ -220,7 +220,6 @@ def main() -> None:
         f"{training['throughput']['value']:.0f} images/s; notes: {training.get('notes') or 'none'}",
         flush=True,
     )
-    real_grid = None
     rows = []
     for guidance in args.guidance:
         cmd = [
@@ -246,8 +245,6 @@ def main() -> None:
         matched = np.array([order[j] for j in judged]) == asked
         per = {c: float(matched[asked == classes.index(c)].mean()) for c in CLASSES}
         rows.append((guidance, float(matched.mean()), per, time.time() - t0, sampled))
-        if real_grid is None:
-            real_grid = real_x
         grid_png = sampled / "figures" / "own_folder_grid.png"
         save_grid(images, asked, classes, real_x, real_y, grid_png)
         print(

@@ -103,7 +103,7 @@ def create_sample_run(
 
     registry = registry or Registry(root)
     check_sample_overrides(overrides)
-    if "@" not in ref and ":" not in ref and ref not in registry.models():
+    if not names_a_model(ref, registry):
         trained = _finished_run(ref, root)
         if trained is not None:
             return _sample_run_from_run(trained, ref, overrides, pm, root, run_id, sections)
@@ -138,7 +138,7 @@ def init_weights(ref: str, generator: str, root: str | Path | None = None, regis
 
     registry = registry or Registry(root)
     where = f"train.init_from={ref!r}"
-    if "@" not in ref and ":" not in ref and ref not in registry.models():
+    if not names_a_model(ref, registry):
         if ref == "latest":
             trained = [r for r in RunStore(root).all() if r.generator == generator and samplable(r) is None]
             if not trained:
@@ -169,6 +169,11 @@ def init_weights(ref: str, generator: str, root: str | Path | None = None, regis
     except (OSError, ValueError, KeyError) as exc:
         raise DataError(f"{where}: the weights at {path} cannot be read as saved weights ({type(exc).__name__}: {exc})") from None
     return state, {**source, "weights": str(path)}
+
+
+def names_a_model(ref: str, registry: Registry) -> bool:
+    """Whether ``ref`` is a model reference (``NAME@alias``, ``NAME:N``, or a model's name) rather than a run's."""
+    return "@" in ref or ":" in ref or ref in registry.models()
 
 
 def check_installed(generator: str, what: str, pm: pluggy.PluginManager | None) -> None:

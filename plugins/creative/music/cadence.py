@@ -85,8 +85,8 @@ def plan_endings(given: torch.Tensor, home: bool, fermatas: list[int] | None = N
     known = (x[:, 0] != G.MASK).any(axis=1)
     if known.any():
         soprano = np.where(x[:, 0] == G.MASK, G.REST, x[:, 0])
-        melody = G.pitches(np.stack([np.stack([s, s, s, s]) for s in soprano]))[:, 0]
-        onsets = G.onsets(np.stack([np.stack([s, s, s, s]) for s in soprano]))[:, 0]
+        as_grids = np.repeat(soprano[:, None], 4, axis=1)  # (B, 4, L): the decoders read whole grids
+        melody, onsets = G.pitches(as_grids)[:, 0], G.onsets(as_grids)[:, 0]
         for b in np.flatnonzero(known):
             struck = np.flatnonzero(onsets[b])
             if len(struck) >= 2:
@@ -143,7 +143,7 @@ def ending_rule(endings: Endings, before: torch.Tensor, bounds: torch.Tensor | N
             hold_only = False
             if step < dom and phrase_end is not None:  # a phrase end: I under a note of the tonic triad, else V under one of V's
                 top = int(p[b, 0, phrase_end])
-                v = {(key.tonic + i) % 12 for i in DOMINANT_SEVENTH[:3]}
+                v = {(key.tonic + d) % 12 for d in DOMINANT_SEVENTH[:3]}
                 if top < 0 and j == 0 and step == phrase_end:  # a free soprano: a note of I or of V
                     allowed = set(key.triad) | v
                 else:
@@ -157,7 +157,7 @@ def ending_rule(endings: Endings, before: torch.Tensor, bounds: torch.Tensor | N
                 if j == 3:
                     allowed = {(key.tonic + 7) % 12}
                 else:
-                    v7 = {(key.tonic + i) % 12 for i in DOMINANT_SEVENTH}
+                    v7 = {(key.tonic + d) % 12 for d in DOMINANT_SEVENTH}
                     top = int(p[b, 0, step])
                     allowed = v7 if (j == 0 or top < 0 or top % 12 in v7) else None
             elif dom < step < fin:

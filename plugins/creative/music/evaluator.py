@@ -155,19 +155,21 @@ class PieceSet:
     def __len__(self) -> int:
         return len(self.beats)
 
-    def mean(self, name: str) -> float:
-        """The weighted mean over the pieces where the metric is defined (NaN where none is)."""
+    def _defined(self, name: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """A metric's values and weights over the pieces where it is defined (a piece too short for a chord: NaN)."""
         v = self.values[name]
         ok = np.isfinite(v)
-        if not ok.any():
-            return float("nan")
-        return float(np.average(v[ok], weights=None if self.weights is None else self.weights[ok]))
+        return v[ok], None if self.weights is None else self.weights[ok]
+
+    def mean(self, name: str) -> float:
+        """The weighted mean over the pieces where the metric is defined (NaN where none is)."""
+        v, w = self._defined(name)
+        return float(np.average(v, weights=w)) if len(v) else float("nan")
 
     def defined_band(self, name: str) -> tuple[float, float]:
         """``band`` over the pieces where the metric is defined."""
-        v = self.values[name]
-        ok = np.isfinite(v)
-        return p5_p95(v[ok], None if self.weights is None else self.weights[ok]) if ok.any() else (float("nan"), float("nan"))
+        v, w = self._defined(name)
+        return p5_p95(v, w) if len(v) else (float("nan"), float("nan"))
 
     def rate(self, name: str) -> float:
         """A per-100-beats metric pooled over every beat of every piece."""
@@ -250,13 +252,7 @@ def final_cadences(grids: list[np.ndarray]) -> float:
     ends = []
     for g in grids:
         key = corpus.grid_key(g)
-        if key is None:
-            ends.append(False)
-            continue
-        tonic, mode = key.rsplit(" ", 1)
-        from music21 import pitch
-
-        ends.append(harmony.ends_on_tonic(g, harmony.Key(pitch.Pitch(tonic).pitchClass, mode == "minor")))
+        ends.append(key is not None and harmony.ends_on_tonic(g, harmony.Key.named(key)))
     return float(np.mean(ends)) if ends else float("nan")
 
 

@@ -53,6 +53,14 @@ class Key:
         names = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
         return f"{names[self.tonic]} {'minor' if self.minor else 'major'}"
 
+    @classmethod
+    def named(cls, name: str) -> Key:
+        """A key as music21 and ``corpus.parse_score`` name it ("F# minor"; a mode other than minor counts as major)."""
+        from music21 import pitch
+
+        tonic, mode = name.rsplit(" ", 1)
+        return cls(pitch.Pitch(tonic).pitchClass, mode == "minor")
+
     @property
     def triad(self) -> tuple[int, ...]:
         """The tonic triad's pitch classes (minor: with its minor third)."""

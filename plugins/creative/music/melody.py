@@ -26,7 +26,7 @@ STEP = 0.25  # quarter notes per sixteenth
 def read_melody(path: Path) -> tuple[np.ndarray, dict]:
     """(T,) soprano tokens (pitch, HOLD, REST), and what was done: notes, bars, transposition, the steps of notes under a fermata."""
     path = check_file(path, "melody")  # a folder, a FIFO, a link that leads nowhere: one line
-    from music21 import chord, converter
+    from music21 import chord, converter, expressions
 
     try:
         score = converter.parse(str(path))
@@ -79,7 +79,7 @@ def read_melody(path: Path) -> tuple[np.ndarray, dict]:
         {
             round(float(n.offset) / STEP)
             for n in parts[0].flatten().notes
-            if any(type(e).__name__ == "Fermata" for e in n.expressions) and round(float(n.offset) / STEP) in onsets
+            if any(isinstance(e, expressions.Fermata) for e in n.expressions) and round(float(n.offset) / STEP) in onsets
         }
     )  # phrase ends the musician marked (MusicXML keeps them; MIDI has none): cadences there (cadence.py)
     info = {"file": path.name, "notes": len(line), "bars": length // 16, "transposed": shift, "fermatas": fermatas}

@@ -52,8 +52,7 @@ def _beats(grid: np.ndarray) -> float:
 
 def pitch_class_histogram(grid: np.ndarray) -> np.ndarray:
     """(12,) share of note-steps in each pitch class, C first; all zeros for a silent grid."""
-    p = G.pitches(grid)
-    counts = np.bincount(p[p >= 0] % 12, minlength=12).astype(float)
+    counts = harmony.pc_weights(grid)
     total = counts.sum()
     return counts / total if total else counts
 
